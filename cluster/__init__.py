@@ -1,0 +1,1 @@
+"""Many nodes at once: cluster generation, the local launcher, the deterministic simulator."""

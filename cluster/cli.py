@@ -1,0 +1,58 @@
+"""`kledger`: one command, subcommands owned by the part that implements them.
+
+Each subcommand module exposes `main(argv: list[str]) -> int` and builds its own argparse parser,
+so a part adds a command without touching the others. Modules are imported only when their
+command runs, which keeps `kledger verify` free of the node's heavier imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "verify": (
+        "node.cli.verify",
+        "check Merkle proofs, certified bundles and state proofs offline",
+    ),
+    "id": ("node.cli.ident", "check and normalize an identifier (ISWC, ISRC, UCI, CID, IPI, ...)"),
+    "node": ("node.cli.node_cmd", "run one node: kledger node start --config FILE"),
+    "sim": ("cluster.sim_cli", "run seeded consensus simulations with faults and Byzantine nodes"),
+    "cluster": ("cluster.cluster_cli", "init, start, stop and inspect a local cluster"),
+    "tx": ("cluster.client_cli", "submit and fetch transactions"),
+    "proof": ("cluster.client_cli", "fetch certified inclusion and consistency proofs"),
+    "header": ("cluster.client_cli", "show the latest certified header"),
+    "query": (
+        "cluster.client_cli",
+        "registry queries: resolve codes, shares, statements, AI policy",
+    ),
+    "import": ("cluster.import_cli", "bulk-load works (CWR-style) and usage (DSR-style) files"),
+    "bench": ("cluster.bench", "benchmark a fresh local cluster against this machine's limit"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: kledger COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<9} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "kledger COMMAND --help shows a command's arguments."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"kledger: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    # Modules serving several commands (tx, proof, header, query) see the command name first.
+    shared = sum(1 for m, _ in COMMANDS.values() if m == COMMANDS[name][0]) > 1
+    result: int = module.main([name, *rest] if shared else rest)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

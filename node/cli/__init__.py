@@ -1,0 +1,1 @@
+"""Command-line subcommands owned by the node part (verify, id, node start)."""

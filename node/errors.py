@@ -1,0 +1,44 @@
+"""Refusals: the one error type for bad input from a client or a peer.
+
+A refusal names the rule or field that was broken and carries the status it maps to at the gRPC
+edge (DESIGN.md section 8). Our own bugs are assertions, never refusals; bad configuration is a
+ValueError at start-up.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    """Why input was refused; the names match grpc.StatusCode so the edge maps them by name."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    NOT_FOUND = "NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class Refused(Exception):
+    """Input refused by a rule. `field` names the offending field when there is one."""
+
+    def __init__(self, status: Status, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.field = field
+        self.message = f"{field}: {message}" if field else message
+        super().__init__(self.message)
+
+
+def invalid(message: str, field: str | None = None) -> Refused:
+    return Refused(Status.INVALID_ARGUMENT, message, field)
+
+
+class DecodeError(Refused):
+    """Bytes that do not decode to a well-formed, canonical value."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(Status.INVALID_ARGUMENT, message, field)

@@ -1,0 +1,70 @@
+"""The node's one LevelDB, split into key families by a one-byte-plus-slash prefix
+(DESIGN.md section 6). Every module that touches the store takes its prefix from here, so two
+families can never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+BLOCK = b"b/"  # height (8 bytes BE) -> stored block record (header, consensus block, tx hashes)
+BLOCK_BY_HASH = b"B/"  # header hash -> height
+CERTIFICATE = b"c/"  # height -> commit certificate
+TX = b"t/"  # tx hash -> tx encoding + receipt
+MERKLE = b"m/"  # Merkle log nodes and leaves
+STATE = b"s/"  # registry state: s/<family>/<key> -> canonical value
+SMT = b"z/"  # sparse Merkle tree nodes over the registry state
+SAFETY = b"v/"  # consensus safety data (highest vote, lock, last vote)
+META = b"x/"  # store metadata (format version, genesis digest, last height, ...)
+
+# What a state transition writes: raw key -> new value, or None to delete.
+WriteSet = dict[bytes, bytes | None]
+
+
+class ReadView(Protocol):
+    """Read access to the store, as the registry state machine sees it."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class OverlayView:
+    """A ReadView with uncommitted writes on top: how a block's transactions see the writes of
+    the transactions before them in the same block."""
+
+    def __init__(self, base: ReadView, writes: Mapping[bytes, bytes | None]) -> None:
+        self._base = base
+        self._writes = writes
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._base.get(key)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        pending = {k: v for k, v in self._writes.items() if k.startswith(prefix)}
+        merged = {k: v for k, v in self._base.iterate(prefix) if k not in pending}
+        merged.update({k: v for k, v in pending.items() if v is not None})
+        yield from sorted(merged.items())
+
+
+class DictView:
+    """An in-memory ReadView (tests, the simulator, offline re-computation)."""
+
+    def __init__(self, data: Mapping[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = dict(data or {})
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        yield from sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
+
+    def apply(self, writes: Mapping[bytes, bytes | None]) -> None:
+        for key, value in writes.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
