@@ -1,0 +1,587 @@
+"""The node process: the composition root that wires store, registry, mempool, consensus driver,
+peer transport, certifier and gRPC services together (DESIGN.md section 3), and the ledger
+backend the client service calls.
+
+Start-up order (each step refuses to go on with a clear ValueError / StoreCorrupt):
+  config -> genesis -> validator key matches genesis -> store opens and checks itself ->
+  registry state root matches the last header -> core restored from the store's safety data and
+  last committed block -> servers bound -> driver and transport running -> health SERVING.
+
+Everything runs on one asyncio loop; the consensus core is touched only by the driver task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+from consensus import (
+    Block,
+    Core,
+    CoreConfig,
+    QuorumCert,
+    RestoredState,
+    SafetyData,
+    genesis_block,
+)
+from consensus.validators import NodeId, ValidatorSet
+from node import keys
+from node.certifier import Certifier, HeaderSignature
+from node.committer import CommittedHeight, Committer
+from node.config import NodeConfig
+from node.driver import ConsensusDriver, SyncResult
+from node.errors import Refused, Status
+from node.genesis import Genesis, load_genesis
+from node.header import CommitCertificate, Header, certificate_problem, sign_header
+from node.ledger_service import (
+    BlockView,
+    CertifiedHeader,
+    ConsistencyBundle,
+    InclusionBundle,
+    LedgerServicer,
+    StoredTx,
+    SubmitResult,
+)
+from node.logs import log_event
+from node.mempool import Mempool, MempoolLimits
+from node.metrics import MetricsServer, NodeMetrics, start_metrics_server
+from node.peer_transport import (
+    ConsensusBytes,
+    HeaderVote,
+    PeerPayload,
+    PeerServicer,
+    PeerTransport,
+    SyncedBlockData,
+    TxGossip,
+)
+from node.proposals import MempoolPayloads
+from node.receipt import OK, Receipt
+from node.registry import Registry
+from node.server import NodeServers, start_servers
+from node.store import LedgerStore, StoreCorrupt
+from node.tls import TlsMaterial
+from node.tx import decode_tx
+
+log = logging.getLogger("kledger.node")
+
+# Signatures handed to the consensus core: its sign bytes already carry their own domain tags.
+_CONSENSUS_TAG = b""
+METRICS_INTERVAL_S = 1.0
+COMMIT_SUBSCRIBER_QUEUE = 1_024
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    org: str
+    key: keys.KeyPair
+
+
+def check_identity(config: NodeConfig, genesis: Genesis) -> NodeIdentity:
+    key = keys.load_key(config.validator_key)
+    org = genesis.org(config.org)
+    if org is None:
+        raise ValueError(f"org: {config.org!r} is not an org of the genesis")
+    if org.validator_key != key.public_key:
+        raise ValueError(
+            f"validator_key: {config.validator_key} is not {config.org}'s validator key in genesis"
+        )
+    return NodeIdentity(config.org, key)
+
+
+def restored_state(store: LedgerStore, genesis: Genesis, validators: ValidatorSet) -> RestoredState:
+    """The core's starting point: the newest stored block whose stored QC commits it (a crash in
+    the middle of a multi-block commit leaves later blocks whose QC names a descendant), else
+    genesis. Blocks stored above it are committed again by consensus and skipped as stored."""
+    raw = store.load_safety()
+    safety = SafetyData.decode(raw) if raw is not None else None
+    height = store.last_height()
+    while height > 0:
+        record = store.block(height)
+        assert record is not None, f"store lost height {height}"
+        if record.commit_qc:
+            block = Block.decode(record.consensus_block)
+            qc = QuorumCert.decode(record.commit_qc)
+            if qc.commit is not None and qc.commit.id == block.id:
+                return RestoredState(safety, block, qc)
+        height -= 1
+    root, root_qc = genesis_block(genesis.chain_id, validators, genesis.genesis_time_ms)
+    return RestoredState(safety, root, root_qc)
+
+
+class Node:
+    """One org's node. Also the LedgerBackend of the client service."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.genesis = load_genesis(config.genesis)
+        self.identity = check_identity(config, self.genesis)
+        self.validators = self.genesis.validator_set
+        self.registry = Registry(self.genesis)
+        self.store = LedgerStore.open(
+            config.data_dir,
+            self.genesis,
+            self.registry.genesis_writes(),
+            self.registry.genesis_state_root(),
+        )
+        stored_root = self.registry.state_root(self.store.view)
+        if stored_root != self.store.last_header().state_root:
+            self.store.close()
+            raise StoreCorrupt(
+                f"{config.data_dir}: registry state root {stored_root.hex()} does not match the "
+                f"state_root of header {self.store.last_height()}"
+            )
+        self.metrics = NodeMetrics.create(config.org)
+        self.mempool = Mempool(
+            MempoolLimits(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
+        )
+        self.certifier = Certifier(
+            self.validators, self._save_certificate, executed_height=self.store.last_height()
+        )
+        self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
+        self.payloads = MempoolPayloads(
+            self.mempool,
+            self.genesis,
+            self.store.has_tx,
+            config.batching.proposal_max_txs,
+        )
+        key = self.identity.key
+        self.core = Core(
+            CoreConfig(**config.consensus),
+            self.genesis.chain_id,
+            NodeId(config.org),
+            self.validators,
+            sign=lambda message: key.sign(_CONSENSUS_TAG, message),
+            verify=lambda public_key, message, signature: keys.verify(
+                public_key, _CONSENSUS_TAG, message, signature
+            ),
+            payloads=self.payloads,
+            restored=restored_state(self.store, self.genesis, self.validators),
+        )
+        self.transport = PeerTransport(
+            org=config.org,
+            material=TlsMaterial.load(config.tls.ca, config.tls.cert, config.tls.key),
+            peers=config.peers,
+            metrics=self.metrics,
+            settings=config.peer,
+        )
+        self.driver = ConsensusDriver(
+            self.core,
+            persist_safety=self.store.save_safety,
+            send=lambda to, data: self.transport.send(to, ConsensusBytes(data)) and None,
+            broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
+            commit=self._on_commit,
+            sync=self._sync,
+        )
+        self._waiters: dict[bytes, list[asyncio.Future[Receipt]]] = {}
+        self._commit_event = asyncio.Event()
+        self._gossip_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.servers: NodeServers | None = None
+        self._metrics_server: MetricsServer | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        material = TlsMaterial.load(self.config.tls.ca, self.config.tls.cert, self.config.tls.key)
+        peer_servicer = PeerServicer(
+            on_message=self._on_peer_message,
+            block_source=self._block_source,
+            is_validator=self.validators.contains,
+            metrics=self.metrics,
+            settings=self.config.peer,
+        )
+        self.servers = await start_servers(
+            material=material,
+            client_address=self.config.listen.client,
+            peer_address=self.config.listen.peer,
+            ledger=LedgerServicer(self),
+            peer=peer_servicer,
+            peer_settings=self.config.peer,
+            extra_services=self._extra_services(),
+        )
+        metrics_address = self.config.listen.metrics
+        self._metrics_server = start_metrics_server(
+            self.metrics, metrics_address.host, metrics_address.port
+        )
+        self.transport.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.driver.run(), name="consensus-driver"),
+            loop.create_task(self._gossip_loop(), name="tx-gossip"),
+            loop.create_task(self._metrics_loop(), name="metrics"),
+        ]
+        await self.servers.set_serving(True)
+        log_event(
+            log,
+            "node_started",
+            org=self.config.org,
+            height=self.store.last_height(),
+            client_port=self.servers.client_port,
+            peer_port=self.servers.peer_port,
+        )
+
+    def _extra_services(self) -> list[object]:
+        return []
+
+    async def stop(self) -> None:
+        if self.servers is not None:
+            await self.servers.set_serving(False)
+        self.driver.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.stop()
+        if self.servers is not None:
+            await self.servers.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+        self.store.close()
+        log_event(log, "node_stopped", org=self.config.org)
+
+    async def wait_stopped(self) -> None:
+        """Returns when a background task ends on its own (a bug or a safety stop)."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    # -- peers --------------------------------------------------------------------------------
+
+    def _on_peer_message(self, sender: str, payload: PeerPayload) -> None:
+        match payload:
+            case ConsensusBytes(data):
+                self.driver.deliver(sender, data)
+            case TxGossip(txs):
+                self._admit_gossip(txs)
+            case HeaderVote(height, header_hash, signature):
+                self.certifier.add(HeaderSignature(height, header_hash, sender, signature))
+
+    def _admit_gossip(self, encodings: Sequence[bytes]) -> None:
+        admitted = 0
+        for data in encodings:
+            try:
+                self._admit(data, local=False)
+                admitted += 1
+            except Refused as refusal:
+                if refusal.status is not Status.ALREADY_EXISTS:
+                    self.metrics.drop("invalid")
+        if admitted:
+            self.driver.payload_available()
+
+    def _block_source(self, from_height: int, to_height: int) -> Iterator[SyncedBlockData]:
+        for height in range(max(1, from_height), min(to_height, self.store.last_height()) + 1):
+            record = self.store.block(height)
+            if record is None:
+                return
+            certificate = self.store.certificate(height)
+            yield SyncedBlockData(
+                height=height,
+                consensus_block=record.consensus_block,
+                commit_qc=record.commit_qc,
+                header=record.header.encode(),
+                certificate=certificate.encode() if certificate is not None else b"",
+            )
+
+    async def _gossip_loop(self) -> None:
+        """Every locally submitted tx goes to every peer, in batches: wait for the first tx,
+        let a burst gather for gossip_flush_ms, then send it all in batches."""
+        batching = self.config.batching
+        while True:
+            await self._gossip_wakeup.wait()
+            self._gossip_wakeup.clear()
+            await asyncio.sleep(batching.gossip_flush_ms / 1000)
+            while batch := self.mempool.take_gossip(batching.gossip_batch_max_txs):
+                self.transport.broadcast(TxGossip(tuple(tx.encoding for tx in batch)))
+
+    async def _metrics_loop(self) -> None:
+        view_changes_seen = 0
+        while True:
+            self.metrics.view_changes.inc(self.core.view_changes - view_changes_seen)
+            view_changes_seen = self.core.view_changes
+            self.metrics.round.set(self.core.round)
+            self.metrics.mempool_txs.set(len(self.mempool))
+            self.metrics.mempool_bytes.set(self.mempool.size_bytes)
+            self.metrics.store_bytes.set(self.store.size_bytes())
+            await asyncio.sleep(METRICS_INTERVAL_S)
+
+    # -- commit -------------------------------------------------------------------------------
+
+    def _on_commit(self, blocks: Sequence[Block], qc: QuorumCert) -> None:
+        for committed in self.committer.apply(blocks, qc):
+            self._after_commit(committed)
+
+    def _after_commit(self, committed: CommittedHeight) -> None:
+        header = committed.header
+        header_hash = header.hash()
+        signature = sign_header(self.identity.key, header_hash)
+        self.transport.broadcast(HeaderVote(header.height, header_hash, signature))
+        self.certifier.executed(header.height, header_hash)
+        self.certifier.add(
+            HeaderSignature(header.height, header_hash, self.identity.org, signature)
+        )
+        self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
+        for tx, receipt in zip(committed.txs, committed.receipts, strict=True):
+            for future in self._waiters.pop(tx.tx_hash, ()):
+                if not future.done():
+                    future.set_result(receipt)
+        self.metrics.height.set(header.height)
+        self.metrics.commits.inc()
+        self.metrics.committed_txs.inc(len(committed.txs))
+        self._commit_event.set()
+        self._commit_event = asyncio.Event()
+        log_event(
+            log,
+            "committed",
+            height=header.height,
+            round=header.round,
+            txs=len(committed.txs),
+            log_size=header.tx_log_size,
+        )
+
+    def _save_certificate(self, height: int, certificate: CommitCertificate) -> None:
+        self.store.save_certificate(height, certificate)
+
+    # -- block sync ---------------------------------------------------------------------------
+
+    async def _sync(self, peer: NodeId, target: QuorumCert) -> SyncResult:
+        """Fetch committed blocks up to the one `target` commits from `peer`'s store, apply
+        each run of blocks once a verified QC commits its last block (so nothing a lying peer
+        invents is ever applied), and return the new root for the core."""
+        goal = target.commit
+        if goal is None or goal.height <= self.store.last_height():
+            return None
+        self.metrics.sync_target_height.set(goal.height)
+        expected_height = self.store.last_height() + 1
+        last_record = self.store.block(expected_height - 1)
+        previous_id = (
+            Block.decode(last_record.consensus_block).id
+            if last_record is not None
+            else self.core.root.id
+        )
+        run: list[tuple[Block, SyncedBlockData]] = []
+        result: SyncResult = None
+        async for synced in self.transport.fetch_blocks(peer, expected_height, goal.height):
+            block = Block.decode(synced.consensus_block)
+            if block.height != expected_height or block.parent_id != previous_id:
+                log_event(log, "sync_refused", logging.WARNING, peer=peer, height=synced.height)
+                break
+            run.append((block, synced))
+            previous_id, expected_height = block.id, expected_height + 1
+            qc = self._committing_qc(block, synced, target)
+            if qc is None:
+                continue
+            for queued, data in run:
+                committed = self.committer.apply_block(queued, qc.encode())
+                if committed is not None:
+                    self._adopt_certificate(committed.header, data.certificate)
+                    self._after_commit(committed)
+                    self.metrics.synced_blocks.inc()
+            run.clear()
+            result = (block, qc)
+            await asyncio.sleep(0)  # let the node serve clients between runs
+        return result
+
+    def _committing_qc(
+        self, block: Block, synced: SyncedBlockData, target: QuorumCert
+    ) -> QuorumCert | None:
+        """A QC that commits exactly `block`: the sync target (verified by the core) or the
+        block's stored QC if its signatures verify."""
+        if target.commit is not None and target.commit.id == block.id:
+            return target
+        if not synced.commit_qc:
+            return None
+        try:
+            qc = QuorumCert.decode(synced.commit_qc)
+        except ValueError:
+            return None
+        if qc.commit is None or qc.commit.id != block.id or not self.core.verify_qc(qc):
+            return None
+        return qc
+
+    def _adopt_certificate(self, header: Header, encoded: bytes) -> None:
+        if not encoded:
+            return
+        try:
+            certificate = CommitCertificate.decode(encoded)
+        except Refused:
+            return
+        if certificate_problem(certificate, header, self.validators) is None:
+            self.store.save_certificate(header.height, certificate)
+            self.certifier.already_certified(header.height)
+
+    # -- LedgerBackend --------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    def _admit(self, data: bytes, *, local: bool) -> bytes:
+        view = self.store.view
+        tx = self.mempool.admit(
+            data,
+            self.genesis.chain_id,
+            limits=self.genesis.tx_limits,
+            is_committed=self.store.has_tx,
+            check_state=lambda tx, body: self.registry.check_admission(view, tx, body),
+            local=local,
+        )
+        return tx.tx_hash
+
+    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
+        results = []
+        for data in encodings:
+            try:
+                tx_hash = self._admit(data, local=True)
+                results.append(SubmitResult(tx_hash, OK))
+            except Refused as refusal:
+                results.append(SubmitResult.refused(_hash_or_empty(data), refusal))
+            self.metrics.count_submission(results[-1].status)
+        if any(r.ok for r in results):
+            self.driver.payload_available()
+            self._gossip_wakeup.set()
+        return results
+
+    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
+        stored = self.store.get_tx(tx_hash)
+        if stored is not None:
+            return stored[1]
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tx_hash, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            waiting = self._waiters.get(tx_hash)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiters[tx_hash]
+
+    def get_tx(self, tx_hash: bytes) -> StoredTx | None:
+        stored = self.store.get_tx(tx_hash)
+        return None if stored is None else StoredTx(stored[0].encoding, stored[1])
+
+    def get_block(self, height: int) -> BlockView | None:
+        record = self.store.block(height)
+        if record is None:
+            return None
+        return BlockView(
+            header=record.header,
+            certificate=self.store.certificate(height),
+            tx_hashes=tuple(tx.tx_hash for tx in self.store.block_txs(height)),
+        )
+
+    def get_header(self, height: int | None) -> CertifiedHeader | None:
+        if height is None:
+            height = self.store.latest_certified_height()
+        header = self.store.header(height)
+        if header is None:
+            return None
+        return CertifiedHeader(header, self.store.certificate(height))
+
+    def inclusion_proof(self, tx_hash: bytes) -> InclusionBundle | None:
+        stored = self.store.get_tx(tx_hash)
+        if stored is None:
+            return None
+        tx, receipt = stored
+        height = self.store.latest_certified_height()
+        header = self.store.header(height)
+        certificate = self.store.certificate(height)
+        if header is None or certificate is None or header.tx_log_size <= receipt.leaf_index:
+            raise Refused(
+                Status.UNAVAILABLE,
+                "committed, but no certified header covers it yet; retry shortly",
+                "tx_hash",
+            )
+        return InclusionBundle(
+            chain_id=self.genesis.chain_id,
+            leaf=tx.encoding,
+            leaf_index=receipt.leaf_index,
+            tree_size=header.tx_log_size,
+            audit_path=tuple(self.store.inclusion_proof(receipt.leaf_index, header.tx_log_size)),
+            header=header,
+            certificate=certificate,
+            receipt=receipt,
+        )
+
+    def _certified_at_size(self, size: int) -> CertifiedHeader:
+        """A certified header whose tree size is exactly `size` (sizes grow with height, so a
+        binary search finds the first height of that size; later ones of the same size are
+        tried for a certificate)."""
+        low, high = 0, self.store.latest_certified_height()
+        while low < high:
+            middle = (low + high) // 2
+            header = self.store.header(middle)
+            assert header is not None
+            if header.tx_log_size < size:
+                low = middle + 1
+            else:
+                high = middle
+        height = low
+        while (header := self.store.header(height)) is not None and header.tx_log_size == size:
+            certificate = self.store.certificate(height)
+            if certificate is not None:
+                return CertifiedHeader(header, certificate)
+            height += 1
+        raise Refused(
+            Status.FAILED_PRECONDITION, f"no certified header has tree size {size}", "size"
+        )
+
+    def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:
+        if not 0 < old_size <= new_size:
+            raise Refused(
+                Status.INVALID_ARGUMENT, "need 0 < old_size <= new_size", "old_size"
+            )
+        old = self._certified_at_size(old_size)
+        new = self._certified_at_size(new_size)
+        return ConsistencyBundle(
+            chain_id=self.genesis.chain_id,
+            old_size=old_size,
+            new_size=new_size,
+            proof=tuple(self.store.consistency_proof(old_size, new_size)),
+            old=old,
+            new=new,
+        )
+
+    async def commits(self, from_height: int) -> AsyncIterator[BlockView]:
+        height = max(1, from_height)
+        while True:
+            while height <= self.store.last_height():
+                view = self.get_block(height)
+                assert view is not None
+                yield view
+                height += 1
+            await self._commit_event.wait()
+
+
+def _hash_or_empty(data: bytes) -> bytes:
+    try:
+        return decode_tx(data).tx_hash
+    except Refused:
+        return b""
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    node = Node(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stopped = asyncio.create_task(stop.wait())
+    crashed = asyncio.create_task(node.wait_stopped())
+    try:
+        await asyncio.wait({stopped, crashed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        await node.stop()
+    if crashed.done() and not crashed.cancelled() and crashed.exception() is not None:
+        raise crashed.exception()  # type: ignore[misc]

@@ -1,0 +1,93 @@
+"""The consensus core's payload source on a real node: proposals from the mempool, and the
+check every replica makes of a proposed payload before voting (DESIGN.md section 3).
+
+A payload is valid when it decodes within the block limits, every tx decodes within the tx
+limits, is for this chain, carries a valid signature (checked once per node: txs that came
+through admission or an earlier proposal are in the verified cache), and no tx repeats within the
+payload, in an uncommitted ancestor, or in the committed ledger. Registry rules are not checked
+here: a tx that breaks one is committed with a failure receipt, identically on every node.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from consensus.types import Block
+from consensus.validators import ValidatorSet
+from node.errors import Refused
+from node.genesis import Genesis
+from node.mempool import Mempool
+from node.payload import decode_payload, encode_payload
+from node.tx import check_signature, decode_body
+
+# Decoded tx-hash sets of recent payloads: each pending payload is looked at once per proposal
+# and once per vote, so a small cache saves re-decoding the same bytes.
+_HASH_CACHE_ITEMS = 64
+
+
+class MempoolPayloads:
+    def __init__(
+        self,
+        mempool: Mempool,
+        genesis: Genesis,
+        is_committed: Callable[[bytes], bool],
+        proposal_max_txs: int,
+    ) -> None:
+        self._mempool = mempool
+        self._genesis = genesis
+        self._is_committed = is_committed
+        self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
+        # Room for the msgpack list and bin headers around the tx encodings.
+        self._max_bytes = genesis.block_limits.max_block_bytes - 64 * 1024
+        self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+
+    def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
+        cached = self._hash_cache.get(payload)
+        if cached is not None:
+            self._hash_cache.move_to_end(payload)
+            return cached
+        hashes = frozenset(
+            tx.tx_hash
+            for tx in decode_payload(payload, self._genesis.block_limits, self._genesis.tx_limits)
+        )
+        self._hash_cache[payload] = hashes
+        while len(self._hash_cache) > _HASH_CACHE_ITEMS:
+            self._hash_cache.popitem(last=False)
+        return hashes
+
+    def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
+        in_flight: set[bytes] = set()
+        for payload in pending:
+            in_flight |= self._hashes_of(payload)
+        return in_flight
+
+    def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        txs = self._mempool.batch(self._max_txs, self._max_bytes, self._in_flight(pending))
+        return encode_payload(txs)
+
+    def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
+        try:
+            txs = decode_payload(payload, self._genesis.block_limits, self._genesis.tx_limits)
+            in_flight = self._in_flight(pending)
+            seen: set[bytes] = set()
+            for tx in txs:
+                if tx.tx_hash in seen or tx.tx_hash in in_flight or self._is_committed(tx.tx_hash):
+                    return False
+                seen.add(tx.tx_hash)
+                if self._mempool.is_verified(tx.tx_hash):
+                    continue
+                body = decode_body(tx, self._genesis.tx_limits)
+                if body.chain_id != self._genesis.chain_id:
+                    return False
+                check_signature(tx)
+                self._mempool.mark_verified(tx.tx_hash)
+        except Refused:
+            return False
+        return True
+
+    def validator_set_after(self, block: Block) -> ValidatorSet | None:
+        # Validator-set changes are decided by executing governance txs; the live node applies
+        # them at an epoch boundary in a later version (see docs/consensus.md). Until then the
+        # epoch-0 set stays, which every honest node agrees on.
+        return None
