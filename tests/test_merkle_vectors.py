@@ -18,6 +18,7 @@ import pytest
 
 from node import merkle
 from node.cli import verify
+from node.errors import DecodeError
 
 VECTORS = Path(__file__).parent / "vectors"
 CT = json.loads((VECTORS / "ct_rfc6962.json").read_text())
@@ -171,7 +172,7 @@ def test_library_accepts_valid_and_rejects_every_corrupted_case():
     for case in CASES:
         try:
             verdict = verify.check_merkle(case["proof"])
-        except verify.DecodeError:
+        except DecodeError:
             assert case["expect"] == "malformed", case["desc"]
             continue
         got = "valid" if verdict.problem is None else "invalid"
