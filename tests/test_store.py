@@ -5,6 +5,9 @@ genesis, ...) with a message naming the problem."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
 from node import keyspace, merkle
@@ -34,8 +37,8 @@ def store(tmp_path):
     handle.close()
 
 
-def _fill(store, blocks: int = 4, per_block: int = 5) -> list:
-    txs = []
+def _fill(store: Any, blocks: int = 4, per_block: int = 5) -> list[Any]:
+    txs: list[Any] = []
     for _ in range(blocks):
         batch = [make_tx(len(txs) + i) for i in range(per_block)]
         header, _ = commit(store, batch)
@@ -113,18 +116,14 @@ def test_commits_that_do_not_follow_the_chain_are_bugs(store):
     header = next_header(store, txs)
     ok = BlockRecord(header, b"", b"")
     bad_cases = [
-        (BlockRecord(header.__class__(**{**_fields(header), "height": 2}), b"", b""), txs),
+        (BlockRecord(replace(header, height=2), b"", b""), txs),
         (
-            BlockRecord(
-                header.__class__(**{**_fields(header), "parent_hash": ZERO_HASH}), b"", b""
-            ),
+            BlockRecord(replace(header, parent_hash=ZERO_HASH), b"", b""),
             txs,
         ),
-        (BlockRecord(header.__class__(**{**_fields(header), "tx_log_size": 3}), b"", b""), txs),
+        (BlockRecord(replace(header, tx_log_size=3), b"", b""), txs),
         (
-            BlockRecord(
-                header.__class__(**{**_fields(header), "tx_log_root": ZERO_HASH}), b"", b""
-            ),
+            BlockRecord(replace(header, tx_log_root=ZERO_HASH), b"", b""),
             txs,
         ),
         (ok, [txs[0], txs[0]]),
@@ -141,12 +140,8 @@ def test_commits_that_do_not_follow_the_chain_are_bugs(store):
         store.commit_block(BlockRecord(again, b"", b""), [txs[0]], [TxResult()], {})
 
 
-def _fields(header):
-    return {name: getattr(header, name) for name in header.__slots__}
-
-
 def test_empty_blocks_commit(store):
-    header, receipts = commit(store, [])
+    _, receipts = commit(store, [])
     assert receipts == [] and store.last_height() == 1 and store.log_size() == 0
 
 
@@ -161,8 +156,9 @@ def test_reopen_keeps_everything(tmp_path):
         height,
         height,
     )
-    assert store.get_tx(txs[7].tx_hash)[1].leaf_index == 7
-    header, _ = commit(store, [make_tx(1000)])  # appends continue from the stored frontier
+    found = store.get_tx(txs[7].tx_hash)
+    assert found is not None and found[1].leaf_index == 7
+    commit(store, [make_tx(1000)])  # appends continue from the stored frontier
     assert store.log_size() == len(txs) + 1
     store.close()
 
@@ -180,9 +176,9 @@ def _corrupt_and_reopen(tmp_path, damage, deep: bool = False) -> str:
     return str(caught.value)
 
 
-def _overwrite_header(store, db):
+def _overwrite_header(store: Any, db: Any) -> None:
     record = store.block(2)
-    forged = record.header.__class__(**{**_fields(record.header), "timestamp_ms": 1})
+    forged = replace(record.header, timestamp_ms=1)
     from node.store import _StoredBlock
 
     hashes = tuple(tx.tx_hash for tx in store.block_txs(2))
@@ -191,7 +187,7 @@ def _overwrite_header(store, db):
     )
 
 
-def _overwrite_header_and_index(store, db):
+def _overwrite_header_and_index(store: Any, db: Any) -> None:
     _overwrite_header(store, db)
     forged = store.header(2)  # read back the forged header
     db.put(keyspace.BLOCK_BY_HASH + forged.hash(), _height(2))

@@ -86,7 +86,8 @@ def test_kill_9_during_synced_commits(tmp_path):
         assert store.log_size() == header.tx_log_size == 3 * height
         assert store.log_root() == header.tx_log_root
         last = store.block_txs(height)[-1]
-        assert store.get_tx(last.tx_hash)[1].leaf_index == 3 * height - 1
+        found = store.get_tx(last.tx_hash)
+        assert found is not None and found[1].leaf_index == 3 * height - 1
         assert merkle.verify_inclusion(
             merkle.leaf_hash(last.encoding),
             3 * height - 1,
