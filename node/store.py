@@ -50,6 +50,10 @@ LAST_HEIGHT_KEY = keyspace.META + b"last_height"
 TX_COUNT_KEY = keyspace.META + b"tx_count"
 SAFETY_KEY = keyspace.SAFETY + b"safety"
 STATE_FAMILIES = (keyspace.STATE, keyspace.SMT)
+# LevelDB tuning: a bloom filter makes the lookups that miss (has_tx for every new tx) skip the
+# table files; the block cache keeps the upper Merkle levels and recent blocks in memory.
+BLOOM_FILTER_BITS = 10
+BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 
 
 class StoreCorrupt(ValueError):
@@ -191,7 +195,12 @@ class LedgerStore:
         add up. `genesis_writes`/`genesis_state_root` are used only when creating."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        db = plyvel.DB(str(path), create_if_missing=True)
+        db = plyvel.DB(
+            str(path),
+            create_if_missing=True,
+            bloom_filter_bits=BLOOM_FILTER_BITS,
+            lru_cache_size=BLOCK_CACHE_BYTES,
+        )
         try:
             if db.get(FORMAT_KEY) is None and _is_empty(db):
                 _create(db, genesis, genesis_writes, genesis_state_root)
