@@ -152,9 +152,15 @@ class PreparedCommit:
         self._batch = batch
         self._block = block
         self._plan = plan
+        self._applied = False
         self.receipts = receipts
 
     def apply(self) -> list[Receipt]:
+        # A stale commit (prepared against another tip, or applied twice) must never be written.
+        assert not self._applied, "commit applied twice"
+        header = self._block.record.header
+        assert self._store.last_header().hash() == header.parent_hash, "prepared on another tip"
+        self._applied = True
         self._batch.write()
         self._store._install(self._block, self._plan)
         return self.receipts

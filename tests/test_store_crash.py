@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from node import merkle
 from node.receipt import TxResult
 from node.store import BlockRecord
@@ -42,8 +44,16 @@ def test_dropped_batch_leaves_previous_state(tmp_path):
     assert (store.last_header(), store.log_size(), store.log_root()) == before
     assert not store.has_tx(txs[0].tx_hash) and store.view.get(b"s/new") is None
     # The same block commits fine after the "restart".
-    store.commit_block(BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, {b"s/new": b"1"})
+    first, stale = (
+        store.prepare_commit(
+            BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, {b"s/new": b"1"}
+        )
+        for _ in range(2)
+    )
+    first.apply()
     assert store.log_size() == 10 and store.view.get(b"s/new") == b"1"
+    with pytest.raises(AssertionError, match="another tip"):
+        stale.apply()  # prepared before the same block committed: refused, nothing written
     store.close()
 
 
