@@ -3,7 +3,8 @@ commit certificates, registry state, consensus safety data and metadata (DESIGN.
 
 Keys (prefixes from node/keyspace.py; heights are 8 bytes big-endian so they sort):
 
-    b/<height>       canonical {header, consensus_block, commit_qc, tx_hashes}
+    b/h<height>      canonical {header, tx_hashes}
+    b/c<height>      canonical [consensus_block, commit_qc]
     B/<header hash>  height
     t/<tx hash>      canonical [tx encoding, receipt bytes]
     c/<height>       commit certificate (CommitCertificate.encode())
@@ -20,9 +21,10 @@ Rules it keeps:
   tx_log_size/tx_log_root are the log after its block's txs; a tx hash is stored at most once.
 - On open the store checks itself and refuses, with StoreCorrupt naming the problem, a store
   that does not add up: genesis digest and genesis header, every header's height and parent
-  link, the hash index, tx counts, log size and root against the last header, the last block's
-  leaves against its txs, and the latest certificate's header hash. `deep_check=True` also
-  recomputes every log node from the tx encodings and every header's root (O(n)).
+  link (or those of the last `check_blocks`), the hash index, tx counts, log size and root
+  against the last header, the last block's leaves against its txs, and the latest
+  certificate's header hash. `deep_check=True` also recomputes every log node from the tx
+  encodings and every header's root (O(n)).
 """
 
 from __future__ import annotations
@@ -78,31 +80,27 @@ def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
 
+HEADERS = keyspace.BLOCK + b"h"  # b/h<height> -> header and tx hashes (walked at open)
+BODIES = keyspace.BLOCK + b"c"  # b/c<height> -> consensus block and commit QC (block sync)
+HEADERS_END = keyspace.BLOCK + b"i"  # first key after every b/h... key
+
+
 @dataclass(frozen=True, slots=True)
 class _StoredBlock:
-    record: BlockRecord
+    """The part of a block record the self-check walks: kept apart from the (large) consensus
+    block bytes so that walking the chain reads headers, not every block's payload."""
+
+    header: Header
     tx_hashes: tuple[bytes, ...]
 
     def encode(self) -> bytes:
-        return canonical.encode(
-            {
-                "header": self.record.header.encode(),
-                "consensus_block": self.record.consensus_block,
-                "commit_qc": self.record.commit_qc,
-                "tx_hashes": list(self.tx_hashes),
-            }
-        )
+        return canonical.encode({"header": self.header.encode(), "tx_hashes": list(self.tx_hashes)})
 
     @staticmethod
     def decode(data: bytes) -> _StoredBlock:
         value = canonical.decode(data)
-        if not isinstance(value, dict) or set(value) != {
-            "header",
-            "consensus_block",
-            "commit_qc",
-            "tx_hashes",
-        }:
-            raise DecodeError("not a block record", "block")
+        if not isinstance(value, dict) or set(value) != {"header", "tx_hashes"}:
+            raise DecodeError("not a header record", "block")
         hashes = value["tx_hashes"]
         if not isinstance(hashes, list) or not all(
             isinstance(h, bytes) and len(h) == HASH_BYTES for h in hashes
@@ -110,13 +108,20 @@ class _StoredBlock:
             raise DecodeError("must be a list of 32-byte hashes", "block.tx_hashes")
         if not isinstance(value["header"], bytes):
             raise DecodeError("must be bytes", "block.header")
-        for name in ("consensus_block", "commit_qc"):
-            if not isinstance(value[name], bytes):
-                raise DecodeError("must be bytes", f"block.{name}")
-        header = Header.decode(value["header"])
-        return _StoredBlock(
-            BlockRecord(header, value["consensus_block"], value["commit_qc"]), tuple(hashes)
-        )
+        return _StoredBlock(Header.decode(value["header"]), tuple(hashes))
+
+
+def _encode_body(record: BlockRecord) -> bytes:
+    return canonical.encode([record.consensus_block, record.commit_qc])
+
+
+def _decode_body(data: bytes) -> tuple[bytes, bytes]:
+    value = canonical.decode(data)
+    if not (
+        isinstance(value, list) and len(value) == 2 and all(isinstance(v, bytes) for v in value)
+    ):
+        raise DecodeError("not [consensus_block, commit_qc]", "block body")
+    return value[0], value[1]
 
 
 class LevelView:
@@ -158,8 +163,9 @@ class PreparedCommit:
     def apply(self) -> list[Receipt]:
         # A stale commit (prepared against another tip, or applied twice) must never be written.
         assert not self._applied, "commit applied twice"
-        header = self._block.record.header
-        assert self._store.last_header().hash() == header.parent_hash, "prepared on another tip"
+        assert self._store.last_header().hash() == self._block.header.parent_hash, (
+            "prepared on another tip"
+        )
         self._applied = True
         self._batch.write()
         self._store._install(self._block, self._plan)
@@ -195,10 +201,16 @@ class LedgerStore:
         genesis_writes: keyspace.WriteSet,
         genesis_state_root: bytes,
         *,
+        check_blocks: int | None = None,
         deep_check: bool = False,
     ) -> LedgerStore:
         """Open (creating on first use) and check the store; raise StoreCorrupt if it does not
-        add up. `genesis_writes`/`genesis_state_root` are used only when creating."""
+        add up. `genesis_writes`/`genesis_state_root` are used only when creating.
+
+        The header chain walk is linear in the height (about 0.1 ms per block): `check_blocks`
+        limits it to the genesis header and the last N headers (None = the whole chain).
+        `deep_check` rebuilds the whole log and every header's root (O(n) in txs)."""
+        assert check_blocks is None or check_blocks >= 1, "check_blocks must be >= 1"
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         db = plyvel.DB(
@@ -210,7 +222,14 @@ class LedgerStore:
         try:
             if db.get(FORMAT_KEY) is None and _is_empty(db):
                 _create(db, genesis, genesis_writes, genesis_state_root)
-            store = LedgerStore._checked(db, path, genesis, genesis_state_root, deep_check)
+            store = LedgerStore._checked(
+                db,
+                path,
+                genesis,
+                genesis_state_root,
+                check_blocks=check_blocks,
+                deep_check=deep_check,
+            )
         except BaseException:
             db.close()
             raise
@@ -218,7 +237,13 @@ class LedgerStore:
 
     @staticmethod
     def _checked(
-        db: Any, path: Path, genesis: Genesis, genesis_state_root: bytes, deep_check: bool
+        db: Any,
+        path: Path,
+        genesis: Genesis,
+        genesis_state_root: bytes,
+        *,
+        check_blocks: int | None,
+        deep_check: bool,
     ) -> LedgerStore:
         fmt = db.get(FORMAT_KEY)
         if fmt != FORMAT:
@@ -233,7 +258,7 @@ class LedgerStore:
             raise StoreCorrupt(f"{path}: Merkle log: {exc}") from None
 
         expected_genesis = _genesis_header(genesis, genesis_state_root)
-        header = _check_chain(db, path, last_height, expected_genesis)
+        header = _check_chain(db, path, last_height, expected_genesis, check_blocks)
         store = LedgerStore(
             db=db, path=path, genesis=genesis, log=log, last_header=header, tx_count=tx_count
         )
@@ -259,7 +284,7 @@ class LedgerStore:
         """The last block's txs are the last leaves of the log, with matching receipts."""
         block = self._block(height)
         assert block is not None
-        first = block.record.header.tx_log_size - len(block.tx_hashes)
+        first = block.header.tx_log_size - len(block.tx_hashes)
         for offset, tx_hash in enumerate(block.tx_hashes):
             found = self._read_tx(tx_hash)
             if found is None:
@@ -300,7 +325,7 @@ class LedgerStore:
                         f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
                     )
                 tree.append(found[0].encoding)
-            header = block.record.header
+            header = block.header
             if tree.root(header.tx_log_size) != header.tx_log_root:
                 raise StoreCorrupt(
                     f"{self._path}: header at height {height} has a wrong tx_log_root"
@@ -335,11 +360,20 @@ class LedgerStore:
 
     def header(self, height: int) -> Header | None:
         block = self._block(height)
-        return None if block is None else block.record.header
+        return None if block is None else block.header
 
     def block(self, height: int) -> BlockRecord | None:
         block = self._block(height)
-        return None if block is None else block.record
+        if block is None:
+            return None
+        raw = self._db.get(_height_key(BODIES, height))
+        if raw is None:
+            raise StoreCorrupt(f"{self._path}: block body at height {height} is missing")
+        try:
+            consensus_block, commit_qc = _decode_body(raw)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{self._path}: block body at height {height}: {exc}") from None
+        return BlockRecord(block.header, consensus_block, commit_qc)
 
     def block_txs(self, height: int) -> list[SignedTx]:
         block = self._block(height)
@@ -440,13 +474,14 @@ class LedgerStore:
         for key in state_writes:
             assert key.startswith(STATE_FAMILIES), f"state write outside s/ and z/: {key!r}"
 
-        block = _StoredBlock(record, tuple(hashes))
+        block = _StoredBlock(header, tuple(hashes))
         receipts = [
             Receipt(header.height, plan.old_size + offset, result)
             for offset, result in enumerate(results)
         ]
         batch = self._db.write_batch(sync=True)
-        batch.put(_height_key(keyspace.BLOCK, header.height), block.encode())
+        batch.put(_height_key(HEADERS, header.height), block.encode())
+        batch.put(_height_key(BODIES, header.height), _encode_body(record))
         batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(header.height))
         for tx, receipt in zip(txs, receipts, strict=True):
             batch.put(keyspace.TX + tx.tx_hash, canonical.encode([tx.encoding, receipt.encode()]))
@@ -472,7 +507,7 @@ class LedgerStore:
 
     def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
         self._log.install(plan)
-        self._last_header = block.record.header
+        self._last_header = block.header
         self._tx_count = plan.size
 
     def save_certificate(self, height: int, cert: CommitCertificate) -> None:
@@ -491,7 +526,7 @@ class LedgerStore:
     def _block(self, height: int) -> _StoredBlock | None:
         if not 0 <= height <= self._last_header.height:
             return None
-        raw = self._db.get(_height_key(keyspace.BLOCK, height))
+        raw = self._db.get(_height_key(HEADERS, height))
         if raw is None:
             raise StoreCorrupt(f"{self._path}: block record at height {height} is missing")
         try:
@@ -502,7 +537,7 @@ class LedgerStore:
     def _read_header(self, height: int) -> Header:
         block = self._block(height)
         assert block is not None
-        return block.record.header
+        return block.header
 
     def _read_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
         raw = self._db.get(keyspace.TX + tx_hash)
@@ -521,13 +556,29 @@ class LedgerStore:
         return tx, receipt
 
 
-def _check_chain(db: Any, where: Path, last_height: int, expected_genesis: Header) -> Header:
-    """Walk every block record: contiguous heights, parent links, hash index, tx counts."""
+def _check_chain(
+    db: Any, where: Path, last_height: int, expected_genesis: Header, check_blocks: int | None
+) -> Header:
+    """Walk the header records: contiguous heights, parent links, hash index, tx counts; the
+    whole chain, or the genesis header and the last `check_blocks` headers."""
+
+    def decode(height: int, value: bytes) -> _StoredBlock:
+        try:
+            return _StoredBlock.decode(value)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{where}: block record at height {height}: {exc}") from None
+
+    genesis_raw = db.get(_height_key(HEADERS, 0))
+    if genesis_raw is None:
+        raise StoreCorrupt(f"{where}: block record at height 0 is missing")
+    if decode(0, genesis_raw).header != expected_genesis:
+        raise StoreCorrupt(f"{where}: genesis header differs from this genesis")
+    first = 0 if check_blocks is None else max(0, last_height - check_blocks)
     previous: Header | None = None
-    height = -1
-    for key, value in db.iterator(prefix=keyspace.BLOCK):
+    height = first - 1
+    for key, value in db.iterator(start=_height_key(HEADERS, first), stop=HEADERS_END):
         height += 1
-        stored_height = int.from_bytes(key[len(keyspace.BLOCK) :], "big")
+        stored_height = int.from_bytes(key[len(HEADERS) :], "big")
         if stored_height != height:
             missing = height if stored_height > height else stored_height
             raise StoreCorrupt(f"{where}: block record at height {missing} is missing")
@@ -535,17 +586,11 @@ def _check_chain(db: Any, where: Path, last_height: int, expected_genesis: Heade
             raise StoreCorrupt(
                 f"{where}: block record at height {height} beyond last height {last_height}"
             )
-        try:
-            block = _StoredBlock.decode(value)
-        except DecodeError as exc:
-            raise StoreCorrupt(f"{where}: block record at height {height}: {exc}") from None
-        header = block.record.header
+        block = decode(height, value)
+        header = block.header
         if header.height != height:
             raise StoreCorrupt(f"{where}: header at height {height} says height {header.height}")
-        if previous is None:
-            if header != expected_genesis:
-                raise StoreCorrupt(f"{where}: genesis header differs from this genesis")
-        else:
+        if previous is not None:
             if header.parent_hash != previous.hash():
                 raise StoreCorrupt(
                     f"{where}: header at height {height} does not link to its parent "
@@ -563,6 +608,8 @@ def _check_chain(db: Any, where: Path, last_height: int, expected_genesis: Heade
         previous = header
     if height < last_height:
         raise StoreCorrupt(f"{where}: block record at height {height + 1} is missing")
+    if db.get(_height_key(BODIES, last_height)) is None:
+        raise StoreCorrupt(f"{where}: block body at height {last_height} is missing")
     assert previous is not None
     return previous
 
@@ -601,13 +648,14 @@ def _create(
 ) -> None:
     assert len(state_root) == HASH_BYTES, "genesis state root must be 32 bytes"
     header = _genesis_header(genesis, state_root)
-    block = _StoredBlock(BlockRecord(header, b"", b""), ())
+    block = _StoredBlock(header, ())
     batch = db.write_batch(sync=True)
     for key, value in genesis_writes.items():
         assert key.startswith(STATE_FAMILIES), f"genesis write outside s/ and z/: {key!r}"
         if value is not None:
             batch.put(key, value)
-    batch.put(_height_key(keyspace.BLOCK, 0), block.encode())
+    batch.put(_height_key(HEADERS, 0), block.encode())
+    batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b"")))
     batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(0))
     batch.put(GENESIS_KEY, genesis.digest())
     batch.put(TX_COUNT_KEY, _u64(0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from node.genesis import Genesis
 from node.header import CommitCertificate, Header, sign_header
@@ -17,7 +18,7 @@ GENESIS_STATE_ROOT = hashlib.sha256(b"genesis state").digest()
 GENESIS_WRITES: dict[bytes, bytes | None] = {b"s/org/KOMCA": b"\x01", b"z/root": b"\x02"}
 
 
-def open_store(path: Path, genesis: Genesis | None = None, **kwargs: bool) -> LedgerStore:
+def open_store(path: Path, genesis: Genesis | None = None, **kwargs: Any) -> LedgerStore:
     return LedgerStore.open(
         path, genesis or make_genesis(), GENESIS_WRITES, GENESIS_STATE_ROOT, **kwargs
     )

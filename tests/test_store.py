@@ -14,7 +14,7 @@ from node import keyspace, merkle
 from node.header import ZERO_HASH
 from node.merkle_log import node_key
 from node.receipt import TxResult
-from node.store import BlockRecord, StoreCorrupt
+from node.store import BODIES, HEADERS, BlockRecord, StoreCorrupt, _StoredBlock
 from tests.helpers import make_genesis
 from tests.ledger_builders import (
     GENESIS_STATE_ROOT,
@@ -179,12 +179,8 @@ def _corrupt_and_reopen(tmp_path, damage, deep: bool = False) -> str:
 def _overwrite_header(store: Any, db: Any) -> None:
     record = store.block(2)
     forged = replace(record.header, timestamp_ms=1)
-    from node.store import _StoredBlock
-
     hashes = tuple(tx.tx_hash for tx in store.block_txs(2))
-    db.put(
-        keyspace.BLOCK + _height(2), _StoredBlock(BlockRecord(forged, b"", b""), hashes).encode()
-    )
+    db.put(HEADERS + _height(2), _StoredBlock(forged, hashes).encode())
 
 
 def _overwrite_header_and_index(store: Any, db: Any) -> None:
@@ -198,9 +194,11 @@ def _overwrite_header_and_index(store: Any, db: Any) -> None:
     [
         (_overwrite_header, "hash index does not point to height 2", False),
         (_overwrite_header_and_index, "height 3 does not link to its parent", False),
-        (lambda s, db: db.delete(keyspace.BLOCK + _height(3)), "height 3 is missing", False),
-        (lambda s, db: db.delete(keyspace.BLOCK + _height(4)), "height 4 is missing", False),
-        (lambda s, db: db.put(keyspace.BLOCK + _height(2), b"\x93junk"), "height 2", False),
+        (lambda s, db: db.delete(HEADERS + _height(3)), "height 3 is missing", False),
+        (lambda s, db: db.delete(HEADERS + _height(4)), "height 4 is missing", False),
+        (lambda s, db: db.delete(HEADERS + _height(0)), "height 0 is missing", False),
+        (lambda s, db: db.delete(BODIES + _height(4)), "block body at height 4 is missing", False),
+        (lambda s, db: db.put(HEADERS + _height(2), b"\x93junk"), "height 2", False),
         (lambda s, db: db.put(node_key(4, 0), bytes(32)), "Merkle log root differs", False),
         (lambda s, db: db.delete(node_key(4, 0)), "level 4, index 0) is missing", False),
         (lambda s, db: db.put(node_key(1, 3), bytes(32)), "level 1, index 3) is wrong", True),
@@ -230,3 +228,29 @@ def test_store_of_another_genesis_is_refused(tmp_path):
     open_store(tmp_path / "db").close()
     with pytest.raises(StoreCorrupt, match="genesis digest"):
         open_store(tmp_path / "db", make_genesis(chain_id="other-chain"))
+
+
+def test_check_window_walks_only_the_last_blocks(tmp_path):
+    store = open_store(tmp_path / "db")
+    _fill(store, blocks=6, per_block=2)
+    store._db.delete(HEADERS + _height(2))  # an old header: outside a window of 3
+    store.close()
+    reopened = open_store(tmp_path / "db", check_blocks=3)
+    assert reopened.last_height() == 6
+    with pytest.raises(StoreCorrupt, match="block record at height 2 is missing"):
+        reopened.header(2)
+    reopened.close()
+    with pytest.raises(StoreCorrupt, match="height 2 is missing"):
+        open_store(tmp_path / "db")  # the default walks the whole chain
+    with pytest.raises(StoreCorrupt, match="height 2 is missing"):
+        open_store(tmp_path / "db", check_blocks=4)
+
+
+def test_block_body_is_stored_apart(store):
+    header, _ = commit(store, [make_tx(1)])
+    record = store.block(1)
+    assert record is not None and record.consensus_block.startswith(b"block-")
+    store._db.delete(BODIES + _height(1))
+    with pytest.raises(StoreCorrupt, match="block body at height 1 is missing"):
+        store.block(1)
+    assert store.header(1) == header
