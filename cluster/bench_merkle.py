@@ -20,7 +20,13 @@ from pathlib import Path
 import plyvel
 
 from node import merkle
+from node.genesis import BlockLimits, Genesis, OrgSpec
+from node.header import Header
+from node.keys import KeyPair
 from node.merkle_log import MerkleLog
+from node.receipt import TxResult
+from node.store import BlockRecord, LedgerStore
+from node.tx import TxBody, TxLimits, sign_tx
 
 LEAF_BYTES = 200  # about the size of a signed usage-report tx
 DB_OPTIONS = {"bloom_filter_bits": 10, "lru_cache_size": 64 * 1024 * 1024}
@@ -116,14 +122,26 @@ def _measure(
 
 
 def bench_store(blocks: int, txs_per_block: int) -> None:
-    # Imported here: the store bench needs the test builders' deterministic keys and genesis.
-    from node.receipt import TxResult
-    from node.store import BlockRecord, LedgerStore
-    from node.tx import TxBody, sign_tx
-    from tests.helpers import key, make_genesis
+    def key(label: str) -> KeyPair:
+        return KeyPair.from_seed(hashlib.sha256(b"kledger-bench/" + label.encode()).digest())
 
-    genesis = make_genesis()
-    signer = key("KOMCA/client")
+    signer = key("client")
+    genesis = Genesis(
+        chain_id="kledger-bench",
+        genesis_time_ms=0,
+        orgs=(
+            OrgSpec(
+                org_id="KOMCA",
+                name="KOMCA",
+                roles=("REPORTER",),
+                validator_key=key("validator").public_key,
+                admin_key=key("admin").public_key,
+                member_keys=(signer.public_key,),
+            ),
+        ),
+        tx_limits=TxLimits(),
+        block_limits=BlockLimits(),
+    )
     txs = [
         sign_tx(signer, TxBody(genesis.chain_id, "usage.report", n, {"work": f"T-{n:09d}"}))
         for n in range(blocks * txs_per_block)
@@ -133,8 +151,6 @@ def bench_store(blocks: int, txs_per_block: int) -> None:
         state_root = hashlib.sha256(b"state").digest()
         store = LedgerStore.open(path, genesis, {}, state_root)
         start = time.perf_counter()
-        from node.header import Header
-
         for height in range(1, blocks + 1):
             chunk = txs[(height - 1) * txs_per_block : height * txs_per_block]
             last = store.last_header()

@@ -26,6 +26,7 @@ from typing import Any
 
 from node import merkle
 from node.bundle import (
+    MAX_LEAF_BYTES,
     ConsistencyBundle,
     bundle_problem,
     parse_bundle,
@@ -39,7 +40,6 @@ from node.genesis import Genesis, load_genesis
 
 VALID, INVALID, MALFORMED = 0, 1, 2
 MAX_INPUT_BYTES = 16 * 1024 * 1024
-MAX_LEAF_BYTES = 4 * 1024 * 1024
 
 
 class Malformed(Exception):
