@@ -63,14 +63,16 @@ class MerkleLog:
             raise LogCorrupt(f"log size record is {len(raw)} bytes, expected 8")
         else:
             size = int.from_bytes(raw, "big")
-        self._size = size
-        self._frontier: tuple[tuple[int, bytes], ...] = tuple(
+        frontier = tuple(
             (level, self.node(level, index)) for level, index in merkle.perfect_subtrees(0, size)
         )
+        # Size and frontier change together in one assignment, so a reader on another thread
+        # (a gRPC proof request) never pairs a new size with an old frontier.
+        self._tip: tuple[int, tuple[tuple[int, bytes], ...]] = (size, frontier)
 
     @property
     def size(self) -> int:
-        return self._size
+        return self._tip[0]
 
     def node(self, level: int, index: int) -> bytes:
         value: bytes | None = self._db.get(node_key(level, index))
@@ -80,21 +82,23 @@ class MerkleLog:
         return value
 
     def leaf_hash(self, index: int) -> bytes:
-        assert 0 <= index < self._size
+        assert 0 <= index < self.size
         return self.node(0, index)
 
     def root(self, size: int | None = None) -> bytes:
         """MTH of the first `size` leaves (default: all); historical sizes read O(log n) nodes."""
-        if size is None or size == self._size:
-            return _fold(self._frontier)
+        current_size, frontier = self._tip
+        if size is None or size == current_size:
+            return _fold(frontier)
         self._check_size(size, "tree_size")
         return merkle.range_root(0, size, self.node)
 
     def plan_append(self, leaves: Sequence[bytes]) -> AppendPlan:
         """Plan appending leaf data `leaves` (each is hashed as an RFC 6962 leaf)."""
-        frontier = list(self._frontier)
+        old_size, old_frontier = self._tip
+        frontier = list(old_frontier)
         writes: list[tuple[bytes, bytes]] = []
-        position = self._size
+        position = old_size
         for data in leaves:
             hashed = merkle.leaf_hash(data)
             writes.append((node_key(0, position), hashed))
@@ -108,7 +112,7 @@ class MerkleLog:
             position += 1
         if leaves:
             writes.append((SIZE_KEY, position.to_bytes(8, "big")))
-        return AppendPlan(self._size, position, _fold(frontier), tuple(writes), tuple(frontier))
+        return AppendPlan(old_size, position, _fold(frontier), tuple(writes), tuple(frontier))
 
     def root_after(self, leaves: Sequence[bytes]) -> tuple[int, bytes]:
         plan = self.plan_append(leaves)
@@ -116,15 +120,14 @@ class MerkleLog:
 
     def write_plan(self, plan: AppendPlan, batch: Any) -> None:
         """Put the plan's writes into a plyvel WriteBatch (nothing is written until it is)."""
-        assert plan.old_size == self._size, "plan made against another log size"
+        assert plan.old_size == self.size, "plan made against another log size"
         for key, value in plan.writes:
             batch.put(key, value)
 
     def install(self, plan: AppendPlan) -> None:
         """Adopt the plan after its batch was written."""
-        assert plan.old_size == self._size, "plan made against another log size"
-        self._size = plan.size
-        self._frontier = plan.frontier
+        assert plan.old_size == self.size, "plan made against another log size"
+        self._tip = (plan.size, plan.frontier)
 
     def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
         self._check_size(tree_size, "tree_size")
@@ -147,9 +150,10 @@ class MerkleLog:
         return merkle.consistency_proof(old_size, new_size, self.node)
 
     def _check_size(self, size: int, name: str) -> None:
-        if not 0 <= size <= self._size:
+        current_size = self.size
+        if not 0 <= size <= current_size:
             raise Refused(
-                Status.INVALID_ARGUMENT, f"{size} exceeds the log size {self._size}", name
+                Status.INVALID_ARGUMENT, f"{size} exceeds the log size {current_size}", name
             )
 
 
