@@ -118,10 +118,12 @@ def _update(
     return result
 
 
-def prove(view: ReadView, root: bytes, state_key: bytes) -> tuple[bytes | None, list[list[object]]]:
-    """(value at `state_key` under `root` or None, non-default siblings as [depth, hash])."""
+def prove(
+    view: ReadView, root: bytes, state_key: bytes
+) -> tuple[bytes | None, list[tuple[int, bytes]]]:
+    """(value at `state_key` under `root` or None, non-default siblings as (depth, hash))."""
     path = key_path(state_key)
-    siblings: list[list[object]] = []
+    siblings: list[tuple[int, bytes]] = []
     node = root
     for depth in range(DEPTH):
         if node == DEFAULT[depth]:
@@ -132,7 +134,7 @@ def prove(view: ReadView, root: bytes, state_key: bytes) -> tuple[bytes | None, 
         else:
             node, sibling = right, left
         if sibling != DEFAULT[depth + 1]:
-            siblings.append([depth, sibling])
+            siblings.append((depth, sibling))
     if node == DEFAULT[DEPTH]:
         return None, siblings
     record = view.get(keyspace.SMT + node)

@@ -29,7 +29,7 @@ def test_empty_tree_and_single_key():
     assert not smt.verify_proof(root, b"s/a", b"2", [])
     absent, proof = smt.prove(view, root, b"s/b")
     assert absent is None
-    assert smt.verify_proof(root, b"s/b", None, [(d, h) for d, h in proof])
+    assert smt.verify_proof(root, b"s/b", None, proof)
     assert not smt.verify_proof(root, b"s/a", None, [])
 
 
@@ -55,7 +55,7 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
         def iterate(self, prefix):
             yield from db.iterator(prefix=prefix)
 
-    def commit(changes):
+    def commit(changes: dict[bytes, bytes | None]) -> bytes:
         root, writes = smt.update(View(), smt.stored_root(View()), changes)
         with db.write_batch(sync=True) as batch:
             for key, value in writes.items():
@@ -68,14 +68,14 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
     assert old != new
     value, siblings = smt.prove(View(), old, b"s/work/1")
     assert value == b"v1"
-    assert smt.verify_proof(old, b"s/work/1", b"v1", [(d, h) for d, h in siblings])
+    assert smt.verify_proof(old, b"s/work/1", b"v1", siblings)
     value, _ = smt.prove(View(), new, b"s/work/2")
     assert value is None
     value, siblings = smt.prove(View(), new, b"s/work/1")
-    pairs = [(d, h) for d, h in siblings]
+    pairs = siblings
     assert smt.verify_proof(new, b"s/work/1", b"v2", pairs)
     assert not smt.verify_proof(old, b"s/work/1", b"v2", pairs)
-    forged = [(0, hashlib.sha256(b"forged").digest())] + pairs
+    forged = [(0, hashlib.sha256(b"forged").digest()), *pairs]
     assert not smt.verify_proof(new, b"s/work/1", b"v2", forged)
     assert not smt.verify_proof(new, b"s/work/1", b"v2", [(300, bytes(32))])
     db.close()
@@ -94,7 +94,7 @@ def test_random_sets_prove_every_member_and_an_outsider(entries, outsider):
     for key, value in entries.items():
         got, siblings = smt.prove(view, root, key)
         assert got == value
-        assert smt.verify_proof(root, key, value, [(d, h) for d, h in siblings])
+        assert smt.verify_proof(root, key, value, siblings)
     got, siblings = smt.prove(view, root, outsider)
     assert got == entries.get(outsider)
-    assert smt.verify_proof(root, outsider, got, [(d, h) for d, h in siblings])
+    assert smt.verify_proof(root, outsider, got, siblings)

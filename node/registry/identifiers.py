@@ -38,15 +38,20 @@ MAX_INPUT_CHARS = 160  # anything longer is not an identifier; refuse before any
 
 # ISO 3166-1 alpha-2, officially assigned codes.
 ISO_COUNTRIES = frozenset(
-    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
-    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO
-    DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU
-    GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW
-    KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU
-    MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW
-    PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
-    TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
-    ZM ZW""".split()
+    re.findall(
+        r"[A-Z]{2}",
+        """
+        AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+        BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
+        DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
+        GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN
+        KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ
+        MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM
+        PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
+        SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
+        VN VU WF WS YE YT ZA ZM ZW
+        """,
+    )
 )
 # ISRC country elements allocated by IFPI outside ISO 3166-1 (KS: allocated to KMCA in Korea;
 # QM/QZ/QT: US allocations; UK: legacy for GB; ZZ: IFPI; CP/DG: legacy allocations).
@@ -55,8 +60,8 @@ ISRC_ALLOCATED = frozenset({"KS", "QM", "QN", "QT", "QZ", "UK", "ZZ", "CP", "DG"
 _ISWC = re.compile(r"^T(\d{9})(\d)$")
 _ISRC = re.compile(r"^([A-Z]{2})([A-Z0-9]{3})(\d{2})(\d{5})$")
 _UCI = re.compile(
-    r"^(?P<prefix>[A-Za-z0-9+]{1,32})-(?P<instance>[A-Za-z0-9._+/-]{1,64})"
-    r"(?::(?P<qualifier>[A-Za-z0-9._+/-]{1,32}))?$"
+    r"^(?P<prefix>[A-Za-z0-9+]{1,32})-(?P<instance>[A-Za-z0-9._+-]{1,64})"
+    r"(?::(?P<qualifier>[A-Za-z0-9._+-]{1,32}))?$"
 )
 _CID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DIGITS = re.compile(r"^\d+$")
