@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
@@ -112,7 +113,7 @@ def world():
     server.stop(None)
 
 
-def _verified(world, reply):
+def _verified(world: Any, reply: Any) -> Any:
     assert reply.height == world["chain"].height
     for text in reply.proofs_json:
         assert state_bundle_problem(json.loads(text), world["chain"].genesis) is None
@@ -144,7 +145,7 @@ def test_any_of_the_four_codes_resolves_to_the_whole_record(world, kind, value):
     assert len(reply.proofs_json) >= 10
 
 
-def _problem(bundle, genesis) -> str:
+def _problem(bundle: Any, genesis: Any) -> str:
     problem = state_bundle_problem(bundle, genesis)
     assert problem is not None
     return problem
