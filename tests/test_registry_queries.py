@@ -34,6 +34,20 @@ def _certified(chain: Chain) -> tuple[Header, CommitCertificate]:
     return header, CommitCertificate(header.hash(), signatures)
 
 
+def serve(chain: Chain) -> tuple[grpc.Server, int]:
+    """A real gRPC server on 127.0.0.1 answering from the chain's latest certified state."""
+    header, certificate = _certified(chain)
+    root = chain.roots[-1]
+    snapshot = Snapshot(
+        chain.view, header, certificate, lambda k: smt.prove(chain.view, root, k)[1]
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_registry_service(server, lambda: snapshot)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
 @pytest.fixture(scope="module")
 def world():
     chain = Chain()
@@ -97,15 +111,7 @@ def world():
         "SetPersonaConsent",
         {"party_id": "singer-1", "voice_cloning": "deny", "likeness": "deny"},
     )
-    header, certificate = _certified(chain)
-    root = chain.roots[-1]
-    snapshot = Snapshot(
-        chain.view, header, certificate, lambda k: smt.prove(chain.view, root, k)[1]
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    add_registry_service(server, lambda: snapshot)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = serve(chain)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[no-untyped-call]
     yield {"chain": chain, "stub": stub, "overclaim": overclaim}

@@ -35,7 +35,6 @@ the works that name them.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -361,7 +360,7 @@ def submit_plan(
     *,
     first_nonce: int,
     max_batch_txs: int = SUBMIT_BATCH_TXS,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | None = None,
 ) -> Summary:
     """Sign each planned tx (nonces first_nonce, first_nonce+1, ...) and send batch by batch.
     `submit` takes signed tx encodings and returns one committed TxResult per tx, in order."""

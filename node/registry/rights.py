@@ -138,6 +138,11 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
     shares.require_versions_left(current)
     for claim in current["claims"]:
         if claim["org"] == env.signer.org and claim["status"] == "active":
+            same = [claim[k] for k in ("territories", "valid_from", "valid_to", "entries")]
+            if same == [p["territories"], p["valid_from"], p["valid_to"], p["entries"]]:
+                raise exists(
+                    f"identical to version {claim['version']} of {env.signer.org}", "payload.shares"
+                )
             claim["status"] = "superseded"
     version = current["next_version"]
     claim = {
