@@ -274,3 +274,26 @@ def test_payouts_sum_to_the_pool_for_random_shares_and_usage(producer_shares, us
     pool = exact.numerator // exact.denominator
     paid = sum(a for _, a in result["payouts"]) + sum(a for _, a in result["held"])
     assert paid + result["undistributed_minor"] == result["pool_minor"] == pool
+
+
+def test_an_open_authorship_dispute_holds_the_authors_pool_of_the_work():
+    chain = Chain()
+    catalog(chain)
+    body = {
+        "dispute_id": "AUTH-1",
+        "kind": "authorship",
+        "subject": {"kind": "work", "id": "W1"},
+        "reason": "co-writer omitted",
+        "evidence": ["ab" * 32],
+    }
+    assert chain.refused("KEPA/client", "FileDispute", body).status == "PERMISSION_DENIED"
+    chain.ok("KOSCAP/client", "RegisterParty", party("ghost-writer", "KOSCAP"))
+    assert chain.refused("KOSCAP/client", "FileDispute", body).status == "PERMISSION_DENIED"
+    chain.ok("KOMCA/client", "FileDispute", body)
+    assert chain.refused("KOMCA/client", "FileDispute", body).status == "ALREADY_EXISTS"
+    chain.ok("KMCA/client", "ReportUsage", report([_line("L1", 12_340)]))
+    result = _run(chain)["result"]
+    assert dict(result["held"]) == {"AUTH-1": 12_957}
+    assert (
+        "composer" not in dict(result["payouts"]) and dict(result["payouts"])["label-a"] == 41_678
+    )

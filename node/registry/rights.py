@@ -169,7 +169,7 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
             extra={
                 "right": p["right"], "claim_version": version,
                 "conflicting_versions": sorted(c["version"] for c in conflicts),
-                "reason": f"overclaim: {shares.overclaim_total([*conflicts, claim]) / 100:.2f} %",
+                "reason": f"overclaim: {shares.percent(shares.overclaim_total([*conflicts, claim]))} %",
                 "evidence": [],
             },
         )  # fmt: skip

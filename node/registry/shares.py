@@ -46,6 +46,11 @@ class Split:
     denominator: int
 
 
+def percent(share: int) -> str:
+    """1/100 % units as text without float: 5003 -> "50.03"."""
+    return f"{share // 100}.{share % 100:02d}"
+
+
 def _near_full(total: int) -> bool:
     return total == 0 or abs(total - FULL) <= TOLERANCE
 
@@ -101,7 +106,7 @@ def check_entries(
         total = sum(e[measure] for e in entries)
         if not _near_full(total):
             raise invalid(
-                f"{measure} shares total {total / 100:.2f} %, must be 100 % (+/- 0.06 %) or 0 %",
+                f"{measure} shares total {percent(total)} %, must be 100 % (+/- 0.06 %) or 0 %",
                 "payload.shares",
             )
     if subject_kind == "work":
@@ -112,12 +117,12 @@ def check_entries(
             writer_total = sum(e["ownership"] for e in writers)
             if publisher_total > FULL // 2:
                 raise invalid(
-                    f"publishers' PR ownership is {publisher_total / 100:.2f} %, at most 50 %",
+                    f"publishers' PR ownership is {percent(publisher_total)} %, at most 50 %",
                     "payload.shares",
                 )
             if writer_total and writer_total < FULL // 2:
                 raise invalid(
-                    f"writers' PR ownership is {writer_total / 100:.2f} %, must be 0 or >= 50 %",
+                    f"writers' PR ownership is {percent(writer_total)} %, must be 0 or >= 50 %",
                     "payload.shares",
                 )
         if not any(e["role"] in ORIGINAL_WRITER_ROLES for e in writers):
