@@ -164,12 +164,13 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
         claim["flagged"] = True
         claim["dispute_id"] = dispute_id
         claimants = {c["org"] for c in conflicts} | {env.signer.org}
+        claimed = shares.overclaim_total([*conflicts, claim])
         _open_dispute(
             st, env, dispute_id, kind="shares", subject=subject, claimants=claimants,
             extra={
                 "right": p["right"], "claim_version": version,
                 "conflicting_versions": sorted(c["version"] for c in conflicts),
-                "reason": f"overclaim: {shares.percent(shares.overclaim_total([*conflicts, claim]))} %",
+                "reason": f"overclaim: {shares.percent(claimed)} %",
                 "evidence": [],
             },
         )  # fmt: skip
