@@ -6,11 +6,14 @@
     empty subtree    = DEFAULT[depth]: DEFAULT[256] = 32 zero bytes,
                        DEFAULT[d] = node(DEFAULT[d+1], DEFAULT[d+1])
 
-Nodes are content-addressed under keyspace.SMT: SMT + hash -> 0x01 || left || right for an
-inner node, 0x00 || path || value for a leaf. Nothing is ever overwritten or deleted, so every
-committed root stays provable (a proof for an old height walks down from that height's root).
-Empty subtrees are never stored. An update of k keys costs at most 256*k node reads and writes
-(shared upper nodes are touched once per block). The current root is stored at SMT + b"root".
+Nodes are content-addressed under keyspace.SMT: SMT + hash -> 0x01 || left || right for a
+subtree that holds two or more leaves; a subtree holding exactly one leaf, at whatever depth,
+is stored as 0x00 || path || value (its hash is still the full 256-level hash, so roots and
+proofs are those of the plain tree).
+Nothing is ever overwritten or deleted, so every committed root stays provable (a proof for an
+old height walks down from that height's root). Empty subtrees are never stored. An update of
+k keys in a tree of n costs about k*log2(n) node writes and k*256 hashes; the current root is
+stored at SMT + b"root".
 
 A proof is the list of non-default siblings as (depth, hash) pairs, depth 0 = the root's child
 level; `verify_proof` needs nothing but the root, the key, the claimed value (None = absent).
@@ -76,18 +79,36 @@ def update(
     writes: WriteSet = {}
     items = sorted((key_path(key), value) for key, value in changes.items())
     assert len({path for path, _ in items}) == len(items)
-    new_root = _update(view, writes, root, 0, items) if items else root
+    new_root = root
+    if items:
+        new_root, single = _update(view, writes, root, 0, items)
+        if single is not None:
+            _write_single(writes, new_root, single)
     writes[ROOT_KEY] = new_root
     return new_root, writes
 
 
-def _children(view: ReadView, writes: WriteSet, node: bytes, depth: int) -> tuple[bytes, bytes]:
-    if node == DEFAULT[depth]:
-        return DEFAULT[depth + 1], DEFAULT[depth + 1]
+Single = tuple[bytes, bytes]  # (path, value) of the one leaf of a subtree
+
+
+def single_subtree_hash(path: bytes, value: bytes, depth: int) -> bytes:
+    """The hash of the subtree at `depth` on `path` that holds only this leaf."""
+    node = leaf_hash(path, value)
+    for level in range(DEPTH - 1, depth - 1, -1):
+        sibling = DEFAULT[level + 1]
+        node = node_hash(sibling, node) if _bit(path, level) else node_hash(node, sibling)
+    return node
+
+
+def _record(view: ReadView, writes: WriteSet, node: bytes) -> bytes:
     key = keyspace.SMT + node
     record = writes.get(key) or view.get(key)
-    assert record is not None and record[:1] == _NODE, f"SMT node {node.hex()} missing"
-    return record[1:33], record[33:65]
+    assert record is not None, f"SMT node {node.hex()} missing"
+    return record
+
+
+def _write_single(writes: WriteSet, node: bytes, single: Single) -> None:
+    writes[keyspace.SMT + node] = _LEAF + single[0] + single[1]
 
 
 def _update(
@@ -96,26 +117,56 @@ def _update(
     node: bytes,
     depth: int,
     items: list[tuple[bytes, bytes | None]],
-) -> bytes:
-    if depth == DEPTH:
-        assert len(items) == 1
-        path, value = items[0]
-        if value is None:
-            return DEFAULT[DEPTH]
-        leaf = leaf_hash(path, value)
-        writes[keyspace.SMT + leaf] = _LEAF + path + value
-        return leaf
-    left, right = _children(view, writes, node, depth)
-    left_items = [item for item in items if _bit(item[0], depth) == 0]
-    right_items = [item for item in items if _bit(item[0], depth) == 1]
-    if left_items:
-        left = _update(view, writes, left, depth + 1, left_items)
-    if right_items:
-        right = _update(view, writes, right, depth + 1, right_items)
+) -> tuple[bytes, Single | None]:
+    """New (hash, the single leaf if the subtree now holds exactly one) of the subtree `node`
+    at `depth` after `items`. A subtree holding one leaf is stored as that leaf (one record,
+    whatever its depth); the caller writes it only when it does not join a larger single."""
+    record = None if node == DEFAULT[depth] else _record(view, writes, node)
+    if record is not None and record[:1] == _LEAF:
+        path, value = record[1:33], record[33:]
+        if all(item[0] != path for item in items):
+            items = sorted([*items, (path, value)])
+        node, record = DEFAULT[depth], None
+    if record is None:
+        present = [(path, value) for path, value in items if value is not None]
+        if not present:
+            return DEFAULT[depth], None
+        if len(present) == 1:
+            path, value = present[0]
+            return single_subtree_hash(path, value, depth), (path, value)
+    assert depth < DEPTH
+    if record is None:
+        left, right = DEFAULT[depth + 1], DEFAULT[depth + 1]
+    else:
+        assert record[:1] == _NODE
+        left, right = record[1:33], record[33:65]
+    sides: list[tuple[bytes, Single | None, bool]] = []
+    for bit, child in ((0, left), (1, right)):
+        chosen = [item for item in items if _bit(item[0], depth) == bit]
+        if chosen:
+            updated, single = _update(view, writes, child, depth + 1, chosen)
+            sides.append((updated, single, True))
+        elif child == DEFAULT[depth + 1]:
+            sides.append((child, None, False))
+        else:
+            kept = _record(view, writes, child)
+            single = (kept[1:33], kept[33:]) if kept[:1] == _LEAF else None
+            sides.append((child, single, False))
+    (left, left_single, left_new), (right, right_single, right_new) = sides
     result = node_hash(left, right)
-    if result != DEFAULT[depth]:
-        writes[keyspace.SMT + result] = _NODE + left + right
-    return result
+    empty = DEFAULT[depth + 1]
+    if left == empty and right == empty:
+        return DEFAULT[depth], None
+    if right == empty and left_single is not None:
+        return result, left_single
+    if left == empty and right_single is not None:
+        return result, right_single
+    if left_single is not None and left_new:
+        _write_single(writes, left, left_single)
+    if right_single is not None and right_new:
+        _write_single(writes, right, right_single)
+    writes[keyspace.SMT + result] = _NODE + left + right
+    return result, None
 
 
 def prove(
@@ -125,21 +176,27 @@ def prove(
     path = key_path(state_key)
     siblings: list[tuple[int, bytes]] = []
     node = root
-    for depth in range(DEPTH):
+    for depth in range(DEPTH + 1):
         if node == DEFAULT[depth]:
             return None, siblings
-        left, right = _children(view, {}, node, depth)
+        record = _record(view, {}, node)
+        if record[:1] == _LEAF:
+            other, value = record[1:33], record[33:]
+            if other == path:
+                return value, siblings
+            # Absence: the other leaf's subtree hangs where the two paths part.
+            split = next(d for d in range(depth, DEPTH) if _bit(other, d) != _bit(path, d))
+            siblings.append((split, single_subtree_hash(other, value, split + 1)))
+            return None, siblings
+        assert depth < DEPTH and record[:1] == _NODE
+        left, right = record[1:33], record[33:65]
         if _bit(path, depth) == 0:
             node, sibling = left, right
         else:
             node, sibling = right, left
         if sibling != DEFAULT[depth + 1]:
             siblings.append((depth, sibling))
-    if node == DEFAULT[DEPTH]:
-        return None, siblings
-    record = view.get(keyspace.SMT + node)
-    assert record is not None and record[:1] == _LEAF and record[1:33] == path
-    return record[33:], siblings
+    raise AssertionError("unreachable: depth 256 holds leaves only")
 
 
 def compute_root(

@@ -98,3 +98,54 @@ def test_random_sets_prove_every_member_and_an_outsider(entries, outsider):
     got, siblings = smt.prove(view, root, outsider)
     assert got == entries.get(outsider)
     assert smt.verify_proof(root, outsider, got, siblings)
+
+
+def _reference_root(entries: dict[bytes, bytes]) -> bytes:
+    """The plain 256-level tree, computed from scratch: what every root must equal."""
+
+    def subtree(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
+        if not items:
+            return smt.DEFAULT[depth]
+        if depth == smt.DEPTH:
+            [(path, value)] = items
+            return smt.leaf_hash(path, value)
+        left = [i for i in items if not (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
+        right = [i for i in items if (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
+        return smt.node_hash(subtree(left, depth + 1), subtree(right, depth + 1))
+
+    return subtree(sorted((smt.key_path(k), v) for k, v in entries.items()), 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.binary(min_size=1, max_size=2),
+            st.one_of(st.none(), st.binary(max_size=4)),
+            max_size=10,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_roots_equal_the_plain_tree_across_inserts_updates_and_deletes(blocks):
+    view = DictView()
+    entries: dict[bytes, bytes] = {}
+    for changes in blocks:
+        root = _apply(view, changes)
+        for key, value in changes.items():
+            if value is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = value
+        assert root == _reference_root(entries)
+        for key in list(changes)[:3]:
+            value, siblings = smt.prove(view, root, key)
+            assert value == entries.get(key)
+            assert smt.verify_proof(root, key, value, siblings)
+
+
+def test_storage_is_about_log_n_nodes_per_key():
+    view = DictView()
+    _, writes = smt.update(view, smt.EMPTY_ROOT, {f"s/k/{i}".encode(): b"v" for i in range(1000)})
+    assert len(writes) < 1000 * 3  # ~2n: n-1 inner nodes + n single leaves + the root pointer
