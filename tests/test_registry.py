@@ -719,3 +719,13 @@ def test_two_stores_fed_the_same_blocks_reach_the_same_root(tmp_path):
         assert outcome.state_root == chain.roots[ctx.height]
     assert registry.state_root(View()) == chain.roots[-1]
     db.close()
+
+
+def test_admin_keys_are_checked_at_admission_for_their_own_org():
+    chain = Chain()
+    body = {"org": "KOMCA", "public_key": key("x").public_key.hex()}
+    with pytest.raises(Refused, match="admin key of KOMCA"):
+        chain.admit("KOSCAP/admin", "RegisterMember", body)
+    with pytest.raises(Refused, match="admin key of KOMCA"):
+        chain.admit("KOMCA/client", "RegisterMember", body)
+    chain.admit("KOMCA/admin", "RegisterMember", body)

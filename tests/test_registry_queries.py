@@ -265,3 +265,24 @@ def test_persona_claims(world):
     [claim] = answer["claims"]
     assert claim["performer_party_id"] == "singer-1" and claim["status"] == "open"
     assert answer["consents"]["singer-1"]["voice_cloning"] == "deny"
+
+
+def test_bad_query_arguments_are_invalid_argument(world):
+    stub = world["stub"]
+    bad = [
+        lambda: stub.Resolve(registry_pb2.ResolveRequest(kind="isrc", value=ISRC, territory="kr")),
+        lambda: stub.Resolve(
+            registry_pb2.ResolveRequest(kind="isrc", value=ISRC, date="2026-13-01")
+        ),
+        lambda: stub.Resolve(registry_pb2.ResolveRequest(kind="ean", value="1")),
+        lambda: stub.SharesAt(registry_pb2.SharesAtRequest(kind="isrc", value=ISRC, right="XX")),
+        lambda: stub.UnmatchedUsage(registry_pb2.UnmatchedUsageRequest(period="2026-1")),
+        lambda: stub.Resolve(registry_pb2.ResolveRequest(kind="iswc", value="T-034.524.680-2")),
+    ]
+    for call in bad:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()  # type: ignore[no-untyped-call]
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Resolve(registry_pb2.ResolveRequest(kind="isrc", value="KRZ990000001"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -59,9 +59,11 @@ def _authorize(
 ) -> permissions.Signer:
     signer = permissions.resolve_signer(reader, tx.signer)
     if tx_type.signer == "admin":
-        if not signer.admin:
+        if not signer.admin or signer.org != payload.get("org"):
             raise Refused(
-                Status.PERMISSION_DENIED, f"{tx_type.name} needs the org's admin key", "signer"
+                Status.PERMISSION_DENIED,
+                f"{tx_type.name} needs the admin key of {payload.get('org')}",
+                "signer",
             )
     elif tx_type.signer == "member":
         permissions.require_roles(signer, tx_type.roles(payload), tx_type.name)

@@ -17,7 +17,7 @@ from typing import Any
 from node import canonical
 from node.errors import Refused, Status
 from node.keyspace import ReadView
-from node.registry import ai, distribution, identifiers, links, shares, state, usage
+from node.registry import ai, distribution, fields, identifiers, links, shares, state, usage
 from node.registry.env import date_of_ms
 from node.registry.state import StateReader
 
@@ -49,7 +49,8 @@ class RegistryQueries:
         return list(self._reader.keys)
 
     def _today(self, date: str) -> str:
-        return date or date_of_ms(self.now_ms)
+        """The asked date (checked) or, by default, the date of the answering header."""
+        return fields.date({"date": date}, "date", "") if date else date_of_ms(self.now_ms)
 
     # -- resolving codes -------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class RegistryQueries:
         """The whole rights record behind any ISWC, ISRC, CID or UCI."""
         r = self._reader
         date = self._today(date)
+        identifiers.parse_territory(territory)
         work_ids, isrcs = self.subjects_of(kind, value)
         for isrc in list(isrcs):
             for link in links.links_of(r, "isrc", isrc):
@@ -162,6 +164,11 @@ class RegistryQueries:
         self, kind: str, value: str, right: str, territory: str, date: str = ""
     ) -> dict[str, Any]:
         date = self._today(date)
+        identifiers.parse_territory(territory)
+        if right not in shares.RIGHTS:
+            raise Refused(
+                Status.INVALID_ARGUMENT, f"right must be one of {sorted(shares.RIGHTS)}", "right"
+            )
         work_ids, isrcs = self.subjects_of(kind, value)
         subjects = [("work", w) for w in work_ids] + [("recording", i) for i in isrcs]
         answers = []
@@ -203,6 +210,8 @@ class RegistryQueries:
         return {"overclaims": found}
 
     def unmatched_usage(self, period: str, territory: str) -> dict[str, Any]:
+        fields.period({"period": period}, "period")
+        identifiers.parse_territory(territory)
         unmatched = []
         lines = 0
         for key, line in self._reader.iterate(state.usage_prefix(period, territory)):
