@@ -211,3 +211,35 @@ def test_the_sample_catalog_loads_end_to_end():
         assert again_codes == codes
     unmatched = queries.unmatched_usage("2026-01", "KR")["unmatched"]
     assert len(unmatched) == 12
+
+
+def test_the_same_blocks_reach_the_same_root_under_different_hash_seeds():
+    """Set and dict order never leak into state: two processes with different PYTHONHASHSEED
+    load the sample and run a distribution; their state roots are equal."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from tests.test_import import load_sample\n"
+        "from tests.test_registry import Chain\n"
+        "chain = Chain()\n"
+        "load_sample(chain)\n"
+        "chain.ok('KOMCA/client', 'RunDistribution', {'distribution_id': 'D', 'period': '2026-01',"
+        " 'territory': 'KR', 'currency': 'KRW'})\n"
+        "print(chain.roots[-1].hex())\n"
+    )
+    root_dir = Path(__file__).resolve().parent.parent
+    roots = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        roots.add(done.stdout.strip())
+    assert len(roots) == 1 and len(roots.pop()) == 64
