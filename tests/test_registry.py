@@ -729,3 +729,20 @@ def test_admin_keys_are_checked_at_admission_for_their_own_org():
     with pytest.raises(Refused, match="admin key of KOMCA"):
         chain.admit("KOMCA/client", "RegisterMember", body)
     chain.admit("KOMCA/admin", "RegisterMember", body)
+
+
+def test_add_org_cannot_take_over_a_registered_key():
+    chain = Chain()
+    stolen = key("KOMCA/client").public_key.hex()
+    action = {
+        "kind": "add_org",
+        "org_id": "EVIL",
+        "name": "x",
+        "roles": ["AUTHOR_CMO"],
+        "admin_key": key("EVIL/admin").public_key.hex(),
+        "member_keys": [stolen],
+    }
+    refused = chain.refused(
+        "KOMCA/client", "ProposeGovernance", {"proposal_id": "G9", "action": action}
+    )
+    assert refused.status == "ALREADY_EXISTS" and "member_keys[0]" in refused.message

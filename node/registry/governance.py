@@ -201,6 +201,9 @@ def _check_action_now(st: StateReader, action: dict[str, Any]) -> None:
         for name in ("admin_key", "validator_key"):
             if action[name] and st.get(state.member_key(bytes.fromhex(action[name]))) is not None:
                 raise exists("key is already registered", f"payload.action.{name}")
+        for index, member in enumerate(action["member_keys"]):
+            if member == action["admin_key"] or st.get(state.member_key(bytes.fromhex(member))):
+                raise exists("key is already registered", f"payload.action.member_keys[{index}]")
     elif org is None or not org["active"]:
         raise precondition(
             f"org {action['org_id']} is not an active member", "payload.action.org_id"
