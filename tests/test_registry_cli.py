@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from cluster import import_cli, query_cli
-from node.cli import verify_state
+from node.cli import verify
 from node.errors import Refused
 from node.genesis import save_genesis
 from node.keys import save_key
@@ -98,13 +98,13 @@ def test_query_cli_writes_proofs_that_verify_state_checks(tmp_path, capsys):
         assert printed["answer"]["codes"]["isrc"] == [ISRC]
         files = sorted(proofs.glob("proof-*.json"))
         assert files
-        assert verify_state.main([str(files[0]), "--genesis", str(genesis_path)]) == 0
-        assert "OK:" in capsys.readouterr().out
+        assert verify.main(["state", str(files[0]), "--genesis", str(genesis_path)]) == 0
+        assert "valid: s/code/isrc/" + ISRC in capsys.readouterr().out
         bundle = json.loads(files[0].read_text())
         bundle["header"]["state_root"] = "00" * 32
         files[0].write_text(json.dumps(bundle))
-        assert verify_state.main([str(files[0]), "--genesis", str(genesis_path)]) == 1
-        assert "INVALID" in capsys.readouterr().err
+        assert verify.main(["state", str(files[0]), "--genesis", str(genesis_path)]) == 1
+        assert "state_root" in capsys.readouterr().err
         assert query_cli.main(["ai", "isrc", ISRC, "--territory", "KR"], channel=channel) == 0
         assert json.loads(capsys.readouterr().out)["answer"]["answer"] == "deny"
         assert query_cli.main(["statement", "nobody", "2026-01"], channel=channel) == 1

@@ -2,6 +2,7 @@
 
     kledger verify merkle FILE                  raw RFC 6962 inclusion or consistency proof
     kledger verify proof FILE --genesis FILE    certified inclusion or consistency bundle
+    kledger verify state FILE --genesis FILE    certified registry state proof (presence/absence)
 
 FILE is a path or `-` for stdin. Exit status, the same for every subcommand:
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import merkle
+from node import canonical, merkle
 from node.bundle import (
     MAX_LEAF_BYTES,
     ConsistencyBundle,
@@ -37,6 +38,8 @@ from node.bundle import (
 )
 from node.errors import DecodeError
 from node.genesis import Genesis, load_genesis
+from node.state_proof import parse_bundle as parse_state_bundle
+from node.state_proof import state_bundle_problem
 
 VALID, INVALID, MALFORMED = 0, 1, 2
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -152,6 +155,44 @@ def _run_proof(args: argparse.Namespace) -> Verdict:
     return check_bundle(read_json(args.file), genesis)
 
 
+# ---- verify state ---------------------------------------------------------------------------
+
+
+def _state_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="state proof bundle JSON (kledger-state-proof/v1), or -")
+    parser.add_argument("--genesis", required=True, help="the genesis file you trust")
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    return value
+
+
+def check_state(value: Any, genesis: Genesis) -> Verdict:
+    """A registry key's value (or absence) at a certified height (node/state_proof.py)."""
+    try:
+        key, proven, _, header, _ = parse_state_bundle(value)
+    except ValueError as exc:
+        raise Malformed(f"state bundle: {exc}") from None
+    name = key.decode("utf-8", errors="replace")
+    if proven is None:
+        summary = f"{name} is absent at height {header.height} of {genesis.chain_id}"
+    else:
+        decoded = json.dumps(_printable(canonical.decode(proven)), ensure_ascii=False)
+        summary = f"{name} at height {header.height} of {genesis.chain_id} = {decoded}"
+    return Verdict(state_bundle_problem(value, genesis), summary)
+
+
+def _run_state(args: argparse.Namespace) -> Verdict:
+    genesis = read_genesis(args.genesis)
+    return check_state(read_json(args.file), genesis)
+
+
 # ---- the command ----------------------------------------------------------------------------
 
 
@@ -168,6 +209,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "proof": Subcommand(
         "check a certified proof bundle against a genesis", _proof_arguments, _run_proof
+    ),
+    "state": Subcommand(
+        "check a certified state proof (registry key present or absent)",
+        _state_arguments,
+        _run_state,
     ),
 }
 
