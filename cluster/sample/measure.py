@@ -1,0 +1,124 @@
+"""Measure the registry on this machine: sparse Merkle tree updates and proofs, block execution,
+loading the whole sample catalog, and a distribution over its usage report. Prints figures;
+never asserts on time.
+
+    python -m cluster.sample.measure
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from node import smt
+from node.genesis import BlockLimits, Genesis, OrgSpec
+from node.keys import KeyPair
+from node.keyspace import DictView
+from node.receipt import TxResult
+from node.registry import BlockContext, Registry, bulk
+from node.tx import TxBody, TxLimits, admit_tx, sign_tx
+
+SAMPLE = Path(__file__).resolve().parent
+ORGS = {
+    "KOMCA": ("AUTHOR_CMO", "REPORTER"),
+    "KOSCAP": ("AUTHOR_CMO", "REPORTER"),
+    "RIAK": ("PRODUCER_CMO", "ID_AGENCY", "REPORTER"),
+    "KEPA": ("PRODUCER_ASSOC",),
+    "FKMP": ("PERFORMER_CMO", "REPORTER"),
+    "KMCA": ("ID_AGENCY", "REPORTER"),
+}
+LOAD_ORDER = [
+    ("KOMCA", "komca-works.cwr"), ("KOSCAP", "koscap-works.cwr"), ("FKMP", "fkmp-parties.jsonl"),
+    ("RIAK", "riak-recordings.jsonl"), ("KOMCA", "komca-links.jsonl"), ("KMCA", "kmca-links.jsonl"),
+    ("FKMP", "fkmp-rights.jsonl"), ("KOSCAP", "koscap-overclaim.jsonl"), ("KMCA", "usage-2026-01.tsv"),  # noqa: E501
+]  # fmt: skip
+
+
+def key(label: str) -> KeyPair:
+    return KeyPair.from_seed(hashlib.sha256(b"kledger-measure/" + label.encode()).digest())
+
+
+def genesis() -> Genesis:
+    orgs = tuple(
+        OrgSpec(org, org, roles, key(f"{org}/validator").public_key, key(f"{org}/admin").public_key, (key(org).public_key,))  # noqa: E501
+        for org, roles in sorted(ORGS.items())
+    )  # fmt: skip
+    return Genesis("kledger-measure", 1_767_225_600_000, orgs, TxLimits(), BlockLimits())
+
+
+class Node:
+    def __init__(self) -> None:
+        self.genesis = genesis()
+        self.registry = Registry(self.genesis)
+        self.view = DictView()
+        self.view.apply(self.registry.genesis_writes())
+        self.height = 0
+
+    def submit(self, encodings: list[bytes]) -> list[TxResult]:
+        txs = [admit_tx(data, self.genesis.chain_id) for data in encodings]
+        self.height += 1
+        ctx = BlockContext(
+            self.genesis.chain_id, 0, self.height, 1_767_225_600_000 + self.height * 1000
+        )
+        outcome = self.registry.execute_block(self.view, txs, ctx)
+        self.view.apply(outcome.writes)
+        return list(outcome.results)
+
+
+def _ms(start: float) -> str:
+    return f"{(time.perf_counter() - start) * 1000:.0f} ms"
+
+
+def main() -> None:
+    view = DictView()
+    changes: dict[bytes, bytes | None] = {f"s/k/{i}".encode(): b"v" * 40 for i in range(1000)}
+    start = time.perf_counter()
+    root, writes = smt.update(view, smt.EMPTY_ROOT, changes)
+    print(f"SMT: 1000 new keys in one update: {_ms(start)}, {len(writes)} node writes")
+    view.apply(writes)
+    start = time.perf_counter()
+    for i in range(100):
+        smt.update(view, root, {f"s/k/{i}".encode(): b"w"})
+    print(f"SMT: one-key update in a 1000-key tree: {(time.perf_counter() - start) * 10:.2f} ms")
+    start = time.perf_counter()
+    for i in range(1000):
+        smt.prove(view, root, f"s/k/{i}".encode())
+    print(f"SMT: proof: {(time.perf_counter() - start):.3f} ms each")
+    node = Node()
+    start = time.perf_counter()
+    nonce = 1
+    for org, name in LOAD_ORDER:
+        text = (SAMPLE / name).read_text(encoding="utf-8")
+        plan = {".cwr": bulk.plan_cwr, ".tsv": bulk.plan_dsr}.get(
+            Path(name).suffix, bulk.plan_jsonl
+        )(text, name)
+        summary = bulk.submit_plan(
+            plan, key(org), node.genesis.chain_id, node.submit, first_nonce=nonce
+        )
+        nonce += len(plan.txs)
+        print(
+            f"  {name}: accepted {summary.accepted}, refused {len(summary.refused)}, not sent {len(summary.not_sent)}"  # noqa: E501
+        )
+    state_keys = sum(1 for k in node.view.data if k.startswith(b"s/"))
+    print(
+        f"sample catalog: {node.height} blocks in {_ms(start)}; {state_keys} state keys, {len(node.view.data)} keys in all"  # noqa: E501
+    )
+    body = TxBody(
+        node.genesis.chain_id,
+        "RunDistribution",
+        nonce,
+        {
+            "distribution_id": "KR-2026-01",
+            "period": "2026-01",
+            "territory": "KR",
+            "currency": "KRW",
+        },
+    )
+    start = time.perf_counter()
+    [result] = node.submit([sign_tx(key("KOMCA"), body).encoding])
+    print(f"RunDistribution over the sample usage: {_ms(start)} -> {result}")
+
+
+if __name__ == "__main__":
+    main()

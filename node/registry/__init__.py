@@ -1,0 +1,156 @@
+"""The K-copyright registry: the deterministic state machine the node runs on committed blocks.
+
+Contract with the node driver:
+    Registry(genesis)
+      .genesis_writes()                 orgs, roles, admin + member keys, validators, tariff, SMT
+      .genesis_state_root()
+      .state_root(view)                 the SMT root as stored
+      .check_admission(view, tx, body)  cheap checks before ordering; raises node.errors.Refused
+      .execute_block(view, txs, ctx)    -> BlockOutcome(results, writes, state_root,
+                                           validator_change)
+
+Execution is deterministic: no clock (time is ctx.timestamp_ms), no randomness, no float, no
+dependence on dict order (state values are canonical msgpack, iteration is by sorted key). A
+transaction that breaks a rule gets a failure TxResult naming the field or rule and changes no
+state; later transactions of the block see the writes of earlier ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from consensus.validators import ValidatorSet
+from node import canonical, keyspace, smt
+from node.errors import Refused, Status
+from node.genesis import Genesis
+from node.keyspace import ReadView, WriteSet
+from node.receipt import TxResult
+from node.registry import governance, permissions, state, usage
+from node.registry.env import Env
+from node.registry.state import BlockContext, StateReader, TxState
+from node.registry.txtypes import TX_TYPES, TxType
+from node.tx import SignedTx, TxBody
+
+__all__ = ["BlockContext", "BlockOutcome", "Registry"]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    results: list[TxResult]
+    writes: WriteSet
+    state_root: bytes
+    validator_change: ValidatorSet | None
+
+
+def _tx_type(body: TxBody) -> TxType:
+    tx_type = TX_TYPES.get(body.type)
+    if tx_type is None:
+        raise Refused(
+            Status.INVALID_ARGUMENT,
+            f"unknown transaction type {body.type!r} (known: {', '.join(sorted(TX_TYPES))})",
+            "type",
+        )
+    return tx_type
+
+
+def _authorize(
+    reader: StateReader, tx: SignedTx, tx_type: TxType, payload: dict[str, object]
+) -> permissions.Signer:
+    signer = permissions.resolve_signer(reader, tx.signer)
+    if tx_type.signer == "admin":
+        if not signer.admin or signer.org != payload.get("org"):
+            raise Refused(
+                Status.PERMISSION_DENIED,
+                f"{tx_type.name} needs the admin key of {payload.get('org')}",
+                "signer",
+            )
+    elif tx_type.signer == "member":
+        permissions.require_roles(signer, tx_type.roles(payload), tx_type.name)
+    return signer
+
+
+class Registry:
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self._genesis_writes = self._build_genesis()
+
+    def _build_genesis(self) -> WriteSet:
+        changes: WriteSet = {}
+
+        def put(key: bytes, value: object) -> None:
+            changes[key] = canonical.encode(value)
+
+        for org in self.genesis.orgs:
+            put(state.org_key(org.org_id), {
+                "org": org.org_id, "name": org.name, "roles": list(org.roles),
+                "admin_key": org.admin_key.hex(),
+                "validator_key": org.validator_key.hex() if org.validator_key else "",
+                "active": True,
+            })  # fmt: skip
+            put(state.member_key(org.admin_key), {"org": org.org_id, "roles": [], "admin": True})
+            for member in org.member_keys:
+                put(
+                    state.member_key(member),
+                    {"org": org.org_id, "roles": list(org.roles), "admin": False},
+                )
+        validators = self.genesis.validator_set
+        put(
+            state.VALIDATORS_KEY,
+            {
+                "epoch": validators.epoch,
+                "validators": [[v.node_id, v.public_key.hex()] for v in validators.validators],
+            },
+        )
+        put(state.tariff_key(usage.DEFAULT_TARIFF["version"]), usage.DEFAULT_TARIFF)  # type: ignore[arg-type]
+        _, tree = smt.update(keyspace.DictView(), smt.EMPTY_ROOT, changes)
+        return {**changes, **tree}
+
+    def genesis_writes(self) -> WriteSet:
+        return dict(self._genesis_writes)
+
+    def genesis_state_root(self) -> bytes:
+        root = self._genesis_writes[smt.ROOT_KEY]
+        assert root is not None
+        return root
+
+    def state_root(self, view: ReadView) -> bytes:
+        return smt.stored_root(view)
+
+    def check_admission(self, view: ReadView, tx: SignedTx, body: TxBody) -> None:
+        """Type, payload shape and identifiers, registered signer, role. Raises Refused."""
+        tx_type = _tx_type(body)
+        payload = tx_type.check(body.payload)
+        _authorize(StateReader(view), tx, tx_type, payload)
+
+    def execute_block(
+        self, view: ReadView, txs: Sequence[tuple[SignedTx, TxBody]], ctx: BlockContext
+    ) -> BlockOutcome:
+        block_writes: WriteSet = {}
+        results: list[TxResult] = []
+        validators_before = StateReader(view).get(state.VALIDATORS_KEY)
+        for tx, body in txs:
+            st = TxState(view, block_writes)
+            try:
+                tx_type = _tx_type(body)
+                payload = tx_type.check(body.payload)
+                signer = _authorize(st, tx, tx_type, payload)
+                output = tx_type.apply(st, Env(ctx, signer, tx.tx_hash), payload)
+            except Refused as refusal:
+                results.append(TxResult(status=refusal.status.name, message=refusal.message))
+                continue
+            block_writes.update(st.writes)
+            results.append(TxResult(output=output))
+        root, tree_writes = smt.update(view, smt.stored_root(view), block_writes)
+        validators_after = StateReader(keyspace.OverlayView(view, block_writes)).get(
+            state.VALIDATORS_KEY
+        )
+        change = None
+        if validators_after != validators_before:
+            change = governance.validator_set_of(validators_after)
+        return BlockOutcome(
+            results=results,
+            writes={**block_writes, **tree_writes},
+            state_root=root,
+            validator_change=change,
+        )

@@ -1,0 +1,389 @@
+"""Parties, works, recordings and creation provenance (DOMAIN.md sections 3 and 6).
+
+Rules kept here: party ids, IPI name numbers, work ids, ISWCs and ISRCs are unique
+(ALREADY_EXISTS); a CMO registers parties only for its own members; a work carries creation
+provenance (a human-creation warranty unless AI-generated); a modified work names its original;
+an AI-generated work can be labelled but never made to hold authorship shares; provenance is
+replaced only by the registering org, while a PERFORMER_CMO may add a performance statement.
+A recording's UCIs, Content IDs and works become links asserted by the registering org.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.errors import invalid
+from node.registry import fields, links, state
+from node.registry.env import (
+    Env,
+    check_subject,
+    claim_orgs,
+    denied,
+    exists,
+    is_member_of,
+    precondition,
+    require_party,
+    subject_record,
+)
+from node.registry.permissions import PERFORMER_CMO
+from node.registry.shares import WORK_RIGHTS
+from node.registry.state import TxState
+
+CREATION_TYPES = frozenset({"human", "ai_assisted", "ai_generated"})
+COMPONENTS = frozenset({"composition", "lyrics", "vocals", "instrumentation", "post_production"})
+PARTY_KINDS = frozenset({"person", "company"})
+
+
+# -- RegisterParty ---------------------------------------------------------------------------
+
+
+def check_register_party(p: dict[str, Any]) -> dict[str, Any]:
+    fields.obj(p, "payload", frozenset({"party_id", "kind", "names", "isni", "memberships"}))
+    names = []
+    for i, raw in enumerate(fields.items(p, "names", "")):
+        entry = fields.obj(raw, f"names[{i}]", frozenset({"name", "ipi"}))
+        names.append(
+            {
+                "name": fields.text(entry, "name", f"names[{i}]."),
+                "ipi": fields.code(entry, "ipi", "ipi", f"names[{i}].", required=False),
+            }
+        )
+    memberships = []
+    for i, raw in enumerate(fields.items(p, "memberships", "")):
+        path = f"memberships[{i}]."
+        entry = fields.obj(
+            raw,
+            f"memberships[{i}]",
+            frozenset({"society", "right", "territory", "valid_from", "valid_to"}),
+        )
+        memberships.append(
+            {
+                "society": fields.token(entry, "society", path),
+                "right": fields.choice(
+                    entry,
+                    "right",
+                    path,
+                    frozenset({"PR", "MR", "SR", "NR_PRODUCER", "NR_PERFORMER", "ALL"}),
+                    "ALL",
+                ),
+                "territory": fields.code(
+                    {"t": entry.get("territory", "Worldwide")}, "t", "territory", path
+                ),
+                "valid_from": fields.date(entry, "valid_from", path, "0001-01-01"),
+                "valid_to": fields.date(entry, "valid_to", path, fields.MAX_DATE),
+            }
+        )
+    return {
+        "party_id": fields.token(p, "party_id"),
+        "kind": fields.choice(p, "kind", "", PARTY_KINDS, "person"),
+        "names": names,
+        "isni": fields.code(p, "isni", "isni", required=False),
+        "memberships": memberships,
+    }
+
+
+def apply_register_party(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    if st.get(state.party_key(p["party_id"])) is not None:
+        raise exists(f"party {p['party_id']} is already registered", "payload.party_id")
+    if not is_member_of(p, env.signer.org):
+        raise denied(
+            f"{env.signer.org} registers parties only for its members (memberships.society)"
+        )
+    for i, name in enumerate(p["names"]):
+        if name["ipi"]:
+            if st.get(state.ipi_key(name["ipi"])) is not None:
+                raise exists(f"IPI {name['ipi']} already names a party", f"payload.names[{i}].ipi")
+            st.put(state.ipi_key(name["ipi"]), p["party_id"])
+    st.put(
+        state.party_key(p["party_id"]),
+        {**p, "registered_by": env.signer.org, "height": env.ctx.height},
+    )
+    return {"party_id": p["party_id"]}
+
+
+# -- provenance ------------------------------------------------------------------------------
+
+
+def check_provenance(raw: Any, path: str = "provenance") -> dict[str, Any]:
+    p = fields.obj(
+        raw,
+        path,
+        frozenset(
+            {
+                "creation_type",
+                "components",
+                "human_contribution",
+                "warranty_ref",
+                "c2pa_manifest_hash",
+                "iscc",
+            }
+        ),
+    )
+    creation_type = fields.choice(p, "creation_type", f"{path}.", CREATION_TYPES)
+    components: dict[str, Any] = {}
+    raw_components = fields.obj(p.get("components", {}), f"{path}.components", COMPONENTS)
+    for name in sorted(raw_components):
+        entry = fields.obj(
+            raw_components[name], f"{path}.components.{name}", frozenset({"ai_used", "tool"})
+        )
+        components[name] = {
+            "ai_used": fields.boolean(entry, "ai_used", f"{path}.components.{name}."),
+            "tool": fields.text(
+                entry, "tool", f"{path}.components.{name}.", required=False, max_chars=128
+            ),
+        }
+    human = fields.text(
+        p, "human_contribution", f"{path}.", required=creation_type != "ai_generated"
+    )
+    warranty = fields.text(
+        p, "warranty_ref", f"{path}.", required=creation_type != "ai_generated", max_chars=128
+    )
+    if creation_type == "human" and any(c["ai_used"] for c in components.values()):
+        raise invalid(
+            "a human creation declares no AI-used component", f"payload.{path}.creation_type"
+        )
+    manifest = p.get("c2pa_manifest_hash")
+    return {
+        "creation_type": creation_type,
+        "components": components,
+        "human_contribution": human,
+        "warranty_ref": warranty,
+        "c2pa_manifest_hash": fields.hex32(manifest, f"{path}.c2pa_manifest_hash")
+        if manifest is not None
+        else "",
+        "iscc": fields.text(p, "iscc", f"{path}.", required=False, max_chars=128),
+    }
+
+
+# -- RegisterWork ----------------------------------------------------------------------------
+
+
+def _parties(
+    p: dict[str, Any], name: str, roles: frozenset[str], required: bool
+) -> list[dict[str, str]]:
+    out = []
+    for i, raw in enumerate(fields.items(p, name, "", required=required)):
+        entry = fields.obj(raw, f"{name}[{i}]", frozenset({"party_id", "role"}))
+        out.append(
+            {
+                "party_id": fields.token(entry, "party_id", f"{name}[{i}]."),
+                "role": fields.choice(entry, "role", f"{name}[{i}].", roles),
+            }
+        )
+    return out
+
+
+def check_register_work(p: dict[str, Any]) -> dict[str, Any]:
+    from node.registry.shares import PUBLISHER_ROLES, WRITER_ROLES
+
+    fields.obj(
+        p,
+        "payload",
+        frozenset(
+            {
+                "work_id",
+                "iswc",
+                "titles",
+                "version",
+                "original_work_id",
+                "creators",
+                "publishers",
+                "provenance",
+            }
+        ),
+    )
+    titles = [
+        fields.text({"t": t}, "t", f"titles[{i}]")
+        for i, t in enumerate(fields.items(p, "titles", ""))
+    ]
+    version = fields.choice(p, "version", "", frozenset({"original", "modified"}), "original")
+    provenance = check_provenance(p.get("provenance"))
+    creators = _parties(
+        p, "creators", WRITER_ROLES, required=provenance["creation_type"] != "ai_generated"
+    )
+    out = {
+        "work_id": fields.token(p, "work_id"),
+        "iswc": fields.code(p, "iswc", "iswc", required=False),
+        "titles": titles,
+        "version": version,
+        "original_work_id": fields.token(p, "original_work_id", required=version == "modified"),
+        "creators": creators,
+        "publishers": _parties(p, "publishers", PUBLISHER_ROLES, required=False),
+        "provenance": provenance,
+    }
+    return out
+
+
+def apply_register_work(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    if st.get(state.work_key(p["work_id"])) is not None:
+        raise exists(f"work {p['work_id']} is already registered", "payload.work_id")
+    if p["iswc"] and st.get(state.code_key("iswc", p["iswc"])) is not None:
+        raise exists(f"ISWC {p['iswc']} is already registered", "payload.iswc")
+    if p["version"] == "modified" and st.get(state.work_key(p["original_work_id"])) is None:
+        raise precondition(
+            f"original work {p['original_work_id']} is not registered", "payload.original_work_id"
+        )
+    for name in ("creators", "publishers"):
+        for i, entry in enumerate(p[name]):
+            require_party(st, entry["party_id"], f"payload.{name}[{i}].party_id")
+    record = {
+        **p,
+        "registered_by": env.signer.org,
+        "height": env.ctx.height,
+        "performance_statement": "",
+    }
+    st.put(state.work_key(p["work_id"]), record)
+    if p["iswc"]:
+        st.put(state.code_key("iswc", p["iswc"]), {"kind": "work", "id": p["work_id"]})
+    return {"work_id": p["work_id"]}
+
+
+# -- RegisterRecording -----------------------------------------------------------------------
+
+
+def check_register_recording(p: dict[str, Any]) -> dict[str, Any]:
+    fields.obj(
+        p,
+        "payload",
+        frozenset(
+            {
+                "isrc",
+                "title",
+                "duration_s",
+                "main_artists",
+                "producers",
+                "performers",
+                "works",
+                "ucis",
+                "cids",
+                "provenance",
+            }
+        ),
+    )
+    performers = []
+    for i, raw in enumerate(fields.items(p, "performers", "", required=False)):
+        entry = fields.obj(
+            raw, f"performers[{i}]", frozenset({"party_id", "featured", "instrument"})
+        )
+        performers.append(
+            {
+                "party_id": fields.token(entry, "party_id", f"performers[{i}]."),
+                "featured": fields.boolean(entry, "featured", f"performers[{i}]."),
+                "instrument": fields.text(
+                    entry, "instrument", f"performers[{i}].", required=False, max_chars=64
+                ),
+            }
+        )
+    provenance = p.get("provenance")
+    return {
+        "isrc": fields.code(p, "isrc", "isrc"),
+        "title": fields.text(p, "title", ""),
+        "duration_s": fields.integer(p, "duration_s", "", 0, 86_400, default=0),
+        "main_artists": [
+            fields.text({"a": a}, "a", f"main_artists[{i}]")
+            for i, a in enumerate(fields.items(p, "main_artists", "", required=False))
+        ],
+        "producers": [
+            fields.token({"p": x}, "p", f"producers[{i}]")
+            for i, x in enumerate(fields.items(p, "producers", "", required=False))
+        ],
+        "performers": performers,
+        "works": sorted(
+            {
+                fields.token({"w": w}, "w", f"works[{i}]")
+                for i, w in enumerate(fields.items(p, "works", "", required=False))
+            }
+        ),
+        "ucis": sorted(
+            {
+                fields.code({"u": u}, "u", "uci", f"ucis[{i}]")
+                for i, u in enumerate(fields.items(p, "ucis", "", required=False))
+            }
+        ),
+        "cids": sorted(
+            {
+                fields.code({"c": c}, "c", "cid", f"cids[{i}]")
+                for i, c in enumerate(fields.items(p, "cids", "", required=False))
+            }
+        ),
+        "provenance": check_provenance(provenance) if provenance is not None else None,
+    }
+
+
+def apply_register_recording(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    isrc = p["isrc"]
+    if st.get(state.recording_key(isrc)) is not None:
+        raise exists(f"ISRC {isrc} is already registered", "payload.isrc")
+    for i, party in enumerate(p["producers"]):
+        require_party(st, party, f"payload.producers[{i}]")
+    for i, performer in enumerate(p["performers"]):
+        require_party(st, performer["party_id"], f"payload.performers[{i}].party_id")
+    for i, work_id in enumerate(p["works"]):
+        if st.get(state.work_key(work_id)) is None:
+            raise precondition(f"work {work_id} is not registered", f"payload.works[{i}]")
+    record = {
+        **p,
+        "registered_by": env.signer.org,
+        "height": env.ctx.height,
+        "performance_statement": "",
+    }
+    st.put(state.recording_key(isrc), record)
+    st.put(state.code_key("isrc", isrc), {"kind": "recording", "id": isrc})
+    created = []
+    for work_id in p["works"]:
+        created.append(links.assert_link(st, env, ("work", work_id), ("isrc", isrc)))
+    for uci in p["ucis"]:
+        created.append(links.assert_link(st, env, ("isrc", isrc), ("uci", uci)))
+    for cid in p["cids"]:
+        created.append(links.assert_link(st, env, ("isrc", isrc), ("cid", cid)))
+    return {"isrc": isrc, "links": created}
+
+
+# -- DeclareProvenance -----------------------------------------------------------------------
+
+
+def check_declare_provenance(p: dict[str, Any]) -> dict[str, Any]:
+    fields.obj(p, "payload", frozenset({"subject", "provenance", "performance_statement"}))
+    provenance = p.get("provenance")
+    out = {
+        "subject": check_subject(p),
+        "provenance": check_provenance(provenance) if provenance is not None else None,
+        "performance_statement": fields.text(p, "performance_statement", "", required=False),
+    }
+    if out["provenance"] is None and not out["performance_statement"]:
+        raise invalid("give provenance or performance_statement", "payload")
+    return out
+
+
+def apply_declare_provenance(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    subject = p["subject"]
+    record = subject_record(st, subject)
+    registrar = record["registered_by"] == env.signer.org
+    if p["provenance"] is not None:
+        if not registrar:
+            raise denied(
+                f"only the registering org ({record['registered_by']}) declares provenance"
+            )
+        if (
+            subject["kind"] == "work"
+            and p["provenance"]["creation_type"] == "ai_generated"
+            and claim_orgs(st, subject, WORK_RIGHTS)
+        ):
+            raise precondition(
+                "an ai_generated work holds no authorship shares; shares exist",
+                "payload.provenance.creation_type",
+            )
+        record["provenance"] = p["provenance"]
+    if p["performance_statement"]:
+        if not (registrar or PERFORMER_CMO in env.signer.roles):
+            raise denied(
+                "a performance statement comes from the registering org or a PERFORMER_CMO"
+            )
+        record["performance_statement"] = p["performance_statement"]
+    key = (
+        state.work_key(subject["id"])
+        if subject["kind"] == "work"
+        else state.recording_key(subject["id"])
+    )
+    st.put(key, record)
+    return {"subject": subject}

@@ -1,0 +1,63 @@
+"""Builders for ledger tests: signed txs, blocks committed to a real LedgerStore, certificates
+signed by the founding validators' deterministic keys."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from node.genesis import Genesis
+from node.header import CommitCertificate, Header, sign_header
+from node.receipt import TxResult
+from node.store import BlockRecord, LedgerStore
+from node.tx import SignedTx, TxBody, sign_tx
+from tests.helpers import FOUNDING_ORGS, key, make_genesis
+
+GENESIS_STATE_ROOT = hashlib.sha256(b"genesis state").digest()
+GENESIS_WRITES: dict[bytes, bytes | None] = {b"s/org/KOMCA": b"\x01", b"z/root": b"\x02"}
+
+
+def open_store(path: Path, genesis: Genesis | None = None, **kwargs: Any) -> LedgerStore:
+    return LedgerStore.open(
+        path, genesis or make_genesis(), GENESIS_WRITES, GENESIS_STATE_ROOT, **kwargs
+    )
+
+
+def make_tx(nonce: int, chain_id: str = "kledger-test", org: str = "KOMCA") -> SignedTx:
+    body = TxBody(chain_id, "usage.report", nonce, {"work": f"T-{nonce:09d}", "plays": nonce % 97})
+    return sign_tx(key(f"{org}/client"), body)
+
+
+def next_header(store: LedgerStore, txs: list[SignedTx], round_number: int = 0) -> Header:
+    last = store.last_header()
+    size, root = store.root_after([tx.encoding for tx in txs])
+    return Header(
+        chain_id=last.chain_id,
+        epoch=0,
+        height=last.height + 1,
+        round=round_number or last.round + 1,
+        parent_hash=last.hash(),
+        tx_log_size=size,
+        tx_log_root=root,
+        state_root=hashlib.sha256(b"state" + last.height.to_bytes(8, "big")).digest(),
+        validator_set_hash=last.validator_set_hash,
+        proposer="KOMCA",
+        timestamp_ms=last.timestamp_ms + 1_000,
+    )
+
+
+def commit(store: LedgerStore, txs: list[SignedTx], state: dict[bytes, bytes | None] | None = None):
+    header = next_header(store, txs)
+    record = BlockRecord(header, b"block-" + header.height.to_bytes(8, "big"), b"qc")
+    receipts = store.commit_block(record, txs, [TxResult() for _ in txs], state or {})
+    return header, receipts
+
+
+def certify(header: Header, signers: int = 4) -> CommitCertificate:
+    orgs = sorted(org for org, _ in FOUNDING_ORGS)[:signers]
+    header_hash = header.hash()
+    return CommitCertificate(
+        header_hash,
+        tuple((org, sign_header(key(f"{org}/validator"), header_hash)) for org in orgs),
+    )

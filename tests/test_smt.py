@@ -1,0 +1,151 @@
+"""Sparse Merkle tree: roots are order-independent, presence and absence proofs verify at any
+committed root (also old ones), and fail after tampering; nodes live in a real LevelDB."""
+
+from __future__ import annotations
+
+import hashlib
+
+import plyvel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node import smt
+from node.keyspace import DictView
+
+
+def _apply(view: DictView, changes):
+    root, writes = smt.update(view, smt.stored_root(view), changes)
+    view.apply(writes)
+    return root
+
+
+def test_empty_tree_and_single_key():
+    view = DictView()
+    assert smt.stored_root(view) == smt.EMPTY_ROOT
+    root = _apply(view, {b"s/a": b"1"})
+    value, siblings = smt.prove(view, root, b"s/a")
+    assert value == b"1" and siblings == []
+    assert smt.verify_proof(root, b"s/a", b"1", [])
+    assert not smt.verify_proof(root, b"s/a", b"2", [])
+    absent, proof = smt.prove(view, root, b"s/b")
+    assert absent is None
+    assert smt.verify_proof(root, b"s/b", None, proof)
+    assert not smt.verify_proof(root, b"s/a", None, [])
+
+
+def test_order_and_batching_do_not_change_the_root():
+    items = {f"s/k/{i}".encode(): str(i).encode() for i in range(40)}
+    one = DictView()
+    batch_root = _apply(one, items)
+    two = DictView()
+    for key in sorted(items, reverse=True):
+        _apply(two, {key: items[key]})
+    assert smt.stored_root(two) == batch_root
+    # deleting everything returns to the empty root
+    assert _apply(one, dict.fromkeys(items)) == smt.EMPTY_ROOT
+
+
+def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+
+    class View:
+        def get(self, key):
+            return db.get(key)
+
+        def iterate(self, prefix):
+            yield from db.iterator(prefix=prefix)
+
+    def commit(changes: dict[bytes, bytes | None]) -> bytes:
+        root, writes = smt.update(View(), smt.stored_root(View()), changes)
+        with db.write_batch(sync=True) as batch:
+            for key, value in writes.items():
+                assert value is not None
+                batch.put(key, value)
+        return root
+
+    old = commit({b"s/work/1": b"v1", b"s/work/2": b"x"})
+    new = commit({b"s/work/1": b"v2", b"s/work/2": None})
+    assert old != new
+    value, siblings = smt.prove(View(), old, b"s/work/1")
+    assert value == b"v1"
+    assert smt.verify_proof(old, b"s/work/1", b"v1", siblings)
+    value, _ = smt.prove(View(), new, b"s/work/2")
+    assert value is None
+    value, siblings = smt.prove(View(), new, b"s/work/1")
+    pairs = siblings
+    assert smt.verify_proof(new, b"s/work/1", b"v2", pairs)
+    assert not smt.verify_proof(old, b"s/work/1", b"v2", pairs)
+    forged = [(0, hashlib.sha256(b"forged").digest()), *pairs]
+    assert not smt.verify_proof(new, b"s/work/1", b"v2", forged)
+    assert not smt.verify_proof(new, b"s/work/1", b"v2", [(300, bytes(32))])
+    db.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.dictionaries(
+        st.binary(min_size=1, max_size=8), st.binary(max_size=8), min_size=1, max_size=12
+    ),
+    st.binary(min_size=1, max_size=8),
+)
+def test_random_sets_prove_every_member_and_an_outsider(entries, outsider):
+    view = DictView()
+    root = _apply(view, entries)
+    for key, value in entries.items():
+        got, siblings = smt.prove(view, root, key)
+        assert got == value
+        assert smt.verify_proof(root, key, value, siblings)
+    got, siblings = smt.prove(view, root, outsider)
+    assert got == entries.get(outsider)
+    assert smt.verify_proof(root, outsider, got, siblings)
+
+
+def _reference_root(entries: dict[bytes, bytes]) -> bytes:
+    """The plain 256-level tree, computed from scratch: what every root must equal."""
+
+    def subtree(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
+        if not items:
+            return smt.DEFAULT[depth]
+        if depth == smt.DEPTH:
+            [(path, value)] = items
+            return smt.leaf_hash(path, value)
+        left = [i for i in items if not (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
+        right = [i for i in items if (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
+        return smt.node_hash(subtree(left, depth + 1), subtree(right, depth + 1))
+
+    return subtree(sorted((smt.key_path(k), v) for k, v in entries.items()), 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.binary(min_size=1, max_size=2),
+            st.one_of(st.none(), st.binary(max_size=4)),
+            max_size=10,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_roots_equal_the_plain_tree_across_inserts_updates_and_deletes(blocks):
+    view = DictView()
+    entries: dict[bytes, bytes] = {}
+    for changes in blocks:
+        root = _apply(view, changes)
+        for key, value in changes.items():
+            if value is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = value
+        assert root == _reference_root(entries)
+        for key in list(changes)[:3]:
+            value, siblings = smt.prove(view, root, key)
+            assert value == entries.get(key)
+            assert smt.verify_proof(root, key, value, siblings)
+
+
+def test_storage_is_about_log_n_nodes_per_key():
+    view = DictView()
+    _, writes = smt.update(view, smt.EMPTY_ROOT, {f"s/k/{i}".encode(): b"v" for i in range(1000)})
+    assert len(writes) < 1000 * 3  # ~2n: n-1 inner nodes + n single leaves + the root pointer

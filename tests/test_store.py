@@ -1,0 +1,256 @@
+"""The ledger store on real LevelDB files: genesis creation, the read API, one-batch commits,
+refusal of commits that do not follow the chain, and the open-time self-check refusing stores
+that do not add up (overwritten header, deleted block record, overwritten log node, other
+genesis, ...) with a message naming the problem."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from node import keyspace, merkle
+from node.header import ZERO_HASH
+from node.merkle_log import node_key
+from node.receipt import TxResult
+from node.store import BODIES, HEADERS, BlockRecord, StoreCorrupt, _StoredBlock
+from tests.helpers import make_genesis
+from tests.ledger_builders import (
+    GENESIS_STATE_ROOT,
+    certify,
+    commit,
+    make_tx,
+    next_header,
+    open_store,
+)
+
+
+def _height(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+@pytest.fixture
+def store(tmp_path):
+    handle = open_store(tmp_path / "db")
+    yield handle
+    handle.close()
+
+
+def _fill(store: Any, blocks: int = 4, per_block: int = 5) -> list[Any]:
+    txs: list[Any] = []
+    for _ in range(blocks):
+        batch = [make_tx(len(txs) + i) for i in range(per_block)]
+        header, _ = commit(store, batch)
+        store.save_certificate(header.height, certify(header))
+        txs += batch
+    return txs
+
+
+def test_genesis_header_and_writes(store):
+    genesis = make_genesis()
+    header = store.last_header()
+    assert store.last_height() == 0 and header.height == 0
+    assert header.parent_hash == ZERO_HASH and header.round == 0 and header.proposer == ""
+    assert header.tx_log_size == 0 and header.tx_log_root == merkle.EMPTY_ROOT
+    assert header.state_root == GENESIS_STATE_ROOT
+    assert header.timestamp_ms == genesis.genesis_time_ms
+    assert header.validator_set_hash == genesis.validator_set.digest()
+    assert store.view.get(b"s/org/KOMCA") == b"\x01"
+    assert list(store.view.iterate(b"z/")) == [(b"z/root", b"\x02")]
+    assert store.height_of(header.hash()) == 0
+    assert store.latest_certified_height() == 0 and store.certificate(0) is None
+    assert store.log_root() == merkle.EMPTY_ROOT
+
+
+def test_commit_and_read_back(store):
+    txs = [make_tx(i) for i in range(3)]
+    results = [
+        TxResult(),
+        TxResult("FAILED_PRECONDITION", "work unknown"),
+        TxResult(output={"w": 1}),
+    ]
+    header = next_header(store, txs)
+    record = BlockRecord(header, b"consensus block", b"qc bytes")
+    receipts = store.commit_block(record, txs, results, {b"s/work/1": b"v", b"s/org/KOMCA": None})
+    assert [(r.height, r.leaf_index) for r in receipts] == [(1, 0), (1, 1), (1, 2)]
+    assert receipts[1].result.status == "FAILED_PRECONDITION"
+    assert store.last_header() == header and store.header(1) == header
+    assert store.block(1) == record and store.block(2) is None and store.header(-1) is None
+    assert store.block_txs(1) == txs
+    assert store.height_of(header.hash()) == 1
+    assert store.log_size() == 3 and store.log_root() == header.tx_log_root
+    assert store.get_tx(txs[1].tx_hash) == (txs[1], receipts[1])
+    assert store.has_tx(txs[2].tx_hash) and not store.has_tx(make_tx(99).tx_hash)
+    assert store.view.get(b"s/work/1") == b"v" and store.view.get(b"s/org/KOMCA") is None
+    path = store.inclusion_proof(1, 3)
+    assert merkle.verify_inclusion(merkle.leaf_hash(txs[1].encoding), 1, 3, path, store.log_root())
+
+
+def test_historical_roots_and_proofs(store):
+    _fill(store, blocks=6, per_block=7)
+    for height in range(7):
+        header = store.header(height)
+        assert store.log_root(header.tx_log_size) == header.tx_log_root
+    old, new = store.header(2), store.header(5)
+    proof = store.consistency_proof(old.tx_log_size, new.tx_log_size)
+    assert merkle.verify_consistency(
+        old.tx_log_size, new.tx_log_size, proof, old.tx_log_root, new.tx_log_root
+    )
+
+
+def test_certificates_and_safety(store, tmp_path):
+    _fill(store, blocks=3)
+    assert store.latest_certified_height() == 3
+    assert store.certificate(2).header_hash == store.header(2).hash()
+    assert store.load_safety() is None
+    store.save_safety(b"highest vote r7")
+    assert store.load_safety() == b"highest vote r7"
+    assert store.size_bytes() > 0
+    with pytest.raises(AssertionError):
+        store.save_certificate(2, certify(store.header(3)))
+
+
+def test_commits_that_do_not_follow_the_chain_are_bugs(store):
+    txs = [make_tx(i) for i in range(2)]
+    header = next_header(store, txs)
+    ok = BlockRecord(header, b"", b"")
+    bad_cases = [
+        (BlockRecord(replace(header, height=2), b"", b""), txs),
+        (
+            BlockRecord(replace(header, parent_hash=ZERO_HASH), b"", b""),
+            txs,
+        ),
+        (BlockRecord(replace(header, tx_log_size=3), b"", b""), txs),
+        (
+            BlockRecord(replace(header, tx_log_root=ZERO_HASH), b"", b""),
+            txs,
+        ),
+        (ok, [txs[0], txs[0]]),
+    ]
+    for record, block_txs in bad_cases:
+        with pytest.raises(AssertionError):
+            store.commit_block(record, block_txs, [TxResult()] * len(block_txs), {})
+    with pytest.raises(AssertionError, match="outside"):
+        store.commit_block(ok, txs, [TxResult()] * 2, {b"x/last_height": b""})
+    assert store.last_height() == 0  # nothing above was written
+    store.commit_block(ok, txs, [TxResult()] * 2, {})
+    again = next_header(store, [txs[0]])
+    with pytest.raises(AssertionError, match="already committed"):
+        store.commit_block(BlockRecord(again, b"", b""), [txs[0]], [TxResult()], {})
+
+
+def test_empty_blocks_commit(store):
+    _, receipts = commit(store, [])
+    assert receipts == [] and store.last_height() == 1 and store.log_size() == 0
+
+
+def test_reopen_keeps_everything(tmp_path):
+    store = open_store(tmp_path / "db")
+    txs = _fill(store)
+    root, height = store.log_root(), store.last_height()
+    store.close()
+    store = open_store(tmp_path / "db", deep_check=True)
+    assert (store.log_root(), store.last_height(), store.latest_certified_height()) == (
+        root,
+        height,
+        height,
+    )
+    found = store.get_tx(txs[7].tx_hash)
+    assert found is not None and found[1].leaf_index == 7
+    commit(store, [make_tx(1000)])  # appends continue from the stored frontier
+    assert store.log_size() == len(txs) + 1
+    store.close()
+
+
+# ---- corrupted stores are refused at open ------------------------------------------------------
+
+
+def _corrupt_and_reopen(tmp_path, damage, deep: bool = False) -> str:
+    store = open_store(tmp_path / "db")
+    _fill(store, blocks=4, per_block=5)
+    damage(store, store._db)
+    store.close()
+    with pytest.raises(StoreCorrupt) as caught:
+        open_store(tmp_path / "db", deep_check=deep)
+    return str(caught.value)
+
+
+def _overwrite_header(store: Any, db: Any) -> None:
+    record = store.block(2)
+    forged = replace(record.header, timestamp_ms=1)
+    hashes = tuple(tx.tx_hash for tx in store.block_txs(2))
+    db.put(HEADERS + _height(2), _StoredBlock(forged, hashes).encode())
+
+
+def _overwrite_header_and_index(store: Any, db: Any) -> None:
+    _overwrite_header(store, db)
+    forged = store.header(2)  # read back the forged header
+    db.put(keyspace.BLOCK_BY_HASH + forged.hash(), _height(2))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message", "deep"),
+    [
+        (_overwrite_header, "hash index does not point to height 2", False),
+        (_overwrite_header_and_index, "height 3 does not link to its parent", False),
+        (lambda s, db: db.delete(HEADERS + _height(3)), "height 3 is missing", False),
+        (lambda s, db: db.delete(HEADERS + _height(4)), "height 4 is missing", False),
+        (lambda s, db: db.delete(HEADERS + _height(0)), "height 0 is missing", False),
+        (lambda s, db: db.delete(BODIES + _height(4)), "block body at height 4 is missing", False),
+        (lambda s, db: db.put(HEADERS + _height(2), b"\x93junk"), "height 2", False),
+        (lambda s, db: db.put(node_key(4, 0), bytes(32)), "Merkle log root differs", False),
+        (lambda s, db: db.delete(node_key(4, 0)), "level 4, index 0) is missing", False),
+        (lambda s, db: db.put(node_key(1, 3), bytes(32)), "level 1, index 3) is wrong", True),
+        (lambda s, db: db.put(node_key(0, 19), bytes(32)), "log leaf 19 is not the hash", False),
+        (lambda s, db: db.put(b"x/tx_count", _height(21)), "21 committed txs", False),
+        (lambda s, db: db.put(b"x/last_height", _height(3)), "beyond last height 3", False),
+        (lambda s, db: db.put(b"x/last_height", _height(5)), "height 5 is missing", False),
+        (lambda s, db: db.put(b"x/genesis", bytes(32)), "genesis digest", False),
+        (lambda s, db: db.put(b"m/size", _height(19)), "log holds 19 leaves", False),
+        (
+            lambda s, db: db.delete(keyspace.TX + s.block_txs(4)[0].tx_hash),
+            "is missing",
+            False,
+        ),
+        (
+            lambda s, db: db.put(keyspace.CERTIFICATE + _height(4), certify(s.header(3)).encode()),
+            "certificate at height 4 signs another header",
+            False,
+        ),
+    ],
+)
+def test_corrupted_store_is_refused_naming_the_problem(tmp_path, damage, message, deep):
+    assert message in _corrupt_and_reopen(tmp_path, damage, deep)
+
+
+def test_store_of_another_genesis_is_refused(tmp_path):
+    open_store(tmp_path / "db").close()
+    with pytest.raises(StoreCorrupt, match="genesis digest"):
+        open_store(tmp_path / "db", make_genesis(chain_id="other-chain"))
+
+
+def test_check_window_walks_only_the_last_blocks(tmp_path):
+    store = open_store(tmp_path / "db")
+    _fill(store, blocks=6, per_block=2)
+    store._db.delete(HEADERS + _height(2))  # an old header: outside a window of 3
+    store.close()
+    reopened = open_store(tmp_path / "db", check_blocks=3)
+    assert reopened.last_height() == 6
+    with pytest.raises(StoreCorrupt, match="block record at height 2 is missing"):
+        reopened.header(2)
+    reopened.close()
+    with pytest.raises(StoreCorrupt, match="height 2 is missing"):
+        open_store(tmp_path / "db")  # the default walks the whole chain
+    with pytest.raises(StoreCorrupt, match="height 2 is missing"):
+        open_store(tmp_path / "db", check_blocks=4)
+
+
+def test_block_body_is_stored_apart(store):
+    header, _ = commit(store, [make_tx(1)])
+    record = store.block(1)
+    assert record is not None and record.consensus_block.startswith(b"block-")
+    store._db.delete(BODIES + _height(1))
+    with pytest.raises(StoreCorrupt, match="block body at height 1 is missing"):
+        store.block(1)
+    assert store.header(1) == header

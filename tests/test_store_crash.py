@@ -1,0 +1,121 @@
+"""Crash safety of the ledger store: a crash between any two writes leaves the previous consistent
+state. Simulated two ways: (1) the block's WriteBatch is built and dropped, never written (what a
+crash before the write does, since LevelDB applies a batch atomically); (2) a child process runs
+a long series of synced commits and is killed with SIGKILL mid-run; the store then opens clean
+(self-check passes, deep check included) at a committed height at least as high as the last one
+the child reported.
+
+This module is also the child: `python -m tests.test_store_crash DIR BLOCKS`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node import merkle
+from node.receipt import TxResult
+from node.store import BlockRecord
+from tests.ledger_builders import certify, commit, make_tx, next_header, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dropped_batch_leaves_previous_state(tmp_path):
+    store = open_store(tmp_path / "db")
+    commit(store, [make_tx(i) for i in range(4)])
+    before = (store.last_header(), store.log_size(), store.log_root())
+    txs = [make_tx(100 + i) for i in range(6)]
+    header = next_header(store, txs)
+    prepared = store.prepare_commit(
+        BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, {b"s/new": b"1"}
+    )
+    assert len(prepared.receipts) == 6
+    del prepared  # the process dies before batch.write()
+    assert (store.last_header(), store.log_size(), store.log_root()) == before
+    store.close()
+    store = open_store(tmp_path / "db", deep_check=True)
+    assert (store.last_header(), store.log_size(), store.log_root()) == before
+    assert not store.has_tx(txs[0].tx_hash) and store.view.get(b"s/new") is None
+    # The same block commits fine after the "restart".
+    first, stale = (
+        store.prepare_commit(
+            BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, {b"s/new": b"1"}
+        )
+        for _ in range(2)
+    )
+    first.apply()
+    assert store.log_size() == 10 and store.view.get(b"s/new") == b"1"
+    with pytest.raises(AssertionError, match="another tip"):
+        stale.apply()  # prepared before the same block committed: refused, nothing written
+    store.close()
+
+
+def test_crash_between_commit_and_certificate(tmp_path):
+    store = open_store(tmp_path / "db")
+    header, _ = commit(store, [make_tx(1)])
+    store.save_certificate(1, certify(header))
+    commit(store, [make_tx(2)])  # crash before its certificate is saved
+    store.close()
+    store = open_store(tmp_path / "db")
+    assert store.last_height() == 2 and store.latest_certified_height() == 1
+    store.close()
+
+
+def test_kill_9_during_synced_commits(tmp_path):
+    path = tmp_path / "db"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.test_store_crash", str(path), "100000"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    reported = 0
+    try:
+        assert child.stdout is not None
+        deadline = time.monotonic() + 60  # a safety net only; the test never asserts on time
+        for line in child.stdout:
+            reported = int(line)
+            if reported >= 25 or time.monotonic() > deadline:
+                break
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert reported >= 1, "the child committed nothing"
+    store = open_store(path, deep_check=True)
+    try:
+        height = store.last_height()
+        assert height >= reported
+        header = store.last_header()
+        assert store.log_size() == header.tx_log_size == 3 * height
+        assert store.log_root() == header.tx_log_root
+        last = store.block_txs(height)[-1]
+        found = store.get_tx(last.tx_hash)
+        assert found is not None and found[1].leaf_index == 3 * height - 1
+        assert merkle.verify_inclusion(
+            merkle.leaf_hash(last.encoding),
+            3 * height - 1,
+            3 * height,
+            store.inclusion_proof(3 * height - 1, 3 * height),
+            header.tx_log_root,
+        )
+        commit(store, [make_tx(10**9)])  # and it keeps going
+    finally:
+        store.close()
+
+
+def _child(path: str, blocks: int) -> None:
+    store = open_store(Path(path))
+    for height in range(1, blocks + 1):
+        commit(store, [make_tx(3 * height + i) for i in range(3)])
+        print(height, flush=True)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], int(sys.argv[2]))
