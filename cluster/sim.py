@@ -89,6 +89,8 @@ class SimConfig:
     drop_probability: float = 0.1
     duplicate_probability: float = 0.05
     max_skew_ms: int = 1_000
+    partition_gap_ms: tuple[int, int] = (500, 4_000)  # between partitions forming
+    partition_length_ms: tuple[int, int] = (300, 3_000)
     reconfigure: bool = False  # propose epoch changes (same members, epoch + 1) now and then
     core: CoreConfig = field(default_factory=lambda: CoreConfig(round_timeout_ms=400))
     core_factory: CoreFactory = Core
@@ -486,7 +488,8 @@ class Simulation:
         """RequestSync: copy committed blocks from a live instance of `peer`, checked by the
         parent-id chain down from the block the target's commit info names."""
         commit = target.commit
-        assert commit is not None
+        if commit is None:
+            return  # only a broken core asks for a sync to an uncommitted QC
         for peer in self.nodes:
             if peer.node_id != peer_id or not peer.alive or peer.group != node.group:
                 continue
@@ -512,11 +515,11 @@ class Simulation:
         if "partition" in config.faults or "twins" in config.byzantine:
             at = 0
             while True:
-                at += rng.randint(500, 4_000)
+                at += rng.randint(*config.partition_gap_ms)
                 if at >= phase:
                     break
                 self._push(at, "partition", ())
-                self._push(at + rng.randint(300, 3_000), "heal_partition", ())
+                self._push(at + rng.randint(*config.partition_length_ms), "heal_partition", ())
         if "crash" in config.faults:
             for _ in range(rng.randint(1, 3)):
                 node = rng.choice(self.nodes)
@@ -609,14 +612,22 @@ class Simulation:
             return effects
         sign = self.keys.signer(node.node_id)
         out: list[Effect] = []
+        skip_vote_round = -1
         for effect in effects:
             message = effect.message if isinstance(effect, Send | Broadcast) else None
             if isinstance(message, Proposal) and isinstance(effect, Broadcast):
                 if "fork" in kinds and message.last_tc is not None:
                     forked = self._fork_proposal(core, message, sign)
                     if forked is not None:
+                        # Propose on the stale QC and vote for it ourselves, not for the
+                        # block our core built (its vote follows in this batch).
                         self.result.faults["fork"] += 1
                         out.append(Broadcast(forked))
+                        block = forked.block
+                        data = VoteData(core.epoch, block.info, block.qc.data.certified, None)
+                        vote = Vote(data, node.node_id, sign(vote_sign_bytes(CHAIN_ID, data)))
+                        out.append(Send(core.leader_of(block.round + 1), vote))
+                        skip_vote_round = block.round
                         continue
                 if "equivocate" in kinds:
                     self.result.faults["equivocate"] += 1
@@ -629,6 +640,8 @@ class Simulation:
                         if self.rng.random() < 0.7:
                             out.append(Send(target, other))
                     continue
+            if isinstance(message, Vote) and message.round == skip_vote_round:
+                continue
             if isinstance(message, Vote) and isinstance(effect, Send):
                 if "double_vote" in kinds:
                     self.result.faults["double_vote"] += 1
