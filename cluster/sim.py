@@ -46,6 +46,7 @@ from consensus.core import (
     Persist,
     RequestSync,
     RestoredState,
+    SaveBlock,
     Send,
     SetTimer,
     SyncDone,
@@ -92,7 +93,9 @@ class SimConfig:
     partition_gap_ms: tuple[int, int] = (500, 4_000)  # between partitions forming
     partition_length_ms: tuple[int, int] = (300, 3_000)
     reconfigure: bool = False  # propose epoch changes (same members, epoch + 1) now and then
-    core: CoreConfig = field(default_factory=lambda: CoreConfig(round_timeout_ms=400))
+    core: CoreConfig = field(
+        default_factory=lambda: CoreConfig(round_timeout_ms=400, max_round_timeout_ms=3_200)
+    )
     core_factory: CoreFactory = Core
 
     def __post_init__(self) -> None:
@@ -182,6 +185,7 @@ class Disk:
     chain: list[Block] = field(default_factory=list)  # index == height
     commit_qc: list[QuorumCert] = field(default_factory=list)  # QC that committed chain[i]
     payloads: set[bytes] = field(default_factory=set)
+    blocks: dict[BlockId, Block] = field(default_factory=dict)  # saved uncommitted blocks
 
 
 @dataclass(slots=True)
@@ -222,7 +226,7 @@ class Simulation:
         if "twins" in config.byzantine:
             for node_id in sorted(self.byzantine_ids):
                 self._add_node(node_id, f"{node_id}twin", honest=False)
-        self.canonical: list[BlockId] = [self.genesis.id]
+        self.canonical: dict[int, BlockId] = {0: self.genesis.id}  # height -> honest commit
         self.votes_signed: dict[tuple[NodeId, int, int], VoteData] = {}
         self._replay_pool: list[tuple[NodeId, Message]] = []
         self._heal_ms = config.fault_phase_ms
@@ -249,7 +253,9 @@ class Simulation:
             self.keys.signer(node.node_id),
             self.keys.verify,
             SimPayloads(self, node),
-            RestoredState(disk.safety, disk.chain[-1], disk.commit_qc[-1]),
+            RestoredState(
+                disk.safety, disk.chain[-1], disk.commit_qc[-1], tuple(disk.blocks.values())
+            ),
         )
         node.alive = True
         self._apply(node, node.core.start(self._local_ms(node)))
@@ -340,6 +346,8 @@ class Simulation:
             match effect:
                 case Persist():
                     node.disk.safety = effect.safety  # durable before the sends that follow
+                case SaveBlock():
+                    node.disk.blocks[effect.block.id] = effect.block
                 case Send():
                     self._record_vote(node, effect.message)
                     self._send(node, effect.to, effect.message)
@@ -470,19 +478,18 @@ class Simulation:
             disk.chain.append(block)
             disk.commit_qc.append(qc)
             disk.payloads.add(block.payload)
+            disk.blocks.pop(block.id, None)
+        height = len(disk.chain) - 1
+        for stale in [i for i, b in disk.blocks.items() if b.height <= height]:
+            del disk.blocks[stale]
             if node.honest:
                 self._check_canonical(node, block)
 
     def _check_canonical(self, node: SimNode, block: Block) -> None:
-        if block.height < len(self.canonical):
-            if self.canonical[block.height] != block.id:
-                self._violation(
-                    f"{node.label} committed a different block at height {block.height}"
-                )
-        else:
-            assert block.height == len(self.canonical)
-            self.canonical.append(block.id)
-            self.result.commits = block.height
+        known = self.canonical.setdefault(block.height, block.id)
+        if known != block.id:
+            self._violation(f"{node.label} committed a different block at height {block.height}")
+        self.result.commits = max(self.result.commits, block.height)
 
     def _sync(self, node: SimNode, peer_id: NodeId, target: QuorumCert) -> None:
         """RequestSync: copy committed blocks from a live instance of `peer`, checked by the

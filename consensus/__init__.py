@@ -21,6 +21,7 @@ from consensus.core import (
     RequestSync,
     RestoredState,
     RoundTimer,
+    SaveBlock,
     Send,
     SetTimer,
     SyncDone,
@@ -55,7 +56,7 @@ __all__ = [
     "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast", "Commit",
     "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Height", "Input", "Message",
     "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal", "ProposeTimer",
-    "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer", "SafetyData", "Send",
+    "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer", "SafetyData", "SaveBlock", "Send",
     "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer", "TimerFired", "ValidatorSet",
     "Vote", "VoteData", "decode_message", "encode_message", "genesis_block",
 ]  # fmt: skip

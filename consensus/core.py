@@ -98,6 +98,7 @@ class RestoredState:
     safety: SafetyData | None
     root: Block  # last committed block (the genesis block on a fresh node)
     root_qc: QuorumCert  # the QC that committed root (the genesis QC for genesis)
+    blocks: tuple[Block, ...] = ()  # uncommitted blocks saved by SaveBlock (any order)
 
 
 # Timers (opaque to drivers, hashable; the core ignores stale ones).
@@ -154,6 +155,17 @@ class Persist:
 
 
 @dataclass(frozen=True, slots=True)
+class SaveBlock:
+    """Store this uncommitted block durably, like Persist: before any Send or Broadcast that
+    follows it in the same list. Hand saved blocks back in RestoredState.blocks; blocks at or
+    below the committed height may be deleted. Without them, a quorum of crashed voters could
+    lose the only copies of the block a lock points at (DiemBFT keeps its block tree on disk
+    for the same reason)."""
+
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
     to: NodeId
     message: Message
@@ -190,7 +202,7 @@ class RequestSync:
     target: QuorumCert
 
 
-Effect = Persist | Send | Broadcast | SetTimer | Commit | RequestSync
+Effect = Persist | SaveBlock | Send | Broadcast | SetTimer | Commit | RequestSync
 
 _VERIFIED_CACHE_ITEMS = 512
 
@@ -243,6 +255,10 @@ class Core:
         self._last_tc: TimeoutCert | None = safety.last_tc
         last_tc_round = self._last_tc.round if self._last_tc is not None else 0
         self._start_round = Round(max(self._high_qc.round, last_tc_round) + 1)
+        for block in sorted(restored.blocks, key=lambda b: b.height):
+            parent = self._blocks.get(block.parent_id)
+            if parent is not None and self._valid_child(block, parent):
+                self._blocks[block.id] = block
 
     def make_safety_rules(self, data: SafetyData) -> SafetyRules:
         return SafetyRules(data)
@@ -668,7 +684,7 @@ class Core:
         ):
             self._drop("invalid_payload")
             return
-        if not self._insert(block):
+        if not self._insert(block, out):
             return
         self._vote(block, proposal.last_tc, out)
 
@@ -683,13 +699,14 @@ class Core:
             and block.timestamp_ms > parent.timestamp_ms
         )
 
-    def _insert(self, block: Block) -> bool:
+    def _insert(self, block: Block, out: list[Effect]) -> bool:
         if block.id in self._blocks:
             return True
         if len(self._blocks) > self.config.max_tree_blocks:
             self._drop("tree_full")
             return False
         self._blocks[block.id] = block
+        out.append(SaveBlock(block))
         return True
 
     def _vote(self, block: Block, tc: TimeoutCert | None, out: list[Effect]) -> None:
@@ -862,7 +879,7 @@ class Core:
             if not self._valid_child(block, parent) or not self._valid_qc(block.qc):
                 self._drop("invalid_block")
                 return
-            if not self._insert(block):
+            if not self._insert(block, out):
                 return
             if block.qc.round > self._high_qc.round:
                 self._high_qc = block.qc
