@@ -113,6 +113,7 @@ class SimResult:
     commits: int = 0  # highest committed height among honest nodes
     rounds: int = 0  # highest round reached
     view_changes: int = 0
+    epoch: int = 1  # highest epoch an honest node reached
     steps: int = 0
     simulated_ms: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -375,6 +376,8 @@ class Simulation:
             node.disk.validators = node.core.validators
             self.validator_sets.setdefault(node.core.epoch, node.core.validators)
             self.result.rounds = max(self.result.rounds, node.core.round)
+            if node.honest:
+                self.result.epoch = max(self.result.epoch, node.core.epoch)
 
     def _delay(self) -> int:
         base = self.config.base_delay_ms
@@ -479,11 +482,11 @@ class Simulation:
             disk.commit_qc.append(qc)
             disk.payloads.add(block.payload)
             disk.blocks.pop(block.id, None)
+            if node.honest:
+                self._check_canonical(node, block)
         height = len(disk.chain) - 1
         for stale in [i for i, b in disk.blocks.items() if b.height <= height]:
             del disk.blocks[stale]
-            if node.honest:
-                self._check_canonical(node, block)
 
     def _check_canonical(self, node: SimNode, block: Block) -> None:
         known = self.canonical.setdefault(block.height, block.id)

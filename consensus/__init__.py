@@ -56,7 +56,7 @@ __all__ = [
     "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast", "Commit",
     "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Height", "Input", "Message",
     "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal", "ProposeTimer",
-    "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer", "SafetyData", "SaveBlock", "Send",
-    "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer", "TimerFired", "ValidatorSet",
-    "Vote", "VoteData", "decode_message", "encode_message", "genesis_block",
+    "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer", "SafetyData",
+    "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer", "TimerFired",
+    "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message", "genesis_block",
 ]  # fmt: skip

@@ -96,9 +96,10 @@ def vote(block: Block, author: str) -> Vote:
 
 def qc_on(block: Block, authors: Sequence[str] = ("n0", "n1", "n2")) -> QuorumCert:
     data = vote_data(block)
+    sign_bytes = vote_sign_bytes(CHAIN, data)
     return QuorumCert(
-        data, tuple((NodeId(a), KEYS.signer(NodeId(a))(vote_sign_bytes(CHAIN, data))) for a in sorted(authors))
-    )  # fmt: skip
+        data, tuple((NodeId(a), KEYS.signer(NodeId(a))(sign_bytes)) for a in sorted(authors))
+    )
 
 
 def tc_on(round: int, high_qc_rounds: dict[str, int]) -> TimeoutCert:
