@@ -510,11 +510,19 @@ class Simulation:
             blocks = chain[start : commit.height + 1]
             if not blocks or blocks[0].parent_id != node.disk.chain[-1].id:
                 continue
-            self._trace(f"{node.label} syncs heights {start}..{commit.height} from {peer.label}")
+            root_qc = target
+            for index, block in enumerate(blocks):
+                if self._epoch_end(block):  # a sync stops at an epoch end
+                    blocks = blocks[: index + 1]
+                    root_qc = peer.disk.commit_qc[block.height]
+                    break
+            self._trace(
+                f"{node.label} syncs heights {start}..{blocks[-1].height} from {peer.label}"
+            )
             self.result.faults["sync"] += 1
-            self._commit(node, blocks, target)
+            self._commit(node, blocks, root_qc)
             assert node.core is not None
-            self._input(node, SyncDone(blocks[-1], target, self._local_ms(node)))
+            self._input(node, SyncDone(blocks[-1], root_qc, self._local_ms(node)))
             return
 
     # ---- faults ----------------------------------------------------------------------------

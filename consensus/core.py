@@ -219,7 +219,7 @@ class Core:
         payloads: PayloadSource,
         restored: RestoredState,
     ) -> None:
-        if restored.root_qc.commit is None or restored.root_qc.commit.id != restored.root.id:
+        if restored.root_qc.commit is None or restored.root_qc.commit.height < restored.root.height:
             raise ValueError("RestoredState.root_qc must commit RestoredState.root")
         self.config = config
         self.chain_id = chain_id
@@ -904,7 +904,11 @@ class Core:
         self._sync_requested_ms = None
         if root.height <= self._root.height:
             return
-        assert root_qc.commit is not None and root_qc.commit.id == root.id, "bad SyncDone"
+        assert root_qc.commit is not None and root_qc.commit.height >= root.height, "bad SyncDone"
+        next_set = self._payloads.validator_set_after(root)
+        if next_set is not None:  # the driver stops a sync at an epoch end
+            self._start_epoch(root, root_qc, next_set, out)
+            return
         self._root, self._root_qc = root, root_qc
         self._prune()
         if root_qc.epoch == self.epoch:

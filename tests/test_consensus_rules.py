@@ -5,6 +5,7 @@ memory, block fetch, restart from persisted safety data, and effect ordering."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -114,7 +115,7 @@ def deliver(core: Core, sender: str, message: object, now: int = NOW):
     return core.step(Deliver(NodeId(sender), message, now))  # type: ignore[arg-type]
 
 
-def sends(effects, kind: type) -> list:
+def sends(effects, kind: type) -> list[Any]:
     return [e for e in effects if isinstance(e, Send | Broadcast) and isinstance(e.message, kind)]
 
 
@@ -371,7 +372,9 @@ def test_missing_parent_is_fetched_from_the_proposer_then_voted() -> None:
     lagging, peer = make_core("n0"), make_core("n2")
     deliver(peer, "n1", propose(B1))
     effects = deliver(lagging, "n2", propose(B2))  # lagging never saw B1
-    requests = [e for e in effects if isinstance(e, Send) and isinstance(e.message, BlockRequest)]
+    requests: list[Any] = [
+        e for e in effects if isinstance(e, Send) and isinstance(e.message, BlockRequest)
+    ]
     assert len(requests) == 1 and requests[0].to == "n2" and requests[0].message.block_id == B1.id
     replies = deliver(peer, "n0", requests[0].message)
     response = next(e.message for e in replies if isinstance(e, Send))

@@ -15,6 +15,7 @@ from consensus import (
     BlockRequest,
     BlockResponse,
     DecodeError,
+    Message,
     Proposal,
     QuorumCert,
     SafetyData,
@@ -49,7 +50,7 @@ def signed_qc(block: Block, parent_info: BlockInfo, commit: BlockInfo | None) ->
     return QuorumCert(data, sigs)
 
 
-def sample_messages() -> list[object]:
+def sample_messages() -> list[Message]:
     block = child(GENESIS, 1, GENESIS_QC)
     qc = signed_qc(block, GENESIS.info, GENESIS.info)
     tc = TimeoutCert(1, Round(2), ((NodeId("n0"), Round(1), b"s" * 32),))
