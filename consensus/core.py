@@ -771,6 +771,9 @@ class Core:
         ):
             self._drop("future_round")
             return
+        if timeout.high_qc.epoch != self.epoch:  # the signed high-QC round must be backed
+            self._drop("bad_certificate")
+            return
         if sender != self.me:
             if not self._valid_signature(
                 timeout.author, timeout.sign_bytes(self.chain_id), timeout.signature

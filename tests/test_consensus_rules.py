@@ -327,6 +327,10 @@ def test_forged_and_reused_signatures_in_certificates_are_refused() -> None:
     duplicated = QuorumCert(good.data, (good.signatures[0],) * 3)  # one signer thrice
     assert deliver(core, "n3", signed_timeout("n3", 1, duplicated)) == []
     assert core.dropped["bad_certificate"] == 3 and core.round == 1
+    # a high QC from another epoch cannot back the high-QC round a timeout signs
+    foreign = QuorumCert(VoteData(7, B1.info, GENESIS.info, None), ())
+    assert deliver(core, "n1", signed_timeout("n1", 1, foreign)) == []
+    assert core.dropped["bad_certificate"] == 4
 
 
 def test_votes_duplicates_equivocation_and_flooding_are_bounded() -> None:
