@@ -816,7 +816,12 @@ class Core:
         if asked is not None and self._now_ms - asked < self.config.round_timeout_ms:
             return
         if asked is None and len(self._requested) >= self.config.max_pending_messages:
-            return
+            # Forget fetches that went unanswered for a round timeout; they may be asked again.
+            horizon = self._now_ms - self.config.round_timeout_ms
+            self._requested = {b: at for b, at in self._requested.items() if at > horizon}
+            if len(self._requested) >= self.config.max_pending_messages:
+                self._drop("buffer_full")
+                return
         self._requested[block_id] = self._now_ms
         count = self.config.max_blocks_per_response
         request = BlockRequest(self.epoch, block_id, count, self.me, b"")

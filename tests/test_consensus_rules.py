@@ -36,7 +36,7 @@ from consensus import (
 )
 from consensus.messages import proposal_sign_bytes
 from consensus.safety import SafetyRules
-from consensus.types import Height, Round, timeout_sign_bytes, vote_sign_bytes
+from consensus.types import BlockId, Height, Round, timeout_sign_bytes, vote_sign_bytes
 from consensus.validators import NodeId, ValidatorSet
 
 CHAIN = "kledger-test"
@@ -393,3 +393,16 @@ def test_config_errors_name_the_setting() -> None:
         CoreConfig(round_timeout_ms=0)
     with pytest.raises(ValueError, match="max_round_timeout_ms"):
         CoreConfig(round_timeout_ms=5_000, max_round_timeout_ms=1_000)
+
+
+def test_unanswered_fetches_do_not_block_later_ones() -> None:
+    core = make_core("n0")
+    out: list[Any] = []
+    for index in range(CONFIG.max_pending_messages):
+        core._request_block(BlockId(bytes([index]) * 32), NodeId("n1"), out)
+    assert len(out) == CONFIG.max_pending_messages
+    core._request_block(BlockId(b"\xff" * 32), NodeId("n1"), out)  # full: refused for now
+    assert len(out) == CONFIG.max_pending_messages and core.dropped["buffer_full"] == 1
+    core.step(TimerFired(RoundTimer(1, Round(99)), NOW + CONFIG.round_timeout_ms + 1))
+    core._request_block(BlockId(b"\xff" * 32), NodeId("n1"), out)  # stale ones forgotten
+    assert len(out) == CONFIG.max_pending_messages + 1
