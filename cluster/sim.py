@@ -92,6 +92,7 @@ class SimConfig:
     max_skew_ms: int = 1_000
     partition_gap_ms: tuple[int, int] = (500, 4_000)  # between partitions forming
     partition_length_ms: tuple[int, int] = (300, 3_000)
+    byzantine_keys: int | None = None  # Byzantine validator keys; None = f (the most tolerated)
     reconfigure: bool = False  # propose epoch changes (same members, epoch + 1) now and then
     core: CoreConfig = field(
         default_factory=lambda: CoreConfig(round_timeout_ms=400, max_round_timeout_ms=3_200)
@@ -220,7 +221,8 @@ class Simulation:
         self.validator_sets: dict[int, ValidatorSet] = {1: validators}
         self.genesis, self.genesis_qc = genesis_block(CHAIN_ID, validators, 0)
         faulty = self.rng.sample(ids, validators.max_faulty) if config.byzantine else []
-        self.byzantine_ids = set(faulty[:1])  # one Byzantine key is enough to attack; f allows it
+        keys = validators.max_faulty if config.byzantine_keys is None else config.byzantine_keys
+        self.byzantine_ids = set(faulty[:keys])
         self.nodes: list[SimNode] = []
         for node_id in ids:
             self._add_node(node_id, f"{node_id}", node_id not in self.byzantine_ids)
@@ -551,11 +553,12 @@ class Simulation:
                 self._push(at, "replay", ())
 
     def _partition(self) -> None:
-        twins = [n for n in self.nodes if n.node_id in self.byzantine_ids]
         for node in self.nodes:
             node.group = self.rng.randint(0, 1)
-        if len(twins) >= 2:
-            twins[0].group, twins[1].group = 0, 1
+        for node_id in sorted(self.byzantine_ids):  # Twins: one key on both sides
+            twins = [n for n in self.nodes if n.node_id == node_id]
+            if len(twins) == 2:
+                twins[0].group, twins[1].group = 0, 1
         self.result.faults["partition"] += 1
         self._trace(f"partition {[(n.label, n.group) for n in self.nodes]}")
 

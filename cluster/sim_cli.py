@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fault-phase-ms", type=int, default=DEFAULTS.fault_phase_ms)
     parser.add_argument("--liveness-bound-ms", type=int, default=DEFAULTS.liveness_bound_ms)
+    parser.add_argument(
+        "--byzantine-keys", type=int, help="Byzantine validator keys (default: f of each n)"
+    )
     parser.add_argument("--reconfigure", action="store_true", help="change epochs now and then")
     parser.add_argument(
         "--broken",
@@ -126,6 +129,8 @@ def _replay_command(args: argparse.Namespace, nodes: int, seed: int) -> str:
         parts.append(f"--broken {args.broken}")
     if args.reconfigure:
         parts.append("--reconfigure")
+    if args.byzantine_keys is not None:
+        parts.append(f"--byzantine-keys {args.byzantine_keys}")
     if args.fault_phase_ms != DEFAULTS.fault_phase_ms:
         parts.append(f"--fault-phase-ms {args.fault_phase_ms}")
     if args.liveness_bound_ms != DEFAULTS.liveness_bound_ms:
@@ -151,6 +156,7 @@ def main(argv: list[str]) -> int:
         fault_phase_ms=args.fault_phase_ms,
         liveness_bound_ms=args.liveness_bound_ms,
         reconfigure=args.reconfigure,
+        byzantine_keys=args.byzantine_keys,
         core_factory=factory,
     )
 
