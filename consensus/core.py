@@ -390,7 +390,9 @@ class Core:
         return True
 
     def _valid_tc(self, tc: TimeoutCert) -> bool:
-        if tc.epoch != self.epoch:
+        if tc.epoch != self.epoch or tc.high_qc.round != tc.max_high_qc_round:
+            return False
+        if tc.high_qc.epoch != self.epoch or not self._valid_qc(tc.high_qc):
             return False
         return self._valid_signers(
             [
@@ -438,6 +440,8 @@ class Core:
         return committed.height if committed is not None else -1
 
     def _process_tc(self, tc: TimeoutCert, out: list[Effect]) -> None:
+        if tc.high_qc.round > self._high_qc.round:
+            self._high_qc = tc.high_qc
         if self._last_tc is None or tc.round > self._last_tc.round:
             self._last_tc = tc
         if tc.round >= self._round:
@@ -805,7 +809,8 @@ class Core:
             entries = tuple(
                 sorted((t.author, t.high_qc.round, t.signature) for t in table.values())
             )
-            self._process_tc(TimeoutCert(self.epoch, timeout.round, entries), out)
+            high_qc = max((t.high_qc for t in table.values()), key=lambda qc: qc.round)
+            self._process_tc(TimeoutCert(self.epoch, timeout.round, entries, high_qc), out)
 
     # ---- block fetch and sync --------------------------------------------------------------
 

@@ -235,11 +235,14 @@ class Vote:
 @dataclass(frozen=True, slots=True)
 class TimeoutCert:
     """A quorum of signed timeouts for one round; each entry keeps its signer's high-QC round,
-    which the next leader's proposal must not go below (safe_to_extend)."""
+    which the next leader's proposal must not go below (safe_to_extend). `high_qc` is the QC of
+    the highest of those rounds, so a TC never names a round no QC backs (a Byzantine signer
+    cannot inflate the lock beyond what any leader can extend)."""
 
     epoch: int
     round: Round
     entries: tuple[tuple[NodeId, Round, bytes], ...]  # (author, high_qc_round, signature)
+    high_qc: QuorumCert
 
     @property
     def max_high_qc_round(self) -> Round:
@@ -249,6 +252,7 @@ class TimeoutCert:
         writer.u64(self.epoch).u64(self.round).u32(len(self.entries))
         for author, high_qc_round, signature in self.entries:
             writer.text(author).u64(high_qc_round).blob(signature)
+        self.high_qc.write(writer)
 
     @staticmethod
     def read(reader: Reader) -> TimeoutCert:
@@ -258,7 +262,7 @@ class TimeoutCert:
             (NodeId(reader.text()), Round(reader.u64()), _read_signature(reader))
             for _ in range(count)
         )
-        return TimeoutCert(epoch, round, entries)
+        return TimeoutCert(epoch, round, entries, QuorumCert.read(reader))
 
 
 def _write_optional_qc(writer: Writer, qc: QuorumCert | None) -> None:

@@ -36,7 +36,7 @@ from consensus import (
 )
 from consensus.messages import proposal_sign_bytes
 from consensus.safety import SafetyRules
-from consensus.types import BlockId, Height, Round, timeout_sign_bytes, vote_sign_bytes
+from consensus.types import BlockId, BlockInfo, Height, Round, timeout_sign_bytes, vote_sign_bytes
 from consensus.validators import NodeId, ValidatorSet
 
 CHAIN = "kledger-test"
@@ -103,12 +103,19 @@ def qc_on(block: Block, authors: Sequence[str] = ("n0", "n1", "n2")) -> QuorumCe
     )
 
 
-def tc_on(round: int, high_qc_rounds: dict[str, int]) -> TimeoutCert:
+def tc_on(
+    round: int, high_qc_rounds: dict[str, int], high_qc: QuorumCert | None = None
+) -> TimeoutCert:
+    """A TC signed by the given signers; `high_qc` must be a QC of the highest of their rounds
+    (the safety-rule unit tests, which never verify it, get an unsigned stand-in)."""
     entries = tuple(
         (NodeId(a), Round(r), KEYS.signer(NodeId(a))(timeout_sign_bytes(CHAIN, 1, round, r)))
         for a, r in sorted(high_qc_rounds.items())
     )
-    return TimeoutCert(1, Round(round), entries)
+    if high_qc is None:
+        top = BlockInfo(GENESIS.id, Round(max(high_qc_rounds.values())), Height(0))
+        high_qc = QuorumCert(VoteData(1, top, top, None), ())
+    return TimeoutCert(1, Round(round), entries, high_qc)
 
 
 def deliver(core: Core, sender: str, message: object, now: int = NOW):
@@ -193,7 +200,7 @@ def test_asked_again_after_restart_resends_the_stored_vote_never_a_new_one() -> 
 def test_lock_refuses_a_proposal_below_a_tc_signers_high_qc() -> None:
     core = make_core("n2")  # votes for round 3 go to n0
     deliver(core, "n1", propose(B1))
-    tc2 = tc_on(2, {"n0": 1, "n1": 1, "n2": 0})
+    tc2 = tc_on(2, {"n0": 1, "n1": 1, "n2": 0}, QC1)
     stale = block_on(GENESIS_QC, GENESIS, 3, payload=b"stale")  # extends round 0 < 1
     effects = deliver(core, "n3", propose(stale, tc2))
     assert core.round == 3 and sends(effects, Vote) == []
@@ -223,7 +230,7 @@ def test_qc_on_consecutive_rounds_commits_the_parent() -> None:
 def test_qc_on_non_consecutive_rounds_commits_nothing() -> None:
     core = make_core("n0")
     deliver(core, "n1", propose(B1))
-    tc2 = tc_on(2, {"n0": 1, "n1": 1, "n2": 1})
+    tc2 = tc_on(2, {"n0": 1, "n1": 1, "n2": 1}, QC1)
     b3 = block_on(QC1, B1, 3)
     deliver(core, "n3", propose(b3, tc2))
     qc3 = qc_on(b3)
@@ -406,3 +413,15 @@ def test_unanswered_fetches_do_not_block_later_ones() -> None:
     core.step(TimerFired(RoundTimer(1, Round(99)), NOW + CONFIG.round_timeout_ms + 1))
     core._request_block(BlockId(b"\xff" * 32), NodeId("n1"), out)  # stale ones forgotten
     assert len(out) == CONFIG.max_pending_messages + 1
+
+
+def test_a_tc_naming_a_high_qc_round_no_qc_backs_is_refused() -> None:
+    core = make_core("n0")
+    inflated = tc_on(1, {"n0": 0, "n1": 0, "n3": 5}, GENESIS_QC)  # n3 claims round 5
+    timeout = signed_timeout("n3", 2, GENESIS_QC)
+    timeout = Timeout(1, Round(2), GENESIS_QC, inflated, None, NodeId("n3"), timeout.signature)
+    assert deliver(core, "n3", timeout) == [] and core.dropped == {"bad_certificate": 1}
+    honest = tc_on(1, {"n0": 0, "n1": 0, "n3": 0}, GENESIS_QC)
+    timeout = Timeout(1, Round(2), GENESIS_QC, honest, None, NodeId("n3"), timeout.signature)
+    deliver(core, "n3", timeout)
+    assert core.round == 2 and core.view_changes == 1

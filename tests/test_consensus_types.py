@@ -53,7 +53,7 @@ def signed_qc(block: Block, parent_info: BlockInfo, commit: BlockInfo | None) ->
 def sample_messages() -> list[Message]:
     block = child(GENESIS, 1, GENESIS_QC)
     qc = signed_qc(block, GENESIS.info, GENESIS.info)
-    tc = TimeoutCert(1, Round(2), ((NodeId("n0"), Round(1), b"s" * 32),))
+    tc = TimeoutCert(1, Round(2), ((NodeId("n0"), Round(1), b"s" * 32),), qc)
     vote = Vote(qc.data, NodeId("n2"), b"v" * 32)
     return [
         Proposal(block, tc, qc, b"p" * 32),
@@ -79,7 +79,7 @@ def test_types_round_trip() -> None:
     qc = signed_qc(block, GENESIS.info, None)
     assert QuorumCert.decode(qc.encode()) == qc
     vote = Vote(qc.data, NodeId("n0"), b"x" * 32)
-    tc = TimeoutCert(1, Round(5), ((NodeId("n0"), Round(4), b"s"),))
+    tc = TimeoutCert(1, Round(5), ((NodeId("n0"), Round(4), b"s"),), qc)
     safety = SafetyData(1, Round(7), Round(5), vote, qc, tc)
     assert SafetyData.decode(safety.encode()) == safety
     empty = SafetyData(1, Round(0), Round(0), None, None, None)
