@@ -1,1 +1,62 @@
-"""The BFT protocol (2-chain HotStuff / Jolteon / DiemBFT v4) as a deterministic, I/O-free core."""
+"""The BFT protocol (2-chain HotStuff / Jolteon / DiemBFT v4) as a deterministic, I/O-free core.
+
+Public API, re-exported here: the data types (consensus.types), the messages and their wire form
+(consensus.messages), the safety rules (consensus.safety) and the core with its inputs and
+effects (consensus.core). See docs/consensus.md.
+"""
+
+from consensus.codec import DecodeError
+from consensus.core import (
+    Broadcast,
+    Commit,
+    Core,
+    CoreConfig,
+    Deliver,
+    Effect,
+    Input,
+    PayloadAvailable,
+    PayloadSource,
+    Persist,
+    ProposeTimer,
+    RequestSync,
+    RestoredState,
+    RoundTimer,
+    SaveBlock,
+    Send,
+    SetTimer,
+    SyncDone,
+    Timer,
+    TimerFired,
+)
+from consensus.messages import (
+    BlockRequest,
+    BlockResponse,
+    Message,
+    Proposal,
+    Timeout,
+    decode_message,
+    encode_message,
+)
+from consensus.types import (
+    Block,
+    BlockId,
+    BlockInfo,
+    Height,
+    QuorumCert,
+    Round,
+    SafetyData,
+    TimeoutCert,
+    Vote,
+    VoteData,
+    genesis_block,
+)
+from consensus.validators import NodeId, ValidatorSet
+
+__all__ = [
+    "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast", "Commit",
+    "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Height", "Input", "Message",
+    "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal", "ProposeTimer",
+    "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer", "SafetyData",
+    "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer", "TimerFired",
+    "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message", "genesis_block",
+]  # fmt: skip
