@@ -90,7 +90,11 @@ class NodeConfig:
         def path(value: Path) -> str:
             if relative_to is None:
                 return str(value)
-            return os.path.relpath(value.resolve(), relative_to.resolve())
+            target, base = value.resolve(), relative_to.resolve()
+            # Relative when both share more than the filesystem root, so the directory can move.
+            if os.path.commonpath([target, base]) == target.anchor:
+                return str(target)
+            return os.path.relpath(target, base)
 
         return {
             "org": self.org,

@@ -15,7 +15,15 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 # Why a peer message was dropped (the `reason` label of kledger_dropped_messages_total).
-DROP_REASONS = ("queue_full", "oversize", "undecodable", "not_validator", "inbox_full", "invalid")
+DROP_REASONS = (
+    "queue_full",
+    "oversize",
+    "undecodable",
+    "not_validator",
+    "inbox_full",
+    "invalid",
+    "link_down",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from kledger.v1 import peer_pb2, peer_pb2_grpc
@@ -325,8 +326,8 @@ class PeerTransport:
                 log_event(log, "peer_connected", peer=link.org, address=str(link.address))
                 backoff_ms = self._settings.reconnect_min_ms
                 stub = peer_pb2_grpc.PeerStub(link.channel)  # type: ignore[no-untyped-call]
-                await stub.Stream(_drain(link.queue))
-            except (grpc.RpcError, TimeoutError) as exc:
+                await self._pump(link, stub.Stream())
+            except (grpc.RpcError, TimeoutError, asyncio.InvalidStateError) as exc:
                 detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
                 log_event(log, "peer_link_down", logging.INFO, peer=link.org, reason=detail)
             except Exception:
@@ -340,6 +341,27 @@ class PeerTransport:
                 link.channel = None
             await asyncio.sleep(backoff_ms / 1000)
             backoff_ms = min(backoff_ms * 2, self._settings.reconnect_max_ms)
+
+    async def _pump(self, link: _PeerLink, call: grpc.aio.StreamUnaryCall) -> None:
+        """Write queued messages into one open stream until the stream ends (then raise its
+        error). This task alone takes from the queue, so a dead stream never keeps a reader
+        that would swallow messages meant for the next one."""
+        ended: asyncio.Future[peer_pb2.PeerAck] = asyncio.ensure_future(call)
+        try:
+            while True:
+                taking = asyncio.ensure_future(link.queue.get())
+                either: set[asyncio.Future[Any]] = {taking, ended}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if ended.done():
+                    if taking.done() and not taking.cancelled():
+                        self._metrics.drop("link_down")
+                    taking.cancel()
+                    ended.result()  # raises the stream's error
+                    return
+                await call.write(taking.result())
+        finally:
+            ended.cancel()
+            call.cancel()
 
     async def fetch_blocks(
         self, peer: str, from_height: int, to_height: int
@@ -358,8 +380,3 @@ class PeerTransport:
                     header=block.header,
                     certificate=block.certificate,
                 )
-
-
-async def _drain(queue: asyncio.Queue[peer_pb2.PeerMessage]) -> AsyncIterator[peer_pb2.PeerMessage]:
-    while True:
-        yield await queue.get()
