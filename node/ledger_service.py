@@ -25,6 +25,7 @@ from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 from node.errors import Refused, Status
 from node.grpc_status import refusal_code
 from node.header import HASH_BYTES, CommitCertificate, Header
+from node.metrics import NodeMetrics
 from node.receipt import OK, Receipt
 
 log = logging.getLogger("kledger.ledger_service")
@@ -242,8 +243,17 @@ def _not_found(what: str, field: str) -> Refused:
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
-    def __init__(self, backend: LedgerBackend) -> None:
+    def __init__(self, backend: LedgerBackend, metrics: NodeMetrics | None = None) -> None:
         self._backend = backend
+        self._metrics = metrics
+
+    async def _admit(self, txs: Sequence[bytes]) -> list[SubmitResult]:
+        results = await self._backend.submit(txs)
+        assert len(results) == len(txs), "the backend answers every tx"
+        if self._metrics is not None:
+            for result in results:
+                self._metrics.count_submission(result.status)
+        return results
 
     async def _submit(self, txs: Sequence[bytes]) -> ledger_pb2.SubmitBatchResponse:
         if len(txs) > MAX_BATCH_TXS:
@@ -252,8 +262,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
                 f"{len(txs)} txs exceed MAX_BATCH_TXS={MAX_BATCH_TXS}",
                 "txs",
             )
-        results = await self._backend.submit(list(txs))
-        assert len(results) == len(txs), "the backend answers every tx"
+        results = await self._admit(list(txs))
         return ledger_pb2.SubmitBatchResponse(
             results=[
                 ledger_pb2.TxSubmitResult(tx_hash=r.tx_hash, status=r.status, message=r.message)
@@ -265,7 +274,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     async def SubmitTx(
         self, request: ledger_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.SubmitTxResponse:
-        (result,) = await self._backend.submit([request.tx])
+        (result,) = await self._admit([request.tx])
         if not result.ok:
             raise _refusal_of(result)
         return ledger_pb2.SubmitTxResponse(tx_hash=result.tx_hash)

@@ -180,11 +180,19 @@ class Mempool:
         assert self._bytes >= 0
         return removed
 
-    def take_gossip(self, max_txs: int) -> list[SignedTx]:
-        """Up to max_txs locally submitted txs not yet gossiped and still held, oldest first."""
+    def take_gossip(self, max_txs: int, max_bytes: int | None = None) -> list[SignedTx]:
+        """Up to max_txs (and max_bytes, but at least one tx) locally submitted txs not yet
+        gossiped and still held, oldest first."""
         out: list[SignedTx] = []
+        total_bytes = 0
         while self._gossip and len(out) < max_txs:
-            tx = self._txs.get(self._gossip.popleft())
-            if tx is not None:
-                out.append(tx)
+            tx_hash = self._gossip.popleft()
+            tx = self._txs.get(tx_hash)
+            if tx is None:
+                continue
+            if out and max_bytes is not None and total_bytes + len(tx.encoding) > max_bytes:
+                self._gossip.appendleft(tx_hash)
+                break
+            out.append(tx)
+            total_bytes += len(tx.encoding)
         return out

@@ -23,6 +23,7 @@ DROP_REASONS = (
     "inbox_full",
     "invalid",
     "link_down",
+    "mempool_full",
 )
 
 

@@ -181,6 +181,9 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         received = 0
         async for message in request_iterator:
             received += 1
+            if not self._is_validator(sender):
+                # The validator set changed under an open stream (epoch change): cut it.
+                await self._authenticate(context)
             payload = decode_payload(message)
             if payload is None:
                 self._metrics.drop("undecodable")

@@ -270,12 +270,12 @@ class Harness:
         self.channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> Harness:
-        metrics = NodeMetrics.create("ORG1")
+        metrics = self.metrics = NodeMetrics.create("ORG1")
         self.servers = await start_servers(
             material=self.material,
             client_address=Address("127.0.0.1", 0),
             peer_address=Address("127.0.0.1", 0),
-            ledger=LedgerServicer(self.ledger),
+            ledger=LedgerServicer(self.ledger, metrics),
             peer=PeerServicer(
                 on_message=lambda s, p: None,
                 block_source=lambda a, b: [],
@@ -338,6 +338,8 @@ async def test_submit_refusals_map_to_status_codes(tmp_path: Path) -> None:
             assert error.code() is code, (data[:20], error.details())
             assert named in (error.details() or "")
         assert len(h.ledger.mempool) == 1  # the refusals changed nothing
+        assert h.metrics.value("kledger_submitted_txs_total", status="OK") == 1.0
+        assert h.metrics.value("kledger_submitted_txs_total", status="UNAUTHENTICATED") == 1.0
         await h.ledger.commit_block()
         replay = await refusal(h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=good.encoding)))
         assert replay.code() is grpc.StatusCode.ALREADY_EXISTS
