@@ -32,7 +32,7 @@ from kledger.v1 import peer_pb2, peer_pb2_grpc
 from node.config import Address, PeerSettings
 from node.logs import log_event
 from node.metrics import NodeMetrics
-from node.tls import TLS_NAME, TlsMaterial, peer_channel_credentials, peer_org_of
+from node.tls import TlsMaterial, org_tls_name, peer_channel_credentials, peer_org_of
 
 log = logging.getLogger("kledger.peer")
 
@@ -115,9 +115,10 @@ def decode_payload(message: peer_pb2.PeerMessage) -> PeerPayload | None:
     return None
 
 
-def channel_options(settings: PeerSettings) -> list[tuple[str, int | str]]:
+def channel_options(settings: PeerSettings, peer: str) -> list[tuple[str, int | str]]:
+    """Options of a channel to `peer`'s node; TLS checks the name only its certificate holds."""
     return [
-        ("grpc.ssl_target_name_override", TLS_NAME),
+        ("grpc.ssl_target_name_override", org_tls_name(peer)),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
@@ -312,15 +313,15 @@ class PeerTransport:
             return False
         return True
 
-    def _channel(self, address: Address) -> grpc.aio.Channel:
+    def _channel(self, link: _PeerLink) -> grpc.aio.Channel:
         return grpc.aio.secure_channel(
-            str(address), self._credentials, options=channel_options(self._settings)
+            str(link.address), self._credentials, options=channel_options(self._settings, link.org)
         )
 
     async def _run_link(self, link: _PeerLink) -> None:
         backoff_ms = self._settings.reconnect_min_ms
         while not self._stopping:
-            link.channel = self._channel(link.address)
+            link.channel = self._channel(link)
             try:
                 await asyncio.wait_for(link.channel.channel_ready(), CONNECT_TIMEOUT_S)
                 link.connected = True
@@ -372,7 +373,7 @@ class PeerTransport:
         """Committed blocks [from_height, to_height] from a peer (at most its sync_max_blocks
         per call). The caller checks each block's certificate before applying it."""
         link = self._links[peer]
-        async with self._channel(link.address) as channel:
+        async with self._channel(link) as channel:
             stub = peer_pb2_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
             request = peer_pb2.SyncRequest(from_height=from_height, to_height=to_height)
             async for block in stub.SyncBlocks(request, timeout=CONNECT_TIMEOUT_S * 6):

@@ -6,7 +6,8 @@
   `ORG.kledger`, localhost, 127.0.0.1 and any extra host.
 - The client port is TLS with server authentication; the peer port is mutual TLS: the server
   requires a client certificate chaining to the cluster CA, and the peer's org id is the CN of
-  that verified certificate (never a claim inside a message).
+  that verified certificate (never a claim inside a message). A node dialing a peer checks the
+  peer's certificate for `ORG.kledger`, so it knows which org it reached.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# Every node certificate carries this DNS name; peers and clients verify against it.
+# Every node certificate carries this DNS name; clients verify against it.
 TLS_NAME = "kledger-node"
+
+
+def org_tls_name(org: str) -> str:
+    """The DNS name only org's node certificate carries: a peer dialing org checks it, so a
+    misconfigured or hostile address cannot stand in for another org's node."""
+    return f"{org.lower()}.kledger"
+
+
 CERT_VALIDITY_DAYS = 3_650
 
 
@@ -155,7 +164,7 @@ def issue_node_cert(
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
-    for host in (TLS_NAME, f"{org.lower()}.kledger", "localhost", "127.0.0.1", *extra_hosts):
+    for host in (TLS_NAME, org_tls_name(org), "localhost", "127.0.0.1", *extra_hosts):
         try:
             general: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:

@@ -135,7 +135,7 @@ async def raw_stream(
     material: TlsMaterial, address: Address, messages: list[peer_pb2.PeerMessage]
 ) -> peer_pb2.PeerAck:
     """A hand-made client stream, for credentials or messages the transport would not send."""
-    options = [*channel_options(SETTINGS), ("grpc.max_send_message_length", 1 << 24)]
+    options = [*channel_options(SETTINGS, "ORG2"), ("grpc.max_send_message_length", 1 << 24)]
     async with grpc.aio.secure_channel(
         str(address), peer_channel_credentials(material), options=options
     ) as channel:
@@ -198,7 +198,9 @@ async def test_non_validator_certificate_is_refused_and_counted(layout: ClusterL
         assert two.inbox.empty()
         # Block sync is refused to it as well.
         async with grpc.aio.secure_channel(
-            str(address), peer_channel_credentials(outsider), options=channel_options(SETTINGS)
+            str(address),
+            peer_channel_credentials(outsider),
+            options=channel_options(SETTINGS, "ORG2"),
         ) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as sync_info:
                 stub = peer_pb2_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
@@ -206,6 +208,25 @@ async def test_non_validator_certificate_is_refused_and_counted(layout: ClusterL
                     pass
             assert sync_info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
+        await two.close()
+
+
+@pytest.mark.asyncio
+async def test_dialing_checks_which_org_answers(layout: ClusterLayout) -> None:
+    one, two = PeerNode(layout, "ORG1"), PeerNode(layout, "ORG2")
+    try:
+        address_two = await two.serve()
+        # ORG1 believes ORG3 lives at ORG2's address: ORG2's certificate does not name ORG3.
+        transport = one.connect({"ORG3": address_two})
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            _ = [b async for b in transport.fetch_blocks("ORG3", 1, 2)]
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE  # the handshake failed
+        transport.send("ORG3", ConsensusBytes(b"for ORG3"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(two.inbox.get(), 1.0)
+        assert transport.connections("ORG3") == 0 and transport.queued("ORG3") == 1
+    finally:
+        await one.close()
         await two.close()
 
 
