@@ -226,6 +226,7 @@ class _PeerLink:
     task: asyncio.Task[None] | None = None
     connected: bool = False
     connections: int = 0
+    failures: int = 0  # consecutive failed attempts
     channel: grpc.aio.Channel | None = field(default=None)
 
 
@@ -269,6 +270,7 @@ class PeerTransport:
     def start(self) -> None:
         for link in self._links.values():
             assert link.task is None
+            self._metrics.set_peer_connected(link.org, False)
             link.task = asyncio.get_running_loop().create_task(
                 self._run_link(link), name=f"peer-{link.org}"
             )
@@ -326,6 +328,7 @@ class PeerTransport:
                 await asyncio.wait_for(link.channel.channel_ready(), CONNECT_TIMEOUT_S)
                 link.connected = True
                 link.connections += 1
+                link.failures = 0
                 self._metrics.set_peer_connected(link.org, True)
                 log_event(log, "peer_connected", peer=link.org, address=str(link.address))
                 backoff_ms = self._settings.reconnect_min_ms
@@ -333,7 +336,10 @@ class PeerTransport:
                 await self._pump(link, stub.Stream())
             except (grpc.RpcError, TimeoutError, asyncio.InvalidStateError) as exc:
                 detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
-                log_event(log, "peer_link_down", logging.INFO, peer=link.org, reason=detail)
+                # Loud once per outage, quiet while the peer stays down.
+                level = logging.INFO if link.connected or link.failures == 0 else logging.DEBUG
+                link.failures += 1
+                log_event(log, "peer_link_down", level, peer=link.org, reason=detail)
             except Exception:
                 # Our bug, but one peer's link must not die silently: log it and reconnect.
                 log.exception("peer_link_failed")
@@ -351,6 +357,7 @@ class PeerTransport:
         error). This task alone takes from the queue, so a dead stream never keeps a reader
         that would swallow messages meant for the next one."""
         ended: asyncio.Future[peer_pb2.PeerAck] = asyncio.ensure_future(call)
+        taking: asyncio.Future[peer_pb2.PeerMessage] | None = None
         try:
             while True:
                 taking = asyncio.ensure_future(link.queue.get())
@@ -364,6 +371,8 @@ class PeerTransport:
                     return
                 await call.write(taking.result())
         finally:
+            if taking is not None and not taking.done():
+                taking.cancel()  # no reader may outlive this stream
             ended.cancel()
             call.cancel()
 
