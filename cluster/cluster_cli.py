@@ -1,0 +1,93 @@
+"""`kledger cluster SUBCOMMAND`: local clusters.
+
+Each subcommand is one entry of SUBCOMMANDS (name, help, add_arguments, run); a part adds its
+subcommands (up, down, status, kill, restart: cluster/launcher.py) by extending the table, without
+touching the others. `init` lives here: it needs no node process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.gen import DEFAULT_CHAIN_ID, FOUNDING_ORGS, ClusterSpec, generic_orgs, init_cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="the new cluster directory")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        help="N generic orgs ORG1..ORGN with every role (default: the six founding orgs)",
+    )
+    parser.add_argument("--chain-id", default=DEFAULT_CHAIN_ID, help="the chain id in genesis")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="host the nodes listen on and peers dial (added to the TLS certificates)",
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        help="node i uses ports BASE+3i (client), +1 (peer), +2 (metrics); default: free "
+        "ephemeral ports",
+    )
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    orgs = FOUNDING_ORGS if args.nodes is None else generic_orgs(args.nodes)
+    spec = ClusterSpec(orgs=orgs, chain_id=args.chain_id, host=args.host, base_port=args.base_port)
+    layout = init_cluster(args.dir, spec)
+    print(f"cluster {spec.chain_id!r} created in {layout.root}")
+    for node in layout.nodes():
+        print(
+            f"  {node.org:<8} client {node.host}:{node.client_port}  peer {node.peer_port}"
+            f"  metrics {node.metrics_port}"
+        )
+    print(f"start it with: kledger cluster up {layout.root}")
+    return 0
+
+
+SUBCOMMANDS: list[Subcommand] = [
+    Subcommand(
+        "init",
+        "create keys, a CA and TLS certificates, genesis and node configs",
+        _init_arguments,
+        _run_init,
+    ),
+]
+
+
+def build_parser(subcommands: list[Subcommand] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kledger cluster", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for command in SUBCOMMANDS if subcommands is None else subcommands:
+        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(child)
+        child.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except ValueError as exc:
+        print(f"kledger cluster {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,67 @@
+"""Tx gossip over the real peer transport: local txs reach the peer's mempool in bounded batches,
+are not gossiped again there, duplicates are skipped quietly and forged txs are counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.gen import ClusterSpec, generic_orgs, init_cluster
+from node.gossip import admit_gossip, flush_gossip
+from node.mempool import Mempool
+from node.peer_transport import TxGossip
+from node.tx import SignedTx, TxBody, sign_tx
+from tests.helpers import key
+from tests.test_peer_transport import SETTINGS, PeerNode
+
+CHAIN = "gossip-test"
+
+
+def make_tx(nonce: int) -> SignedTx:
+    body = TxBody(chain_id=CHAIN, type="usage.report", nonce=nonce, payload={"n": nonce})
+    return sign_tx(key("gossip/client"), body)
+
+
+@pytest.mark.asyncio
+async def test_local_txs_reach_the_peer_mempool_once(tmp_path: Path) -> None:
+    layout = init_cluster(tmp_path / "c", ClusterSpec(orgs=generic_orgs(2), chain_id=CHAIN))
+    one, two = PeerNode(layout, "ORG1"), PeerNode(layout, "ORG2")
+    try:
+        address = await two.serve()
+        transport = one.connect({"ORG2": address})
+        local, remote = Mempool(), Mempool()
+        txs = [make_tx(n) for n in range(7)]
+        for tx in txs:
+            local.admit(tx.encoding, CHAIN)
+        assert flush_gossip(local, transport, 3, SETTINGS.max_message_bytes) == 7
+        assert flush_gossip(local, transport, 3, SETTINGS.max_message_bytes) == 0  # sent once
+        sizes = []
+        for _ in range(3):
+            sender, payload = await two.receive()
+            assert sender == "ORG1" and isinstance(payload, TxGossip)
+            sizes.append(len(payload.txs))
+            admit_gossip(remote, sender, payload, CHAIN, two.metrics)
+        assert sizes == [3, 3, 1]
+        assert remote.batch(100) == txs
+        assert remote.take_gossip(100) == []  # gossiped txs are not forwarded again
+
+        forged = SignedTx(txs[0].body, txs[0].signer, bytes(64))
+        mixed = TxGossip((txs[1].encoding, forged.encoding, make_tx(99).encoding))
+        assert admit_gossip(remote, "ORG1", mixed, CHAIN, two.metrics) == 1
+        assert two.metrics.value("kledger_dropped_messages_total", reason="invalid") == 1.0
+    finally:
+        await one.close()
+        await two.close()
+
+
+def test_gossip_batches_respect_the_message_size() -> None:
+    pool = Mempool()
+    txs = [make_tx(n) for n in range(10)]
+    for tx in txs:
+        pool.admit(tx.encoding, CHAIN)
+    size = len(txs[0].encoding)
+    batches = []
+    while batch := pool.take_gossip(100, max_bytes=3 * size):
+        batches.append(len(batch))
+    assert batches == [3, 3, 3, 1]

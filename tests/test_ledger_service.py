@@ -1,0 +1,507 @@
+"""The client ledger service over real gRPC + TLS on 127.0.0.1 (node/server.py), backed by an
+in-memory ledger defined here (real mempool, real Ed25519, a real RFC 6962 tree and commit
+certificates signed by a quorum): proto <-> domain translation, every refusal's status code with
+the field named, INTERNAL for unexpected errors without killing the server, health and
+reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from cluster.gen import ClusterSpec, generic_orgs, init_cluster
+from node import canonical
+from node.config import Address, PeerSettings
+from node.errors import Refused, Status
+from node.genesis import load_genesis
+from node.header import ZERO_HASH, CommitCertificate, Header, certificate_problem, sign_header
+from node.keys import load_key
+from node.ledger_service import (
+    BlockView,
+    CertifiedHeader,
+    ConsistencyBundle,
+    InclusionBundle,
+    LedgerServicer,
+    StoredTx,
+    SubmitResult,
+    inclusion_to_json,
+)
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.peer_transport import PeerServicer
+from node.receipt import Receipt, TxResult
+from node.server import NodeServers, start_servers
+from node.tls import TLS_NAME, TlsMaterial
+from node.tx import SignedTx, TxBody, sign_tx
+
+WAIT_S = 20.0
+
+
+# -- RFC 6962 reference (test side) -------------------------------------------------------------
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def split(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaf_hash(leaves[0])
+    k = split(len(leaves))
+    return node_hash(root(leaves[:k]), root(leaves[k:]))
+
+
+def path(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    if len(leaves) <= 1:
+        return []
+    k = split(len(leaves))
+    if index < k:
+        return [*path(index, leaves[:k]), root(leaves[k:])]
+    return [*path(index - k, leaves[k:]), root(leaves[:k])]
+
+
+def subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
+    n = len(leaves)
+    if m == n:
+        return [] if complete else [root(leaves)]
+    k = split(n)
+    if m <= k:
+        return [*subproof(m, leaves[:k], complete), root(leaves[k:])]
+    return [*subproof(m - k, leaves[k:], False), root(leaves[:k])]
+
+
+def root_from_path(index: int, size: int, leaf: bytes, audit: Sequence[bytes]) -> bytes:
+    """RFC 9162 section 2.1.3.2."""
+    fn, sn, result = index, size - 1, leaf_hash(leaf)
+    for sibling in audit:
+        assert sn != 0
+        if fn & 1 or fn == sn:
+            result = node_hash(sibling, result)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            result = node_hash(result, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0
+    return result
+
+
+# -- the in-memory ledger ---------------------------------------------------------------------
+
+
+class MemoryLedger:
+    """A LedgerBackend: mempool admission, blocks committed on demand, headers certified by a
+    quorum of the cluster's validator keys."""
+
+    def __init__(self, layout_root: Path) -> None:
+        self.genesis = load_genesis(layout_root / "genesis.json")
+        self.validators = self.genesis.validator_set
+        self.keys = [
+            load_key(layout_root / "nodes" / v / "validator.key") for v in self.validators.ids
+        ]
+        self.members = {k for o in self.genesis.orgs for k in o.member_keys}
+        self.mempool = Mempool()
+        self.leaves: list[bytes] = []
+        self.txs: dict[bytes, StoredTx] = {}
+        self.blocks: list[BlockView] = []
+        self.changed = asyncio.Condition()
+        self.broken_height = 666  # get_block raises here: an unexpected error
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    def check_member(self, tx: SignedTx, body: TxBody) -> None:
+        if tx.signer not in self.members:
+            raise Refused(Status.PERMISSION_DENIED, "is not a registered member key", "signer")
+
+    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
+        results = []
+        for data in encodings:
+            try:
+                tx = self.mempool.admit(
+                    data,
+                    self.chain_id,
+                    is_committed=self.txs.__contains__,
+                    check_state=self.check_member,
+                )
+            except Refused as refusal:
+                results.append(SubmitResult.refused(b"", refusal))
+            else:
+                results.append(SubmitResult(tx.tx_hash, "OK"))
+        return results
+
+    async def commit_block(self) -> BlockView:
+        batch = self.mempool.batch(1000)
+        height = len(self.blocks) + 1
+        hashes = []
+        for tx in batch:
+            result = TxResult("OK", "", {"n": len(self.leaves)})
+            self.txs[tx.tx_hash] = StoredTx(tx.encoding, Receipt(height, len(self.leaves), result))
+            self.leaves.append(tx.encoding)
+            hashes.append(tx.tx_hash)
+        self.mempool.remove_committed(hashes)
+        header = Header(
+            chain_id=self.chain_id,
+            epoch=0,
+            height=height,
+            round=height,
+            parent_hash=self.blocks[-1].header.hash() if self.blocks else ZERO_HASH,
+            tx_log_size=len(self.leaves),
+            tx_log_root=root(self.leaves),
+            state_root=ZERO_HASH,
+            validator_set_hash=self.validators.digest(),
+            proposer=self.validators.ids[height % self.validators.size],
+            timestamp_ms=height,
+        )
+        signers = zip(self.validators.ids, self.keys, strict=True)
+        certificate = CommitCertificate(
+            header.hash(),
+            tuple(
+                (v, sign_header(k, header.hash()))
+                for v, k in list(signers)[: self.validators.quorum]
+            ),
+        )
+        block = BlockView(header, certificate, tuple(hashes))
+        async with self.changed:
+            self.blocks.append(block)
+            self.changed.notify_all()
+        return block
+
+    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
+        try:
+            async with asyncio.timeout(timeout_s), self.changed:
+                await self.changed.wait_for(lambda: tx_hash in self.txs)
+        except TimeoutError:
+            return None
+        return self.txs[tx_hash].receipt
+
+    def get_tx(self, tx_hash: bytes) -> StoredTx | None:
+        return self.txs.get(tx_hash)
+
+    def get_block(self, height: int) -> BlockView | None:
+        if height == self.broken_height:
+            raise RuntimeError("a bug in the backend")
+        return self.blocks[height - 1] if 0 < height <= len(self.blocks) else None
+
+    def get_header(self, height: int | None) -> CertifiedHeader | None:
+        block = self.blocks[-1] if height is None and self.blocks else None
+        if height is not None:
+            block = self.get_block(height)
+        return None if block is None else CertifiedHeader(block.header, block.certificate)
+
+    def inclusion_proof(self, tx_hash: bytes) -> InclusionBundle | None:
+        stored = self.txs.get(tx_hash)
+        if stored is None:
+            return None
+        block = self.blocks[-1]
+        assert block.certificate is not None
+        size, index = block.header.tx_log_size, stored.receipt.leaf_index
+        return InclusionBundle(
+            self.chain_id,
+            stored.encoding,
+            index,
+            size,
+            tuple(path(index, self.leaves[:size])),
+            block.header,
+            block.certificate,
+            stored.receipt,
+        )
+
+    def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:
+        by_size = {b.header.tx_log_size: b for b in self.blocks}
+        if old_size not in by_size:
+            raise Refused(Status.FAILED_PRECONDITION, "is not a certified log size", "old_size")
+        if new_size not in by_size:
+            raise Refused(Status.FAILED_PRECONDITION, "is not a certified log size", "new_size")
+        old, new = by_size[old_size], by_size[new_size]
+        return ConsistencyBundle(
+            self.chain_id,
+            old_size,
+            new_size,
+            tuple(subproof(old_size, self.leaves[:new_size], True)),
+            CertifiedHeader(old.header, old.certificate),
+            CertifiedHeader(new.header, new.certificate),
+        )
+
+    async def commits(self, from_height: int) -> AsyncIterator[BlockView]:
+        height = max(from_height, 1)
+        while True:
+            async with self.changed:
+                await self.changed.wait_for(lambda h=height: len(self.blocks) >= h)  # type: ignore[misc]
+            yield self.blocks[height - 1]
+            height += 1
+
+
+# -- harness ----------------------------------------------------------------------------------
+
+
+class Harness:
+    def __init__(self, root_dir: Path) -> None:
+        layout = init_cluster(root_dir, ClusterSpec(orgs=generic_orgs(4), chain_id="ledger-t"))
+        node = layout.node_dir("ORG1")
+        self.material = TlsMaterial.load(layout.ca_cert, node / "tls.pem", node / "tls.key")
+        self.ledger = MemoryLedger(layout.root)
+        self.client_key = load_key(layout.client_key("ORG1"))
+        self.stranger_key = load_key(layout.node_dir("ORG1") / "validator.key")
+        self.servers: NodeServers | None = None
+        self.channel: grpc.aio.Channel | None = None
+
+    async def __aenter__(self) -> Harness:
+        metrics = self.metrics = NodeMetrics.create("ORG1")
+        self.servers = await start_servers(
+            material=self.material,
+            client_address=Address("127.0.0.1", 0),
+            peer_address=Address("127.0.0.1", 0),
+            ledger=LedgerServicer(self.ledger, metrics),
+            peer=PeerServicer(
+                on_message=lambda s, p: None,
+                block_source=lambda a, b: [],
+                is_validator=self.ledger.validators.contains,
+                metrics=metrics,
+                settings=PeerSettings(),
+            ),
+            peer_settings=PeerSettings(),
+        )
+        self.channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{self.servers.client_port}",
+            grpc.ssl_channel_credentials(self.material.ca_pem),
+            options=[("grpc.ssl_target_name_override", TLS_NAME)],
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.channel is not None and self.servers is not None
+        await self.channel.close()
+        await self.servers.stop(0)
+
+    @property
+    def stub(self) -> ledger_pb2_grpc.LedgerStub:
+        return ledger_pb2_grpc.LedgerStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def tx(self, nonce: int, chain_id: str = "ledger-t", signer: object = None) -> SignedTx:
+        body = TxBody(chain_id=chain_id, type="usage.report", nonce=nonce, payload={"n": nonce})
+        return sign_tx(self.client_key if signer is None else signer, body)  # type: ignore[arg-type]
+
+
+async def refusal(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    return info.value
+
+
+@pytest.mark.asyncio
+async def test_submit_refusals_map_to_status_codes(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        good = h.tx(1)
+        reply = await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=good.encoding))
+        assert reply.tx_hash == good.tx_hash
+        forged = SignedTx(good.body, good.signer, bytes(64))
+        oversize = b"\x00" * (h.ledger.genesis.tx_limits.max_tx_bytes + 1)
+        cases = [
+            (b"\xc1", grpc.StatusCode.INVALID_ARGUMENT, ""),
+            (canonical.encode([1, 2, 3]), grpc.StatusCode.INVALID_ARGUMENT, "body"),
+            (SignedTx(h.tx(2).body, good.signer, bytes(64)).encoding,
+             grpc.StatusCode.UNAUTHENTICATED, "signature"),
+            (h.tx(3, chain_id="elsewhere").encoding, grpc.StatusCode.INVALID_ARGUMENT,
+             "chain_id"),
+            (h.tx(4, signer=h.stranger_key).encoding, grpc.StatusCode.PERMISSION_DENIED,
+             "signer"),
+            (good.encoding, grpc.StatusCode.ALREADY_EXISTS, "tx_hash"),
+            (oversize, grpc.StatusCode.RESOURCE_EXHAUSTED, "max_tx_bytes"),
+        ]  # fmt: skip
+        assert forged.tx_hash != good.tx_hash
+        for data, code, named in cases:
+            error = await refusal(h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=data)))
+            assert error.code() is code, (data[:20], error.details())
+            assert named in (error.details() or "")
+        assert len(h.ledger.mempool) == 1  # the refusals changed nothing
+        assert h.metrics.value("kledger_submitted_txs_total", status="OK") == 1.0
+        assert h.metrics.value("kledger_submitted_txs_total", status="UNAUTHENTICATED") == 1.0
+        await h.ledger.commit_block()
+        replay = await refusal(h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=good.encoding)))
+        assert replay.code() is grpc.StatusCode.ALREADY_EXISTS
+        assert "replay" in (replay.details() or "")
+
+
+@pytest.mark.asyncio
+async def test_batch_and_stream_report_per_tx(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        first, second = h.tx(1), h.tx(2)
+        batch = await h.stub.SubmitBatch(
+            ledger_pb2.SubmitBatchRequest(txs=[first.encoding, b"junk", first.encoding])
+        )
+        assert [(r.tx_hash, r.status) for r in batch.results] == [
+            (first.tx_hash, "OK"),
+            (b"", "INVALID_ARGUMENT"),
+            (b"", "ALREADY_EXISTS"),
+        ]
+        assert "tx_hash" in batch.results[2].message
+
+        async def requests() -> AsyncIterator[ledger_pb2.SubmitBatchRequest]:
+            yield ledger_pb2.SubmitBatchRequest(txs=[second.encoding])
+            yield ledger_pb2.SubmitBatchRequest(txs=[h.tx(3).encoding, h.tx(4).encoding])
+
+        replies = [r async for r in h.stub.SubmitStream(requests())]
+        assert [[x.status for x in r.results] for r in replies] == [["OK"], ["OK", "OK"]]
+        assert replies[0].results[0].tx_hash == second.tx_hash
+        assert len(h.ledger.mempool) == 4
+
+
+@pytest.mark.asyncio
+async def test_wait_get_and_proofs(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        txs = [h.tx(n) for n in range(5)]
+        for tx in txs[:3]:
+            await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=tx.encoding))
+        waiting = asyncio.ensure_future(
+            h.stub.WaitForCommit(
+                ledger_pb2.WaitForCommitRequest(tx_hash=txs[1].tx_hash, timeout_ms=20_000)
+            )
+        )
+        await asyncio.sleep(0)
+        await h.ledger.commit_block()
+        receipt = await asyncio.wait_for(waiting, WAIT_S)
+        assert (receipt.height, receipt.leaf_index, receipt.status) == (1, 1, "OK")
+        assert json.loads(receipt.output_json) == {"n": 1}
+        for tx in txs[3:]:
+            await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=tx.encoding))
+        block2 = await h.ledger.commit_block()
+
+        got = await h.stub.GetTx(ledger_pb2.GetTxRequest(tx_hash=txs[4].tx_hash))
+        assert got.tx == txs[4].encoding and got.receipt.leaf_index == 4
+        block = await h.stub.GetBlock(ledger_pb2.GetBlockRequest(height=2))
+        assert Header.decode(block.header) == block2.header
+        assert list(block.tx_hashes) == [txs[3].tx_hash, txs[4].tx_hash]
+        latest = await h.stub.GetHeader(ledger_pb2.GetHeaderRequest())
+        header = Header.decode(latest.header)
+        certificate = CommitCertificate.decode(latest.certificate)
+        assert header.height == 2
+        assert certificate_problem(certificate, header, h.ledger.validators) is None
+        first = await h.stub.GetHeader(ledger_pb2.GetHeaderRequest(height=1))
+        assert Header.decode(first.header).tx_log_size == 3
+
+        proof = await h.stub.GetInclusionProof(
+            ledger_pb2.GetInclusionProofRequest(tx_hash=txs[1].tx_hash)
+        )
+        bundle = inclusion_to_json(proof)
+        expected = h.ledger.inclusion_proof(txs[1].tx_hash)
+        assert expected is not None and bundle == expected.to_json()
+        assert bundle["format"] == "kledger-proof/v1" and bundle["tree_size"] == 5
+        assert Header.from_json(bundle["header"]) == header
+        audit = [bytes.fromhex(x) for x in bundle["audit_path"]]
+        leaf = bytes.fromhex(bundle["leaf"])
+        assert root_from_path(1, 5, leaf, audit) == header.tx_log_root
+
+        consistency = await h.stub.GetConsistencyProof(
+            ledger_pb2.GetConsistencyProofRequest(old_size=3, new_size=5)
+        )
+        assert consistency.chain_id == "ledger-t"
+        assert list(consistency.proof) == subproof(3, h.ledger.leaves, True)
+        assert Header.decode(consistency.old_header.header).tx_log_size == 3
+        assert Header.decode(consistency.new_header.header) == header
+
+
+@pytest.mark.asyncio
+async def test_not_found_bad_requests_and_internal(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        missing = await refusal(h.stub.GetHeader(ledger_pb2.GetHeaderRequest()))
+        assert missing.code() is grpc.StatusCode.NOT_FOUND
+        cases = [
+            (h.stub.GetTx(ledger_pb2.GetTxRequest(tx_hash=b"\x01" * 32)),
+             grpc.StatusCode.NOT_FOUND, "tx_hash"),
+            (h.stub.GetTx(ledger_pb2.GetTxRequest(tx_hash=b"short")),
+             grpc.StatusCode.INVALID_ARGUMENT, "tx_hash"),
+            (h.stub.GetBlock(ledger_pb2.GetBlockRequest(height=9)),
+             grpc.StatusCode.NOT_FOUND, "height"),
+            (h.stub.GetInclusionProof(ledger_pb2.GetInclusionProofRequest(tx_hash=b"\x02" * 32)),
+             grpc.StatusCode.NOT_FOUND, "tx_hash"),
+            (h.stub.GetConsistencyProof(ledger_pb2.GetConsistencyProofRequest(old_size=0)),
+             grpc.StatusCode.INVALID_ARGUMENT, "old_size"),
+            (h.stub.GetConsistencyProof(
+                ledger_pb2.GetConsistencyProofRequest(old_size=2, new_size=4)),
+             grpc.StatusCode.FAILED_PRECONDITION, "old_size"),
+            (h.stub.WaitForCommit(
+                ledger_pb2.WaitForCommitRequest(tx_hash=b"\x03" * 32, timeout_ms=10)),
+             grpc.StatusCode.DEADLINE_EXCEEDED, "timeout_ms"),
+            (h.stub.WaitForCommit(
+                ledger_pb2.WaitForCommitRequest(tx_hash=b"\x03" * 32, timeout_ms=10**9)),
+             grpc.StatusCode.INVALID_ARGUMENT, "timeout_ms"),
+            (h.stub.SubmitBatch(ledger_pb2.SubmitBatchRequest(txs=[b""] * 10_001)),
+             grpc.StatusCode.RESOURCE_EXHAUSTED, "txs"),
+        ]  # fmt: skip
+        for call, code, named in cases:
+            error = await refusal(call)
+            assert error.code() is code, error.details()
+            assert named in (error.details() or ""), error.details()
+        internal = await refusal(h.stub.GetBlock(ledger_pb2.GetBlockRequest(height=666)))
+        assert internal.code() is grpc.StatusCode.INTERNAL
+        assert "a bug" not in (internal.details() or "")  # internals are logged, not leaked
+        # The server still serves.
+        reply = await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=h.tx(1).encoding))
+        assert len(reply.tx_hash) == 32
+
+
+@pytest.mark.asyncio
+async def test_stream_of_commits(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=h.tx(1).encoding))
+        await h.ledger.commit_block()
+        await h.ledger.commit_block()
+        stream = h.stub.StreamCommits(ledger_pb2.StreamCommitsRequest(from_height=2))
+        first = await asyncio.wait_for(stream.read(), WAIT_S)
+        assert Header.decode(first.header).height == 2
+        tx = h.tx(2)
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=tx.encoding))
+        await h.ledger.commit_block()
+        second = await asyncio.wait_for(stream.read(), WAIT_S)
+        assert Header.decode(second.header).height == 3
+        assert list(second.tx_hashes) == [tx.tx_hash]
+        assert CommitCertificate.decode(second.certificate).header_hash == (
+            Header.decode(second.header).hash()
+        )
+        stream.cancel()
+
+
+@pytest.mark.asyncio
+async def test_health_and_reflection(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        assert h.servers is not None
+        health = health_pb2_grpc.HealthStub(h.channel)
+        request = health_pb2.HealthCheckRequest(service="kledger.v1.Ledger")
+        before = await health.Check(request)
+        assert before.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await h.servers.set_serving(True)
+        after = await health.Check(request)
+        assert after.status == health_pb2.HealthCheckResponse.SERVING
+
+        reflection = reflection_pb2_grpc.ServerReflectionStub(h.channel)
+
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        replies = [r async for r in reflection.ServerReflectionInfo(ask())]
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert {"kledger.v1.Ledger", "grpc.health.v1.Health"} <= names

@@ -1,0 +1,75 @@
+"""Metrics on a per-node registry served over HTTP, refusal -> gRPC status mapping, and
+structured JSON-line logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import urllib.request
+
+import grpc
+import pytest
+
+from node.errors import Refused, Status
+from node.grpc_status import refusal_code, status_code
+from node.logs import configure_logging, log_event
+from node.metrics import NodeMetrics, start_metrics_server
+
+
+def test_every_status_maps_to_its_grpc_code() -> None:
+    for status in Status:
+        assert status_code(status).name == status.name
+    assert refusal_code(Refused(Status.UNAUTHENTICATED, "x")) is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_metrics_registry_per_node_and_http() -> None:
+    first, second = NodeMetrics.create("KOMCA"), NodeMetrics.create("RIAK")
+    first.height.set(7)
+    first.commits.inc(3)
+    first.drop("queue_full", 4)
+    first.set_peer_connected("RIAK", True)
+    assert second.value("kledger_height") == 0.0  # separate registries: no collision
+    assert first.value("kledger_dropped_messages_total", reason="queue_full") == 4.0
+    with pytest.raises(AssertionError):
+        first.drop("no such reason")
+    server = start_metrics_server(first, "127.0.0.1", 0)
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics").read().decode()
+    finally:
+        server.stop()
+    for line in (
+        'kledger_height{org="KOMCA"} 7.0',
+        'kledger_commits_total{org="KOMCA"} 3.0',
+        'kledger_dropped_messages_total{org="KOMCA",reason="queue_full"} 4.0',
+        'kledger_peer_connected{org="KOMCA",peer="RIAK"} 1.0',
+    ):
+        assert line in text
+    for name in (
+        "kledger_round",
+        "kledger_committed_txs_total",
+        "kledger_mempool_txs",
+        "kledger_mempool_bytes",
+        "kledger_view_changes_total",
+        "kledger_sync_target_height",
+        "kledger_synced_blocks_total",
+        "kledger_store_bytes",
+    ):
+        assert f"{name}{{" in text
+
+
+def test_json_line_logs() -> None:
+    stream = io.StringIO()
+    handler = configure_logging("INFO", stream)
+    try:
+        logger = logging.getLogger("kledger.test")
+        log_event(logger, "peer_connected", peer="KOMCA", raw=b"\x01")
+        log_event(logger, "hidden", logging.DEBUG)
+        logger.warning("plain text")
+    finally:
+        logging.getLogger("kledger").removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["peer_connected", "plain text"]
+    assert lines[0]["peer"] == "KOMCA" and lines[0]["level"] == "INFO"
+    assert lines[0]["logger"] == "kledger.test" and lines[0]["ts"].endswith("Z")
+    assert lines[0]["raw"] == repr(b"\x01")
