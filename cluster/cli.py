@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proof": ("cluster.client_cli", "fetch certified inclusion and consistency proofs"),
     "header": ("cluster.client_cli", "show the latest certified header"),
     "query": (
-        "cluster.client_cli",
+        "cluster.query_cli",
         "registry queries: resolve codes, shares, statements, AI policy",
     ),
     "import": ("cluster.import_cli", "bulk-load works (CWR-style) and usage (DSR-style) files"),

@@ -212,7 +212,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         with channel:
-            result: int = args.run(args, ledger_pb2_grpc.LedgerStub(channel))
+            stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            result: int = args.run(args, stub)
             return result
     except grpc.RpcError as exc:
         code = exc.code()  # type: ignore[attr-defined]

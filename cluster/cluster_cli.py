@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster import launcher
 from cluster.gen import DEFAULT_CHAIN_ID, FOUNDING_ORGS, ClusterSpec, generic_orgs, init_cluster
+from cluster.layout import ClusterLayout
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,58 @@ def _run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="the cluster directory")
+
+
+def _node_arguments(parser: argparse.ArgumentParser) -> None:
+    _dir_argument(parser)
+    parser.add_argument("node", help="the org id of the node")
+
+
+def _layout(args: argparse.Namespace) -> ClusterLayout:
+    layout = ClusterLayout(args.dir)
+    if args.__dict__.get("node") and args.node not in {n.org for n in layout.nodes()}:
+        raise ValueError(f"{args.node!r} is not a node of {layout.root}")
+    return layout
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    layout = _layout(args)
+    late = launcher.up(layout)
+    if late:
+        print(f"not serving in time: {', '.join(late)} (see nodes/ORG/node.log)", file=sys.stderr)
+        return 1
+    print(f"{len(layout.nodes())} nodes serving; kledger cluster status {layout.root}")
+    return 0
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    stopped = launcher.down(_layout(args))
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def _run_kill(args: argparse.Namespace) -> int:
+    if not launcher.kill_node(_layout(args), args.node):
+        print(f"{args.node} was not running", file=sys.stderr)
+        return 1
+    print(f"killed {args.node} (SIGKILL)")
+    return 0
+
+
+def _run_restart(args: argparse.Namespace) -> int:
+    layout = _layout(args)
+    launcher.stop_node(layout, args.node)
+    launcher.start_node(layout, args.node)
+    late = launcher.wait_serving(layout, [args.node])
+    if late:
+        print(f"{args.node} not serving in time (see its node.log)", file=sys.stderr)
+        return 1
+    print(f"{args.node} restarted and serving")
+    return 0
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         "init",
@@ -66,6 +120,10 @@ SUBCOMMANDS: list[Subcommand] = [
         _init_arguments,
         _run_init,
     ),
+    Subcommand("up", "start every node and wait until each serves", _dir_argument, _run_up),
+    Subcommand("down", "stop every node gracefully (SIGTERM)", _dir_argument, _run_down),
+    Subcommand("kill", "kill -9 one node", _node_arguments, _run_kill),
+    Subcommand("restart", "stop (if running) and start one node", _node_arguments, _run_restart),
 ]
 
 

@@ -6,15 +6,14 @@ lines with reasons (formats: node/registry/bulk.py, docs/registry.md).
     kledger import usage FILE.tsv  --key KEY ...
     kledger import txs   FILE.jsonl --key KEY ...
 
-Submission goes through the ledger service: a `submit_factory(args)` returns a function that
-sends signed tx encodings and returns one committed TxResult per tx (the node's client module
-provides `make_submitter`). --dry-run only plans and checks, and needs no node.
+Submission goes through the ledger service (cluster/submit.py): each batch is sent with one
+SubmitBatch call and its txs are waited for until committed. --dry-run only plans and checks,
+and needs no node.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from cluster.connect import add_connection_args
 from cluster.layout import ClusterLayout
+from cluster.submit import make_submitter
 from node.genesis import load_genesis
 from node.keys import load_key
 from node.receipt import TxResult
@@ -64,15 +64,6 @@ def _chain_id(args: argparse.Namespace) -> str:
     return load_genesis(path).chain_id
 
 
-def _default_factory() -> SubmitFactory | None:
-    try:
-        module = importlib.import_module("cluster.client_cli")
-    except ImportError:
-        return None
-    factory: SubmitFactory | None = getattr(module, "make_submitter", None)
-    return factory
-
-
 def main(argv: list[str], submit_factory: SubmitFactory | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -99,12 +90,7 @@ def main(argv: list[str], submit_factory: SubmitFactory | None = None) -> int:
             raise ValueError("--key is required unless --dry-run")
         key = load_key(args.key)
         chain_id = _chain_id(args)
-        factory = submit_factory or _default_factory()
-        if factory is None:
-            raise ValueError(
-                "no ledger client available to submit (cluster.client_cli.make_submitter)"
-            )
-        submit = factory(args)
+        submit = (submit_factory or make_submitter)(args)
     except (OSError, ValueError) as error:
         print(f"kledger import: {error}", file=sys.stderr)
         return 2

@@ -374,6 +374,11 @@ class Core:
 
     # ---- certificates ----------------------------------------------------------------------
 
+    def verify_qc(self, qc: QuorumCert) -> bool:
+        """Whether `qc` is a quorum certificate of the current epoch (signatures checked). The
+        node's block sync uses it to accept a peer's committed blocks."""
+        return self._valid_qc(qc)
+
     def _valid_qc(self, qc: QuorumCert) -> bool:
         if qc in self._verified or qc == self._anchor_qc:
             return True

@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+
+from kledger.v1 import registry_pb2
 
 from consensus import (
     Block,
@@ -28,7 +31,7 @@ from consensus import (
     genesis_block,
 )
 from consensus.validators import NodeId, ValidatorSet
-from node import keys
+from node import keys, smt
 from node.certifier import Certifier, HeaderSignature
 from node.committer import CommittedHeight, Committer
 from node.config import NodeConfig
@@ -60,8 +63,9 @@ from node.peer_transport import (
 from node.proposals import MempoolPayloads
 from node.receipt import OK, Receipt
 from node.registry import Registry
-from node.server import NodeServers, start_servers
-from node.store import LedgerStore, StoreCorrupt
+from node.registry_service import Snapshot, add_registry_service
+from node.server import ClientService, NodeServers, start_servers
+from node.store import LedgerStore, LevelView, StoreCorrupt
 from node.tls import TlsMaterial
 from node.tx import decode_tx
 
@@ -70,6 +74,10 @@ log = logging.getLogger("kledger.node")
 # Signatures handed to the consensus core: its sign bytes already carry their own domain tags.
 _CONSENSUS_TAG = b""
 METRICS_INTERVAL_S = 1.0
+# State snapshots of recent heights kept until their certificate arrives (each pins old LevelDB
+# versions, so only a few).
+QUERY_SNAPSHOTS_KEPT = 8
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 COMMIT_SUBSCRIBER_QUEUE = 1_024
 
 
@@ -105,10 +113,14 @@ def restored_state(store: LedgerStore, genesis: Genesis, validators: ValidatorSe
             block = Block.decode(record.consensus_block)
             qc = QuorumCert.decode(record.commit_qc)
             if qc.commit is not None and qc.commit.id == block.id:
-                return RestoredState(safety, block, qc)
+                return RestoredState(safety, block, qc, _pending_blocks(store))
         height -= 1
     root, root_qc = genesis_block(genesis.chain_id, validators, genesis.genesis_time_ms)
-    return RestoredState(safety, root, root_qc)
+    return RestoredState(safety, root, root_qc, _pending_blocks(store))
+
+
+def _pending_blocks(store: LedgerStore) -> tuple[Block, ...]:
+    return tuple(Block.decode(data) for data in store.load_pending_blocks())
 
 
 class Node:
@@ -169,8 +181,8 @@ class Node:
         )
         self.driver = ConsensusDriver(
             self.core,
-            persist_safety=self.store.save_safety,
-            send=lambda to, data: self.transport.send(to, ConsensusBytes(data)) and None,
+            persist=self.store.save_consensus,
+            send=self._send_consensus,
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
             commit=self._on_commit,
             sync=self._sync,
@@ -181,6 +193,10 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None
         self._metrics_server: MetricsServer | None = None
+        self._recent_states: OrderedDict[int, LevelView] = OrderedDict()
+        self._query_snapshot: Snapshot | None = None
+        if self.store.latest_certified_height() == self.store.last_height():
+            self._promote_certified(self.store.last_height(), self.store.snapshot_view())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -223,8 +239,40 @@ class Node:
             peer_port=self.servers.peer_port,
         )
 
-    def _extra_services(self) -> list[object]:
-        return []
+    def _send_consensus(self, to: NodeId, data: bytes) -> None:
+        self.transport.send(to, ConsensusBytes(data))
+
+    def _extra_services(self) -> list[ClientService]:
+        return [
+            ClientService(
+                REGISTRY_SERVICE,
+                lambda server: add_registry_service(server, self.query_snapshot),  # type: ignore[arg-type]
+            )
+        ]
+
+    # -- registry queries -----------------------------------------------------------------------
+
+    def query_snapshot(self) -> Snapshot:
+        """The newest certified state: answers and their proofs come from the same height."""
+        snapshot = self._query_snapshot
+        if snapshot is None:
+            raise Refused(Status.UNAVAILABLE, "no certified state yet; retry shortly")
+        return snapshot
+
+    def _promote_certified(self, height: int, view: LevelView | None) -> None:
+        header = self.store.header(height)
+        certificate = self.store.certificate(height)
+        if view is None or header is None or certificate is None:
+            return
+        if self._query_snapshot is not None and self._query_snapshot.header.height >= height:
+            return
+        root = header.state_root
+        self._query_snapshot = Snapshot(
+            view=view,
+            header=header,
+            certificate=certificate,
+            prove=lambda key: smt.prove(view, root, key)[1],
+        )
 
     async def stop(self) -> None:
         if self.servers is not None:
@@ -315,6 +363,7 @@ class Node:
     def _on_commit(self, blocks: Sequence[Block], qc: QuorumCert) -> None:
         for committed in self.committer.apply(blocks, qc):
             self._after_commit(committed)
+        self.store.prune_pending_blocks()
 
     def _after_commit(self, committed: CommittedHeight) -> None:
         header = committed.header
@@ -326,6 +375,9 @@ class Node:
             HeaderSignature(header.height, header_hash, self.identity.org, signature)
         )
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
+        self._recent_states[header.height] = self.store.snapshot_view()
+        while len(self._recent_states) > QUERY_SNAPSHOTS_KEPT:
+            self._recent_states.popitem(last=False)
         for tx, receipt in zip(committed.txs, committed.receipts, strict=True):
             for future in self._waiters.pop(tx.tx_hash, ()):
                 if not future.done():
@@ -346,6 +398,7 @@ class Node:
 
     def _save_certificate(self, height: int, certificate: CommitCertificate) -> None:
         self.store.save_certificate(height, certificate)
+        self._promote_certified(height, self._recent_states.get(height))
 
     # -- block sync ---------------------------------------------------------------------------
 
@@ -412,8 +465,8 @@ class Node:
         except Refused:
             return
         if certificate_problem(certificate, header, self.validators) is None:
-            self.store.save_certificate(header.height, certificate)
             self.certifier.already_certified(header.height)
+            self._save_certificate(header.height, certificate)
 
     # -- LedgerBackend --------------------------------------------------------------------------
 
@@ -536,9 +589,7 @@ class Node:
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:
         if not 0 < old_size <= new_size:
-            raise Refused(
-                Status.INVALID_ARGUMENT, "need 0 < old_size <= new_size", "old_size"
-            )
+            raise Refused(Status.INVALID_ARGUMENT, "need 0 < old_size <= new_size", "old_size")
         old = self._certified_at_size(old_size)
         new = self._certified_at_size(new_size)
         return ConsistencyBundle(

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consensus.validators import ValidatorSet
-from node.header import COMMIT_TAG, CommitCertificate, commit_sign_bytes
-from node.keys import verify
+from node.header import CommitCertificate, commit_sign_bytes
+from node.keys import COMMIT_TAG, verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,9 @@ class HeaderSignature:
 @dataclass(slots=True)
 class _Pending:
     header_hash: bytes | None = None  # our own hash, once we executed the height
-    signatures: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # signer -> (hash, sig)
+    signatures: dict[str, tuple[bytes, bytes]] = field(
+        default_factory=dict
+    )  # signer -> (hash, sig)
 
 
 class Certifier:
@@ -98,7 +100,9 @@ class Certifier:
         if signature.height > self._executed_height + self._max_heights_ahead:
             self._drop("too_far_ahead")
             return None
-        if not verify(key, COMMIT_TAG, commit_sign_bytes(signature.header_hash), signature.signature):
+        if not verify(
+            key, COMMIT_TAG, commit_sign_bytes(signature.header_hash), signature.signature
+        ):
             self._drop("bad_signature")
             return None
         pending = self._pending.setdefault(signature.height, _Pending())

@@ -24,7 +24,6 @@ from consensus.types import Block, QuorumCert
 from consensus.validators import ValidatorSet
 from node.genesis import Genesis
 from node.header import Header
-from node.keys import KeyPair
 from node.payload import decode_payload
 from node.receipt import Receipt
 from node.registry import BlockContext, Registry
@@ -91,7 +90,9 @@ class Committer:
         seen: set[bytes] = set()
         for tx in txs:
             if tx.tx_hash in seen or self._store.has_tx(tx.tx_hash):
-                log.error("committed block %d repeats tx %s; skipped", block.height, tx.tx_hash.hex())
+                log.error(
+                    "committed block %d repeats tx %s; skipped", block.height, tx.tx_hash.hex()
+                )
                 continue
             seen.add(tx.tx_hash)
             unique.append((tx, decode_body(tx, self._genesis.tx_limits)))

@@ -3,8 +3,9 @@
 Inputs (peer messages, timers, "the mempool has txs", "sync finished") go into one queue; the run
 task takes them one at a time, calls `core.step`, and carries out the effects in order:
 
-- Persist: a synced LevelDB write, done BEFORE any Send/Broadcast that follows it in the same
-  list — the safety rule that stops a restarted node from voting twice in a round;
+- Persist and SaveBlock: gathered and written in ONE synced LevelDB batch, done BEFORE any
+  Send/Broadcast/Commit that follows them in the same list — the safety rule that stops a
+  restarted node from voting twice in a round or losing the block its lock points at;
 - Send / Broadcast: handed to the peer transport, which never blocks (bounded queues);
 - SetTimer: `loop.call_later` that feeds TimerFired back into the queue (timers are never
   cancelled; the core ignores stale ones);
@@ -35,6 +36,7 @@ from consensus.core import (
     PayloadAvailable,
     Persist,
     RequestSync,
+    SaveBlock,
     Send,
     SetTimer,
     SyncDone,
@@ -47,6 +49,8 @@ from consensus.validators import NodeId
 log = logging.getLogger("kledger.driver")
 
 SyncResult = tuple[Block, QuorumCert] | None
+# (safety data or None, [(height, block id, block encoding)]) -> durable on return.
+PersistConsensus = Callable[[bytes | None, list[tuple[int, bytes, bytes]]], None]
 
 
 def wall_clock_ms() -> int:
@@ -58,7 +62,7 @@ class ConsensusDriver:
         self,
         core: Core,
         *,
-        persist_safety: Callable[[bytes], None],
+        persist: PersistConsensus,
         send: Callable[[NodeId, bytes], None],
         broadcast: Callable[[bytes], None],
         commit: Callable[[Sequence[Block], QuorumCert], None],
@@ -67,7 +71,7 @@ class ConsensusDriver:
         max_inbox_messages: int = 10_000,
     ) -> None:
         self.core = core
-        self._persist_safety = persist_safety
+        self._persist = persist
         self._send = send
         self._broadcast = broadcast
         self._commit = commit
@@ -125,28 +129,41 @@ class ConsensusDriver:
         self._inbox.put_nowait(PayloadAvailable(self._clock_ms()))
 
     def _apply(self, effects: list[Effect]) -> None:
+        safety: bytes | None = None
+        blocks: list[tuple[int, bytes, bytes]] = []
         for effect in effects:
+            if isinstance(effect, Persist):
+                safety = effect.safety.encode()  # a later Persist supersedes an earlier one
+                continue
+            if isinstance(effect, SaveBlock):
+                block = effect.block
+                blocks.append((block.height, block.id, block.encode()))
+                continue
+            if safety is not None or blocks:
+                self._persist(safety, blocks)  # durable before anything leaves the node
+                safety, blocks = None, []
             match effect:
-                case Persist(safety=safety):
-                    self._persist_safety(safety.encode())
                 case Send(to=to, message=message):
                     self._send(to, encode_message(message))
                 case Broadcast(message=message):
                     self._broadcast(encode_message(message))
                 case SetTimer(timer=timer, at_ms=at_ms):
                     self._set_timer(timer, at_ms)
-                case Commit(blocks=blocks, qc=qc):
-                    self._commit(blocks, qc)
+                case Commit(blocks=committed, qc=qc):
+                    self._commit(committed, qc)
                 case RequestSync(peer=peer, target=target):
                     self._start_sync(peer, target)
                 case _:
                     assert_never(effect)
+        if safety is not None or blocks:
+            self._persist(safety, blocks)
 
     def _set_timer(self, timer: object, at_ms: int) -> None:
         delay_s = max(0.0, (at_ms - self._clock_ms()) / 1000)
         loop = asyncio.get_running_loop()
         loop.call_later(
-            delay_s, lambda: self._inbox.put_nowait(TimerFired(timer, self._clock_ms()))  # type: ignore[arg-type]
+            delay_s,
+            lambda: self._inbox.put_nowait(TimerFired(timer, self._clock_ms())),  # type: ignore[arg-type]
         )
 
     def _start_sync(self, peer: NodeId, target: QuorumCert) -> None:

@@ -13,6 +13,7 @@ by the OS and reported back.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -27,6 +28,9 @@ from node.tls import TlsMaterial, client_port_credentials, peer_server_credentia
 
 # Largest client request (a SubmitBatch of MAX_BATCH_TXS txs at the default tx size limit fits).
 CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Threads for synchronous handlers (the registry queries read LevelDB snapshots, so they never
+# touch state the event loop is changing).
+CLIENT_SYNC_THREADS = 4
 LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 
@@ -89,10 +93,11 @@ async def start_servers(
     extra_services: Sequence[ClientService] = (),
 ) -> NodeServers:
     client = grpc.aio.server(
+        migration_thread_pool=ThreadPoolExecutor(CLIENT_SYNC_THREADS, "kledger-query"),
         options=[
             ("grpc.max_receive_message_length", CLIENT_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", CLIENT_MAX_MESSAGE_BYTES),
-        ]
+        ],
     )
     ledger_pb2_grpc.add_LedgerServicer_to_server(ledger, client)  # type: ignore[no-untyped-call]
     for service in extra_services:

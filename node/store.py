@@ -51,6 +51,8 @@ GENESIS_KEY = keyspace.META + b"genesis"
 LAST_HEIGHT_KEY = keyspace.META + b"last_height"
 TX_COUNT_KEY = keyspace.META + b"tx_count"
 SAFETY_KEY = keyspace.SAFETY + b"safety"
+# Uncommitted consensus blocks the core asked to keep (SaveBlock): v/p/<height u64><block id>.
+PENDING_BLOCK = keyspace.SAFETY + b"p/"
 STATE_FAMILIES = (keyspace.STATE, keyspace.SMT)
 # LevelDB tuning: a bloom filter makes the lookups that miss (has_tx for every new tx) skip the
 # table files; the block cache keeps the upper Merkle levels and recent blocks in memory.
@@ -518,8 +520,40 @@ class LedgerStore:
         assert cert.header_hash == header.hash(), "certificate signs another header"
         self._db.put(_height_key(keyspace.CERTIFICATE, height), cert.encode(), sync=True)
 
+    def snapshot_view(self) -> LevelView:
+        """The committed registry state as of now, frozen (a LevelDB snapshot): later commits do
+        not change what it reads. Queries answer from one so answer and proof agree."""
+        return LevelView(self._db.snapshot())
+
     def save_safety(self, data: bytes) -> None:
         self._db.put(SAFETY_KEY, data, sync=True)
+
+    def save_consensus(
+        self, safety: bytes | None, blocks: Sequence[tuple[int, bytes, bytes]]
+    ) -> None:
+        """Safety data and uncommitted blocks ((height, block id, encoding)) in ONE synced
+        write: durable before the vote or proposal that depends on them leaves the node."""
+        with self._db.write_batch(sync=True) as batch:
+            if safety is not None:
+                batch.put(SAFETY_KEY, safety)
+            for height, block_id, encoding in blocks:
+                batch.put(PENDING_BLOCK + _u64(height) + block_id, encoding)
+
+    def load_pending_blocks(self) -> list[bytes]:
+        """Encodings of the saved uncommitted blocks above the committed height."""
+        start = PENDING_BLOCK + _u64(self._last_header.height + 1)
+        return [
+            value for _, value in self._db.iterator(start=start, stop=PENDING_BLOCK + b"\xff" * 8)
+        ]
+
+    def prune_pending_blocks(self) -> None:
+        """Forget saved blocks at or below the committed height (no longer needed)."""
+        stop = PENDING_BLOCK + _u64(self._last_header.height + 1)
+        keys = list(self._db.iterator(start=PENDING_BLOCK, stop=stop, include_value=False))
+        if keys:
+            with self._db.write_batch() as batch:
+                for key in keys:
+                    batch.delete(key)
 
     # ---- internals ------------------------------------------------------------------------
 

@@ -11,12 +11,14 @@ ORGS = list(VALIDATORS.ids)
 
 
 def signature(org: str, height: int, header_hash: bytes) -> HeaderSignature:
-    return HeaderSignature(height, header_hash, org, sign_header(key(f"{org}/validator"), header_hash))
+    return HeaderSignature(
+        height, header_hash, org, sign_header(key(f"{org}/validator"), header_hash)
+    )
 
 
 def make() -> tuple[Certifier, dict[int, CommitCertificate]]:
     saved: dict[int, CommitCertificate] = {}
-    return Certifier(VALIDATORS, lambda h, c: saved.__setitem__(h, c)), saved
+    return Certifier(VALIDATORS, saved.__setitem__), saved
 
 
 def test_quorum_of_matching_signatures_certifies() -> None:
@@ -58,7 +60,7 @@ def test_forged_duplicate_and_outsider_signatures_are_dropped() -> None:
 
 def test_window_is_bounded() -> None:
     saved: dict[int, CommitCertificate] = {}
-    certifier = Certifier(VALIDATORS, lambda h, c: saved.__setitem__(h, c), max_heights_ahead=4)
+    certifier = Certifier(VALIDATORS, saved.__setitem__, max_heights_ahead=4)
     assert certifier.add(signature(ORGS[0], 50, b"\x01" * 32)) is None
     assert certifier.dropped == {"too_far_ahead": 1}
     for height in range(1, 20):  # heights nobody else signs are given up, not kept forever
