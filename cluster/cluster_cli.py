@@ -8,6 +8,7 @@ touching the others. `init` lives here: it needs no node process.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,25 @@ def _run_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _dir_argument(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object per node")
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    rows = launcher.status(_layout(args))
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        print(
+            f"{'node':<8} {'pid':>7} {'up':<5} {'height':>7} {'cert':>7} {'round':>7} "
+            f"{'leader':<8} {'mempool':>7}  last root"
+        )
+        for row in rows:
+            print(row.line())
+    return 0 if all(row.reachable for row in rows) else 1
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         "init",
@@ -122,6 +142,12 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     Subcommand("up", "start every node and wait until each serves", _dir_argument, _run_up),
     Subcommand("down", "stop every node gracefully (SIGTERM)", _dir_argument, _run_down),
+    Subcommand(
+        "status",
+        "per node: reachable, height, round, leader, last root",
+        _status_arguments,
+        _run_status,
+    ),
     Subcommand("kill", "kill -9 one node", _node_arguments, _run_kill),
     Subcommand("restart", "stop (if running) and start one node", _node_arguments, _run_restart),
 ]

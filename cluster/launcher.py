@@ -15,9 +15,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from cluster.connect import open_channel
 from cluster.layout import ClusterLayout, NodeAddress
@@ -168,3 +170,63 @@ def processes(layout: ClusterLayout) -> list[NodeProcess]:
         pid = node_pid(layout, node.org)
         result.append(NodeProcess(node.org, pid, pid is not None))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    org: str
+    pid: int | None
+    reachable: bool
+    height: int = 0
+    certified_height: int = 0
+    round: int = 0
+    leader: str = ""
+    mempool_txs: int = 0
+    tx_log_size: int = 0
+    tx_log_root: str = ""
+    state_root: str = ""
+    connected_peers: tuple[str, ...] = ()
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def line(self) -> str:
+        if not self.reachable:
+            state = "running" if self.pid else "stopped"
+            return f"{self.org:<8} {self.pid or '-':>7} {'no':<5} ({state}) {self.error}"
+        return (
+            f"{self.org:<8} {self.pid or '-':>7} {'yes':<5} {self.height:>7} "
+            f"{self.certified_height:>7} {self.round:>7} {self.leader:<8} {self.mempool_txs:>7}"
+            f"  {self.tx_log_root[:16]}"
+        )
+
+
+def node_status(layout: ClusterLayout, node: NodeAddress, timeout_s: float = 2.0) -> NodeStatus:
+    pid = node_pid(layout, node.org)
+    channel = open_channel(f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes())
+    try:
+        stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        reply = stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return NodeStatus(node.org, pid, False, error=str(exc.code().name))  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+    return NodeStatus(
+        org=node.org,
+        pid=pid,
+        reachable=True,
+        height=reply.height,
+        certified_height=reply.certified_height,
+        round=reply.round,
+        leader=reply.leader,
+        mempool_txs=reply.mempool_txs,
+        tx_log_size=reply.tx_log_size,
+        tx_log_root=reply.tx_log_root.hex(),
+        state_root=reply.state_root.hex(),
+        connected_peers=tuple(reply.connected_peers),
+    )
+
+
+def status(layout: ClusterLayout) -> list[NodeStatus]:
+    return [node_status(layout, node) for node in layout.nodes()]

@@ -45,6 +45,7 @@ from node.ledger_service import (
     ConsistencyBundle,
     InclusionBundle,
     LedgerServicer,
+    NodeStatusView,
     StoredTx,
     SubmitResult,
 )
@@ -213,7 +214,7 @@ class Node:
             material=material,
             client_address=self.config.listen.client,
             peer_address=self.config.listen.peer,
-            ledger=LedgerServicer(self),
+            ledger=LedgerServicer(self, self.metrics),
             peer=peer_servicer,
             peer_settings=self.config.peer,
             extra_services=self._extra_services(),
@@ -494,7 +495,6 @@ class Node:
                 results.append(SubmitResult(tx_hash, OK))
             except Refused as refusal:
                 results.append(SubmitResult.refused(_hash_or_empty(data), refusal))
-            self.metrics.count_submission(results[-1].status)
         if any(r.ok for r in results):
             self.driver.payload_available()
             self._gossip_wakeup.set()
@@ -516,6 +516,21 @@ class Node:
                 waiting.remove(future)
                 if not waiting:
                     del self._waiters[tx_hash]
+
+    def status(self) -> NodeStatusView:
+        return NodeStatusView(
+            org=self.identity.org,
+            epoch=self.core.epoch,
+            round=self.core.round,
+            leader=self.core.leader_of(self.core.round),
+            last_header=self.store.last_header(),
+            certified_height=self.store.latest_certified_height(),
+            mempool_txs=len(self.mempool),
+            view_changes=self.core.view_changes,
+            connected_peers=tuple(
+                p for p in self.transport.peers if self.transport.is_connected(p)
+            ),
+        )
 
     def get_tx(self, tx_hash: bytes) -> StoredTx | None:
         stored = self.store.get_tx(tx_hash)

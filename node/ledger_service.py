@@ -109,6 +109,19 @@ class ConsistencyBundle:
     new: CertifiedHeader
 
 
+@dataclass(frozen=True, slots=True)
+class NodeStatusView:
+    org: str
+    epoch: int
+    round: int
+    leader: str
+    last_header: Header
+    certified_height: int
+    mempool_txs: int
+    view_changes: int
+    connected_peers: tuple[str, ...]
+
+
 class LedgerBackend(Protocol):
     """What the ledger service needs from the node. Methods raise node.errors.Refused for bad
     requests (e.g. a tree size beyond the log); getters return None for "not found"."""
@@ -135,6 +148,10 @@ class LedgerBackend(Protocol):
     def inclusion_proof(self, tx_hash: bytes) -> InclusionBundle | None: ...
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle: ...
+
+    def status(self) -> NodeStatusView:
+        """What this node sees now (for operators and `kledger cluster status`)."""
+        ...
 
     def commits(self, from_height: int) -> AsyncIterator[BlockView]:
         """Stored blocks from from_height, then each new one as it commits; never ends."""
@@ -380,6 +397,29 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             proof=list(bundle.proof),
             old_header=certified_to_proto(bundle.old),
             new_header=certified_to_proto(bundle.new),
+        )
+
+    @_unary
+    async def GetStatus(
+        self, request: ledger_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.NodeStatus:
+        status = self._backend.status()
+        header = status.last_header
+        return ledger_pb2.NodeStatus(
+            org=status.org,
+            chain_id=header.chain_id,
+            epoch=status.epoch,
+            height=header.height,
+            round=status.round,
+            leader=status.leader,
+            last_header_hash=header.hash(),
+            tx_log_size=header.tx_log_size,
+            tx_log_root=header.tx_log_root,
+            state_root=header.state_root,
+            certified_height=status.certified_height,
+            mempool_txs=status.mempool_txs,
+            view_changes=status.view_changes,
+            connected_peers=list(status.connected_peers),
         )
 
     async def StreamCommits(

@@ -31,6 +31,7 @@ from node.ledger_service import (
     ConsistencyBundle,
     InclusionBundle,
     LedgerServicer,
+    NodeStatusView,
     StoredTx,
     SubmitResult,
     inclusion_to_json,
@@ -205,6 +206,20 @@ class MemoryLedger:
         if height == self.broken_height:
             raise RuntimeError("a bug in the backend")
         return self.blocks[height - 1] if 0 < height <= len(self.blocks) else None
+
+    def status(self) -> NodeStatusView:
+        last = self.blocks[-1]
+        return NodeStatusView(
+            org="ORG1",
+            epoch=0,
+            round=len(self.blocks) + 1,
+            leader="ORG2",
+            last_header=last.header,
+            certified_height=last.header.height,
+            mempool_txs=len(self.mempool),
+            view_changes=0,
+            connected_peers=("ORG2", "ORG3"),
+        )
 
     def get_header(self, height: int | None) -> CertifiedHeader | None:
         block = self.blocks[-1] if height is None and self.blocks else None
@@ -483,6 +498,20 @@ async def test_stream_of_commits(tmp_path: Path) -> None:
             Header.decode(second.header).hash()
         )
         stream.cancel()
+
+
+@pytest.mark.asyncio
+async def test_status_reports_what_the_node_sees(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=h.tx(1).encoding))
+        await h.ledger.commit_block()
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=h.tx(2).encoding))
+        status = await h.stub.GetStatus(ledger_pb2.GetStatusRequest())
+        last = h.ledger.blocks[-1].header
+        assert (status.org, status.chain_id, status.height) == ("ORG1", "ledger-t", last.height)
+        assert status.last_header_hash == last.hash() and status.tx_log_root == last.tx_log_root
+        assert status.mempool_txs == 1 and status.leader == "ORG2"
+        assert list(status.connected_peers) == ["ORG2", "ORG3"]
 
 
 @pytest.mark.asyncio

@@ -483,3 +483,82 @@ class CommittedBlock(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommittedBlock: _TypeAlias = CommittedBlock  # noqa: Y015
+
+@_typing.final
+class GetStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatusRequest: _TypeAlias = GetStatusRequest  # noqa: Y015
+
+@_typing.final
+class NodeStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_FIELD_NUMBER: _builtins.int
+    CHAIN_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    LAST_HEADER_HASH_FIELD_NUMBER: _builtins.int
+    TX_LOG_SIZE_FIELD_NUMBER: _builtins.int
+    TX_LOG_ROOT_FIELD_NUMBER: _builtins.int
+    STATE_ROOT_FIELD_NUMBER: _builtins.int
+    CERTIFIED_HEIGHT_FIELD_NUMBER: _builtins.int
+    MEMPOOL_TXS_FIELD_NUMBER: _builtins.int
+    VIEW_CHANGES_FIELD_NUMBER: _builtins.int
+    CONNECTED_PEERS_FIELD_NUMBER: _builtins.int
+    org: _builtins.str
+    chain_id: _builtins.str
+    epoch: _builtins.int
+    height: _builtins.int
+    """last committed height"""
+    round: _builtins.int
+    """current consensus round"""
+    leader: _builtins.str
+    """leader of the current round"""
+    last_header_hash: _builtins.bytes
+    tx_log_size: _builtins.int
+    tx_log_root: _builtins.bytes
+    state_root: _builtins.bytes
+    certified_height: _builtins.int
+    """newest height with a commit certificate"""
+    mempool_txs: _builtins.int
+    view_changes: _builtins.int
+    """rounds entered by a timeout certificate since start"""
+    @_builtins.property
+    def connected_peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        org: _builtins.str = ...,
+        chain_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        height: _builtins.int = ...,
+        round: _builtins.int = ...,
+        leader: _builtins.str = ...,
+        last_header_hash: _builtins.bytes = ...,
+        tx_log_size: _builtins.int = ...,
+        tx_log_root: _builtins.bytes = ...,
+        state_root: _builtins.bytes = ...,
+        certified_height: _builtins.int = ...,
+        mempool_txs: _builtins.int = ...,
+        view_changes: _builtins.int = ...,
+        connected_peers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certified_height", b"certified_height", "chain_id", b"chain_id", "connected_peers", b"connected_peers", "epoch", b"epoch", "height", b"height", "last_header_hash", b"last_header_hash", "leader", b"leader", "mempool_txs", b"mempool_txs", "org", b"org", "round", b"round", "state_root", b"state_root", "tx_log_root", b"tx_log_root", "tx_log_size", b"tx_log_size", "view_changes", b"view_changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015

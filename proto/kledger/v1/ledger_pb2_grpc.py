@@ -84,6 +84,11 @@ class LedgerStub:
                 request_serializer=kledger_dot_v1_dot_ledger__pb2.StreamCommitsRequest.SerializeToString,
                 response_deserializer=kledger_dot_v1_dot_ledger__pb2.CommittedBlock.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/kledger.v1.Ledger/GetStatus',
+                request_serializer=kledger_dot_v1_dot_ledger__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=kledger_dot_v1_dot_ledger__pb2.NodeStatus.FromString,
+                _registered_method=True)
 
 
 class LedgerServicer:
@@ -155,6 +160,13 @@ class LedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """What this node sees now: heights, round, leader, roots, mempool (kledger cluster status).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +219,11 @@ def add_LedgerServicer_to_server(servicer, server):
                     servicer.StreamCommits,
                     request_deserializer=kledger_dot_v1_dot_ledger__pb2.StreamCommitsRequest.FromString,
                     response_serializer=kledger_dot_v1_dot_ledger__pb2.CommittedBlock.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=kledger_dot_v1_dot_ledger__pb2.GetStatusRequest.FromString,
+                    response_serializer=kledger_dot_v1_dot_ledger__pb2.NodeStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +496,33 @@ class Ledger:
             '/kledger.v1.Ledger/StreamCommits',
             kledger_dot_v1_dot_ledger__pb2.StreamCommitsRequest.SerializeToString,
             kledger_dot_v1_dot_ledger__pb2.CommittedBlock.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kledger.v1.Ledger/GetStatus',
+            kledger_dot_v1_dot_ledger__pb2.GetStatusRequest.SerializeToString,
+            kledger_dot_v1_dot_ledger__pb2.NodeStatus.FromString,
             options,
             channel_credentials,
             insecure,
