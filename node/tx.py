@@ -84,7 +84,7 @@ def decode_tx(data: bytes, limits: TxLimits = DEFAULT_TX_LIMITS) -> SignedTx:
             f"{len(data)} bytes exceed max_tx_bytes={limits.max_tx_bytes}",
             "tx",
         )
-    value = canonical.decode(data)
+    value = _decode_named(data, "tx")
     if not (isinstance(value, list) and len(value) == 3):
         raise DecodeError("a signed tx is [body, signer_public_key, signature]", "tx")
     body, signer, signature = value
@@ -101,7 +101,7 @@ def decode_tx(data: bytes, limits: TxLimits = DEFAULT_TX_LIMITS) -> SignedTx:
 
 def decode_body(tx: SignedTx, limits: TxLimits = DEFAULT_TX_LIMITS) -> TxBody:
     """Decode and check the body's shape and limits (no signature, no state)."""
-    value = canonical.decode(tx.body)
+    value = _decode_named(tx.body, "body")
     if not isinstance(value, dict):
         raise DecodeError("must be a map", "body")
     missing = BODY_KEYS - value.keys()
@@ -126,6 +126,14 @@ def decode_body(tx: SignedTx, limits: TxLimits = DEFAULT_TX_LIMITS) -> TxBody:
         raise DecodeError("must be a map", "payload")
     _check_sizes(payload, "payload", limits)
     return TxBody(chain_id=chain_id, type=tx_type, nonce=nonce, payload=payload)
+
+
+def _decode_named(data: bytes, field: str) -> Any:
+    """canonical.decode, with the refusal naming which field did not decode."""
+    try:
+        return canonical.decode(data)
+    except DecodeError as exc:
+        raise DecodeError(exc.message, field) from None
 
 
 def _check_sizes(value: Any, path: str, limits: TxLimits) -> None:
