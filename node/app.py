@@ -38,6 +38,7 @@ from node.config import NodeConfig
 from node.driver import ConsensusDriver, SyncResult
 from node.errors import Refused, Status
 from node.genesis import Genesis, load_genesis
+from node.gossip import admit_gossip, run_gossip
 from node.header import CommitCertificate, Header, certificate_problem, sign_header
 from node.ledger_service import (
     BlockView,
@@ -72,8 +73,6 @@ from node.tx import decode_tx
 
 log = logging.getLogger("kledger.node")
 
-# Signatures handed to the consensus core: its sign bytes already carry their own domain tags.
-_CONSENSUS_TAG = b""
 METRICS_INTERVAL_S = 1.0
 # State snapshots of recent heights kept until their certificate arrives (each pins old LevelDB
 # versions, so only a few).
@@ -166,9 +165,9 @@ class Node:
             self.genesis.chain_id,
             NodeId(config.org),
             self.validators,
-            sign=lambda message: key.sign(_CONSENSUS_TAG, message),
+            sign=lambda message: key.sign(keys.CONSENSUS_TAG, message),
             verify=lambda public_key, message, signature: keys.verify(
-                public_key, _CONSENSUS_TAG, message, signature
+                public_key, keys.CONSENSUS_TAG, message, signature
             ),
             payloads=self.payloads,
             restored=restored_state(self.store, self.genesis, self.validators),
@@ -190,7 +189,6 @@ class Node:
         )
         self._waiters: dict[bytes, list[asyncio.Future[Receipt]]] = {}
         self._commit_event = asyncio.Event()
-        self._gossip_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None
         self._metrics_server: MetricsServer | None = None
@@ -227,7 +225,15 @@ class Node:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.driver.run(), name="consensus-driver"),
-            loop.create_task(self._gossip_loop(), name="tx-gossip"),
+            loop.create_task(
+                run_gossip(
+                    self.mempool,
+                    self.transport,
+                    self.config.batching,
+                    self.config.peer.max_message_bytes,
+                ),
+                name="tx-gossip",
+            ),
             loop.create_task(self._metrics_loop(), name="metrics"),
         ]
         await self.servers.set_serving(True)
@@ -306,22 +312,22 @@ class Node:
         match payload:
             case ConsensusBytes(data):
                 self.driver.deliver(sender, data)
-            case TxGossip(txs):
-                self._admit_gossip(txs)
+            case TxGossip():
+                view = self.store.view
+                admitted = admit_gossip(
+                    self.mempool,
+                    sender,
+                    payload,
+                    self.genesis.chain_id,
+                    self.metrics,
+                    limits=self.genesis.tx_limits,
+                    is_committed=self.store.has_tx,
+                    check_state=lambda tx, body: self.registry.check_admission(view, tx, body),
+                )
+                if admitted:
+                    self.driver.payload_available()
             case HeaderVote(height, header_hash, signature):
                 self.certifier.add(HeaderSignature(height, header_hash, sender, signature))
-
-    def _admit_gossip(self, encodings: Sequence[bytes]) -> None:
-        admitted = 0
-        for data in encodings:
-            try:
-                self._admit(data, local=False)
-                admitted += 1
-            except Refused as refusal:
-                if refusal.status is not Status.ALREADY_EXISTS:
-                    self.metrics.drop("invalid")
-        if admitted:
-            self.driver.payload_available()
 
     def _block_source(self, from_height: int, to_height: int) -> Iterator[SyncedBlockData]:
         for height in range(max(1, from_height), min(to_height, self.store.last_height()) + 1):
@@ -336,17 +342,6 @@ class Node:
                 header=record.header.encode(),
                 certificate=certificate.encode() if certificate is not None else b"",
             )
-
-    async def _gossip_loop(self) -> None:
-        """Every locally submitted tx goes to every peer, in batches: wait for the first tx,
-        let a burst gather for gossip_flush_ms, then send it all in batches."""
-        batching = self.config.batching
-        while True:
-            await self._gossip_wakeup.wait()
-            self._gossip_wakeup.clear()
-            await asyncio.sleep(batching.gossip_flush_ms / 1000)
-            while batch := self.mempool.take_gossip(batching.gossip_batch_max_txs):
-                self.transport.broadcast(TxGossip(tuple(tx.encoding for tx in batch)))
 
     async def _metrics_loop(self) -> None:
         view_changes_seen = 0
@@ -497,7 +492,6 @@ class Node:
                 results.append(SubmitResult.refused(_hash_or_empty(data), refusal))
         if any(r.ok for r in results):
             self.driver.payload_available()
-            self._gossip_wakeup.set()
         return results
 
     async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:

@@ -23,6 +23,9 @@ SIGNATURE_BYTES = 64
 
 TX_TAG = b"kledger/tx/v1\x00"
 COMMIT_TAG = b"kledger/commit/v1\x00"
+# Around the consensus core's own sign bytes (which carry per-message tags and the chain id), so
+# no consensus signature can ever pass as a tx or header signature.
+CONSENSUS_TAG = b"kledger/consensus/v1\x00"
 
 
 @dataclass(frozen=True, slots=True)
