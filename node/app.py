@@ -32,6 +32,12 @@ from consensus import (
 )
 from consensus.validators import NodeId, ValidatorSet
 from node import keys, smt
+from node.bundle import (
+    ConsistencyBundle,
+    InclusionBundle,
+    build_consistency_bundle,
+    build_inclusion_bundle,
+)
 from node.certifier import Certifier, HeaderSignature
 from node.committer import CommittedHeight, Committer
 from node.config import NodeConfig
@@ -43,8 +49,6 @@ from node.header import CommitCertificate, Header, certificate_problem, sign_hea
 from node.ledger_service import (
     BlockView,
     CertifiedHeader,
-    ConsistencyBundle,
-    InclusionBundle,
     LedgerServicer,
     NodeStatusView,
     StoredTx,
@@ -549,34 +553,12 @@ class Node:
         return CertifiedHeader(header, self.store.certificate(height))
 
     def inclusion_proof(self, tx_hash: bytes) -> InclusionBundle | None:
-        stored = self.store.get_tx(tx_hash)
-        if stored is None:
-            return None
-        tx, receipt = stored
-        height = self.store.latest_certified_height()
-        header = self.store.header(height)
-        certificate = self.store.certificate(height)
-        if header is None or certificate is None or header.tx_log_size <= receipt.leaf_index:
-            raise Refused(
-                Status.UNAVAILABLE,
-                "committed, but no certified header covers it yet; retry shortly",
-                "tx_hash",
-            )
-        return InclusionBundle(
-            chain_id=self.genesis.chain_id,
-            leaf=tx.encoding,
-            leaf_index=receipt.leaf_index,
-            tree_size=header.tx_log_size,
-            audit_path=tuple(self.store.inclusion_proof(receipt.leaf_index, header.tx_log_size)),
-            header=header,
-            certificate=certificate,
-            receipt=receipt,
-        )
+        return build_inclusion_bundle(self.store, tx_hash)
 
-    def _certified_at_size(self, size: int) -> CertifiedHeader:
-        """A certified header whose tree size is exactly `size` (sizes grow with height, so a
-        binary search finds the first height of that size; later ones of the same size are
-        tried for a certificate)."""
+    def _certified_height_of_size(self, size: int, field: str) -> int:
+        """A certified height whose log size is exactly `size`: sizes only grow with height,
+        so a binary search finds the first height of that size; later heights of the same
+        size are tried in turn for one that has a certificate."""
         low, high = 0, self.store.latest_certified_height()
         while low < high:
             middle = (low + high) // 2
@@ -588,26 +570,16 @@ class Node:
                 high = middle
         height = low
         while (header := self.store.header(height)) is not None and header.tx_log_size == size:
-            certificate = self.store.certificate(height)
-            if certificate is not None:
-                return CertifiedHeader(header, certificate)
+            if self.store.certificate(height) is not None:
+                return height
             height += 1
-        raise Refused(
-            Status.FAILED_PRECONDITION, f"no certified header has tree size {size}", "size"
-        )
+        raise Refused(Status.FAILED_PRECONDITION, f"no certified header has log size {size}", field)
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:
-        if not 0 < old_size <= new_size:
-            raise Refused(Status.INVALID_ARGUMENT, "need 0 < old_size <= new_size", "old_size")
-        old = self._certified_at_size(old_size)
-        new = self._certified_at_size(new_size)
-        return ConsistencyBundle(
-            chain_id=self.genesis.chain_id,
-            old_size=old_size,
-            new_size=new_size,
-            proof=tuple(self.store.consistency_proof(old_size, new_size)),
-            old=old,
-            new=new,
+        return build_consistency_bundle(
+            self.store,
+            self._certified_height_of_size(old_size, "old_size"),
+            self._certified_height_of_size(new_size, "new_size"),
         )
 
     async def commits(self, from_height: int) -> AsyncIterator[BlockView]:

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from node.bundle import INCLUSION_FORMAT, ConsistencyBundle, InclusionBundle
 from node.errors import Refused, Status
 from node.grpc_status import refusal_code
 from node.header import HASH_BYTES, CommitCertificate, Header
@@ -33,7 +34,6 @@ log = logging.getLogger("kledger.ledger_service")
 MAX_BATCH_TXS = 10_000
 MAX_WAIT_MS = 600_000
 DEFAULT_WAIT_MS = 30_000
-PROOF_FORMAT = "kledger-proof/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,43 +70,6 @@ class BlockView:
     header: Header
     certificate: CommitCertificate | None
     tx_hashes: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class InclusionBundle:
-    """A certified inclusion proof; `to_json` is the bundle `kledger verify proof` checks."""
-
-    chain_id: str
-    leaf: bytes
-    leaf_index: int
-    tree_size: int
-    audit_path: tuple[bytes, ...]
-    header: Header
-    certificate: CommitCertificate
-    receipt: Receipt
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": PROOF_FORMAT,
-            "chain_id": self.chain_id,
-            "leaf": self.leaf.hex(),
-            "leaf_index": self.leaf_index,
-            "tree_size": self.tree_size,
-            "audit_path": [node.hex() for node in self.audit_path],
-            "header": self.header.to_json(),
-            "certificate": self.certificate.to_json(),
-            "receipt": self.receipt.to_json(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ConsistencyBundle:
-    chain_id: str
-    old_size: int
-    new_size: int
-    proof: tuple[bytes, ...]
-    old: CertifiedHeader
-    new: CertifiedHeader
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +168,7 @@ def inclusion_to_json(proof: ledger_pb2.InclusionProof) -> dict[str, Any]:
     Raises node.errors.DecodeError when the node sent malformed header or certificate bytes."""
     receipt = proof.receipt
     return {
-        "format": PROOF_FORMAT,
+        "format": INCLUSION_FORMAT,
         "chain_id": proof.chain_id,
         "leaf": proof.leaf.hex(),
         "leaf_index": proof.leaf_index,
@@ -392,11 +355,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         bundle = self._backend.consistency_proof(request.old_size, request.new_size)
         return ledger_pb2.ConsistencyProof(
             chain_id=bundle.chain_id,
-            old_size=bundle.old_size,
-            new_size=bundle.new_size,
+            old_size=bundle.old_header.tx_log_size,
+            new_size=bundle.new_header.tx_log_size,
             proof=list(bundle.proof),
-            old_header=certified_to_proto(bundle.old),
-            new_header=certified_to_proto(bundle.new),
+            old_header=certified_to_proto(
+                CertifiedHeader(bundle.old_header, bundle.old_certificate)
+            ),
+            new_header=certified_to_proto(
+                CertifiedHeader(bundle.new_header, bundle.new_certificate)
+            ),
         )
 
     @_unary

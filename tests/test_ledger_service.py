@@ -20,6 +20,7 @@ from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from cluster.gen import ClusterSpec, generic_orgs, init_cluster
 from node import canonical
+from node.bundle import ConsistencyBundle, InclusionBundle
 from node.config import Address, PeerSettings
 from node.errors import Refused, Status
 from node.genesis import load_genesis
@@ -28,8 +29,6 @@ from node.keys import load_key
 from node.ledger_service import (
     BlockView,
     CertifiedHeader,
-    ConsistencyBundle,
-    InclusionBundle,
     LedgerServicer,
     NodeStatusView,
     StoredTx,
@@ -252,13 +251,14 @@ class MemoryLedger:
         if new_size not in by_size:
             raise Refused(Status.FAILED_PRECONDITION, "is not a certified log size", "new_size")
         old, new = by_size[old_size], by_size[new_size]
+        assert old.certificate is not None and new.certificate is not None
         return ConsistencyBundle(
             self.chain_id,
-            old_size,
-            new_size,
+            old.header,
+            old.certificate,
+            new.header,
+            new.certificate,
             tuple(subproof(old_size, self.leaves[:new_size], True)),
-            CertifiedHeader(old.header, old.certificate),
-            CertifiedHeader(new.header, new.certificate),
         )
 
     async def commits(self, from_height: int) -> AsyncIterator[BlockView]:
