@@ -325,7 +325,10 @@ class PeerTransport:
         while not self._stopping:
             link.channel = self._channel(link)
             try:
-                await asyncio.wait_for(link.channel.channel_ready(), CONNECT_TIMEOUT_S)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the connection completes, and stop() would hang.
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await link.channel.channel_ready()
                 link.connected = True
                 link.connections += 1
                 link.failures = 0
@@ -370,6 +373,10 @@ class PeerTransport:
                     ended.result()  # raises the stream's error
                     return
                 await call.write(taking.result())
+                # Drain what is already queued without a wait per message; a dead stream makes
+                # write raise, and the message in hand is lost like any other on a dead link.
+                while not link.queue.empty() and not ended.done():
+                    await call.write(link.queue.get_nowait())
         finally:
             if taking is not None and not taking.done():
                 taking.cancel()  # no reader may outlive this stream

@@ -122,7 +122,8 @@ class PeerNode:
             await self.server.stop(0)
 
     async def receive(self) -> tuple[str, PeerPayload]:
-        return await asyncio.wait_for(self.inbox.get(), WAIT_S)
+        async with asyncio.timeout(WAIT_S):
+            return await self.inbox.get()
 
 
 async def until(condition: Callable[[], bool]) -> None:
