@@ -505,7 +505,10 @@ class Node:
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tx_hash, []).append(future)
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
+            # arrives as the future completes, which would stall a graceful shutdown.
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError:
             return None
         finally:
