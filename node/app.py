@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -31,13 +30,15 @@ from consensus import (
     genesis_block,
 )
 from consensus.validators import NodeId, ValidatorSet
-from node import keys, smt
+from node import keys
+from node.block_sync import BlockSync
 from node.bundle import (
     ConsistencyBundle,
     InclusionBundle,
     build_consistency_bundle,
     build_inclusion_bundle,
 )
+from node.certified_state import CertifiedState
 from node.certifier import Certifier, HeaderSignature
 from node.committer import CommittedHeight, Committer
 from node.config import NodeConfig
@@ -69,18 +70,15 @@ from node.peer_transport import (
 from node.proposals import MempoolPayloads
 from node.receipt import OK, Receipt
 from node.registry import Registry
-from node.registry_service import Snapshot, add_registry_service
+from node.registry_service import add_registry_service
 from node.server import ClientService, NodeServers, start_servers
-from node.store import LedgerStore, LevelView, StoreCorrupt
+from node.store import LedgerStore, StoreCorrupt
 from node.tls import TlsMaterial
 from node.tx import decode_tx
 
 log = logging.getLogger("kledger.node")
 
 METRICS_INTERVAL_S = 1.0
-# State snapshots of recent heights kept until their certificate arrives (each pins old LevelDB
-# versions, so only a few).
-QUERY_SNAPSHOTS_KEPT = 8
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 COMMIT_SUBSCRIBER_QUEUE = 1_024
 
@@ -189,17 +187,24 @@ class Node:
             send=self._send_consensus,
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
             commit=self._on_commit,
-            sync=self._sync,
+            sync=self._sync_from,
+        )
+        self.block_sync = BlockSync(
+            store=self.store,
+            committer=self.committer,
+            fetch=self.transport.fetch_blocks,
+            verify_qc=self.core.verify_qc,
+            on_applied=self._on_synced,
+            genesis_id=genesis_block(
+                self.genesis.chain_id, self.validators, self.genesis.genesis_time_ms
+            )[0].id,
         )
         self._waiters: dict[bytes, list[asyncio.Future[Receipt]]] = {}
         self._commit_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None
         self._metrics_server: MetricsServer | None = None
-        self._recent_states: OrderedDict[int, LevelView] = OrderedDict()
-        self._query_snapshot: Snapshot | None = None
-        if self.store.latest_certified_height() == self.store.last_height():
-            self._promote_certified(self.store.last_height(), self.store.snapshot_view())
+        self.certified_state = CertifiedState(self.store)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -257,33 +262,9 @@ class Node:
         return [
             ClientService(
                 REGISTRY_SERVICE,
-                lambda server: add_registry_service(server, self.query_snapshot),  # type: ignore[arg-type]
+                lambda server: add_registry_service(server, self.certified_state.current),  # type: ignore[arg-type]
             )
         ]
-
-    # -- registry queries -----------------------------------------------------------------------
-
-    def query_snapshot(self) -> Snapshot:
-        """The newest certified state: answers and their proofs come from the same height."""
-        snapshot = self._query_snapshot
-        if snapshot is None:
-            raise Refused(Status.UNAVAILABLE, "no certified state yet; retry shortly")
-        return snapshot
-
-    def _promote_certified(self, height: int, view: LevelView | None) -> None:
-        header = self.store.header(height)
-        certificate = self.store.certificate(height)
-        if view is None or header is None or certificate is None:
-            return
-        if self._query_snapshot is not None and self._query_snapshot.header.height >= height:
-            return
-        root = header.state_root
-        self._query_snapshot = Snapshot(
-            view=view,
-            header=header,
-            certificate=certificate,
-            prove=lambda key: smt.prove(view, root, key)[1],
-        )
 
     async def stop(self) -> None:
         if self.servers is not None:
@@ -367,6 +348,8 @@ class Node:
 
     def _after_commit(self, committed: CommittedHeight) -> None:
         header = committed.header
+        # Freeze this height's state first: its certificate can complete in the calls below.
+        self.certified_state.committed(header.height)
         header_hash = header.hash()
         signature = sign_header(self.identity.key, header_hash)
         self.transport.broadcast(HeaderVote(header.height, header_hash, signature))
@@ -375,9 +358,6 @@ class Node:
             HeaderSignature(header.height, header_hash, self.identity.org, signature)
         )
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
-        self._recent_states[header.height] = self.store.snapshot_view()
-        while len(self._recent_states) > QUERY_SNAPSHOTS_KEPT:
-            self._recent_states.popitem(last=False)
         for tx, receipt in zip(committed.txs, committed.receipts, strict=True):
             for future in self._waiters.pop(tx.tx_hash, ()):
                 if not future.done():
@@ -398,64 +378,19 @@ class Node:
 
     def _save_certificate(self, height: int, certificate: CommitCertificate) -> None:
         self.store.save_certificate(height, certificate)
-        self._promote_certified(height, self._recent_states.get(height))
+        self.certified_state.certified(height)
 
     # -- block sync ---------------------------------------------------------------------------
 
-    async def _sync(self, peer: NodeId, target: QuorumCert) -> SyncResult:
-        """Fetch committed blocks up to the one `target` commits from `peer`'s store, apply
-        each run of blocks once a verified QC commits its last block (so nothing a lying peer
-        invents is ever applied), and return the new root for the core."""
-        goal = target.commit
-        if goal is None or goal.height <= self.store.last_height():
-            return None
-        self.metrics.sync_target_height.set(goal.height)
-        expected_height = self.store.last_height() + 1
-        last_record = self.store.block(expected_height - 1)
-        previous_id = (
-            Block.decode(last_record.consensus_block).id
-            if last_record is not None
-            else self.core.root.id
-        )
-        run: list[tuple[Block, SyncedBlockData]] = []
-        result: SyncResult = None
-        async for synced in self.transport.fetch_blocks(peer, expected_height, goal.height):
-            block = Block.decode(synced.consensus_block)
-            if block.height != expected_height or block.parent_id != previous_id:
-                log_event(log, "sync_refused", logging.WARNING, peer=peer, height=synced.height)
-                break
-            run.append((block, synced))
-            previous_id, expected_height = block.id, expected_height + 1
-            qc = self._committing_qc(block, synced, target)
-            if qc is None:
-                continue
-            for queued, data in run:
-                committed = self.committer.apply_block(queued, qc.encode())
-                if committed is not None:
-                    self._adopt_certificate(committed.header, data.certificate)
-                    self._after_commit(committed)
-                    self.metrics.synced_blocks.inc()
-            run.clear()
-            result = (block, qc)
-            await asyncio.sleep(0)  # let the node serve clients between runs
-        return result
+    async def _sync_from(self, peer: NodeId, target: QuorumCert) -> SyncResult:
+        if target.commit is not None:
+            self.metrics.sync_target_height.set(target.commit.height)
+        return await self.block_sync.sync(peer, target)
 
-    def _committing_qc(
-        self, block: Block, synced: SyncedBlockData, target: QuorumCert
-    ) -> QuorumCert | None:
-        """A QC that commits exactly `block`: the sync target (verified by the core) or the
-        block's stored QC if its signatures verify."""
-        if target.commit is not None and target.commit.id == block.id:
-            return target
-        if not synced.commit_qc:
-            return None
-        try:
-            qc = QuorumCert.decode(synced.commit_qc)
-        except ValueError:
-            return None
-        if qc.commit is None or qc.commit.id != block.id or not self.core.verify_qc(qc):
-            return None
-        return qc
+    def _on_synced(self, committed: CommittedHeight, certificate: bytes) -> None:
+        self._adopt_certificate(committed.header, certificate)
+        self._after_commit(committed)
+        self.metrics.synced_blocks.inc()
 
     def _adopt_certificate(self, header: Header, encoded: bytes) -> None:
         if not encoded:

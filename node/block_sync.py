@@ -1,0 +1,108 @@
+"""Block sync: a lagging or restarted node fetches committed blocks from a peer's store and
+applies them (DESIGN.md section 4, "lagging or restarted nodes catch up by block sync").
+
+Trust nothing the peer says. The core hands over a target QC it has verified, which commits
+block G. Fetched blocks must extend our last stored block one height at a time, each naming the
+previous one's id as parent. A run of fetched blocks is applied only when a QC that verifies under
+the current validator set commits the run's last block: either the target itself or the QC the
+peer stored with that block. Block ids hash the whole block, payload included, so the parent-id
+chain down from a committed block authenticates every block of the run. A peer can withhold
+blocks or stop early; it cannot make us apply a block that was not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from consensus import Block, DecodeError, QuorumCert
+from consensus.validators import NodeId
+from node.committer import CommittedHeight, Committer
+from node.driver import SyncResult
+from node.logs import log_event
+from node.peer_transport import SyncedBlockData
+from node.store import LedgerStore
+
+log = logging.getLogger("kledger.sync")
+
+FetchBlocks = Callable[[str, int, int], AsyncIterator[SyncedBlockData]]
+# Called for every block sync applies, with the header certificate bytes the peer sent (or b"").
+OnApplied = Callable[[CommittedHeight, bytes], None]
+
+
+class BlockSync:
+    def __init__(
+        self,
+        *,
+        store: LedgerStore,
+        committer: Committer,
+        fetch: FetchBlocks,
+        verify_qc: Callable[[QuorumCert], bool],
+        on_applied: OnApplied,
+        genesis_id: bytes,
+    ) -> None:
+        self._store = store
+        self._committer = committer
+        self._fetch = fetch
+        self._verify_qc = verify_qc
+        self._on_applied = on_applied
+        self._genesis_id = genesis_id  # the consensus genesis block: parent of height 1
+
+    async def sync(self, peer: NodeId, target: QuorumCert) -> SyncResult:
+        """Apply what `peer` serves up to the block `target` commits; returns the newest applied
+        block with the QC that commits it (the core's new root), or None if nothing applied."""
+        goal = target.commit
+        if goal is None or goal.height <= self._store.last_height():
+            return None
+        expected_height = self._store.last_height() + 1
+        previous_id = self._genesis_id
+        if expected_height > 1:
+            last = self._store.block(expected_height - 1)
+            assert last is not None, "the store always holds its last height"
+            previous_id = Block.decode(last.consensus_block).id
+        run: list[tuple[Block, SyncedBlockData]] = []
+        result: SyncResult = None
+        async for synced in self._fetch(peer, expected_height, goal.height):
+            block = self._decoded(synced)
+            if block is None or (block.height, block.parent_id) != (expected_height, previous_id):
+                log_event(log, "sync_refused", logging.WARNING, peer=peer, height=synced.height)
+                break
+            run.append((block, synced))
+            previous_id, expected_height = block.id, expected_height + 1
+            qc = self._committing_qc(block, synced, target)
+            if qc is None:
+                continue  # not yet proven committed: keep fetching until a QC covers the run
+            encoded_qc = qc.encode()
+            for queued, data in run:
+                committed = self._committer.apply_block(queued, encoded_qc)
+                if committed is not None:
+                    self._on_applied(committed, data.certificate)
+            run.clear()
+            result = (block, qc)
+            await asyncio.sleep(0)  # let the node serve clients between runs
+        return result
+
+    @staticmethod
+    def _decoded(synced: SyncedBlockData) -> Block | None:
+        try:
+            return Block.decode(synced.consensus_block)
+        except DecodeError:
+            return None
+
+    def _committing_qc(
+        self, block: Block, synced: SyncedBlockData, target: QuorumCert
+    ) -> QuorumCert | None:
+        """A QC that commits exactly `block`: the target (verified by the core) or the QC the
+        peer stored with the block, if its signatures verify."""
+        if target.commit is not None and target.commit.id == block.id:
+            return target
+        if not synced.commit_qc:
+            return None
+        try:
+            qc = QuorumCert.decode(synced.commit_qc)
+        except DecodeError:
+            return None
+        if qc.commit is None or qc.commit.id != block.id or not self._verify_qc(qc):
+            return None
+        return qc
