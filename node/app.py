@@ -344,6 +344,7 @@ class Node:
     def _on_commit(self, blocks: Sequence[Block], qc: QuorumCert) -> None:
         for committed in self.committer.apply(blocks, qc):
             self._after_commit(committed)
+        self.payloads.applied()
         self.store.prune_pending_blocks()
 
     def _after_commit(self, committed: CommittedHeight) -> None:

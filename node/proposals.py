@@ -41,6 +41,10 @@ class MempoolPayloads:
         # Room for the msgpack list and bin headers around the tx encodings.
         self._max_bytes = genesis.block_limits.max_block_bytes - 64 * 1024
         self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        # Payloads of blocks the core committed in its current step that the node has not
+        # applied yet: the core commits and then proposes or votes within one step, before the
+        # Commit effect reaches the store, so these count as in flight until `applied()`.
+        self._committed_unapplied: list[bytes] = []
 
     def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
         cached = self._hash_cache.get(payload)
@@ -58,7 +62,7 @@ class MempoolPayloads:
 
     def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
         in_flight: set[bytes] = set()
-        for payload in pending:
+        for payload in (*pending, *self._committed_unapplied):
             in_flight |= self._hashes_of(payload)
         return in_flight
 
@@ -86,7 +90,14 @@ class MempoolPayloads:
             return False
         return True
 
+    def applied(self) -> None:
+        """The node stored every block the core has committed so far."""
+        self._committed_unapplied.clear()
+
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
+        # The core calls this for every block it commits, in order, before the Commit effect.
+        if block.payload:
+            self._committed_unapplied.append(block.payload)
         # Validator-set changes are decided by executing governance txs; the live node applies
         # them at an epoch boundary in a later version (see docs/consensus.md). Until then the
         # epoch-0 set stays, which every honest node agrees on.

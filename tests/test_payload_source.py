@@ -1,0 +1,60 @@
+"""The node's payload source: proposals leave out txs in flight (uncommitted ancestors, and
+blocks the core committed in this very step that the store has not applied yet); votes refuse a
+payload that repeats one, is for another chain, or carries a bad signature."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from consensus import genesis_block
+from node.mempool import Mempool
+from node.payload import decode_payload, encode_payload
+from node.proposals import MempoolPayloads
+from node.tx import SignedTx, TxBody, sign_tx
+from tests.helpers import key, make_genesis
+
+GENESIS = make_genesis()
+CLIENT = key("KOMCA/client")
+
+
+def tx(nonce: int, chain_id: str = GENESIS.chain_id) -> SignedTx:
+    return sign_tx(CLIENT, TxBody(chain_id, "RegisterParty", nonce, {"n": nonce}))
+
+
+def source(committed: set[bytes] | None = None) -> tuple[MempoolPayloads, Mempool]:
+    mempool = Mempool()
+    for nonce in range(4):
+        mempool.admit(tx(nonce).encoding, GENESIS.chain_id)
+    done = committed or set()
+    return MempoolPayloads(mempool, GENESIS, done.__contains__, proposal_max_txs=10), mempool
+
+
+def hashes(payload: bytes) -> list[bytes]:
+    return [t.tx_hash for t in decode_payload(payload, GENESIS.block_limits, GENESIS.tx_limits)]
+
+
+def test_proposals_skip_pending_and_committed_but_unapplied_txs() -> None:
+    payloads, _ = source()
+    pending = encode_payload([tx(0)])
+    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
+    block, _ = genesis_block(GENESIS.chain_id, GENESIS.validator_set, 0)
+    # The core commits a block carrying tx 1 and proposes in the same step.
+    payloads.validator_set_after(replace(block, payload=encode_payload([tx(1)])))
+    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (2, 3)]
+    assert not payloads.is_valid_payload(encode_payload([tx(1)]), [])
+    payloads.applied()  # the node stored it (here: the store says nothing, so tx 1 is free again)
+    assert tx(1).tx_hash in hashes(payloads.next_payload([pending]))
+
+
+def test_votes_refuse_repeats_foreign_chains_and_bad_signatures() -> None:
+    payloads, _ = source(committed={tx(3).tx_hash})
+    assert payloads.is_valid_payload(encode_payload([tx(0), tx(1)]), [])
+    assert not payloads.is_valid_payload(encode_payload([tx(0), tx(0)]), [])  # repeat inside
+    assert not payloads.is_valid_payload(encode_payload([tx(0)]), [encode_payload([tx(0)])])
+    assert not payloads.is_valid_payload(encode_payload([tx(3)]), [])  # already committed
+    assert not payloads.is_valid_payload(encode_payload([tx(9, "other-chain")]), [])
+    forged = SignedTx(tx(8).body, CLIENT.public_key, bytes(64))
+    assert not payloads.is_valid_payload(encode_payload([forged]), [])
+    assert not payloads.is_valid_payload(b"\xc1 not msgpack", [])
+    fresh = tx(7)  # not in the mempool: verified on first sight, then cached
+    assert payloads.is_valid_payload(encode_payload([fresh]), [])
