@@ -9,7 +9,9 @@ Faults (while the fault phase lasts): message drop, long delays, reorder (jitter
 partitions that form and heal, crash and restart, clock skew. Byzantine validators (at most f
 keys): Twins (two honest cores sharing one key, put on different sides of partitions), an
 equivocating leader, double voting, forged and reused signatures, replayed old messages, and a
-"fork" leader that after a timeout proposes on a stale QC.
+"fork" leader that after a timeout proposes on a stale QC. Validators "crashed for good" never
+start (they count against f); a restarted core gets back the committed blocks leader
+reputation reads.
 
 Invariants, checked after every step (Byzantine keys excluded):
   - no two honest nodes commit different blocks at one height, and every honest committed
@@ -53,6 +55,7 @@ from consensus.core import (
     Timer,
     TimerFired,
 )
+from consensus.leader import REPUTATION_LAG_ROUNDS
 from consensus.messages import Message, Proposal, Timeout, proposal_sign_bytes
 from consensus.types import (
     Block,
@@ -75,7 +78,6 @@ BYZANTINE_KINDS = ("twins", "equivocate", "double_vote", "forge", "replay", "for
 CHAIN_ID = "kledger-sim"
 
 CoreFactory = Callable[..., Core]
-_RECENT_COMMITTED_BLOCKS = 256  # handed to a restarted core (leader reputation reads them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +245,8 @@ class Simulation:
         self.votes_signed: dict[tuple[NodeId, int, int], VoteData] = {}
         self._replay_pool: list[tuple[NodeId, Message]] = []
         self._heal_ms = config.fault_phase_ms
+        # Committed blocks below the root handed to a restarted core: all leader reputation reads.
+        self._recent_blocks = config.core.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
         self._healed = False
         self._height_at_heal: dict[int, int] = {}
 
@@ -271,7 +275,7 @@ class Simulation:
                 disk.chain[-1],
                 disk.commit_qc[-1],
                 tuple(disk.blocks.values()),
-                tuple(disk.chain[-_RECENT_COMMITTED_BLOCKS:-1]),
+                tuple(disk.chain[-1 - self._recent_blocks : -1]),
             ),
         )
         node.alive = True

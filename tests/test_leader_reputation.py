@@ -279,3 +279,18 @@ def test_cli_flag_turns_it_on(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim_cli.main([*argv, "--leader-reputation", "50"]) == 0
     on = json.loads(capsys.readouterr().out)
     assert on["view_changes"] / on["commits"] < off["view_changes"] / off["commits"]
+
+
+def test_a_restarted_core_gets_its_committed_history_back() -> None:
+    simulation = Simulation(SimConfig(nodes=4, crashed_for_good=1, core=REPUTATION), seed=9)
+    assert simulation.run().ok
+    node = next(n for n in simulation.nodes if n.core is not None and n.honest)
+    assert node.core is not None
+    rounds = range(node.core.round, node.core.round + 8)
+    before = [node.core.leader_of(r) for r in rounds]
+    (dead,) = simulation.dead_ids
+    assert dead not in before
+    simulation._crash(node)
+    simulation._boot(node)
+    assert node.core is not None
+    assert [node.core.leader_of(r) for r in rounds] == before
