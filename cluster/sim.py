@@ -9,7 +9,9 @@ Faults (while the fault phase lasts): message drop, long delays, reorder (jitter
 partitions that form and heal, crash and restart, clock skew. Byzantine validators (at most f
 keys): Twins (two honest cores sharing one key, put on different sides of partitions), an
 equivocating leader, double voting, forged and reused signatures, replayed old messages, and a
-"fork" leader that after a timeout proposes on a stale QC.
+"fork" leader that after a timeout proposes on a stale QC. Validators "crashed for good" never
+start (they count against f); a restarted core gets back the committed blocks leader
+reputation reads.
 
 Invariants, checked after every step (Byzantine keys excluded):
   - no two honest nodes commit different blocks at one height, and every honest committed
@@ -53,6 +55,7 @@ from consensus.core import (
     Timer,
     TimerFired,
 )
+from consensus.leader import REPUTATION_LAG_ROUNDS
 from consensus.messages import Message, Proposal, Timeout, proposal_sign_bytes
 from consensus.types import (
     Block,
@@ -94,6 +97,9 @@ class SimConfig:
     partition_length_ms: tuple[int, int] = (300, 3_000)
     byzantine_keys: int | None = None  # Byzantine validator keys; None = f (the most tolerated)
     reconfigure: bool = False  # propose epoch changes (same members, epoch + 1) now and then
+    # Validators (not Byzantine, highest ids first) that are down from the start and never come
+    # back: they count against f like a Byzantine key, and liveness is checked without them.
+    crashed_for_good: int = 0
     core: CoreConfig = field(
         default_factory=lambda: CoreConfig(round_timeout_ms=400, max_round_timeout_ms=3_200)
     )
@@ -102,6 +108,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise ValueError("SimConfig.nodes must be positive")
+        if not 0 <= self.crashed_for_good < self.nodes:
+            raise ValueError("SimConfig.crashed_for_good must be in [0, nodes)")
         unknown = (self.faults - set(FAULT_KINDS)) | (self.byzantine - set(BYZANTINE_KINDS))
         if unknown:
             raise ValueError(f"unknown fault or Byzantine kinds: {sorted(unknown)}")
@@ -223,9 +231,13 @@ class Simulation:
         faulty = self.rng.sample(ids, validators.max_faulty) if config.byzantine else []
         keys = validators.max_faulty if config.byzantine_keys is None else config.byzantine_keys
         self.byzantine_ids = set(faulty[:keys])
+        self.dead_ids = set(
+            [i for i in reversed(ids) if i not in self.byzantine_ids][: config.crashed_for_good]
+        )
         self.nodes: list[SimNode] = []
         for node_id in ids:
-            self._add_node(node_id, f"{node_id}", node_id not in self.byzantine_ids)
+            honest = node_id not in self.byzantine_ids and node_id not in self.dead_ids
+            self._add_node(node_id, f"{node_id}", honest)
         if "twins" in config.byzantine:
             for node_id in sorted(self.byzantine_ids):
                 self._add_node(node_id, f"{node_id}twin", honest=False)
@@ -233,6 +245,8 @@ class Simulation:
         self.votes_signed: dict[tuple[NodeId, int, int], VoteData] = {}
         self._replay_pool: list[tuple[NodeId, Message]] = []
         self._heal_ms = config.fault_phase_ms
+        # Committed blocks below the root handed to a restarted core: all leader reputation reads.
+        self._recent_blocks = config.core.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
         self._healed = False
         self._height_at_heal: dict[int, int] = {}
 
@@ -257,7 +271,11 @@ class Simulation:
             self.keys.verify,
             SimPayloads(self, node),
             RestoredState(
-                disk.safety, disk.chain[-1], disk.commit_qc[-1], tuple(disk.blocks.values())
+                disk.safety,
+                disk.chain[-1],
+                disk.commit_qc[-1],
+                tuple(disk.blocks.values()),
+                tuple(disk.chain[-1 - self._recent_blocks : -1]),
             ),
         )
         node.alive = True
@@ -279,6 +297,9 @@ class Simulation:
 
     def run(self) -> SimResult:
         for node in self.nodes:
+            if node.node_id in self.dead_ids:
+                node.alive = False
+                continue
             self._boot(node)
         self._schedule_faults()
         end_ms = self._heal_ms + self.config.liveness_bound_ms
@@ -324,7 +345,7 @@ class Simulation:
             (index,) = payload
             assert isinstance(index, int)
             node = self.nodes[index]
-            if not node.alive:
+            if not node.alive and node.node_id not in self.dead_ids:
                 self._trace(f"{node.label} restarts")
                 self._boot(node)
         elif kind == "partition":
@@ -524,7 +545,7 @@ class Simulation:
             self.result.faults["sync"] += 1
             self._commit(node, blocks, root_qc)
             assert node.core is not None
-            self._input(node, SyncDone(blocks[-1], root_qc, self._local_ms(node)))
+            self._input(node, SyncDone(blocks[-1], root_qc, self._local_ms(node), tuple(blocks)))
             return
 
     # ---- faults ----------------------------------------------------------------------------
@@ -585,7 +606,7 @@ class Simulation:
         self._trace("faults stop; network heals")
         for node in self.nodes:
             node.group = 0
-            if not node.alive:
+            if not node.alive and node.node_id not in self.dead_ids:
                 self._boot(node)
         for node in self.nodes:
             if node.honest:

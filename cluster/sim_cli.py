@@ -63,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reconfigure", action="store_true", help="change epochs now and then")
     parser.add_argument(
+        "--leader-reputation",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="skip leaders that failed in this many rounds of committed history (0 = off)",
+    )
+    parser.add_argument(
+        "--crashed-for-good",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K validators are down from the start and never restart",
+    )
+    parser.add_argument(
         "--broken",
         choices=sorted(BROKEN_CORES),
         help="run a core with one safety rule disabled (to see the checks catch it)",
@@ -149,6 +163,8 @@ def main(argv: list[str]) -> int:
         parser.error(str(error))
     if any(n < 1 for n in node_counts) or args.seeds < 1:
         parser.error("--nodes and --seeds must be positive")
+    if args.leader_reputation < 0 or args.crashed_for_good < 0:
+        parser.error("--leader-reputation and --crashed-for-good must not be negative")
     factory: type[Core] = BROKEN_CORES[args.broken] if args.broken else Core
     base = SimConfig(
         faults=faults,
@@ -157,6 +173,8 @@ def main(argv: list[str]) -> int:
         liveness_bound_ms=args.liveness_bound_ms,
         reconfigure=args.reconfigure,
         byzantine_keys=args.byzantine_keys,
+        crashed_for_good=args.crashed_for_good,
+        core=replace(DEFAULTS.core, leader_reputation_window_rounds=args.leader_reputation),
         core_factory=factory,
     )
 

@@ -18,10 +18,12 @@ all I/O. Rules kept here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from consensus.leader import REPUTATION_LAG_ROUNDS, CommittedRound, choose_leader
 from consensus.messages import (
     BlockRequest,
     BlockResponse,
@@ -73,6 +75,9 @@ class CoreConfig:
     max_pending_messages: int = 32  # proposals waiting for a parent, outstanding fetches
     max_tree_blocks: int = 1024  # uncommitted blocks held
     max_clock_skew_ms: int = 5_000  # a proposal's timestamp may be this far ahead of our clock
+    # Leader reputation (consensus/leader.py): skip round-robin leaders whose rounds failed in
+    # this many rounds of committed history. 0 = strict round-robin.
+    leader_reputation_window_rounds: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -86,7 +91,11 @@ class CoreConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CoreConfig.{name} must be positive")
-        for name in ("empty_block_delay_ms", "max_clock_skew_ms"):
+        for name in (
+            "empty_block_delay_ms",
+            "max_clock_skew_ms",
+            "leader_reputation_window_rounds",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"CoreConfig.{name} must not be negative")
         if self.max_round_timeout_ms < self.round_timeout_ms:
@@ -99,6 +108,10 @@ class RestoredState:
     root: Block  # last committed block (the genesis block on a fresh node)
     root_qc: QuorumCert  # the QC that committed root (the genesis QC for genesis)
     blocks: tuple[Block, ...] = ()  # uncommitted blocks saved by SaveBlock (any order)
+    # Committed blocks just below root (any order; the last leader_reputation_window_rounds + 4
+    # suffice). Only leader reputation reads them; without them a restarted node may name other
+    # leaders than its peers for a while, which costs timeouts, never safety.
+    recent_committed: tuple[Block, ...] = ()
 
 
 # Timers (opaque to drivers, hashable; the core ignores stale ones).
@@ -141,6 +154,7 @@ class SyncDone:
     root: Block
     root_qc: QuorumCert
     now_ms: int
+    blocks: tuple[Block, ...] = ()  # the synced blocks (optional; read by leader reputation)
 
 
 Input = Deliver | TimerFired | PayloadAvailable | SyncDone
@@ -205,6 +219,7 @@ class RequestSync:
 Effect = Persist | SaveBlock | Send | Broadcast | SetTimer | Commit | RequestSync
 
 _VERIFIED_CACHE_ITEMS = 512
+_LEADER_CACHE_ROUNDS = 256
 
 
 class Core:
@@ -234,6 +249,16 @@ class Core:
         self.view_changes = 0
         self.dropped: dict[str, int] = {}
         self._verified: set[QuorumCert] = set()
+        # Committed rounds for leader reputation; rounds are distinct, so the newest
+        # window + lag entries hold every block the rule can read.
+        self._history: deque[CommittedRound] = deque(
+            maxlen=config.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
+        )
+        self._leaders: dict[int, NodeId] = {}  # round -> leader, for the current history
+        self._record_committed(
+            [b for b in restored.recent_committed if b.height < restored.root.height]
+            + [restored.root]
+        )
         self._reset_epoch_state()
         epoch = validators.epoch
         # The unsigned QC that anchors this epoch: the genesis QC, or the one derived from the
@@ -320,9 +345,36 @@ class Core:
         return self._high_qc
 
     def leader_of(self, round: int) -> NodeId:
-        """Round-robin over the validator set, one leader per round."""
-        ids = self._validators.ids
-        return ids[round % len(ids)]
+        """Round-robin over the validator set, one leader per round; with
+        `leader_reputation_window_rounds`, recently failed leaders are skipped (leader.py)."""
+        leader = self._leaders.get(round)
+        if leader is None:
+            validators = self._validators
+            leader = choose_leader(
+                validators.ids,
+                validators.quorum,
+                self._history,
+                epoch=validators.epoch,
+                round=round,
+                window_rounds=self.config.leader_reputation_window_rounds,
+            )
+            if len(self._leaders) >= _LEADER_CACHE_ROUNDS:
+                self._leaders.clear()
+            self._leaders[round] = leader
+        return leader
+
+    def _record_committed(self, blocks: Iterable[Block]) -> None:
+        """Remember committed blocks (in height order) for leader reputation."""
+        if self.config.leader_reputation_window_rounds == 0:
+            return
+        for block in sorted(blocks, key=lambda b: b.height):
+            if self._history and (block.epoch, block.round) <= (
+                self._history[-1].epoch,
+                self._history[-1].round,
+            ):
+                continue  # already recorded (a restored or synced block seen twice)
+            self._history.append(CommittedRound(block.epoch, block.round, block.qc.round))
+            self._leaders.clear()
 
     # ---- entry points ----------------------------------------------------------------------
 
@@ -345,7 +397,7 @@ class Core:
                     self._empty_ok_round = self._round
                 self._try_propose(out)
             case SyncDone():
-                self._on_sync_done(event.root, event.root_qc, out)
+                self._on_sync_done(event.root, event.root_qc, event.blocks, out)
         return out
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -918,10 +970,15 @@ class Core:
             else:
                 self._pending.append((sender, proposal))
 
-    def _on_sync_done(self, root: Block, root_qc: QuorumCert, out: list[Effect]) -> None:
+    def _on_sync_done(
+        self, root: Block, root_qc: QuorumCert, blocks: Sequence[Block], out: list[Effect]
+    ) -> None:
         self._sync_requested_ms = None
         if root.height <= self._root.height:
             return
+        self._record_committed(
+            [b for b in blocks if self._root.height < b.height < root.height] + [root]
+        )
         assert root_qc.commit is not None and root_qc.commit.height >= root.height, "bad SyncDone"
         next_set = self._payloads.validator_set_after(root)
         if next_set is not None:  # the driver stops a sync at an epoch end
@@ -969,9 +1026,11 @@ class Core:
             next_set = self._payloads.validator_set_after(committed)
             if next_set is not None:
                 out.append(Commit(tuple(chain[: index + 1]), qc))
+                self._record_committed(chain[: index + 1])
                 self._start_epoch(committed, qc, next_set, out)
                 return
         out.append(Commit(tuple(chain), qc))
+        self._record_committed(chain)
         self._root, self._root_qc = block, qc
         self._prune()
 
@@ -992,6 +1051,7 @@ class Core:
         which starts on top of that block at round 1 with fresh safety data."""
         assert validators.epoch == self.epoch + 1, "the next validator set must be epoch + 1"
         self._validators = validators
+        self._leaders.clear()
         self._root, self._root_qc = root, root_qc
         self._commit_qc = root_qc
         self._anchor_qc = epoch_root_qc(root, validators.epoch)
