@@ -29,6 +29,7 @@ from consensus import (
     SafetyData,
     genesis_block,
 )
+from consensus.leader import REPUTATION_LAG_ROUNDS
 from consensus.validators import NodeId, ValidatorSet
 from node import keys
 from node.block_sync import BlockSync
@@ -101,7 +102,9 @@ def check_identity(config: NodeConfig, genesis: Genesis) -> NodeIdentity:
     return NodeIdentity(config.org, key)
 
 
-def restored_state(store: LedgerStore, genesis: Genesis, validators: ValidatorSet) -> RestoredState:
+def restored_state(
+    store: LedgerStore, genesis: Genesis, validators: ValidatorSet, history_blocks: int
+) -> RestoredState:
     """The core's starting point: the newest stored block whose stored QC commits it (a crash in
     the middle of a multi-block commit leaves later blocks whose QC names a descendant), else
     genesis. Blocks stored above it are committed again by consensus and skipped as stored."""
@@ -115,10 +118,26 @@ def restored_state(store: LedgerStore, genesis: Genesis, validators: ValidatorSe
             block = Block.decode(record.consensus_block)
             qc = QuorumCert.decode(record.commit_qc)
             if qc.commit is not None and qc.commit.id == block.id:
-                return RestoredState(safety, block, qc, _pending_blocks(store))
+                return RestoredState(
+                    safety,
+                    block,
+                    qc,
+                    _pending_blocks(store),
+                    _committed_below(store, height, history_blocks),
+                )
         height -= 1
     root, root_qc = genesis_block(genesis.chain_id, validators, genesis.genesis_time_ms)
     return RestoredState(safety, root, root_qc, _pending_blocks(store))
+
+
+def _committed_below(store: LedgerStore, height: int, count: int) -> tuple[Block, ...]:
+    """The `count` committed blocks below `height` (leader reputation reads their rounds)."""
+    blocks = []
+    for below in range(max(1, height - count), height):
+        record = store.block(below)
+        assert record is not None, f"store lost height {below}"
+        blocks.append(Block.decode(record.consensus_block))
+    return tuple(blocks)
 
 
 def _pending_blocks(store: LedgerStore) -> tuple[Block, ...]:
@@ -162,8 +181,9 @@ class Node:
             config.batching.proposal_max_txs,
         )
         key = self.identity.key
+        core_config = CoreConfig(**config.consensus)
         self.core = Core(
-            CoreConfig(**config.consensus),
+            core_config,
             self.genesis.chain_id,
             NodeId(config.org),
             self.validators,
@@ -172,7 +192,12 @@ class Node:
                 public_key, keys.CONSENSUS_TAG, message, signature
             ),
             payloads=self.payloads,
-            restored=restored_state(self.store, self.genesis, self.validators),
+            restored=restored_state(
+                self.store,
+                self.genesis,
+                self.validators,
+                core_config.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS,
+            ),
         )
         self.transport = PeerTransport(
             org=config.org,

@@ -51,7 +51,8 @@ class BlockSync:
 
     async def sync(self, peer: NodeId, target: QuorumCert) -> SyncResult:
         """Apply what `peer` serves up to the block `target` commits; returns the newest applied
-        block with the QC that commits it (the core's new root), or None if nothing applied."""
+        block with the QC that commits it (the core's new root) and every block applied, or None
+        if nothing was."""
         goal = target.commit
         if goal is None or goal.height <= self._store.last_height():
             return None
@@ -62,6 +63,7 @@ class BlockSync:
             assert last is not None, "the store always holds its last height"
             previous_id = Block.decode(last.consensus_block).id
         run: list[tuple[Block, SyncedBlockData]] = []
+        applied: list[Block] = []
         result: SyncResult = None
         async for synced in self._fetch(peer, expected_height, goal.height):
             block = self._decoded(synced)
@@ -78,8 +80,9 @@ class BlockSync:
                 committed = self._committer.apply_block(queued, encoded_qc)
                 if committed is not None:
                     self._on_applied(committed, data.certificate)
+                applied.append(queued)
             run.clear()
-            result = (block, qc)
+            result = (block, qc, tuple(applied))
             await asyncio.sleep(0)  # let the node serve clients between runs
         return result
 

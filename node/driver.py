@@ -48,7 +48,8 @@ from consensus.validators import NodeId
 
 log = logging.getLogger("kledger.driver")
 
-SyncResult = tuple[Block, QuorumCert] | None
+# (new root, the QC that commits it, every block applied by the sync) or None.
+SyncResult = tuple[Block, QuorumCert, tuple[Block, ...]] | None
 # (safety data or None, [(height, block id, block encoding)]) -> durable on return.
 PersistConsensus = Callable[[bytes | None, list[tuple[int, bytes, bytes]]], None]
 
@@ -181,5 +182,5 @@ class ConsensusDriver:
             self._drop("sync_failed")
             return
         if result is not None:
-            root, root_qc = result
-            self._inbox.put_nowait(SyncDone(root, root_qc, self._clock_ms()))
+            root, root_qc, blocks = result
+            self._inbox.put_nowait(SyncDone(root, root_qc, self._clock_ms(), blocks))

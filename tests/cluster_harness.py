@@ -23,7 +23,12 @@ from node.tx import SignedTx, TxBody, sign_tx
 
 CHAIN_ID = "kledger-it"
 # Short timeouts so view changes happen quickly in tests (the defaults suit real networks).
-TEST_CONSENSUS = {"round_timeout_ms": 800, "empty_block_delay_ms": 150}
+TEST_CONSENSUS = {
+    "round_timeout_ms": 800,
+    "empty_block_delay_ms": 150,
+    # Real nodes run leader reputation here, so kills and restarts exercise it end to end.
+    "leader_reputation_window_rounds": 20,
+}
 T = TypeVar("T")
 
 
