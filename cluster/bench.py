@@ -160,6 +160,13 @@ class Bench:
         )
         return reply
 
+    def try_status(self, org: str) -> ledger_pb2.NodeStatus | None:
+        """GetStatus, or None while the node is too busy (applying a large block) to answer."""
+        try:
+            return self.status(org)
+        except grpc.RpcError:
+            return None
+
     def close(self) -> None:
         for process in self._clients:
             if process.is_alive():
@@ -249,11 +256,11 @@ class Bench:
             now = time.monotonic()
             if now - last_progress_s >= PROGRESS_EVERY_S:
                 last_progress_s = now
-                try:
-                    done = self.status(first).tx_log_size - before.tx_log_size
-                    bench_report.progress(done, s.txs, now - start_s)
-                except grpc.RpcError:
-                    pass  # a node too busy to answer in time only delays the bar
+                seen = self.try_status(first)
+                if seen is not None:  # a node too busy to answer only delays the bar
+                    bench_report.progress(
+                        seen.tx_log_size - before.tx_log_size, s.txs, now - start_s
+                    )
             dead = [p.name for p in self._clients if not p.is_alive() and p.exitcode]
             if dead:
                 raise BenchError(f"client process failed: {dead}")
@@ -374,19 +381,21 @@ class Bench:
             ledger_pb2.WaitForCommitRequest(tx_hash=hashes[-1], timeout_ms=300_000), timeout=310
         )
         deadline = time.monotonic() + self.settings.timeout_s
-        while self.status(live).tx_log_size < start_status.tx_log_size + len(hashes):
+        while True:
+            target = self.try_status(live)
+            if target is not None and target.tx_log_size >= start_status.tx_log_size + len(hashes):
+                break
             if time.monotonic() > deadline:
                 raise BenchError("catch-up load did not commit in time")
             time.sleep(POLL_S)
-        target = self.status(live)
         started_s = time.monotonic()
         launcher.start_node(self.layout, behind)
         if launcher.wait_serving(self.layout, [behind], timeout_s=READY_TIMEOUT_S):
             raise BenchError(f"{behind} did not serve again after its restart")
         serving_s = time.monotonic()
         while True:
-            status = self.status(behind)
-            if status.height >= target.height:
+            status = self.try_status(behind)
+            if status is not None and status.height >= target.height:
                 break
             if time.monotonic() > deadline:
                 raise BenchError(f"{behind} did not catch up in time")
@@ -427,6 +436,10 @@ def run(settings: Settings, root: Path) -> dict[str, Any]:
         _say(f"submitting from {settings.clients} client processes")
         load = bench.load(load_songs)
         tx_hashes = load.pop("tx_hashes")
+        _say(
+            f"load: {load['committed_txs']} txs committed in {load['elapsed_s']} s = "
+            f"{load['committed_tx_per_s']} tx/s; latency ms {load['latency_ms']}"
+        )
         sampled, ok = bench.receipts_ok(tx_hashes)
         _say("fetching inclusion proofs")
         proofs = bench.proofs(tx_hashes)

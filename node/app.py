@@ -158,6 +158,7 @@ class Node:
             self.genesis,
             self.store.has_tx,
             config.batching.proposal_max_txs,
+            deciding=self._deciding_payloads,
         )
         key = self.identity.key
         self.core = Core(
@@ -355,6 +356,12 @@ class Node:
             await asyncio.sleep(METRICS_INTERVAL_S)
 
     # -- commit -------------------------------------------------------------------------------
+
+    def _deciding_payloads(self) -> tuple[bytes, ...]:
+        """The payload of the block the core has committed but the store not yet applied (the
+        core proposes or votes in the same step that commits; the Commit effect runs after)."""
+        root = self.core.root
+        return (root.payload,) if root.height > self.store.last_height() else ()
 
     def _on_commit(self, blocks: Sequence[Block], qc: QuorumCert) -> None:
         for committed in self.committer.apply(blocks, qc):

@@ -33,10 +33,15 @@ class MempoolPayloads:
         genesis: Genesis,
         is_committed: Callable[[bytes], bool],
         proposal_max_txs: int,
+        deciding: Callable[[], Sequence[bytes]] = lambda: (),
     ) -> None:
         self._mempool = mempool
         self._genesis = genesis
         self._is_committed = is_committed
+        # Payloads the consensus core has committed but the store has not applied yet: the core
+        # commits and then proposes or votes in the same step, before the node's Commit effect
+        # runs, so without these a block's txs would be proposed (and accepted) again.
+        self._deciding = deciding
         self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
         # Room for the msgpack list and bin headers around the tx encodings.
         self._max_bytes = genesis.block_limits.max_block_bytes - 64 * 1024
@@ -58,7 +63,7 @@ class MempoolPayloads:
 
     def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
         in_flight: set[bytes] = set()
-        for payload in pending:
+        for payload in (*pending, *self._deciding()):
             in_flight |= self._hashes_of(payload)
         return in_flight
 
