@@ -46,7 +46,7 @@ DEFAULT_NODES = 4
 DEFAULT_TXS = 20_000
 DEFAULT_CLIENTS = 2
 DEFAULT_BATCH_TXS = 120  # a multiple of TXS_PER_SONG: a song never straddles two batches
-DEFAULT_WINDOW_TXS = 4_000
+DEFAULT_WINDOW_TXS = 1_200
 DEFAULT_PROOFS = 1_000
 DEFAULT_CATCHUP_TXS = 6_000
 DEFAULT_TIMEOUT_S = 900.0
@@ -295,6 +295,7 @@ class Bench:
                     "cpu_s": used_s,
                     "cpu_ms_per_tx": None if used_s is None else 1000 * used_s / max(committed, 1),
                     "peak_rss_bytes": bench_probe.peak_rss_bytes(pid) if pid else None,
+                    "view_changes": _view_changes(self.try_status(org)),
                 }
             )
         node_cpu = [n["cpu_s"] for n in per_node if n["cpu_s"] is not None]
@@ -418,6 +419,11 @@ class Bench:
         return {
             n.org: bench_probe.tree_bytes(self.layout.node_dir(n.org) / "data") for n in self.nodes
         }
+
+
+def _view_changes(status: ledger_pb2.NodeStatus | None) -> int | None:
+    """Rounds the node entered by a timeout since it started (None: it did not answer)."""
+    return None if status is None else int(status.view_changes)
 
 
 def run(settings: Settings, root: Path) -> dict[str, Any]:

@@ -90,11 +90,15 @@ def table(report: dict[str, Any]) -> str:
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("")
-    lines.append(f"{'node':<8} {'cpu s':>8} {'cpu ms/tx':>10} {'peak RSS MiB':>13} {'disk MiB':>9}")
+    lines.append(
+        f"{'node':<8} {'cpu s':>8} {'cpu ms/tx':>10} {'peak RSS MiB':>13} {'disk MiB':>9}"
+        f" {'view changes':>13}"
+    )
     for node in report["per_node"]:
         lines.append(
             f"{node['org']:<8} {_fmt(node['cpu_s'], 2):>8} {_fmt(node['cpu_ms_per_tx'], 3):>10} "
             f"{_fmt(_mib(node['peak_rss_bytes'])):>13} {_fmt(_mib(node['disk_bytes'])):>9}"
+            f" {_fmt(node.get('view_changes')):>13}"
         )
     return "\n".join(lines)
 
