@@ -72,6 +72,7 @@ class Settings:
     proofs: int
     catchup_txs: int
     timeout_s: float
+    proposal_max_txs: int | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_CATCHUP_TXS,
         help="txs committed while one node is down (0: skip the catch-up phase)",
     )
+    parser.add_argument(
+        "--proposal-max-txs",
+        type=int,
+        help="set batching.proposal_max_txs in every node.json (default: the node's default)",
+    )
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--keep", type=Path, help="create the cluster here and keep it")
@@ -116,7 +122,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise ValueError("--window-txs: must be at least --batch-txs")
     if args.proofs < 0 or args.catchup_txs < 0 or args.timeout_s <= 0:
         raise ValueError("--proofs, --catchup-txs must be >= 0 and --timeout-s > 0")
+    if args.proposal_max_txs is not None and args.proposal_max_txs < 1:
+        raise ValueError("--proposal-max-txs: must be >= 1")
     return Settings(
+        proposal_max_txs=args.proposal_max_txs,
         nodes=args.nodes,
         txs=args.txs - args.txs % TXS_PER_SONG,
         clients=args.clients,
@@ -142,6 +151,12 @@ class Bench:
             root, ClusterSpec(orgs=generic_orgs(settings.nodes), chain_id=CHAIN_ID)
         )
         self.nodes = self.layout.nodes()
+        if settings.proposal_max_txs is not None:
+            for node in self.nodes:
+                path = self.layout.node_config(node.org)
+                config = json.loads(path.read_text())
+                config["batching"]["proposal_max_txs"] = settings.proposal_max_txs
+                path.write_text(json.dumps(config, indent=2))
         self.ca_cert = self.layout.ca_cert.read_bytes()
         self._channels: dict[str, grpc.Channel] = {}
         self._clients: list[BaseProcess] = []
@@ -468,6 +483,7 @@ def run(settings: Settings, root: Path) -> dict[str, Any]:
         "clients": settings.clients,
         "batch_txs": settings.batch_txs,
         "window_txs": settings.window_txs,
+        "proposal_max_txs": settings.proposal_max_txs,
         **{k: v for k, v in load.items() if k != "per_node"},
         "verify_per_s_per_core": round(verify_rate, 1),
         "cores": cores,
