@@ -521,7 +521,7 @@ def main(argv: list[str]) -> int:
         print(f"kledger bench: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kledger bench: interrupted; every process it started is stopped", file=sys.stderr)
+        print("\nkledger bench: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

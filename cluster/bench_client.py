@@ -18,6 +18,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,8 @@ def run_client(
 ) -> None:
     """Process entry point: connect, report ready, wait for start, submit, report a
     ClientResult on `out` (also on failure, with `error` set)."""
+    # Ctrl-C reaches the whole process group; the parent stops the run and terminates clients.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     channels = [open_channel(target, job.ca_cert) for target in job.targets]
     stubs = [ledger_pb2_grpc.LedgerStub(c) for c in channels]  # type: ignore[no-untyped-call]
     wanted = {h for batch in job.batches for h in batch.tx_hashes}
