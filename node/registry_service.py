@@ -3,8 +3,8 @@ from node.registry.queries, each optionally with a state proof per key read.
 
 The node hands in `snapshot()`, which returns one consistent committed state: a ReadView at a
 height, that height's header and commit certificate, and `prove(key)` giving the key's sparse
-Merkle siblings under the header's state_root. A query that breaks a rule is answered with the
-refusal's status code and message; a node that cannot give a snapshot raises
+Merkle proof (node/smt.py Proof) under the header's state_root. A query that breaks a rule is
+answered with the refusal's status code and message; a node that cannot give a snapshot raises
 Refused(UNAVAILABLE).
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from kledger.v1 import registry_pb2, registry_pb2_grpc
 
+from node import smt
 from node.errors import Refused
 from node.header import CommitCertificate, Header
 from node.keyspace import ReadView
@@ -32,7 +33,7 @@ class Snapshot:
     view: ReadView
     header: Header
     certificate: CommitCertificate
-    prove: Callable[[bytes], list[tuple[int, bytes]]]
+    prove: Callable[[bytes], smt.Proof]
 
 
 def _json_default(value: object) -> object:

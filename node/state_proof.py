@@ -1,11 +1,13 @@
 """State proof bundles: one registry state key, its value (or its absence) at a height, the
-sparse Merkle siblings, and the certified header whose state_root they lead to.
+sparse Merkle proof, and the certified header whose state_root it leads to.
 
-    {"format": "kledger-state-proof/v1",
+    {"format": "kledger-state-proof/v2",
      "key": HEX,                 the state key (e.g. hex of b"s/work/W1")
      "value": HEX | null,        canonical msgpack of the value; null proves absence
-     "siblings": [[DEPTH, HEX], ...],   the non-default siblings, depth 0 = below the root,
+     "siblings": [[DEPTH, HEX], ...],   the non-empty siblings, depth 0 = below the root,
                                         increasing; every other sibling is the empty subtree
+     "other_leaf": null | {"path": HEX, "value_hash": HEX},
+                                 absence shown by another key's leaf where the key's path ends
      "header": Header.to_json(),
      "certificate": CommitCertificate.to_json()}
 
@@ -24,23 +26,29 @@ from node.errors import DecodeError
 from node.genesis import Genesis
 from node.header import CommitCertificate, Header, certificate_problem
 
-FORMAT = "kledger-state-proof/v1"
-BUNDLE_FIELDS = frozenset({"format", "key", "value", "siblings", "header", "certificate"})
+FORMAT = "kledger-state-proof/v2"
+BUNDLE_FIELDS = frozenset(
+    {"format", "key", "value", "siblings", "other_leaf", "header", "certificate"}
+)
 MAX_KEY_BYTES = 1_024
 
 
 def build_bundle(
     key: bytes,
     value: bytes | None,
-    siblings: list[tuple[int, bytes]],
+    proof: smt.Proof,
     header: Header,
     certificate: CommitCertificate,
 ) -> dict[str, Any]:
+    other = proof.other_leaf
     return {
         "format": FORMAT,
         "key": key.hex(),
         "value": None if value is None else value.hex(),
-        "siblings": [[depth, sibling.hex()] for depth, sibling in siblings],
+        "siblings": [[depth, sibling.hex()] for depth, sibling in proof.siblings],
+        "other_leaf": None
+        if other is None
+        else {"path": other[0].hex(), "value_hash": other[1].hex()},
         "header": header.to_json(),
         "certificate": certificate.to_json(),
     }
@@ -57,7 +65,7 @@ def _hex(value: Any, name: str) -> bytes:
 
 def parse_bundle(
     bundle: Any,
-) -> tuple[bytes, bytes | None, list[tuple[int, bytes]], Header, CommitCertificate]:
+) -> tuple[bytes, bytes | None, smt.Proof, Header, CommitCertificate]:
     """Raises ValueError naming what is malformed."""
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise ValueError(f'"format" must be "{FORMAT}"')
@@ -80,24 +88,39 @@ def parse_bundle(
         ):
             raise ValueError(f"siblings[{index}] must be [depth, hash]")
         siblings.append((item[0], _hex(item[1], f"siblings[{index}]")))
+    other_leaf = _other_leaf(bundle["other_leaf"])
     try:
         header = Header.from_json(bundle["header"])
         certificate = CommitCertificate.from_json(bundle["certificate"])
     except DecodeError as error:
         raise ValueError(error.message) from None
-    return key, value, siblings, header, certificate
+    return key, value, smt.Proof(siblings, other_leaf), header, certificate
+
+
+def _other_leaf(raw: Any) -> tuple[bytes, bytes] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"path", "value_hash"}:
+        raise ValueError('other_leaf must be null or {"path": HEX, "value_hash": HEX}')
+    path = _hex(raw["path"], "other_leaf.path")
+    value_hash = _hex(raw["value_hash"], "other_leaf.value_hash")
+    if len(path) != smt.HASH_BYTES or len(value_hash) != smt.HASH_BYTES:
+        raise ValueError(
+            f"other_leaf.path and other_leaf.value_hash must be {smt.HASH_BYTES} bytes"
+        )
+    return path, value_hash
 
 
 def state_bundle_problem(bundle: Any, genesis: Genesis) -> str | None:
     """Why `bundle` does not prove its key's value at its header, or None when it does."""
     try:
-        key, value, siblings, header, certificate = parse_bundle(bundle)
+        key, value, proof, header, certificate = parse_bundle(bundle)
     except ValueError as error:
         return f"malformed bundle: {error}"
     if header.chain_id != genesis.chain_id:
         return f"header is of chain {header.chain_id!r}, genesis is {genesis.chain_id!r}"
     try:
-        root = smt.compute_root(key, value, siblings)
+        root = smt.compute_root(key, value, proof)
     except ValueError as error:
         return f"malformed proof: {error}"
     if root != header.state_root:

@@ -175,6 +175,12 @@ def test_proofs_fail_after_tampering(world):
     cert = dict(bundle["certificate"], signatures=bundle["certificate"]["signatures"][:2])
     assert "quorum" in _problem(dict(bundle, certificate=cert), genesis)
     assert "malformed" in _problem(dict(bundle, siblings=[["x", "y"]]), genesis)
+    assert "other_leaf" in _problem(dict(bundle, other_leaf={"path": "00"}), genesis)
+    leaf = {"path": "11" * 32, "value_hash": "22" * 32}
+    assert "no other leaf" in _problem(dict(bundle, other_leaf=leaf), genesis)
+    assert "absence" in _problem(dict(bundle, value=None, other_leaf=leaf), genesis) or (
+        "path" in _problem(dict(bundle, value=None, other_leaf=leaf), genesis)
+    )
 
 
 def test_absence_is_proven(world):

@@ -23,14 +23,16 @@ def test_empty_tree_and_single_key():
     view = DictView()
     assert smt.stored_root(view) == smt.EMPTY_ROOT
     root = _apply(view, {b"s/a": b"1"})
-    value, siblings = smt.prove(view, root, b"s/a")
-    assert value == b"1" and siblings == []
-    assert smt.verify_proof(root, b"s/a", b"1", [])
-    assert not smt.verify_proof(root, b"s/a", b"2", [])
+    assert root == smt.leaf_hash(smt.key_path(b"s/a"), b"1")  # one key: the root is its leaf
+    value, proof = smt.prove(view, root, b"s/a")
+    assert value == b"1" and proof == smt.Proof()
+    assert smt.verify_proof(root, b"s/a", b"1", proof)
+    assert not smt.verify_proof(root, b"s/a", b"2", proof)
     absent, proof = smt.prove(view, root, b"s/b")
-    assert absent is None
+    assert absent is None and proof.other_leaf is not None
     assert smt.verify_proof(root, b"s/b", None, proof)
-    assert not smt.verify_proof(root, b"s/a", None, [])
+    assert not smt.verify_proof(root, b"s/a", None, smt.Proof())
+    assert not smt.verify_proof(root, b"s/a", None, proof)  # its own leaf proves no absence
 
 
 def test_order_and_batching_do_not_change_the_root():
@@ -66,18 +68,17 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
     old = commit({b"s/work/1": b"v1", b"s/work/2": b"x"})
     new = commit({b"s/work/1": b"v2", b"s/work/2": None})
     assert old != new
-    value, siblings = smt.prove(View(), old, b"s/work/1")
+    value, proof = smt.prove(View(), old, b"s/work/1")
     assert value == b"v1"
-    assert smt.verify_proof(old, b"s/work/1", b"v1", siblings)
+    assert smt.verify_proof(old, b"s/work/1", b"v1", proof)
     value, _ = smt.prove(View(), new, b"s/work/2")
     assert value is None
-    value, siblings = smt.prove(View(), new, b"s/work/1")
-    pairs = siblings
-    assert smt.verify_proof(new, b"s/work/1", b"v2", pairs)
-    assert not smt.verify_proof(old, b"s/work/1", b"v2", pairs)
-    forged = [(0, hashlib.sha256(b"forged").digest()), *pairs]
+    value, proof = smt.prove(View(), new, b"s/work/1")
+    assert smt.verify_proof(new, b"s/work/1", b"v2", proof)
+    assert not smt.verify_proof(old, b"s/work/1", b"v2", proof)
+    forged = smt.Proof([(0, hashlib.sha256(b"forged").digest()), *proof.siblings])
     assert not smt.verify_proof(new, b"s/work/1", b"v2", forged)
-    assert not smt.verify_proof(new, b"s/work/1", b"v2", [(300, bytes(32))])
+    assert not smt.verify_proof(new, b"s/work/1", b"v2", smt.Proof([(300, bytes(32))]))
     db.close()
 
 
@@ -92,21 +93,25 @@ def test_random_sets_prove_every_member_and_an_outsider(entries, outsider):
     view = DictView()
     root = _apply(view, entries)
     for key, value in entries.items():
-        got, siblings = smt.prove(view, root, key)
+        got, proof = smt.prove(view, root, key)
         assert got == value
-        assert smt.verify_proof(root, key, value, siblings)
-    got, siblings = smt.prove(view, root, outsider)
+        assert smt.verify_proof(root, key, value, proof)
+        assert not smt.verify_proof(root, key, None, proof)
+        assert not smt.verify_proof(root, key, value + b"!", proof)
+    got, proof = smt.prove(view, root, outsider)
     assert got == entries.get(outsider)
-    assert smt.verify_proof(root, outsider, got, siblings)
+    assert smt.verify_proof(root, outsider, got, proof)
+    if got is None:
+        assert not smt.verify_proof(root, outsider, b"", proof)
 
 
 def _reference_root(entries: dict[bytes, bytes]) -> bytes:
-    """The plain 256-level tree, computed from scratch: what every root must equal."""
+    """The compact tree computed from scratch by its definition: what every root must equal."""
 
     def subtree(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
         if not items:
-            return smt.DEFAULT[depth]
-        if depth == smt.DEPTH:
+            return smt.EMPTY
+        if len(items) == 1:
             [(path, value)] = items
             return smt.leaf_hash(path, value)
         left = [i for i in items if not (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
@@ -128,7 +133,7 @@ def _reference_root(entries: dict[bytes, bytes]) -> bytes:
         max_size=5,
     )
 )
-def test_roots_equal_the_plain_tree_across_inserts_updates_and_deletes(blocks):
+def test_roots_equal_the_compact_tree_across_inserts_updates_and_deletes(blocks):
     view = DictView()
     entries: dict[bytes, bytes] = {}
     for changes in blocks:
@@ -140,12 +145,47 @@ def test_roots_equal_the_plain_tree_across_inserts_updates_and_deletes(blocks):
                 entries[key] = value
         assert root == _reference_root(entries)
         for key in list(changes)[:3]:
-            value, siblings = smt.prove(view, root, key)
+            value, proof = smt.prove(view, root, key)
             assert value == entries.get(key)
-            assert smt.verify_proof(root, key, value, siblings)
+            assert smt.verify_proof(root, key, value, proof)
 
 
 def test_storage_is_about_log_n_nodes_per_key():
     view = DictView()
     _, writes = smt.update(view, smt.EMPTY_ROOT, {f"s/k/{i}".encode(): b"v" for i in range(1000)})
-    assert len(writes) < 1000 * 3  # ~2n: n-1 inner nodes + n single leaves + the root pointer
+    assert len(writes) < 1000 * 3  # ~2n: n-1 inner nodes + n leaves + the root pointer
+
+
+def test_one_key_update_hashes_about_log2_n():
+    """The point of the compact form: a key costs ~log2(keys) hashes and records, not 256."""
+    view = DictView()
+    _apply(view, {f"s/k/{i}".encode(): b"v" for i in range(1024)})
+    root, writes = smt.update(view, smt.stored_root(view), {b"s/k/new": b"w"})
+    inner = [
+        v for k, v in writes.items() if k != smt.ROOT_KEY and v is not None and v[:1] == b"\x01"
+    ]
+    assert 5 <= len(inner) <= 30  # log2(1024) = 10 levels, a few more where paths part late
+    view.apply(writes)
+    value, proof = smt.prove(view, root, b"s/k/new")
+    assert value == b"w" and proof.other_leaf is None
+    assert len(proof.siblings) <= len(inner)
+
+
+def test_an_other_leaf_that_is_not_on_the_path_is_refused():
+    view = DictView()
+    root = _apply(view, {f"s/k/{i}".encode(): b"v" for i in range(64)})
+    outsiders = [f"s/out/{i}".encode() for i in range(200)]
+    proofs = [(key, smt.prove(view, root, key)) for key in outsiders]
+    by_leaf = [(key, proof) for key, (value, proof) in proofs if proof.other_leaf is not None]
+    by_empty = [(key, proof) for key, (value, proof) in proofs if proof.other_leaf is None]
+    assert by_leaf and by_empty  # both kinds of absence occur
+    for key, (value, proof) in proofs:
+        assert value is None and smt.verify_proof(root, key, None, proof)
+    key, proof = by_leaf[0]
+    assert proof.other_leaf is not None
+    path, value_hash = proof.other_leaf
+    flipped = bytes([path[0] ^ 0x80]) + path[1:]  # leaves the key's path at depth 0
+    assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings, (flipped, value_hash)))
+    own = smt.key_path(key)
+    assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings, (own, value_hash)))
+    assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings))  # not empty there

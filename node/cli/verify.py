@@ -159,7 +159,7 @@ def _run_proof(args: argparse.Namespace) -> Verdict:
 
 
 def _state_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="state proof bundle JSON (kledger-state-proof/v1), or -")
+    parser.add_argument("file", help="state proof bundle JSON (kledger-state-proof/v2), or -")
     parser.add_argument("--genesis", required=True, help="the genesis file you trust")
 
 
