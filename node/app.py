@@ -499,13 +499,12 @@ class Node:
         return None if stored is None else StoredTx(stored[0].encoding, stored[1])
 
     def get_block(self, height: int) -> BlockView | None:
-        record = self.store.block(height)
-        if record is None:
+        found = self.store.block_tx_hashes(height)
+        if found is None:
             return None
+        header, tx_hashes = found
         return BlockView(
-            header=record.header,
-            certificate=self.store.certificate(height),
-            tx_hashes=tuple(tx.tx_hash for tx in self.store.block_txs(height)),
+            header=header, certificate=self.store.certificate(height), tx_hashes=tx_hashes
         )
 
     def get_header(self, height: int | None) -> CertifiedHeader | None:

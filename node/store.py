@@ -377,6 +377,12 @@ class LedgerStore:
             raise StoreCorrupt(f"{self._path}: block body at height {height}: {exc}") from None
         return BlockRecord(block.header, consensus_block, commit_qc)
 
+    def block_tx_hashes(self, height: int) -> tuple[Header, tuple[bytes, ...]] | None:
+        """The header and tx hashes of a height, from its small block record alone (no body,
+        no tx reads): what commit followers need."""
+        block = self._block(height)
+        return None if block is None else (block.header, block.tx_hashes)
+
     def block_txs(self, height: int) -> list[SignedTx]:
         block = self._block(height)
         if block is None:

@@ -78,6 +78,8 @@ def test_commit_and_read_back(store):
     assert store.last_header() == header and store.header(1) == header
     assert store.block(1) == record and store.block(2) is None and store.header(-1) is None
     assert store.block_txs(1) == txs
+    assert store.block_tx_hashes(1) == (header, tuple(tx.tx_hash for tx in txs))
+    assert store.block_tx_hashes(2) is None
     assert store.height_of(header.hash()) == 1
     assert store.log_size() == 3 and store.log_root() == header.tx_log_root
     assert store.get_tx(txs[1].tx_hash) == (txs[1], receipts[1])
