@@ -7,7 +7,10 @@ Start-up order (each step refuses to go on with a clear ValueError / StoreCorrup
   registry state root matches the last header -> core restored from the store's safety data and
   last committed block -> servers bound -> driver and transport running -> health SERVING.
 
-Everything runs on one asyncio loop; the consensus core is touched only by the driver task.
+Everything runs on one asyncio loop, except block execution and its synced write: committed
+blocks go to the commit pipeline (node/commit_pipeline.py), which applies them on its one worker
+thread, in order, and announces each on the loop after its write. The consensus core is touched
+only by the driver task.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +45,7 @@ from node.bundle import (
 )
 from node.certified_state import CertifiedState
 from node.certifier import Certifier, HeaderSignature
+from node.commit_pipeline import CommitPipeline
 from node.committer import CommittedHeight, Committer
 from node.config import NodeConfig
 from node.driver import ConsensusDriver, SyncResult
@@ -82,6 +87,10 @@ log = logging.getLogger("kledger.node")
 METRICS_INTERVAL_S = 1.0
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 COMMIT_SUBSCRIBER_QUEUE = 1_024
+# How long a thread holding the GIL may run before another thread waiting for it gets a turn.
+# The commit worker executes blocks for hundreds of ms of pure Python; the default 5 ms would
+# add up to 5 ms to every wake-up of the event loop (each consensus message, RPC, timer).
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +183,12 @@ class Node:
             self.validators, self._save_certificate, executed_height=self.store.last_height()
         )
         self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
+        self.commit_pipeline = CommitPipeline(self.committer)
         self.payloads = MempoolPayloads(
             self.mempool,
             self.genesis,
             self.store.has_tx,
+            self.store.last_height,
             config.batching.proposal_max_txs,
         )
         key = self.identity.key
@@ -211,12 +222,12 @@ class Node:
             persist=self.store.save_consensus,
             send=self._send_consensus,
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
-            commit=self._on_commit,
+            commit=self.commit_pipeline.submit,
             sync=self._sync_from,
         )
         self.block_sync = BlockSync(
             store=self.store,
-            committer=self.committer,
+            pipeline=self.commit_pipeline,
             fetch=self.transport.fetch_blocks,
             verify_qc=self.core.verify_qc,
             on_applied=self._on_synced,
@@ -260,6 +271,10 @@ class Node:
         self._tasks = [
             loop.create_task(self.driver.run(), name="consensus-driver"),
             loop.create_task(
+                self.commit_pipeline.run(self._after_commit, self.store.prune_pending_blocks),
+                name="commit-pipeline",
+            ),
+            loop.create_task(
                 run_gossip(
                     self.mempool,
                     self.transport,
@@ -298,6 +313,8 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Before the store closes: a block being written finishes its write, none starts.
+        await self.commit_pipeline.close()
         await self.transport.stop()
         if self.servers is not None:
             await self.servers.stop()
@@ -366,14 +383,11 @@ class Node:
 
     # -- commit -------------------------------------------------------------------------------
 
-    def _on_commit(self, blocks: Sequence[Block], qc: QuorumCert) -> None:
-        for committed in self.committer.apply(blocks, qc):
-            self._after_commit(committed)
-        self.payloads.applied()
-        self.store.prune_pending_blocks()
-
     def _after_commit(self, committed: CommittedHeight) -> None:
+        """On the loop, after the height's synced write and before the next block is written
+        (the commit pipeline holds its lock): the state snapshot below is of this height."""
         header = committed.header
+        assert self.store.last_height() == header.height, "announced out of step with the store"
         # Freeze this height's state first: its certificate can complete in the calls below.
         self.certified_state.committed(header.height)
         header_hash = header.hash()
@@ -565,6 +579,7 @@ def _hash_or_empty(data: bytes) -> bytes:
 
 async def run_node(config: NodeConfig) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     node = Node(config)
     await node.start()
     stop = asyncio.Event()

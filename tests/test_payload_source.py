@@ -1,12 +1,13 @@
 """The node's payload source: proposals leave out txs in flight (uncommitted ancestors, and
-blocks the core committed in this very step that the store has not applied yet); votes refuse a
-payload that repeats one, is for another chain, or carries a bad signature."""
+blocks the core committed that the store has not applied yet, however many wait behind a running
+execution); votes refuse a payload that repeats one, is for another chain, or carries a bad
+signature."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from consensus import genesis_block
+from consensus import Height, genesis_block
 from node.mempool import Mempool
 from node.payload import decode_payload, encode_payload
 from node.proposals import MempoolPayloads
@@ -21,12 +22,18 @@ def tx(nonce: int, chain_id: str = GENESIS.chain_id) -> SignedTx:
     return sign_tx(CLIENT, TxBody(chain_id, "RegisterParty", nonce, {"n": nonce}))
 
 
-def source(committed: set[bytes] | None = None) -> tuple[MempoolPayloads, Mempool]:
+def source(
+    committed: set[bytes] | None = None, stored_height: list[int] | None = None
+) -> tuple[MempoolPayloads, Mempool]:
     mempool = Mempool()
     for nonce in range(4):
         mempool.admit(tx(nonce).encoding, GENESIS.chain_id)
     done = committed or set()
-    return MempoolPayloads(mempool, GENESIS, done.__contains__, proposal_max_txs=10), mempool
+    height = stored_height if stored_height is not None else [0]
+    payloads = MempoolPayloads(
+        mempool, GENESIS, done.__contains__, lambda: height[0], proposal_max_txs=10
+    )
+    return payloads, mempool
 
 
 def hashes(payload: bytes) -> list[bytes]:
@@ -34,16 +41,25 @@ def hashes(payload: bytes) -> list[bytes]:
 
 
 def test_proposals_skip_pending_and_committed_but_unapplied_txs() -> None:
-    payloads, _ = source()
+    stored_height = [0]
+    payloads, _ = source(stored_height=stored_height)
     pending = encode_payload([tx(0)])
     assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
     block, _ = genesis_block(GENESIS.chain_id, GENESIS.validator_set, 0)
-    # The core commits a block carrying tx 1 and proposes in the same step.
-    payloads.validator_set_after(replace(block, payload=encode_payload([tx(1)])))
-    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (2, 3)]
+    # The core commits heights 1 (tx 1) and 2 (tx 2) while the store is still at 0: both wait
+    # behind a running execution, and proposals and votes must not repeat either.
+    payloads.validator_set_after(replace(block, height=Height(1), payload=encode_payload([tx(1)])))
+    payloads.validator_set_after(replace(block, height=Height(2), payload=encode_payload([tx(2)])))
+    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
     assert not payloads.is_valid_payload(encode_payload([tx(1)]), [])
-    payloads.applied()  # the node stored it (here: the store says nothing, so tx 1 is free again)
-    assert tx(1).tx_hash in hashes(payloads.next_payload([pending]))
+    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])
+    # The store reaches height 1 (here it says nothing about txs, so what it stored is free
+    # again); height 2 is still in flight.
+    stored_height[0] = 1
+    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 3)]
+    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])
+    stored_height[0] = 2
+    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
 
 
 def test_votes_refuse_repeats_foreign_chains_and_bad_signatures() -> None:
