@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -87,10 +86,6 @@ log = logging.getLogger("kledger.node")
 METRICS_INTERVAL_S = 1.0
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 COMMIT_SUBSCRIBER_QUEUE = 1_024
-# How long a thread holding the GIL may run before another thread waiting for it gets a turn.
-# The commit worker executes blocks for hundreds of ms of pure Python; the default 5 ms would
-# add up to 5 ms to every wake-up of the event loop (each consensus message, RPC, timer).
-GIL_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +574,6 @@ def _hash_or_empty(data: bytes) -> bytes:
 
 async def run_node(config: NodeConfig) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     node = Node(config)
     await node.start()
     stop = asyncio.Event()
