@@ -183,7 +183,6 @@ class Node:
             self.mempool,
             self.genesis,
             self.store.has_tx,
-            self.store.last_height,
             config.batching.proposal_max_txs,
         )
         key = self.identity.key
@@ -393,6 +392,7 @@ class Node:
             HeaderSignature(header.height, header_hash, self.identity.org, signature)
         )
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
+        self.payloads.applied(header.height)  # after the mempool let go of its txs
         for tx, receipt in zip(committed.txs, committed.receipts, strict=True):
             for future in self._waiters.pop(tx.tx_hash, ()):
                 if not future.done():

@@ -8,10 +8,13 @@ payload, in an uncommitted ancestor, in a block committed but not yet stored, or
 ledger. Registry rules are not checked here: a tx that breaks one is committed with a failure
 receipt, identically on every node.
 
-Committed but not yet stored: the node applies commits on a worker thread (node/commit_pipeline.py)
-while consensus goes on, so several committed blocks can wait behind a running execution. The
-core reports each block it commits, in order (`validator_set_after`); its txs count as in flight
-until the store's height reaches it, which happens only after its synced write.
+Committed but not yet applied: the node applies commits on a worker thread
+(node/commit_pipeline.py) while consensus goes on, so several committed blocks can wait behind a
+running execution. The core reports each block it commits, in order (`validator_set_after`); its
+txs count as in flight until the node reports the height `applied`: stored AND its txs removed
+from the mempool. Dropping them when the store alone has them would let a proposal pick a
+committed tx still in the mempool (the store's tip moves on the worker thread, the mempool on
+the loop after it), a proposal every replica, the proposer included, refuses.
 """
 
 from __future__ import annotations
@@ -38,20 +41,18 @@ class MempoolPayloads:
         mempool: Mempool,
         genesis: Genesis,
         is_committed: Callable[[bytes], bool],
-        stored_height: Callable[[], int],
         proposal_max_txs: int,
     ) -> None:
         self._mempool = mempool
         self._genesis = genesis
         self._is_committed = is_committed
-        self._stored_height = stored_height
         self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
         # Room for the msgpack list and bin headers around the tx encodings.
         self._max_bytes = genesis.block_limits.max_block_bytes - 64 * 1024
         self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
-        # (height, payload) of blocks the core committed that the store does not hold yet, in
+        # (height, payload) of blocks the core committed that the node has not applied yet, in
         # commit order: the core commits and then proposes or votes within one step, and the
-        # store applies the commit later, so these count as in flight until it does.
+        # node applies the commit later, so these count as in flight until `applied`.
         self._committed_unapplied: deque[tuple[int, bytes]] = deque()
 
     def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
@@ -69,11 +70,6 @@ class MempoolPayloads:
         return hashes
 
     def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
-        # Read the height once: the worker may store the next block while this runs, and an
-        # entry dropped here must already be visible to `is_committed`.
-        stored = self._stored_height()
-        while self._committed_unapplied and self._committed_unapplied[0][0] <= stored:
-            self._committed_unapplied.popleft()
         in_flight: set[bytes] = set()
         for payload in (*pending, *(payload for _, payload in self._committed_unapplied)):
             in_flight |= self._hashes_of(payload)
@@ -102,6 +98,12 @@ class MempoolPayloads:
         except Refused:
             return False
         return True
+
+    def applied(self, height: int) -> None:
+        """The node stored every height up to `height` and removed their txs from the mempool
+        (the store's tx index answers for them from now on)."""
+        while self._committed_unapplied and self._committed_unapplied[0][0] <= height:
+            self._committed_unapplied.popleft()
 
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
         # The core calls this for every block it commits, in order, before the Commit effect.

@@ -22,18 +22,12 @@ def tx(nonce: int, chain_id: str = GENESIS.chain_id) -> SignedTx:
     return sign_tx(CLIENT, TxBody(chain_id, "RegisterParty", nonce, {"n": nonce}))
 
 
-def source(
-    committed: set[bytes] | None = None, stored_height: list[int] | None = None
-) -> tuple[MempoolPayloads, Mempool]:
+def source(committed: set[bytes] | None = None) -> tuple[MempoolPayloads, Mempool]:
     mempool = Mempool()
     for nonce in range(4):
         mempool.admit(tx(nonce).encoding, GENESIS.chain_id)
     done = committed or set()
-    height = stored_height if stored_height is not None else [0]
-    payloads = MempoolPayloads(
-        mempool, GENESIS, done.__contains__, lambda: height[0], proposal_max_txs=10
-    )
-    return payloads, mempool
+    return MempoolPayloads(mempool, GENESIS, done.__contains__, proposal_max_txs=10), mempool
 
 
 def hashes(payload: bytes) -> list[bytes]:
@@ -41,8 +35,8 @@ def hashes(payload: bytes) -> list[bytes]:
 
 
 def test_proposals_skip_pending_and_committed_but_unapplied_txs() -> None:
-    stored_height = [0]
-    payloads, _ = source(stored_height=stored_height)
+    stored: set[bytes] = set()
+    payloads, mempool = source(committed=stored)
     pending = encode_payload([tx(0)])
     assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
     block, _ = genesis_block(GENESIS.chain_id, GENESIS.validator_set, 0)
@@ -53,13 +47,17 @@ def test_proposals_skip_pending_and_committed_but_unapplied_txs() -> None:
     assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
     assert not payloads.is_valid_payload(encode_payload([tx(1)]), [])
     assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])
-    # The store reaches height 1 (here it says nothing about txs, so what it stored is free
-    # again); height 2 is still in flight.
-    stored_height[0] = 1
-    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 3)]
-    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])
-    stored_height[0] = 2
-    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
+    # The worker stores height 1; until the node has also freed tx 1 from the mempool (on the
+    # loop, a moment later) it must stay out of proposals: every replica refuses a committed tx.
+    stored.add(tx(1).tx_hash)
+    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
+    mempool.remove_committed([tx(1).tx_hash])
+    payloads.applied(1)
+    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
+    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])  # height 2 still waits
+    # Height 2 applied: had the store not stored it (it says nothing here), tx 2 is free again.
+    payloads.applied(2)
+    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (2, 3)]
 
 
 def test_votes_refuse_repeats_foreign_chains_and_bad_signatures() -> None:
