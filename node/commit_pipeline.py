@@ -11,7 +11,9 @@ Rules it keeps:
 - Durable before announced: the worker returns only after the block's synced WriteBatch was
   written; `announce` (header signature, certificate state snapshot, mempool, receipt waiters)
   then runs on the loop before the next block starts, so it sees the store at exactly that
-  height.
+  height. Readers that ask the store directly (GetTx, StreamCommits, GetStatus) cannot see a
+  height earlier either: LevelDB publishes a synced batch only after its sync, and the store's
+  tip moves after the batch.
 - One writer of the store's in-memory tip: only the worker thread executes and installs blocks
   (LedgerStore last header, MerkleLog size + frontier, each replaced by one reference
   assignment after the batch was written). Readers on the loop read LevelDB (safe under

@@ -12,7 +12,7 @@ task takes them one at a time, calls `core.step`, and carries out the effects in
 - Commit: handed to the commit pipeline (node/commit_pipeline.py), which executes and stores it
   on its worker thread, in order; the driver does not wait, so votes, proposals and timeouts go
   on while a block executes. The store may therefore lag the core's committed root: the payload
-  source counts committed-but-unstored blocks as in flight (node/proposals.py);
+  source counts committed-but-unapplied blocks as in flight (node/proposals.py);
 - RequestSync: one background sync at a time; its result comes back as SyncDone.
 
 No protocol logic lives here; the simulator (cluster/sim.py) drives the same core.
