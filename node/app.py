@@ -7,7 +7,10 @@ Start-up order (each step refuses to go on with a clear ValueError / StoreCorrup
   registry state root matches the last header -> core restored from the store's safety data and
   last committed block -> servers bound -> driver and transport running -> health SERVING.
 
-Everything runs on one asyncio loop; the consensus core is touched only by the driver task.
+Everything runs on one asyncio loop, except block execution and its synced write: committed
+blocks go to the commit pipeline (node/commit_pipeline.py), which applies them on its one worker
+thread, in order, and announces each on the loop after its write. The consensus core is touched
+only by the driver task.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from node.bundle import (
 )
 from node.certified_state import CertifiedState
 from node.certifier import Certifier, HeaderSignature
+from node.commit_pipeline import CommitPipeline
 from node.committer import CommittedHeight, Committer
 from node.config import NodeConfig
 from node.driver import ConsensusDriver, SyncResult
@@ -174,6 +178,7 @@ class Node:
             self.validators, self._save_certificate, executed_height=self.store.last_height()
         )
         self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
+        self.commit_pipeline = CommitPipeline(self.committer)
         self.payloads = MempoolPayloads(
             self.mempool,
             self.genesis,
@@ -211,12 +216,12 @@ class Node:
             persist=self.store.save_consensus,
             send=self._send_consensus,
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
-            commit=self._on_commit,
+            commit=self.commit_pipeline.submit,
             sync=self._sync_from,
         )
         self.block_sync = BlockSync(
             store=self.store,
-            committer=self.committer,
+            pipeline=self.commit_pipeline,
             fetch=self.transport.fetch_blocks,
             verify_qc=self.core.verify_qc,
             on_applied=self._on_synced,
@@ -260,6 +265,10 @@ class Node:
         self._tasks = [
             loop.create_task(self.driver.run(), name="consensus-driver"),
             loop.create_task(
+                self.commit_pipeline.run(self._after_commit, self.store.prune_pending_blocks),
+                name="commit-pipeline",
+            ),
+            loop.create_task(
                 run_gossip(
                     self.mempool,
                     self.transport,
@@ -298,6 +307,8 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Before the store closes: a block being written finishes its write, none starts.
+        await self.commit_pipeline.close()
         await self.transport.stop()
         if self.servers is not None:
             await self.servers.stop()
@@ -366,14 +377,11 @@ class Node:
 
     # -- commit -------------------------------------------------------------------------------
 
-    def _on_commit(self, blocks: Sequence[Block], qc: QuorumCert) -> None:
-        for committed in self.committer.apply(blocks, qc):
-            self._after_commit(committed)
-        self.payloads.applied()
-        self.store.prune_pending_blocks()
-
     def _after_commit(self, committed: CommittedHeight) -> None:
+        """On the loop, after the height's synced write and before the next block is written
+        (the commit pipeline holds its lock): the state snapshot below is of this height."""
         header = committed.header
+        assert self.store.last_height() == header.height, "announced out of step with the store"
         # Freeze this height's state first: its certificate can complete in the calls below.
         self.certified_state.committed(header.height)
         header_hash = header.hash()
@@ -384,6 +392,7 @@ class Node:
             HeaderSignature(header.height, header_hash, self.identity.org, signature)
         )
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
+        self.payloads.applied(header.height)  # after the mempool let go of its txs
         for tx, receipt in zip(committed.txs, committed.receipts, strict=True):
             for future in self._waiters.pop(tx.tx_hash, ()):
                 if not future.done():

@@ -8,17 +8,22 @@ the current validator set commits the run's last block: either the target itself
 peer stored with that block. Block ids hash the whole block, payload included, so the parent-id
 chain down from a committed block authenticates every block of the run. A peer can withhold
 blocks or stop early; it cannot make us apply a block that was not committed.
+
+Blocks are applied through the node's commit pipeline (node/commit_pipeline.py), one at a time
+with the consensus commits, on its worker thread: sync and consensus never write at once, and a
+height either of them already stored is skipped by the other.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from consensus import Block, DecodeError, QuorumCert
 from consensus.validators import NodeId
-from node.committer import CommittedHeight, Committer
+from node.commit_pipeline import CommitPipeline
+from node.committer import CommittedHeight
 from node.driver import SyncResult
 from node.logs import log_event
 from node.peer_transport import SyncedBlockData
@@ -36,14 +41,14 @@ class BlockSync:
         self,
         *,
         store: LedgerStore,
-        committer: Committer,
+        pipeline: CommitPipeline,
         fetch: FetchBlocks,
         verify_qc: Callable[[QuorumCert], bool],
         on_applied: OnApplied,
         genesis_id: bytes,
     ) -> None:
         self._store = store
-        self._committer = committer
+        self._pipeline = pipeline
         self._fetch = fetch
         self._verify_qc = verify_qc
         self._on_applied = on_applied
@@ -77,14 +82,16 @@ class BlockSync:
                 continue  # not yet proven committed: keep fetching until a QC covers the run
             encoded_qc = qc.encode()
             for queued, data in run:
-                committed = self._committer.apply_block(queued, encoded_qc)
-                if committed is not None:
-                    self._on_applied(committed, data.certificate)
+                # Announced under the pipeline's lock, before any other block is written.
+                announce = partial(self._announce, certificate=data.certificate)
+                await self._pipeline.apply_block(queued, encoded_qc, announce)
                 applied.append(queued)
             run.clear()
             result = (block, qc, tuple(applied))
-            await asyncio.sleep(0)  # let the node serve clients between runs
         return result
+
+    def _announce(self, committed: CommittedHeight, *, certificate: bytes) -> None:
+        self._on_applied(committed, certificate)
 
     @staticmethod
     def _decoded(synced: SyncedBlockData) -> Block | None:

@@ -9,8 +9,10 @@ task takes them one at a time, calls `core.step`, and carries out the effects in
 - Send / Broadcast: handed to the peer transport, which never blocks (bounded queues);
 - SetTimer: `loop.call_later` that feeds TimerFired back into the queue (timers are never
   cancelled; the core ignores stale ones);
-- Commit: executed and stored synchronously, so the store never lags the core's committed root
-  while the core handles its next input;
+- Commit: handed to the commit pipeline (node/commit_pipeline.py), which executes and stores it
+  on its worker thread, in order; the driver does not wait, so votes, proposals and timeouts go
+  on while a block executes. The store may therefore lag the core's committed root: the payload
+  source counts committed-but-unapplied blocks as in flight (node/proposals.py);
 - RequestSync: one background sync at a time; its result comes back as SyncDone.
 
 No protocol logic lives here; the simulator (cluster/sim.py) drives the same core.
@@ -66,7 +68,7 @@ class ConsensusDriver:
         persist: PersistConsensus,
         send: Callable[[NodeId, bytes], None],
         broadcast: Callable[[bytes], None],
-        commit: Callable[[Sequence[Block], QuorumCert], None],
+        commit: Callable[[Sequence[Block], QuorumCert], None],  # must not block
         sync: Callable[[NodeId, QuorumCert], Awaitable[SyncResult]],
         clock_ms: Callable[[], int] = wall_clock_ms,
         max_inbox_messages: int = 10_000,

@@ -1,9 +1,12 @@
 """Block sync trusts nothing the peer sends: an honest peer's committed blocks are applied and
 reproduce its headers exactly; a forged block, or one that does not chain to our tip, is never
-applied, and nothing after it is either (node/block_sync.py)."""
+applied, and nothing after it is either (node/block_sync.py). Sync and consensus commits queued
+at the same time share the commit pipeline: each height is written and announced once, in
+order, and announced before the next one is written."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +31,7 @@ from consensus import (
 from consensus.validators import ValidatorSet
 from node import keys
 from node.block_sync import BlockSync
+from node.commit_pipeline import CommitPipeline
 from node.committer import CommittedHeight, Committer
 from node.peer_transport import SyncedBlockData
 from node.registry import Registry
@@ -105,7 +109,7 @@ def source(tmp_path: Path):  # type: ignore[no-untyped-def]
     commits = commits_of(core)
     for commit in commits:
         committer.apply(commit.blocks, commit.qc)
-    yield core, root, store, commits[-1].qc
+    yield core, root, store, commits
     store.close()
 
 
@@ -130,6 +134,7 @@ async def sync_into(
     target: QuorumCert,  # type: ignore[no-untyped-def]
 ) -> tuple[LedgerStore, list[int]]:
     store, committer = open_store(tmp_path / "target")
+    pipeline = CommitPipeline(committer)
     applied: list[int] = []
 
     def on_applied(committed: CommittedHeight, certificate: bytes) -> None:
@@ -137,19 +142,23 @@ async def sync_into(
 
     sync = BlockSync(
         store=store,
-        committer=committer,
+        pipeline=pipeline,
         fetch=fetch,
         verify_qc=source_core.verify_qc,
         on_applied=on_applied,
         genesis_id=root.id,
     )
-    await sync.sync(NodeId("KOMCA"), target)
+    try:
+        await sync.sync(NodeId("KOMCA"), target)
+    finally:
+        await pipeline.close()
     return store, applied
 
 
 @pytest.mark.asyncio
 async def test_an_honest_peer_brings_a_node_to_the_same_headers(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    core, root, store, target = source
+    core, root, store, commits = source
+    target = commits[-1].qc
     synced, applied = await sync_into(tmp_path, core, root, served(store), target)
     assert applied == list(range(1, HEIGHTS + 1))
     assert [synced.header(h).hash() for h in applied] == [store.header(h).hash() for h in applied]  # type: ignore[union-attr]
@@ -158,7 +167,8 @@ async def test_an_honest_peer_brings_a_node_to_the_same_headers(source, tmp_path
 
 @pytest.mark.asyncio
 async def test_a_forged_block_and_everything_after_it_is_refused(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    core, root, store, target = source
+    core, root, store, commits = source
+    target = commits[-1].qc
 
     def forge_height_3(data: SyncedBlockData) -> SyncedBlockData:
         if data.height != 3:
@@ -175,7 +185,8 @@ async def test_a_forged_block_and_everything_after_it_is_refused(source, tmp_pat
 
 @pytest.mark.asyncio
 async def test_blocks_without_a_verifiable_qc_wait_for_one(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    core, root, store, target = source
+    core, root, store, commits = source
+    target = commits[-1].qc
 
     def bad_qcs(data: SyncedBlockData) -> SyncedBlockData:
         return replace(data, commit_qc=b"not a qc" if data.height % 2 else b"")
@@ -198,3 +209,48 @@ async def test_blocks_without_a_verifiable_qc_wait_for_one(source, tmp_path: Pat
     synced, applied = await sync_into(other, core, root, served(store, truncated), target)
     assert applied == []  # without proof of commitment nothing is applied
     synced.close()
+
+
+@pytest.mark.asyncio
+async def test_sync_and_queued_consensus_commits_apply_each_height_once(
+    source, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    core, root, store, commits = source
+    target_store, committer = open_store(tmp_path / "target")
+    pipeline = CommitPipeline(committer)
+    # (height announced, store height at that moment, by whom)
+    announced: list[tuple[int, int, str]] = []
+
+    def by(who: str) -> Callable[[CommittedHeight], None]:
+        def announce(committed: CommittedHeight) -> None:
+            announced.append((committed.header.height, target_store.last_height(), who))
+
+        return announce
+
+    sync = BlockSync(
+        store=target_store,
+        pipeline=pipeline,
+        fetch=served(store),
+        verify_qc=core.verify_qc,
+        on_applied=lambda committed, certificate: by("sync")(committed),
+        genesis_id=root.id,
+    )
+    # Consensus committed every height too and queued them; sync starts before they are applied.
+    for commit in commits:
+        pipeline.submit(commit.blocks, commit.qc)
+    runner = asyncio.create_task(pipeline.run(by("consensus"), lambda: None))
+    try:
+        await sync.sync(NodeId("KOMCA"), commits[-1].qc)
+        while pipeline.queued_commits:
+            await asyncio.sleep(0.01)
+        await pipeline.apply_block(commits[-1].blocks[-1], commits[-1].qc.encode(), by("late"))
+    finally:
+        runner.cancel()
+        await pipeline.close()
+    assert sorted(height for height, _, _ in announced) == list(range(1, HEIGHTS + 1))
+    # Announced in height order, each while the store stood exactly at that height.
+    assert [(height, at) for height, at, _ in announced] == [(h, h) for h in range(1, HEIGHTS + 1)]
+    assert [target_store.header(h) for h in range(HEIGHTS + 1)] == [
+        store.header(h) for h in range(HEIGHTS + 1)
+    ]
+    target_store.close()

@@ -1,12 +1,13 @@
 """The node's payload source: proposals leave out txs in flight (uncommitted ancestors, and
-blocks the core committed in this very step that the store has not applied yet); votes refuse a
-payload that repeats one, is for another chain, or carries a bad signature."""
+blocks the core committed that the store has not applied yet, however many wait behind a running
+execution); votes refuse a payload that repeats one, is for another chain, or carries a bad
+signature."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from consensus import genesis_block
+from consensus import Height, genesis_block
 from node.mempool import Mempool
 from node.payload import decode_payload, encode_payload
 from node.proposals import MempoolPayloads
@@ -34,16 +35,29 @@ def hashes(payload: bytes) -> list[bytes]:
 
 
 def test_proposals_skip_pending_and_committed_but_unapplied_txs() -> None:
-    payloads, _ = source()
+    stored: set[bytes] = set()
+    payloads, mempool = source(committed=stored)
     pending = encode_payload([tx(0)])
     assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
     block, _ = genesis_block(GENESIS.chain_id, GENESIS.validator_set, 0)
-    # The core commits a block carrying tx 1 and proposes in the same step.
-    payloads.validator_set_after(replace(block, payload=encode_payload([tx(1)])))
-    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (2, 3)]
+    # The core commits heights 1 (tx 1) and 2 (tx 2) while the store is still at 0: both wait
+    # behind a running execution, and proposals and votes must not repeat either.
+    payloads.validator_set_after(replace(block, height=Height(1), payload=encode_payload([tx(1)])))
+    payloads.validator_set_after(replace(block, height=Height(2), payload=encode_payload([tx(2)])))
+    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
     assert not payloads.is_valid_payload(encode_payload([tx(1)]), [])
-    payloads.applied()  # the node stored it (here: the store says nothing, so tx 1 is free again)
-    assert tx(1).tx_hash in hashes(payloads.next_payload([pending]))
+    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])
+    # The worker stores height 1; until the node has also freed tx 1 from the mempool (on the
+    # loop, a moment later) it must stay out of proposals: every replica refuses a committed tx.
+    stored.add(tx(1).tx_hash)
+    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
+    mempool.remove_committed([tx(1).tx_hash])
+    payloads.applied(1)
+    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
+    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])  # height 2 still waits
+    # Height 2 applied: had the store not stored it (it says nothing here), tx 2 is free again.
+    payloads.applied(2)
+    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (2, 3)]
 
 
 def test_votes_refuse_repeats_foreign_chains_and_bad_signatures() -> None:
