@@ -41,10 +41,11 @@ class RecordingReader(StateReader):
         super().__init__(view)
         self.read: dict[bytes, bytes | None] = {}
 
-    def get(self, key: bytes) -> Any:
+    def get_raw(self, key: bytes) -> bytes | None:
+        # Every read (decoded by `get` or raw) is an input of the run.
         raw = self.view.get(key)
         self.read[key] = raw
-        return None if raw is None else canonical.decode(raw)
+        return raw
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         for key, raw in self.view.iterate(prefix):

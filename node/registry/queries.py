@@ -29,10 +29,11 @@ class _Recorder(StateReader):
         super().__init__(view)
         self.keys: list[bytes] = []
 
-    def get(self, key: bytes) -> Any:
+    def get_raw(self, key: bytes) -> bytes | None:
+        # Every read (decoded by `get` or raw) is a key the answer's proofs must cover.
         if key not in self.keys:
             self.keys.append(key)
-        return super().get(key)
+        return super().get_raw(key)
 
 
 def _not_found(message: str, field: str) -> Refused:

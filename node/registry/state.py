@@ -147,8 +147,12 @@ class StateReader:
         self.view = view
 
     def get(self, key: bytes) -> Any:
-        raw = self.view.get(key)
+        raw = self.get_raw(key)
         return None if raw is None else canonical.decode(raw)
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        """The stored bytes of a key (for callers that cache what they decode from them)."""
+        return self.view.get(key)
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         for key, raw in self.view.iterate(prefix):
