@@ -45,6 +45,12 @@ class SignedTx:
     # Derived once at construction; every holder reuses them instead of re-encoding or re-hashing.
     encoding: bytes = field(init=False, repr=False, compare=False)
     tx_hash: bytes = field(init=False, repr=False, compare=False)
+    # The body as `decode_body` decoded it, with the limits it was checked against: a tx is
+    # decoded at admission and again at execution, from the same object when the payload
+    # decoder hands back the mempool's txs (node/payload.py).
+    _decoded_body: tuple[TxLimits, TxBody] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
     def __post_init__(self) -> None:
         encoding = canonical.encode([self.body, self.signer, self.signature])
@@ -100,7 +106,21 @@ def decode_tx(data: bytes, limits: TxLimits = DEFAULT_TX_LIMITS) -> SignedTx:
 
 
 def decode_body(tx: SignedTx, limits: TxLimits = DEFAULT_TX_LIMITS) -> TxBody:
-    """Decode and check the body's shape and limits (no signature, no state)."""
+    """Decode and check the body's shape and limits (no signature, no state).
+
+    The result is kept on `tx` and returned again for the same limits: it is a function of the
+    body bytes and the limits only. Callers share it, so they must treat it as read-only
+    (registry checks build new normalized payloads; tests/test_admission.py checks that
+    admission and execution leave decoded bodies unchanged)."""
+    cached = tx._decoded_body
+    if cached is not None and cached[0] == limits:
+        return cached[1]
+    body = _decode_body(tx, limits)
+    object.__setattr__(tx, "_decoded_body", (limits, body))
+    return body
+
+
+def _decode_body(tx: SignedTx, limits: TxLimits) -> TxBody:
     value = _decode_named(tx.body, "body")
     if not isinstance(value, dict):
         raise DecodeError("must be a map", "body")
