@@ -48,7 +48,7 @@ import nacl.signing
 from cluster.bench_workload import sign_songs
 from cluster.gen import ALL_ROLES
 from consensus import Block, Height, NodeId, Round, genesis_block
-from node import smt
+from node import canonical, keyspace, smt
 from node.bundle import build_inclusion_bundle
 from node.committer import Committer
 from node.genesis import BlockLimits, Genesis, OrgSpec
@@ -174,6 +174,7 @@ class Pipeline:
         )[: self.validators.quorum]
         self.ok_txs = 0
         self.committed_txs = 0
+        self._receipts = hashlib.sha256()
         self.refused_at_admission = 0
 
     def close(self) -> None:
@@ -235,6 +236,8 @@ class Pipeline:
 
         self.committed_txs += len(committed.txs)
         self.ok_txs += sum(1 for receipt in committed.receipts if receipt.result.ok)
+        for receipt in committed.receipts:
+            self._receipts.update(receipt.encode())
         self._parent = block
         self._certify(committed.header.height, committed.header.hash())
         return b"".join(tx.tx_hash for tx in committed.txs)
@@ -244,6 +247,20 @@ class Pipeline:
             header_hash, tuple((org, sign_header(key, header_hash)) for org, key in self._signers)
         )
         self.store.save_certificate(height, certificate)
+
+    def fingerprint(self) -> dict[str, str]:
+        """What the run computed, to compare two versions of the code: every registry state
+        value (keys and bytes), every receipt, and the last header's roots."""
+        values = hashlib.sha256()
+        for key, value in self.store.view.iterate(keyspace.STATE):
+            values.update(canonical.encode([key, value]))
+        header = self.store.last_header()
+        return {
+            "state_values_sha256": values.hexdigest(),
+            "receipts_sha256": self._receipts.hexdigest(),
+            "tx_log_root": header.tx_log_root.hex(),
+            "state_root": header.state_root.hex(),
+        }
 
     def serve_proofs(self, tx_hashes: bytes, count: int) -> dict[str, float]:
         """`count` inclusion proofs spread over the ledger, built and encoded as the client
@@ -353,6 +370,7 @@ def run(
                     pipeline.clock.reset()
                     pending.pop(0)
             ok, committed = pipeline.ok_txs, pipeline.committed_txs
+            fingerprint = pipeline.fingerprint()
             refused = pipeline.refused_at_admission
         finally:
             pipeline.close()
@@ -365,6 +383,7 @@ def run(
         "orgs": orgs,
         "verify_us": verify_us(),
         "checkpoints": results,
+        "fingerprint": fingerprint,
     }
 
 

@@ -32,6 +32,23 @@ def test_tiny_run_commits_every_tx_ok_and_reports_every_figure() -> None:
         assert proofs["per_s"] > 0 and 0 < proofs["p50_ms"] <= proofs["p99_ms"]
 
 
+# What the tiny run above computes, as the code before any hot-path optimisation computed it:
+# state values, receipts and the log are pinned; the state root is left to the state tree's own
+# tests (tests/test_smt.py).
+TINY_RUN_FINGERPRINT = {
+    "state_values_sha256": "39b8eefc97ae5a427a3ebcc3279bb14b283d4bcafe83399754d97312b7a2c352",
+    "receipts_sha256": "b482e22f4f3ab197c178b0bca0a712db9c353344fa1254011953e2bfca0e9d17",
+    "tx_log_root": "e39c2b407f904ab99eabf40939e0cc8462a28b929de913c332cec4a17619b4ec",
+}
+
+
+def test_the_run_computes_the_pinned_state_receipts_and_log() -> None:
+    report = run(txs=60, block_txs=25, checkpoints=[30, 60], window_txs=30, proofs=0, orgs=4)
+    fingerprint = report["fingerprint"]
+    assert {k: fingerprint[k] for k in TINY_RUN_FINGERPRINT} == TINY_RUN_FINGERPRINT
+    assert len(bytes.fromhex(fingerprint["state_root"])) == 32
+
+
 def test_cli_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["bench-pipeline", "--txs", "12", "--block-txs", "6", "--proofs", "3", "--json"]
     assert cli.main(args) == 0

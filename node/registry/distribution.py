@@ -85,7 +85,7 @@ def _match(
             return None, [], f"unknown ISWC {code}"
         return None, [target["id"]], ""
     if kind == "isrc":
-        isrc = code if reader.get(state.recording_key(code)) is not None else None
+        isrc = code if reader.has(state.recording_key(code)) else None
         if isrc is None:
             return None, [], f"unknown ISRC {code}"
     else:

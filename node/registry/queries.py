@@ -65,7 +65,7 @@ class RegistryQueries:
                 raise _not_found(f"no {kind.upper()} {code} in the registry", "code")
             return ([target["id"]], []) if kind == "iswc" else ([], [target["id"]])
         if kind == "work":
-            if r.get(state.work_key(code)) is None:
+            if not r.has(state.work_key(code)):
                 raise _not_found(f"no work {code}", "code")
             return [code], []
         if kind not in ("cid", "uci"):

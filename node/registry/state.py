@@ -154,6 +154,10 @@ class StateReader:
         """The stored bytes of a key (for callers that cache what they decode from them)."""
         return self.view.get(key)
 
+    def has(self, key: bytes) -> bool:
+        """Whether the key holds a value: `get(key) is not None` without decoding the value."""
+        return self.get_raw(key) is not None
+
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         for key, raw in self.view.iterate(prefix):
             yield key, canonical.decode(raw)
