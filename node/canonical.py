@@ -110,6 +110,22 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise DecodeError(f"msgpack ext type {code} is not allowed")
 
 
+def decode_stored(data: bytes) -> Any:
+    """Decode a value this node encoded itself and kept in its own store (registry state).
+
+    Such bytes were written by `encode`, so they are canonical by construction: proving it again
+    by re-encoding (most of the cost of `decode`) is skipped. Malformed bytes still raise
+    DecodeError. Never use it for bytes from a client, a peer or a proof: those take `decode`."""
+    try:
+        return msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True, ext_hook=_refuse_ext
+        )
+    except DecodeError:
+        raise
+    except Exception as exc:  # a damaged store: the same answer as `decode` gives
+        raise DecodeError(f"not valid msgpack ({type(exc).__name__})") from None
+
+
 def decode(data: bytes, *, max_bytes: int | None = None) -> Any:
     """Decode canonical bytes. Any malformed or non-canonical input raises DecodeError."""
     if max_bytes is not None and len(data) > max_bytes:

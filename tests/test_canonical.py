@@ -136,3 +136,19 @@ def test_decode_accepts_exactly_the_canonical_bytes(value: Any) -> None:
         assert loose != encoded
     else:
         assert loose == encoded
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_decode_stored_reads_back_what_encode_wrote(value: Any) -> None:
+    kind, encoded = outcome(reference_encode, value)
+    if kind == "refused":
+        return
+    assert isinstance(encoded, bytes)
+    assert canonical.decode_stored(encoded) == canonical.decode(encoded)
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", b"\x92\x01", b"\xd4\x01\x00"])
+def test_decode_stored_refuses_damaged_bytes(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        canonical.decode_stored(data)

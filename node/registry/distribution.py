@@ -50,7 +50,7 @@ class RecordingReader(StateReader):
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         for key, raw in self.view.iterate(prefix):
             self.read[key] = raw
-            yield key, canonical.decode(raw)
+            yield key, canonical.decode_stored(raw)
 
     def inputs_hash(self) -> bytes:
         pairs = [[key, self.read[key]] for key in sorted(self.read)]

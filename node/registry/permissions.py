@@ -50,14 +50,14 @@ _DECODED_RECORDS = 4_096
 @functools.lru_cache(maxsize=_DECODED_RECORDS)
 def _member_record(raw: bytes) -> tuple[str, frozenset[str], bool]:
     """(org, roles, admin) of a stored member record."""
-    member = canonical.decode(raw)
+    member = canonical.decode_stored(raw)
     return member["org"], frozenset(member["roles"]), bool(member["admin"])
 
 
 @functools.lru_cache(maxsize=_DECODED_RECORDS)
 def _active_org_roles(raw: bytes) -> frozenset[str] | None:
     """The roles of a stored org record, or None when the org is not active."""
-    org = canonical.decode(raw)
+    org = canonical.decode_stored(raw)
     return frozenset(org["roles"]) if org["active"] else None
 
 
