@@ -23,7 +23,8 @@ def test_tiny_run_commits_every_tx_ok_and_reports_every_figure() -> None:
         assert checkpoint["window_txs"] == 30
         us = checkpoint["us_per_tx"]
         assert set(us) == set(PHASES)
-        assert all(us[phase] > 0 for phase in PHASES)
+        assert all(us[phase] > 0 for phase in PHASES if phase != "background_threads")
+        assert us["background_threads"] >= 0  # LevelDB may not compact at all in a tiny run
         parts = us["admit"] + us["propose_check"] + us["execute"] + us["commit_write"]
         assert parts <= us["total"] + 1.0  # total also frees the mempool; rounding
         assert us["execute_state_tree"] <= us["execute"]
