@@ -27,9 +27,9 @@ from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from node.tx import SignedTx, TxLimits, decode_tx
 
 EMPTY = b""
-# Payloads remembered: enough for the blocks between a vote and the commit of its block, with
-# room for a view change or two (a miss only costs a decode).
-RECENT_PAYLOADS = 8
+# Payloads remembered: enough for the blocks between a vote and the commit of its block (two
+# rounds when all goes well; a miss only costs a decode). Their txs stay alive meanwhile.
+RECENT_PAYLOADS = 4
 
 # payload bytes -> its txs, in order, most recently used last. The txs are a function of the
 # bytes alone; the limits are checked again on every use.

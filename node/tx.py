@@ -125,6 +125,11 @@ def decode_body(tx: SignedTx, limits: TxLimits = DEFAULT_TX_LIMITS) -> TxBody:
     return body
 
 
+def forget_decoded_body(tx: SignedTx) -> None:
+    """Drop the body `decode_body` keeps on `tx` (memory for a tx that will wait long)."""
+    object.__setattr__(tx, "_decoded_body", None)
+
+
 def _decode_body(tx: SignedTx, limits: TxLimits) -> TxBody:
     value = _decode_named(tx.body, "body")
     if not isinstance(value, dict):

@@ -18,7 +18,7 @@ from node.errors import DecodeError, Refused, Status
 from node.genesis import BlockLimits
 from node.keys import TX_TAG
 from node.keyspace import DictView
-from node.mempool import Mempool
+from node.mempool import Mempool, MempoolLimits
 from node.payload import decode_payload, encode_payload
 from node.registry import BlockContext, Registry
 from node.tx import SignedTx, TxBody, TxLimits, decode_body, sign_tx
@@ -171,3 +171,22 @@ def test_mempool_txs_are_taken_only_for_their_exact_encoding() -> None:
         lambda _hash: txs[0],  # a holder answering with another tx is ignored
     )
     assert lying == [other] and lying[0] is not txs[0]
+
+
+def test_only_the_first_waiting_txs_keep_their_decoded_body() -> None:
+    pool = Mempool(MempoolLimits(max_decoded_bodies=2))
+    txs = [sign_tx(key("KOMCA/client"), TxBody("c", "T", n, {"n": n})) for n in range(20, 24)]
+    for tx in txs:
+        pool.admit(tx.encoding, "c")
+    held = [pool.get(tx.tx_hash) for tx in txs]
+    assert [tx is not None and tx._decoded_body is not None for tx in held] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    pool.remove_committed([txs[0].tx_hash, txs[1].tx_hash])
+    late = sign_tx(key("KOMCA/client"), TxBody("c", "T", 30, {"n": 30}))
+    pool.admit(late.encoding, "c")
+    kept = pool.get(late.tx_hash)
+    assert kept is not None and kept._decoded_body is None  # 3 wait: 2 older ones, then it
