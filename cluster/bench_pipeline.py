@@ -235,8 +235,9 @@ class Pipeline:
         write_before = clock.seconds["commit_write"]
         committed = self.committer.apply_block(block, self._qc.encode())
         assert committed is not None
-        self.payloads.applied()
+        # As the node announces a height: free the mempool, then tell the payload source.
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
+        self.payloads.applied(committed.header.height)
         done_at = CPU()
         # execute_state_tree is part of execute (its wrapper adds to it on its own).
         write_s = clock.seconds["commit_write"] - write_before

@@ -17,6 +17,7 @@ again. Both only skip work: a payload gets exactly the txs and refusals that dec
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -32,15 +33,18 @@ EMPTY = b""
 RECENT_PAYLOADS = 4
 
 # payload bytes -> its txs, in order, most recently used last. The txs are a function of the
-# bytes alone; the limits are checked again on every use.
+# bytes alone; the limits are checked again on every use. The loop (proposals, votes) and the
+# commit worker thread (node/commit_pipeline.py) both use it: every access holds the lock.
 _recent: OrderedDict[bytes, tuple[SignedTx, ...]] = OrderedDict()
+_recent_lock = threading.Lock()
 
 
 def _remember(payload: bytes, txs: tuple[SignedTx, ...]) -> None:
-    _recent[payload] = txs
-    _recent.move_to_end(payload)
-    while len(_recent) > RECENT_PAYLOADS:
-        _recent.popitem(last=False)
+    with _recent_lock:
+        _recent[payload] = txs
+        _recent.move_to_end(payload)
+        while len(_recent) > RECENT_PAYLOADS:
+            _recent.popitem(last=False)
 
 
 def encode_payload(txs: Sequence[SignedTx]) -> bytes:
@@ -55,10 +59,11 @@ def _recalled(
     payload: bytes, block_limits: BlockLimits, tx_limits: TxLimits
 ) -> list[SignedTx] | None:
     """The remembered txs of `payload` if every check of `decode_payload` passes on them."""
-    txs = _recent.get(payload)
-    if txs is None:
-        return None
-    _recent.move_to_end(payload)
+    with _recent_lock:
+        txs = _recent.get(payload)
+        if txs is None:
+            return None
+        _recent.move_to_end(payload)
     if not txs or len(txs) > block_limits.max_block_txs:
         return None  # decode to refuse it with the usual message
     if not all(_decodable(tx, tx_limits) for tx in txs):

@@ -114,9 +114,11 @@ def decode_body(tx: SignedTx, limits: TxLimits = DEFAULT_TX_LIMITS) -> TxBody:
     """Decode and check the body's shape and limits (no signature, no state).
 
     The result is kept on `tx` and returned again for the same limits: it is a function of the
-    body bytes and the limits only. Callers share it, so they must treat it as read-only
-    (registry checks build new normalized payloads; tests/test_admission.py checks that
-    admission and execution leave decoded bodies unchanged)."""
+    body bytes and the limits only. Callers share it (admission on the loop, execution on the
+    commit worker thread), so they must treat it as read-only (registry checks build new
+    normalized payloads; tests/test_admission.py checks that admission and execution leave
+    decoded bodies unchanged). Two threads decoding the same tx at once both store an equal
+    body; either is right."""
     cached = tx._decoded_body
     if cached is not None and cached[0] == limits:
         return cached[1]

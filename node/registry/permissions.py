@@ -43,7 +43,8 @@ class Signer:
 # Every tx resolves its signer twice per node (admission, execution), and a few keys sign almost
 # every tx: the member and org records are read from the state each time (so a committed change,
 # e.g. a revoked key, is seen at once), but what they say is decoded once per distinct stored
-# bytes. These are pure functions of the bytes, so the caches are never stale; they are bounded.
+# bytes. These are pure functions of the bytes, so the caches are never stale; they are bounded
+# and thread-safe (admission runs on the loop, execution on the commit worker thread).
 _DECODED_RECORDS = 4_096
 
 
