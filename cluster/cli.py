@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": ("cluster.import_cli", "bulk-load works (CWR-style) and usage (DSR-style) files"),
     "bench": ("cluster.bench", "benchmark a fresh local cluster against this machine's limit"),
+    "bench-pipeline": (
+        "cluster.bench_pipeline",
+        "one node's admission, execution and commit path in one process, µs per tx",
+    ),
 }
 
 

@@ -5,6 +5,8 @@ Rules it keeps (DESIGN.md section 3, issue 5 point 1):
   RESOURCE_EXHAUSTED and nothing already held is evicted (a client retries; a flood cannot push
   out txs that were acknowledged);
 - dedup by tx hash: a hash it holds is refused with ALREADY_EXISTS before any signature work;
+- a tx admitted while fewer than `max_decoded_bodies` txs wait keeps the body admission
+  decoded, for execution to reuse; that bounds the memory it costs;
 - each tx's signature is verified once on this node: at admission, or when it first arrives in a
   proposal (`mark_verified`); `is_verified` answers for mempool txs and a bounded cache of others,
   so a proposal's txs found here need no signature check;
@@ -30,6 +32,7 @@ from node.tx import (
     check_signature,
     decode_body,
     decode_tx,
+    forget_decoded_body,
 )
 
 # A state-dependent admission check (member key registered, role allowed); raises Refused.
@@ -42,11 +45,16 @@ class MempoolLimits:
     max_bytes: int = 256 * 1024 * 1024
     # Hashes of txs verified outside the mempool (from proposals) remembered at most.
     max_verified_cache: int = 100_000
+    # Txs that keep the body admission decoded, for execution to reuse (~1.3 KB each for the
+    # bench workload, so ~25 MB at most): a tx admitted behind this many waiting txs drops it
+    # and is decoded again when it commits.
+    max_decoded_bodies: int = 20_000
 
 
 class Mempool:
     def __init__(self, limits: MempoolLimits = MempoolLimits()) -> None:
         assert limits.max_txs > 0 and limits.max_bytes > 0 and limits.max_verified_cache > 0
+        assert limits.max_decoded_bodies >= 0
         self.limits = limits
         self._txs: OrderedDict[bytes, SignedTx] = OrderedDict()
         self._bytes = 0
@@ -112,6 +120,8 @@ class Mempool:
         self._check_capacity(len(tx.encoding))
         self._txs[tx.tx_hash] = tx
         self._bytes += len(tx.encoding)
+        if len(self._txs) > self.limits.max_decoded_bodies:
+            forget_decoded_body(tx)
         self._verified.pop(tx.tx_hash, None)  # membership now answers is_verified
         if local:
             self._gossip.append(tx.tx_hash)

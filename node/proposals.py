@@ -81,7 +81,11 @@ class MempoolPayloads:
 
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
         try:
-            txs = decode_payload(payload, self._genesis.block_limits, self._genesis.tx_limits)
+            # Txs this node admitted come from the mempool (with their decoded bodies, which
+            # the committer reuses) instead of being decoded again.
+            txs = decode_payload(
+                payload, self._genesis.block_limits, self._genesis.tx_limits, self._mempool.get
+            )
             in_flight = self._in_flight(pending)
             seen: set[bytes] = set()
             for tx in txs:

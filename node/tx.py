@@ -13,7 +13,7 @@ verifies each tx once at admission and never again (DESIGN.md section 5, issue 6
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from node import canonical
@@ -45,9 +45,21 @@ class SignedTx:
     # Derived once at construction; every holder reuses them instead of re-encoding or re-hashing.
     encoding: bytes = field(init=False, repr=False, compare=False)
     tx_hash: bytes = field(init=False, repr=False, compare=False)
+    # The body as `decode_body` decoded it, with the limits it was checked against: a tx is
+    # decoded at admission and again at execution, from the same object when the payload
+    # decoder hands back the mempool's txs (node/payload.py).
+    _decoded_body: tuple[TxLimits, TxBody] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
-    def __post_init__(self) -> None:
-        encoding = canonical.encode([self.body, self.signer, self.signature])
+    # decode_tx passes the bytes it decoded, which it checked are this tx's canonical encoding,
+    # so they are not encoded again. Nobody else passes it.
+    _canonical_encoding: InitVar[bytes | None] = None
+
+    def __post_init__(self, _canonical_encoding: bytes | None) -> None:
+        encoding = _canonical_encoding
+        if encoding is None:
+            encoding = canonical.encode([self.body, self.signer, self.signature])
         object.__setattr__(self, "encoding", encoding)
         object.__setattr__(self, "tx_hash", hashlib.sha256(encoding).digest())
 
@@ -94,13 +106,33 @@ def decode_tx(data: bytes, limits: TxLimits = DEFAULT_TX_LIMITS) -> SignedTx:
         raise DecodeError(f"must be {PUBLIC_KEY_BYTES} bytes", "signer_public_key")
     if not (isinstance(signature, bytes) and len(signature) == SIGNATURE_BYTES):
         raise DecodeError(f"must be {SIGNATURE_BYTES} bytes", "signature")
-    tx = SignedTx(body=body, signer=signer, signature=signature)
-    assert tx.encoding == data  # canonical.decode guarantees it; the hash depends on it
-    return tx
+    # canonical.decode refused anything but the canonical encoding of [body, signer, signature].
+    return SignedTx(body, signer, signature, data)
 
 
 def decode_body(tx: SignedTx, limits: TxLimits = DEFAULT_TX_LIMITS) -> TxBody:
-    """Decode and check the body's shape and limits (no signature, no state)."""
+    """Decode and check the body's shape and limits (no signature, no state).
+
+    The result is kept on `tx` and returned again for the same limits: it is a function of the
+    body bytes and the limits only. Callers share it (admission on the loop, execution on the
+    commit worker thread), so they must treat it as read-only (registry checks build new
+    normalized payloads; tests/test_admission.py checks that admission and execution leave
+    decoded bodies unchanged). Two threads decoding the same tx at once both store an equal
+    body; either is right."""
+    cached = tx._decoded_body
+    if cached is not None and cached[0] == limits:
+        return cached[1]
+    body = _decode_body(tx, limits)
+    object.__setattr__(tx, "_decoded_body", (limits, body))
+    return body
+
+
+def forget_decoded_body(tx: SignedTx) -> None:
+    """Drop the body `decode_body` keeps on `tx` (memory for a tx that will wait long)."""
+    object.__setattr__(tx, "_decoded_body", None)
+
+
+def _decode_body(tx: SignedTx, limits: TxLimits) -> TxBody:
     value = _decode_named(tx.body, "body")
     if not isinstance(value, dict):
         raise DecodeError("must be a map", "body")
@@ -137,6 +169,41 @@ def _decode_named(data: bytes, field: str) -> Any:
 
 
 def _check_sizes(value: Any, path: str, limits: TxLimits) -> None:
+    """Refuse the first string or list over its limit, naming its path. Most payloads are far
+    within the limits: a walk that builds no paths says so, and only a payload it does not
+    clear is walked again to find and name the offender."""
+    if _clearly_within(value, limits.max_string_chars, limits.max_list_items):
+        return
+    _refuse_oversize(value, path, limits)
+
+
+def _clearly_within(value: Any, max_chars: int, max_items: int) -> bool:
+    """True when no string or list inside `value` is over its limit (False: look closer)."""
+    kind = type(value)
+    if kind is dict:
+        children = value.values()
+    elif kind is list:
+        if len(value) > max_items:
+            return False
+        children = value
+    elif kind is str:
+        return len(value) <= max_chars
+    else:
+        # Other leaves; subclasses of str, list or dict are left to the exact walk.
+        return not isinstance(value, str | list | dict)
+    for item in children:
+        item_kind = type(item)
+        if item_kind is str:
+            if len(item) > max_chars:
+                return False
+        elif (
+            item_kind is dict or item_kind is list or isinstance(item, str | list | dict)
+        ) and not _clearly_within(item, max_chars, max_items):
+            return False
+    return True
+
+
+def _refuse_oversize(value: Any, path: str, limits: TxLimits) -> None:
     if isinstance(value, str) and len(value) > limits.max_string_chars:
         raise Refused(
             Status.INVALID_ARGUMENT,
@@ -151,10 +218,10 @@ def _check_sizes(value: Any, path: str, limits: TxLimits) -> None:
                 path,
             )
         for index, item in enumerate(value):
-            _check_sizes(item, f"{path}[{index}]", limits)
+            _refuse_oversize(item, f"{path}[{index}]", limits)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_sizes(item, f"{path}.{key}", limits)
+            _refuse_oversize(item, f"{path}.{key}", limits)
 
 
 def check_signature(tx: SignedTx) -> None:

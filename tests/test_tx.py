@@ -88,6 +88,14 @@ def test_wrong_chain_is_refused_naming_chain_id() -> None:
             "payload.l",
         ),
         ({"chain_id": "c", "type": "T", "nonce": 1, "payload": {"s": "x" * 4097}}, "payload.s"),
+        (
+            {"chain_id": "c", "type": "T", "nonce": 1, "payload": {"a": [{"b": "x" * 4097}]}},
+            "payload.a[0].b",
+        ),
+        (
+            {"chain_id": "c", "type": "T", "nonce": 1, "payload": {"a": {"l": [[0] * 1001]}}},
+            "payload.a.l[0]",
+        ),
     ],
 )
 def test_malformed_bodies_name_their_field(body: dict[str, object], field: str) -> None:

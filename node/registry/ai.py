@@ -22,6 +22,7 @@ from node.registry.env import (
     exists,
     is_member_of,
     require_party,
+    require_party_registered,
     subject_record,
 )
 from node.registry.shares import RIGHTS
@@ -230,9 +231,9 @@ def check_persona_claim(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_persona_claim(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    if st.get(state.persona_claim_key(p["claim_id"])) is not None:
+    if st.has(state.persona_claim_key(p["claim_id"])):
         raise exists(f"persona claim {p['claim_id']} exists", "payload.claim_id")
-    require_party(st, p["performer_party_id"], "payload.performer_party_id")
+    require_party_registered(st, p["performer_party_id"], "payload.performer_party_id")
     subject = p["subject"]
     if subject["kind"] == "recording":
         subject_record(st, subject)

@@ -22,7 +22,7 @@ from node.registry.env import (
     exists,
     is_member_of,
     precondition,
-    require_party,
+    require_party_registered,
     subject_record,
 )
 from node.registry.permissions import PERFORMER_CMO
@@ -83,7 +83,7 @@ def check_register_party(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_register_party(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    if st.get(state.party_key(p["party_id"])) is not None:
+    if st.has(state.party_key(p["party_id"])):
         raise exists(f"party {p['party_id']} is already registered", "payload.party_id")
     if not is_member_of(p, env.signer.org):
         raise denied(
@@ -91,7 +91,7 @@ def apply_register_party(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, 
         )
     for i, name in enumerate(p["names"]):
         if name["ipi"]:
-            if st.get(state.ipi_key(name["ipi"])) is not None:
+            if st.has(state.ipi_key(name["ipi"])):
                 raise exists(f"IPI {name['ipi']} already names a party", f"payload.names[{i}].ipi")
             st.put(state.ipi_key(name["ipi"]), p["party_id"])
     st.put(
@@ -215,17 +215,17 @@ def check_register_work(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_register_work(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    if st.get(state.work_key(p["work_id"])) is not None:
+    if st.has(state.work_key(p["work_id"])):
         raise exists(f"work {p['work_id']} is already registered", "payload.work_id")
-    if p["iswc"] and st.get(state.code_key("iswc", p["iswc"])) is not None:
+    if p["iswc"] and st.has(state.code_key("iswc", p["iswc"])):
         raise exists(f"ISWC {p['iswc']} is already registered", "payload.iswc")
-    if p["version"] == "modified" and st.get(state.work_key(p["original_work_id"])) is None:
+    if p["version"] == "modified" and not st.has(state.work_key(p["original_work_id"])):
         raise precondition(
             f"original work {p['original_work_id']} is not registered", "payload.original_work_id"
         )
     for name in ("creators", "publishers"):
         for i, entry in enumerate(p[name]):
-            require_party(st, entry["party_id"], f"payload.{name}[{i}].party_id")
+            require_party_registered(st, entry["party_id"], f"payload.{name}[{i}].party_id")
     record = {
         **p,
         "registered_by": env.signer.org,
@@ -312,14 +312,14 @@ def check_register_recording(p: dict[str, Any]) -> dict[str, Any]:
 
 def apply_register_recording(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
     isrc = p["isrc"]
-    if st.get(state.recording_key(isrc)) is not None:
+    if st.has(state.recording_key(isrc)):
         raise exists(f"ISRC {isrc} is already registered", "payload.isrc")
     for i, party in enumerate(p["producers"]):
-        require_party(st, party, f"payload.producers[{i}]")
+        require_party_registered(st, party, f"payload.producers[{i}]")
     for i, performer in enumerate(p["performers"]):
-        require_party(st, performer["party_id"], f"payload.performers[{i}].party_id")
+        require_party_registered(st, performer["party_id"], f"payload.performers[{i}].party_id")
     for i, work_id in enumerate(p["works"]):
-        if st.get(state.work_key(work_id)) is None:
+        if not st.has(state.work_key(work_id)):
             raise precondition(f"work {work_id} is not registered", f"payload.works[{i}]")
     record = {
         **p,

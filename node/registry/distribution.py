@@ -41,15 +41,16 @@ class RecordingReader(StateReader):
         super().__init__(view)
         self.read: dict[bytes, bytes | None] = {}
 
-    def get(self, key: bytes) -> Any:
+    def get_raw(self, key: bytes) -> bytes | None:
+        # Every read (decoded by `get` or raw) is an input of the run.
         raw = self.view.get(key)
         self.read[key] = raw
-        return None if raw is None else canonical.decode(raw)
+        return raw
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         for key, raw in self.view.iterate(prefix):
             self.read[key] = raw
-            yield key, canonical.decode(raw)
+            yield key, canonical.decode_stored(raw)
 
     def inputs_hash(self) -> bytes:
         pairs = [[key, self.read[key]] for key in sorted(self.read)]
@@ -84,7 +85,7 @@ def _match(
             return None, [], f"unknown ISWC {code}"
         return None, [target["id"]], ""
     if kind == "isrc":
-        isrc = code if reader.get(state.recording_key(code)) is not None else None
+        isrc = code if reader.has(state.recording_key(code)) else None
         if isrc is None:
             return None, [], f"unknown ISRC {code}"
     else:

@@ -72,6 +72,12 @@ def require_party(reader: StateReader, party_id: str, field: str) -> Any:
     return record
 
 
+def require_party_registered(reader: StateReader, party_id: str, field: str) -> None:
+    """`require_party` for a caller that does not need the record (it is not decoded)."""
+    if not reader.has(state.party_key(party_id)):
+        raise precondition(f"party {party_id} is not registered", field)
+
+
 def is_member_of(party: dict[str, Any], org: str) -> bool:
     return any(m["society"] == org for m in party["memberships"])
 

@@ -26,10 +26,9 @@ def where(path: str) -> str:
 def obj(value: Any, path: str, allowed: frozenset[str] | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid("must be a map", where(path))
-    if allowed is not None:
+    if allowed is not None and not allowed.issuperset(value):
         unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise invalid(f"unknown field(s) {', '.join(unknown)}", where(path))
+        raise invalid(f"unknown field(s) {', '.join(unknown)}", where(path))
     return value
 
 

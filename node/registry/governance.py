@@ -188,7 +188,7 @@ def _approve(st: TxState, env: Env, proposal: dict[str, Any]) -> dict[str, Any]:
 def _check_action_now(st: StateReader, action: dict[str, Any]) -> None:
     kind = action["kind"]
     if kind == "set_tariff":
-        if st.get(state.tariff_key(action["tariff"]["version"])) is not None:
+        if st.has(state.tariff_key(action["tariff"]["version"])):
             raise exists(
                 f"tariff version {action['tariff']['version']} exists",
                 "payload.action.tariff.version",
@@ -199,7 +199,7 @@ def _check_action_now(st: StateReader, action: dict[str, Any]) -> None:
         if org is not None:
             raise exists(f"org {action['org_id']} exists", "payload.action.org_id")
         for name in ("admin_key", "validator_key"):
-            if action[name] and st.get(state.member_key(bytes.fromhex(action[name]))) is not None:
+            if action[name] and st.has(state.member_key(bytes.fromhex(action[name]))):
                 raise exists("key is already registered", f"payload.action.{name}")
         for index, member in enumerate(action["member_keys"]):
             if member == action["admin_key"] or st.get(state.member_key(bytes.fromhex(member))):

@@ -17,11 +17,12 @@ Canonical forms:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import NewType
 
-from node.errors import invalid
+from node.errors import Refused, invalid
 
 Iswc = NewType("Iswc", str)
 Isrc = NewType("Isrc", str)
@@ -200,9 +201,25 @@ PARSERS: dict[str, Callable[[object, str], str]] = {
 }
 
 
+# One song's codes come back in several txs (an ISWC in RegisterWork and LinkIdentifiers, an
+# ISRC in three), and each node parses every tx twice (admission, execution): what a text
+# parses to is remembered. Parsing is a pure function of kind and text; refusals are not kept.
+_PARSED_TEXTS = 16_384
+
+
+@functools.lru_cache(maxsize=_PARSED_TEXTS)
+def _parse_text(kind: str, text: str) -> str:
+    return PARSERS[kind](text, kind)
+
+
 def parse_code(kind: str, value: object, field: str | None = None) -> str:
     """Parse any identifier by kind name (a key of PARSERS)."""
     parser = PARSERS.get(kind)
     if parser is None:
         raise invalid(f"{kind!r} is not an identifier kind ({', '.join(PARSERS)})", field)
+    if type(value) is str:
+        try:
+            return _parse_text(kind, value)
+        except Refused:
+            pass  # parsed again below, so the refusal names the caller's field
     return parser(value, field or kind)

@@ -74,9 +74,9 @@ def _order(
 
 
 def _exists_endpoint(st: StateReader, end: tuple[str, str], field: str) -> None:
-    if end[0] == "work" and st.get(state.work_key(end[1])) is None:
+    if end[0] == "work" and not st.has(state.work_key(end[1])):
         raise Refused(Status.NOT_FOUND, f"no work {end[1]}", field)
-    if end[0] == "isrc" and st.get(state.recording_key(end[1])) is None:
+    if end[0] == "isrc" and not st.has(state.recording_key(end[1])):
         raise Refused(Status.NOT_FOUND, f"no recording with ISRC {end[1]}", field)
 
 

@@ -8,8 +8,10 @@ A key of a removed org can do nothing.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+from node import canonical
 from node.errors import Refused, Status
 from node.registry import state
 from node.registry.state import StateReader
@@ -38,24 +40,44 @@ class Signer:
         return bool(self.roles & roles)
 
 
+# Every tx resolves its signer twice per node (admission, execution), and a few keys sign almost
+# every tx: the member and org records are read from the state each time (so a committed change,
+# e.g. a revoked key, is seen at once), but what they say is decoded once per distinct stored
+# bytes. These are pure functions of the bytes, so the caches are never stale; they are bounded
+# and thread-safe (admission runs on the loop, execution on the commit worker thread).
+_DECODED_RECORDS = 4_096
+
+
+@functools.lru_cache(maxsize=_DECODED_RECORDS)
+def _member_record(raw: bytes) -> tuple[str, frozenset[str], bool]:
+    """(org, roles, admin) of a stored member record."""
+    member = canonical.decode_stored(raw)
+    return member["org"], frozenset(member["roles"]), bool(member["admin"])
+
+
+@functools.lru_cache(maxsize=_DECODED_RECORDS)
+def _active_org_roles(raw: bytes) -> frozenset[str] | None:
+    """The roles of a stored org record, or None when the org is not active."""
+    org = canonical.decode_stored(raw)
+    return frozenset(org["roles"]) if org["active"] else None
+
+
 def org_roles(reader: StateReader, org: str) -> frozenset[str]:
-    record = reader.get(state.org_key(org))
-    if record is None or not record["active"]:
-        return frozenset()
-    return frozenset(record["roles"])
+    raw = reader.get_raw(state.org_key(org))
+    roles = None if raw is None else _active_org_roles(raw)
+    return frozenset() if roles is None else roles
 
 
 def resolve_signer(reader: StateReader, public_key: bytes) -> Signer:
-    member = reader.get(state.member_key(public_key))
-    if member is None:
+    raw_member = reader.get_raw(state.member_key(public_key))
+    if raw_member is None:
         raise Refused(Status.PERMISSION_DENIED, "key is not a registered member key", "signer")
-    org = reader.get(state.org_key(member["org"]))
-    if org is None or not org["active"]:
-        raise Refused(
-            Status.PERMISSION_DENIED, f"org {member['org']} is not an active member", "signer"
-        )
-    roles = frozenset(member["roles"]) & frozenset(org["roles"])
-    return Signer(org=member["org"], roles=roles, admin=bool(member["admin"]))
+    org, member_roles, admin = _member_record(raw_member)
+    raw_org = reader.get_raw(state.org_key(org))
+    active_roles = None if raw_org is None else _active_org_roles(raw_org)
+    if active_roles is None:
+        raise Refused(Status.PERMISSION_DENIED, f"org {org} is not an active member", "signer")
+    return Signer(org=org, roles=member_roles & active_roles, admin=admin)
 
 
 def require_roles(signer: Signer, roles: frozenset[str], tx_type: str) -> None:

@@ -29,10 +29,11 @@ class _Recorder(StateReader):
         super().__init__(view)
         self.keys: list[bytes] = []
 
-    def get(self, key: bytes) -> Any:
+    def get_raw(self, key: bytes) -> bytes | None:
+        # Every read (decoded by `get` or raw) is a key the answer's proofs must cover.
         if key not in self.keys:
             self.keys.append(key)
-        return super().get(key)
+        return super().get_raw(key)
 
 
 def _not_found(message: str, field: str) -> Refused:
@@ -64,7 +65,7 @@ class RegistryQueries:
                 raise _not_found(f"no {kind.upper()} {code} in the registry", "code")
             return ([target["id"]], []) if kind == "iswc" else ([], [target["id"]])
         if kind == "work":
-            if r.get(state.work_key(code)) is None:
+            if not r.has(state.work_key(code)):
                 raise _not_found(f"no work {code}", "code")
             return [code], []
         if kind not in ("cid", "uci"):

@@ -239,7 +239,7 @@ def _interested_orgs(st: StateReader, subject: dict[str, str]) -> set[str]:
 
 
 def apply_file_dispute(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    if st.get(state.dispute_key(p["dispute_id"])) is not None:
+    if st.has(state.dispute_key(p["dispute_id"])):
         raise exists(f"dispute {p['dispute_id']} exists", "payload.dispute_id")
     subject = p["subject"]
     interested = _interested_orgs(st, subject)

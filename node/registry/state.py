@@ -141,18 +141,28 @@ def proposal_key(proposal_id: str) -> bytes:
 
 
 class StateReader:
-    """Decoded reads over any ReadView (queries, distribution re-runs)."""
+    """Decoded reads over a view of this node's own registry state (execution, queries,
+    distribution re-runs). Its values were written by canonical.encode, so they are decoded
+    without re-proving their canonical form (canonical.decode_stored)."""
 
     def __init__(self, view: ReadView) -> None:
         self.view = view
 
     def get(self, key: bytes) -> Any:
-        raw = self.view.get(key)
-        return None if raw is None else canonical.decode(raw)
+        raw = self.get_raw(key)
+        return None if raw is None else canonical.decode_stored(raw)
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        """The stored bytes of a key (for callers that cache what they decode from them)."""
+        return self.view.get(key)
+
+    def has(self, key: bytes) -> bool:
+        """Whether the key holds a value: `get(key) is not None` without decoding the value."""
+        return self.get_raw(key) is not None
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         for key, raw in self.view.iterate(prefix):
-            yield key, canonical.decode(raw)
+            yield key, canonical.decode_stored(raw)
 
 
 class TxState(StateReader):

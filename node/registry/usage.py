@@ -106,7 +106,7 @@ def apply_report_usage(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, An
                 )
     for i, line in enumerate(p["lines"]):
         line_key = state.usage_key(p["period"], p["territory"], p["report_id"], line["line_id"])
-        if st.get(line_key) is not None:
+        if st.has(line_key):
             raise exists(
                 f"line ({p['report_id']}, {line['line_id']}) was already reported",
                 f"payload.lines[{i}].line_id",
@@ -215,7 +215,7 @@ def check_run_distribution(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_run_distribution(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
-    if st.get(state.distribution_key(p["distribution_id"])) is not None:
+    if st.has(state.distribution_key(p["distribution_id"])):
         raise exists(f"distribution {p['distribution_id']} exists", "payload.distribution_id")
     scope_key = state.distribution_scope_key(p["period"], p["territory"], p["currency"])
     earlier = st.get(scope_key)

@@ -1,0 +1,70 @@
+"""`kledger bench-pipeline`: a tiny run goes through every phase of one node's hot path on a real
+store, commits every tx OK, and reports every figure at every checkpoint. Never a speed
+threshold: figures are checked for presence and consistency only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster import bench_pipeline, cli
+from cluster.bench_pipeline import PHASES, run
+
+
+def test_tiny_run_commits_every_tx_ok_and_reports_every_figure() -> None:
+    report = run(txs=60, block_txs=25, checkpoints=[30, 60], window_txs=30, proofs=7, orgs=4)
+    assert report["committed_txs"] == report["ok_txs"] == 60
+    assert report["refused_at_admission"] == 0
+    assert report["verify_us"] > 0
+    assert [c["ledger_txs"] for c in report["checkpoints"]] == [30, 60]
+    for checkpoint in report["checkpoints"]:
+        # Blocks never straddle a checkpoint: 25 + 5, then 25 + 5 again.
+        assert checkpoint["window_txs"] == 30
+        us = checkpoint["us_per_tx"]
+        assert set(us) == set(PHASES)
+        assert all(us[phase] > 0 for phase in PHASES if phase != "background_threads")
+        assert us["background_threads"] >= 0  # LevelDB may not compact at all in a tiny run
+        parts = us["admit"] + us["propose_check"] + us["execute"] + us["commit_write"]
+        assert parts <= us["total"] + 1.0  # total also frees the mempool; rounding
+        assert us["execute_state_tree"] <= us["execute"]
+        proofs = checkpoint["proofs"]
+        assert proofs["count"] == 7
+        assert proofs["per_s"] > 0 and 0 < proofs["p50_ms"] <= proofs["p99_ms"]
+
+
+# What the tiny run above computes, as the code before any hot-path optimisation computed it:
+# state values, receipts and the log are pinned; the state root is left to the state tree's own
+# tests (tests/test_smt.py).
+TINY_RUN_FINGERPRINT = {
+    "state_values_sha256": "39b8eefc97ae5a427a3ebcc3279bb14b283d4bcafe83399754d97312b7a2c352",
+    "receipts_sha256": "b482e22f4f3ab197c178b0bca0a712db9c353344fa1254011953e2bfca0e9d17",
+    "tx_log_root": "e39c2b407f904ab99eabf40939e0cc8462a28b929de913c332cec4a17619b4ec",
+}
+
+
+def test_the_run_computes_the_pinned_state_receipts_and_log() -> None:
+    report = run(txs=60, block_txs=25, checkpoints=[30, 60], window_txs=30, proofs=0, orgs=4)
+    fingerprint = report["fingerprint"]
+    assert {k: fingerprint[k] for k in TINY_RUN_FINGERPRINT} == TINY_RUN_FINGERPRINT
+    assert len(bytes.fromhex(fingerprint["state_root"])) == 32
+
+
+def test_cli_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench-pipeline", "--txs", "12", "--block-txs", "6", "--proofs", "3", "--json"]
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["committed_txs"] == report["ok_txs"] == 12
+    assert [c["ledger_txs"] for c in report["checkpoints"]] == [12]
+    assert report["checkpoints"][0]["proofs"]["count"] == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--txs", "0"], ["--txs", "10", "--checkpoints", "11"], ["--orgs", "0"], ["--proofs", "-1"]],
+)
+def test_bad_arguments_exit_2_naming_the_flag(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench_pipeline.main(args) == 2
+    assert "--" in capsys.readouterr().err
