@@ -1,5 +1,5 @@
 """What the benchmark reads from this machine: the Ed25519 verify rate of one core, the core
-count, and each node process's CPU time and peak memory from /proc.
+count, and each node process's CPU time and memory (now and peak) from /proc.
 
 Rules it keeps: the verify rate is measured with PyNaCl (what the node uses, through
 node/keys.py) on a message the size of a signed registry tx, over about VERIFY_MEASURE_S of
@@ -51,15 +51,25 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """VmHWM: the peak resident set size of the process so far, or None if it is gone."""
+def _status_kib(pid: int, field: str) -> int | None:
+    """A "kB" field of /proc/PID/status in bytes, or None if the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """VmHWM: the peak resident set size of the process so far, or None if it is gone."""
+    return _status_kib(pid, "VmHWM:")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """VmRSS: the resident set size of the process now, or None if it is gone."""
+    return _status_kib(pid, "VmRSS:")
 
 
 def tree_bytes(root: Path) -> int:
