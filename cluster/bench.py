@@ -429,12 +429,13 @@ class Bench:
         jobs = self._jobs(songs, before.height + 1, self.nodes, soak)
         pids = self.pids()
         cpu_before: dict[str, float | None] = {}
+        main_before: dict[str, float | None] = {}
         rss = RssSamples(pids)
 
         def at_start() -> None:
-            cpu_before.update(
-                {org: bench_probe.cpu_s(pid) if pid else None for org, pid in pids.items()}
-            )
+            for org, pid in pids.items():
+                cpu_before[org] = bench_probe.cpu_s(pid) if pid else None
+                main_before[org] = bench_probe.main_thread_cpu_s(pid) if pid else None
             rss.sample(0.0)
 
         def on_tick(elapsed_s: float) -> None:
@@ -453,6 +454,9 @@ class Bench:
         finished = self._run_clients(jobs, at_start, on_tick)
         ended_s = time.monotonic() - started_s
         cpu_after = {org: bench_probe.cpu_s(pid) if pid else None for org, pid in pids.items()}
+        main_after = {
+            org: bench_probe.main_thread_cpu_s(pid) if pid else None for org, pid in pids.items()
+        }
         rss.sample(ended_s)
         committed = sum(r.committed_txs for r in finished)
         if s.soak_s > 0:
@@ -472,11 +476,15 @@ class Bench:
         for org, pid in pids.items():
             before_s, after_s = cpu_before.get(org), cpu_after[org]
             used_s = None if before_s is None or after_s is None else after_s - before_s
+            main_s, main_end_s = main_before.get(org), main_after[org]
             per_node.append(
                 {
                     "org": org,
                     "pid": pid,
                     "cpu_s": used_s,
+                    "main_thread_cpu_s": None
+                    if main_s is None or main_end_s is None
+                    else round(main_end_s - main_s, 2),
                     "cpu_ms_per_tx": None if used_s is None else 1000 * used_s / max(committed, 1),
                     "peak_rss_bytes": bench_probe.peak_rss_bytes(pid) if pid else None,
                     "view_changes": _view_changes(self.try_status(org)),
@@ -632,17 +640,26 @@ class Bench:
 
 
 class RssSamples:
-    """Each node's resident set size over the run: (seconds since the start, bytes | None)."""
+    """Each node's memory over the run, per kind ("rss", "anon"): (seconds since the start,
+    bytes) while the node runs. Both kinds, because RSS also counts the LevelDB table files the
+    node maps (bench_probe.rss_bytes): a growing store grows RSS without any leak."""
+
+    KINDS = (("rss", bench_probe.rss_bytes), ("anon", bench_probe.rss_anon_bytes))
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
-        self.samples: dict[str, list[tuple[float, int | None]]] = {org: [] for org in pids}
+        self.samples: dict[tuple[str, str], list[tuple[float, int]]] = {
+            (org, kind): [] for org in pids for kind, _ in self.KINDS
+        }
         self.last_s = 0.0
 
     def sample(self, elapsed_s: float) -> None:
         self.last_s = elapsed_s
         for org, pid in self.pids.items():
-            self.samples[org].append((elapsed_s, bench_probe.rss_bytes(pid) if pid else None))
+            for kind, read in self.KINDS:
+                value = read(pid) if pid else None
+                if value is not None:
+                    self.samples[org, kind].append((elapsed_s, value))
 
 
 def soak_figures(
@@ -652,26 +669,24 @@ def soak_figures(
     elapsed_s: float,
     rss: RssSamples,
 ) -> dict[str, Any]:
-    """RSS per node (start, end, max, slope over the second half) and committed tx/s per
-    SOAK_WINDOW_S window."""
+    """Memory per node, RSS and anonymous RSS (start, end, max, slope over the second half,
+    every sample), and committed tx/s per SOAK_WINDOW_S window."""
     per_second: dict[int, int] = {}
     for result in results:
         for second, count in result.commits_per_s.items():
             per_second[second] = per_second.get(second, 0) + count
     windows = bench_report.windows(per_second, first_submit_s, elapsed_s, SOAK_WINDOW_S)
-    per_node = []
-    for org, samples in rss.samples.items():
-        known = [(t, b) for t, b in samples if b is not None]
-        per_node.append(
-            {
-                "org": org,
-                "rss_start_bytes": known[0][1] if known else None,
-                "rss_end_bytes": known[-1][1] if known else None,
-                "rss_max_bytes": max((b for _, b in known), default=None),
-                "rss_slope_mib_per_min": bench_report.second_half_slope_mib_per_min(known),
-                "rss_mib": [[round(t, 1), round(b / 2**20, 1)] for t, b in known],
-            }
-        )
+    per_node: list[dict[str, Any]] = []
+    for org in rss.pids:
+        node: dict[str, Any] = {"org": org}
+        for name, _ in RssSamples.KINDS:
+            known = rss.samples[org, name]
+            node[f"{name}_start_bytes"] = known[0][1] if known else None
+            node[f"{name}_end_bytes"] = known[-1][1] if known else None
+            node[f"{name}_max_bytes"] = max((b for _, b in known), default=None)
+            node[f"{name}_slope_mib_per_min"] = bench_report.second_half_slope_mib_per_min(known)
+            node[f"{name}_mib"] = [[round(t, 1), round(b / 2**20, 1)] for t, b in known]
+        per_node.append(node)
     return {
         "duration_s": duration_s,
         "rss_every_s": RSS_EVERY_S,
@@ -738,15 +753,17 @@ def run(settings: Settings, root: Path) -> dict[str, Any]:
         )
         sampled, ok = bench.receipts_ok(tx_hashes)
         _say("fetching inclusion proofs")
-        proofs = bench.proofs(
-            proof_sample(
-                preloaded.sampled_hashes if preloaded is not None else (),
-                settings.preload_txs,
-                tx_hashes,
-                load["committed_txs"],
-                settings.proofs,
-            )
+        preloaded_hashes = preloaded.sampled_hashes if preloaded is not None else ()
+        sample = proof_sample(
+            preloaded_hashes,
+            settings.preload_txs,
+            tx_hashes,
+            load["committed_txs"],
+            settings.proofs,
         )
+        proofs = bench.proofs(sample)
+        if proofs is not None:
+            proofs["from_preload"] = len(set(sample) & set(preloaded_hashes))
         disk = bench.disk()
         if behind is None and catchup_songs:
             _say("catch-up: one node killed, load committed without it, node restarted")

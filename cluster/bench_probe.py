@@ -43,8 +43,18 @@ def verify_per_s(measure_s: float = VERIFY_MEASURE_S) -> float:
 
 def cpu_s(pid: int) -> float | None:
     """User + system CPU seconds the process has used, or None if it is gone."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def main_thread_cpu_s(pid: int) -> float | None:
+    """CPU seconds of the process's main thread only (a node's event loop: consensus,
+    execution, admission), without its other threads (LevelDB compaction, gRPC polling)."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _stat_cpu_s(path: Path) -> float | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = path.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     # After the ")" of the command name: state is field 0, utime 11, stime 12 (proc(5) 3, 14, 15).
@@ -68,8 +78,16 @@ def peak_rss_bytes(pid: int) -> int | None:
 
 
 def rss_bytes(pid: int) -> int | None:
-    """VmRSS: the resident set size of the process now, or None if it is gone."""
+    """VmRSS: the resident set size of the process now, or None if it is gone. It counts the
+    pages of files the process maps: LevelDB maps its table files, so a node's RSS grows with
+    what it has read of its store (page cache the kernel can reclaim), not only its heap."""
     return _status_kib(pid, "VmRSS:")
+
+
+def rss_anon_bytes(pid: int) -> int | None:
+    """RssAnon: the resident memory of the process that no file backs (its heap and stacks:
+    what a leak grows), or None if it is gone."""
+    return _status_kib(pid, "RssAnon:")
 
 
 def tree_bytes(root: Path) -> int:

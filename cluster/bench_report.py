@@ -172,26 +172,30 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("")
     lines.append(
-        f"{'node':<8} {'cpu s':>8} {'cpu ms/tx':>10} {'peak RSS MiB':>13} {'disk MiB':>9}"
-        f" {'view changes':>13}"
+        f"{'node':<8} {'cpu s':>8} {'main thread s':>14} {'cpu ms/tx':>10} {'peak RSS MiB':>13}"
+        f" {'disk MiB':>9} {'view changes':>13}"
     )
     for node in report["per_node"]:
         lines.append(
-            f"{node['org']:<8} {_fmt(node['cpu_s'], 2):>8} {_fmt(node['cpu_ms_per_tx'], 3):>10} "
+            f"{node['org']:<8} {_fmt(node['cpu_s'], 2):>8}"
+            f" {_fmt(node.get('main_thread_cpu_s'), 2):>14} {_fmt(node['cpu_ms_per_tx'], 3):>10} "
             f"{_fmt(_mib(node['peak_rss_bytes'])):>13} {_fmt(_mib(node['disk_bytes'])):>9}"
             f" {_fmt(node.get('view_changes')):>13}"
         )
     if soak:
         lines.append("")
         lines.append(
-            f"{'node':<8} {'RSS start MiB':>14} {'RSS end MiB':>12} {'RSS max MiB':>12}"
-            f" {'MiB/min (2nd half)':>19}"
+            f"{'soak MiB':<8} {'RSS start':>10} {'end':>8} {'max':>8} {'/min 2nd half':>14}"
+            f" {'anon start':>11} {'end':>8} {'max':>8} {'/min 2nd half':>14}"
         )
         for node in soak["per_node"]:
             lines.append(
-                f"{node['org']:<8} {_fmt(_mib(node['rss_start_bytes'])):>14}"
-                f" {_fmt(_mib(node['rss_end_bytes'])):>12} {_fmt(_mib(node['rss_max_bytes'])):>12}"
-                f" {_fmt(node['rss_slope_mib_per_min'], 3):>19}"
+                f"{node['org']:<8} {_fmt(_mib(node['rss_start_bytes'])):>10}"
+                f" {_fmt(_mib(node['rss_end_bytes'])):>8} {_fmt(_mib(node['rss_max_bytes'])):>8}"
+                f" {_fmt(node['rss_slope_mib_per_min'], 2):>14}"
+                f" {_fmt(_mib(node['anon_start_bytes'])):>11}"
+                f" {_fmt(_mib(node['anon_end_bytes'])):>8} {_fmt(_mib(node['anon_max_bytes'])):>8}"
+                f" {_fmt(node['anon_slope_mib_per_min'], 2):>14}"
             )
     return "\n".join(lines)
 
