@@ -358,12 +358,15 @@ class Bench:
     def _run_clients(
         self,
         jobs: list[ClientJob],
+        nodes: list[NodeAddress],
         at_start: Callable[[], None],
         on_tick: Callable[[float], None],
     ) -> list[ClientResult]:
         """Start one process per job, wait until all are connected, call `at_start`, release
         them together, call `on_tick(seconds since release)` about every PROGRESS_EVERY_S
-        until each reported its result; the results, in any order."""
+        until each reported its result; the results, in any order. A client or one of `nodes`
+        exiting meanwhile fails the run at once (the clients would otherwise wait for commits
+        that a cluster without a quorum never makes)."""
         context = multiprocessing.get_context("spawn")
         ready = context.Queue()
         results = context.Queue()
@@ -374,8 +377,20 @@ class Bench:
             )
             process.start()
             self._clients.append(process)
-        for _ in jobs:
-            ready.get(timeout=READY_TIMEOUT_S)
+        connected = 0
+        ready_by_s = time.monotonic() + READY_TIMEOUT_S
+        while connected < len(jobs):
+            try:
+                ready.get(timeout=PROGRESS_EVERY_S)
+                connected += 1
+                continue
+            except queue.Empty:
+                pass
+            self._check_alive(nodes)
+            early = [p.name for p in self._clients if not p.is_alive()]
+            if early or time.monotonic() > ready_by_s:
+                why = "; ".join(r.error for r in _drain(results)) or "no message"
+                raise BenchError(f"clients not ready ({early or 'timed out'}): {why}")
         at_start()
         go.set()
         start_s = time.monotonic()
@@ -383,10 +398,15 @@ class Bench:
         last_tick_s = 0.0
         while len(finished) < len(jobs):
             try:
-                finished.append(results.get(timeout=PROGRESS_EVERY_S))
-                continue
+                result: ClientResult = results.get(timeout=PROGRESS_EVERY_S)
             except queue.Empty:  # time to draw the bar and check the clients
                 pass
+            else:
+                if result.error:
+                    self._check_alive(nodes)  # a dead node is the cause worth naming
+                    raise BenchError(f"client {result.index}: {result.error}")
+                finished.append(result)
+                continue
             now = time.monotonic()
             if now - last_tick_s >= PROGRESS_EVERY_S:
                 last_tick_s = now
@@ -394,13 +414,17 @@ class Bench:
             dead = [p.name for p in self._clients if not p.is_alive() and p.exitcode]
             if dead:
                 raise BenchError(f"client process failed: {dead}")
-        errors = [f"client {r.index}: {r.error}" for r in finished if r.error]
-        if errors:
-            raise BenchError("; ".join(errors))
+            self._check_alive(nodes)
         for client in self._clients:
             client.join(timeout=10)
         self._clients.clear()
         return finished
+
+    def _check_alive(self, nodes: list[NodeAddress]) -> None:
+        gone = [n.org for n in nodes if launcher.node_pid(self.layout, n.org) is None]
+        if gone:
+            logs = ", ".join(str(self.layout.node_dir(org) / "node.log") for org in gone)
+            raise BenchError(f"node process exited during the run: {gone}; see {logs}")
 
     def _soak_work(self, first_song: int) -> Callable[[int], SoakWork]:
         s = self.settings
@@ -451,7 +475,7 @@ class Bench:
                 bench_report.progress(committed, s.txs, elapsed_s)
 
         started_s = time.monotonic()
-        finished = self._run_clients(jobs, at_start, on_tick)
+        finished = self._run_clients(jobs, self.nodes, at_start, on_tick)
         ended_s = time.monotonic() - started_s
         cpu_after = {org: bench_probe.cpu_s(pid) if pid else None for org, pid in pids.items()}
         main_after = {
@@ -615,7 +639,7 @@ class Bench:
             if seen is not None:
                 bench_report.progress(seen.tx_log_size - before.tx_log_size, total, elapsed_s)
 
-        finished = self._run_clients(jobs, lambda: None, on_tick)
+        finished = self._run_clients(jobs, self.nodes[:-1], lambda: None, on_tick)
         sys.stderr.write("\n")
         refused = {k: v for r in finished for k, v in r.refused.items()}
         if refused or sum(r.committed_txs for r in finished) != total:
@@ -696,6 +720,16 @@ def soak_figures(
     }
 
 
+def _drain(results: Any) -> list[ClientResult]:
+    """What the client processes already reported (without waiting)."""
+    out: list[ClientResult] = []
+    while True:
+        try:
+            out.append(results.get_nowait())
+        except queue.Empty:
+            return out
+
+
 def _view_changes(status: ledger_pb2.NodeStatus | None) -> int | None:
     """Rounds the node entered by a timeout since it started (None: it did not answer)."""
     return None if status is None else int(status.view_changes)
@@ -706,7 +740,7 @@ def _preload_figures(result: PreloadResult | None) -> dict[str, Any] | None:
         return None
     return {
         "txs": result.txs,
-        "blocks": result.blocks,
+        "blocks": result.height,
         "elapsed_s": round(result.elapsed_s, 1),
         "tx_per_s": round(result.txs / max(result.elapsed_s, 1e-9), 1),
         "s_per_10k_txs": round(10_000 * result.elapsed_s / max(result.txs, 1), 2),

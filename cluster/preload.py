@@ -111,8 +111,7 @@ class BehindCopy:
 @dataclass(frozen=True, slots=True)
 class PreloadResult:
     txs: int
-    height: int  # last committed height on every node but the one behind
-    blocks: int
+    height: int  # last committed height (= blocks) on every node but the one behind
     elapsed_s: float
     sampled_hashes: tuple[bytes, ...]  # the txs at plan.sample_leaves, in leaf order
     behind: BehindCopy | None
@@ -201,18 +200,17 @@ def copy_store(source: Path, target: Path) -> None:
 class _Workload:
     """The preload's songs, signed one block at a time."""
 
-    def __init__(self, chain_id: str, client_keys: dict[str, keys.KeyPair], songs: int) -> None:
+    def __init__(self, chain_id: str, client_keys: dict[str, keys.KeyPair]) -> None:
         self._chain_id = chain_id
         self._client_keys = client_keys
-        self._songs = songs
         self.next_song = 0
 
-    def payload(self, *, max_txs: int, max_bytes: int, stop_song: int) -> tuple[bytes, int]:
-        """The next block's payload and its tx count, never past `stop_song` (b"", 0 when
-        every song was handed out)."""
+    def payload(self, *, max_txs: int, max_bytes: int, stop_song: int) -> bytes:
+        """The next block's payload, never past `stop_song` (b"" once every song before it was
+        handed out)."""
         count = min(max_txs // TXS_PER_SONG, stop_song - self.next_song)
         if count <= 0:
-            return b"", 0
+            return b""
         songs = sign_songs(self._chain_id, self._client_keys, self.next_song, count)
         encodings: list[bytes] = []
         size = 0
@@ -223,7 +221,7 @@ class _Workload:
             encodings.extend(song.encodings)
             size += song_bytes
         self.next_song += len(encodings) // TXS_PER_SONG
-        return encode_payload([decode_tx(e) for e in encodings]), len(encodings)
+        return encode_payload([decode_tx(e) for e in encodings])
 
 
 class LedgerBuilder:
@@ -277,7 +275,7 @@ class LedgerBuilder:
         started_s = time.monotonic()
         behind_org = self.orgs[-1] if plan.behind_txs else None
         stop_song = (plan.txs - plan.behind_txs) // TXS_PER_SONG
-        workload = _Workload(self.genesis.chain_id, self.client_keys, plan.txs // TXS_PER_SONG)
+        workload = _Workload(self.genesis.chain_id, self.client_keys)
         wanted = list(plan.sample_leaves)
         assert wanted == sorted(wanted), "sample_leaves must ascend"
         sampled: list[bytes] = []
@@ -287,7 +285,7 @@ class LedgerBuilder:
         self._open_staging()
         try:
 
-            def payload() -> tuple[bytes, int]:
+            def payload() -> bytes:
                 limit = stop_song if workload.next_song < stop_song else plan.txs // TXS_PER_SONG
                 return workload.payload(
                     max_txs=plan.block_txs, max_bytes=plan.block_bytes, stop_song=limit
@@ -296,10 +294,10 @@ class LedgerBuilder:
             root, root_qc = genesis_block(
                 self.genesis.chain_id, self.signer.validators, self.genesis.genesis_time_ms
             )
-            block = self.signer.block(root, root_qc, payload()[0])
+            block = self.signer.block(root, root_qc, payload())
             qc = self.signer.qc(block)
             while True:
-                child_payload, _ = payload()
+                child_payload = payload()
                 child = self.signer.block(block, qc, child_payload)
                 child_qc = self.signer.qc(child)  # the QC on the child commits `block`
                 self._commit(block, child_qc, wanted, sampled)
@@ -336,7 +334,6 @@ class LedgerBuilder:
         return PreloadResult(
             txs=txs,
             height=height,
-            blocks=height,
             elapsed_s=time.monotonic() - started_s,
             sampled_hashes=tuple(sampled),
             behind=behind,

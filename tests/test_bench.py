@@ -6,9 +6,13 @@ Never a speed threshold: the figures are only checked for presence and consisten
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
+
+import pytest
 
 from cluster import bench, launcher
 from cluster.bench_client import _Sample
@@ -273,3 +277,36 @@ def test_preload_soak_and_catchup_from_an_older_copy_report_every_figure(tmp_pat
     layout = ClusterLayout(tmp_path / "cluster")
     assert all(not p.running for p in launcher.processes(layout))
     assert "soak" in table(report)
+
+
+def test_a_node_that_exits_during_the_load_fails_the_run(tmp_path: Path) -> None:
+    settings = bench.Settings(
+        nodes=4,
+        txs=6_000,
+        clients=1,
+        batch_txs=60,
+        window_txs=120,
+        proofs=0,
+        catchup_txs=0,
+        timeout_s=120,
+    )
+    run = bench.Bench(tmp_path / "cluster", settings)
+    layout = run.layout
+    try:
+        run.start()
+        songs = run.sign(0, settings.txs // TXS_PER_SONG)
+
+        def kill_after_first_commit() -> None:
+            node = layout.nodes()[0]
+            while launcher.node_status(layout, node).tx_log_size == 0:
+                time.sleep(0.05)
+            launcher.kill_node(layout, "ORG4")
+
+        killer = threading.Thread(target=kill_after_first_commit, daemon=True)
+        killer.start()
+        with pytest.raises(bench.BenchError, match=r"node process exited.*ORG4"):
+            run.load(songs, 0)
+        killer.join(timeout=10)
+    finally:
+        run.close()
+    assert all(not p.running for p in launcher.processes(layout))
