@@ -48,7 +48,8 @@ def cpu_s(pid: int) -> float | None:
 
 def main_thread_cpu_s(pid: int) -> float | None:
     """CPU seconds of the process's main thread only (a node's event loop: consensus,
-    execution, admission), without its other threads (LevelDB compaction, gRPC polling)."""
+    admission, serving), without its other threads (the commit worker that executes blocks,
+    LevelDB compaction, gRPC polling)."""
     return _stat_cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
