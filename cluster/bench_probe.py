@@ -1,5 +1,5 @@
 """What the benchmark reads from this machine: the Ed25519 verify rate of one core, the core
-count, and each node process's CPU time and peak memory from /proc.
+count, and each node process's CPU time and memory (now and peak) from /proc.
 
 Rules it keeps: the verify rate is measured with PyNaCl (what the node uses, through
 node/keys.py) on a message the size of a signed registry tx, over about VERIFY_MEASURE_S of
@@ -43,23 +43,52 @@ def verify_per_s(measure_s: float = VERIFY_MEASURE_S) -> float:
 
 def cpu_s(pid: int) -> float | None:
     """User + system CPU seconds the process has used, or None if it is gone."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def main_thread_cpu_s(pid: int) -> float | None:
+    """CPU seconds of the process's main thread only (a node's event loop: consensus,
+    admission, serving), without its other threads (the commit worker that executes blocks,
+    LevelDB compaction, gRPC polling)."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _stat_cpu_s(path: Path) -> float | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = path.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     # After the ")" of the command name: state is field 0, utime 11, stime 12 (proc(5) 3, 14, 15).
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """VmHWM: the peak resident set size of the process so far, or None if it is gone."""
+def _status_kib(pid: int, field: str) -> int | None:
+    """A "kB" field of /proc/PID/status in bytes, or None if the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """VmHWM: the peak resident set size of the process so far, or None if it is gone."""
+    return _status_kib(pid, "VmHWM:")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """VmRSS: the resident set size of the process now, or None if it is gone. It counts the
+    pages of files the process maps: LevelDB maps its table files, so a node's RSS grows with
+    what it has read of its store (page cache the kernel can reclaim), not only its heap."""
+    return _status_kib(pid, "VmRSS:")
+
+
+def rss_anon_bytes(pid: int) -> int | None:
+    """RssAnon: the resident memory of the process that no file backs (its heap and stacks:
+    what a leak grows), or None if it is gone."""
+    return _status_kib(pid, "RssAnon:")
 
 
 def tree_bytes(root: Path) -> int:

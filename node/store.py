@@ -461,8 +461,11 @@ class LedgerStore:
         """Bytes of the store's files on disk."""
         total = 0
         for entry in os.scandir(self._path):
-            if entry.is_file():
-                total += entry.stat().st_size
+            try:
+                if entry.is_file():
+                    total += entry.stat().st_size
+            except FileNotFoundError:
+                continue  # LevelDB compaction deleted it after the directory was listed
         return total
 
     # ---- writes ---------------------------------------------------------------------------

@@ -1,17 +1,39 @@
-"""`kledger bench`: the workload is valid registry traffic, and a small real run (4 real node
-processes, real gRPC, 2 client processes) commits every tx and reports every figure. Never a
-speed threshold: the figures are only checked for presence and consistency."""
+"""`kledger bench`: the workload is valid registry traffic; a preloaded ledger is one a real node
+accepts and resumes exactly as after a restart (one copy older for the catch-up); small real runs
+(4 real node processes, real gRPC, client processes) commit every tx and report every figure:
+pre-signed load with a kill-restart catch-up, and preload + soak + catch-up from the older copy.
+Never a speed threshold: the figures are only checked for presence and consistency."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
+import pytest
+
 from cluster import bench, launcher
-from cluster.bench_report import latency_ms, limit_tx_per_s, percentile, table
+from cluster.bench_client import _Sample
+from cluster.bench_report import (
+    latency_ms,
+    limit_tx_per_s,
+    percentile,
+    second_half_slope_mib_per_min,
+    table,
+    windows,
+)
 from cluster.bench_workload import TXS_PER_SONG, isrc_of, iswc_of, sign_songs
-from cluster.gen import ALL_ROLES
+from cluster.gen import ALL_ROLES, ClusterSpec, generic_orgs, init_cluster
 from cluster.layout import ClusterLayout
+from cluster.preload import PreloadPlan, block_limits, preload
+from consensus import Block, QuorumCert, SafetyData
+from consensus.types import vote_sign_bytes
+from node.app import Node
+from node.config import load_config
+from node.header import certificate_problem
+from node.keys import CONSENSUS_TAG, verify
 from node.keyspace import DictView
 from node.registry import BlockContext, Registry
 from node.registry.identifiers import PARSERS
@@ -66,6 +88,110 @@ def test_bad_arguments_exit_2_without_starting_anything(capsys: object) -> None:
     assert bench.main(["--txs", "3"]) == 2
     assert bench.main(["--batch-txs", "7"]) == 2
     assert bench.main(["--clients", "0"]) == 2
+    assert bench.main(["--preload-txs", "-6"]) == 2
+    assert bench.main(["--soak-s", "-1"]) == 2
+
+
+def test_soak_figures_windows_and_memory_slope() -> None:
+    # 95 s of commits, 10 txs in each second, from monotonic second 1000.3 on.
+    per_second = {1000 + i: 10 for i in range(95)}
+    found = windows(per_second, 1000.3, 95.0, 30.0)
+    assert [w["start_s"] for w in found] == [0.0, 30.0, 60.0, 90.0]
+    assert [w["length_s"] for w in found] == [30.0, 30.0, 30.0, 5.0]
+    assert sum(w["committed_txs"] for w in found) == 950
+    assert found[0]["tx_per_s"] == 10.0
+    mib = 2**20
+    flat_then_growing = [(float(t), 100 * mib) for t in range(0, 60, 5)]
+    flat_then_growing += [(float(t), (100 + (t - 60)) * mib) for t in range(60, 121, 5)]
+    assert second_half_slope_mib_per_min(flat_then_growing) == 60.0  # 1 MiB/s in the 2nd half
+    assert second_half_slope_mib_per_min([(0.0, mib), (60.0, mib)]) is None  # one in 2nd half
+    assert second_half_slope_mib_per_min([]) is None
+
+
+def test_client_hash_sample_stays_bounded_and_even() -> None:
+    sample = _Sample(limit=8)
+    items = [i.to_bytes(4, "big") for i in range(1_000)]
+    for item in items:
+        sample.add(item)
+    assert 8 <= len(sample.items) < 16
+    indices = [int.from_bytes(i, "big") for i in sample.items]
+    gaps = {b - a for a, b in pairwise(indices)}
+    assert len(gaps) == 1 and indices[0] == 0  # evenly spread from the first
+
+
+def test_proof_sample_spreads_over_preloaded_and_loaded_parts() -> None:
+    preloaded = [b"p%d" % i for i in range(100)]
+    loaded = [b"l%d" % i for i in range(300)]
+    sample = bench.proof_sample(preloaded, 9_000, loaded, 3_000, 40)
+    assert len(sample) == 40
+    assert sum(h.startswith(b"p") for h in sample) == 30  # 3/4 of the ledger was preloaded
+    assert sample[:30] == bench.spread(preloaded, 30)
+    assert bench.proof_sample([], 0, loaded, 300, 500) == loaded
+
+
+def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) -> None:
+    layout = init_cluster(
+        tmp_path / "cluster", ClusterSpec(orgs=generic_orgs(4), chain_id="kledger-bench")
+    )
+    _, block_bytes = block_limits(layout)
+    plan = PreloadPlan(
+        txs=300, block_txs=60, block_bytes=block_bytes, behind_txs=120, sample_leaves=[0, 61, 299]
+    )
+    seen: list[int] = []
+    result = preload(layout, plan, lambda done, total, elapsed_s: seen.append(done))
+    assert result.txs == 300 and result.height == 5 and seen[-1] == 300
+    assert result.behind is not None
+    assert (result.behind.org, result.behind.height, result.behind.txs) == ("ORG4", 3, 180)
+    assert not (tmp_path / "cluster" / "preload-staging").exists()
+    blocks_at: dict[int, bytes] = {}
+    for org in ("ORG1", "ORG2", "ORG3", "ORG4"):
+        # The real node start-up: store self-check, state root against the last header, and
+        # the consensus core restored from the store (node/app.py).
+        node = Node(load_config(layout.node_config(org)))
+        try:
+            store, core = node.store, node.core
+            height = 3 if org == "ORG4" else 5
+            assert store.last_height() == height and store.log_size() == height * 60
+            assert store.latest_certified_height() == height
+            for h in range(1, height + 1):
+                header = store.header(h)
+                record = store.block(h)
+                certificate = store.certificate(h)
+                assert header is not None and record is not None and certificate is not None
+                assert certificate_problem(certificate, header, node.validators) is None
+                block = Block.decode(record.consensus_block)
+                assert QuorumCert.decode(record.commit_qc).commit == block.info
+                assert core.verify_qc(QuorumCert.decode(record.commit_qc))
+                assert blocks_at.setdefault(h, block.id) == block.id  # one chain on every node
+            assert core.committed_height == height
+            # The block after the last committed one is in the core's tree, so the next leader
+            # can extend the high QC, and this node's stored vote is on it.
+            pending = core.block(core.high_qc.block_id)
+            assert pending is not None and pending.height == height + 1
+            raw = store.load_safety()
+            assert raw is not None
+            safety = SafetyData.decode(raw)
+            assert safety.last_vote is not None and safety.last_vote.author == org
+            assert safety.last_vote.data.certified == pending.info
+            assert safety.highest_vote_round == pending.round
+            assert safety.highest_qc_round == pending.qc.round
+            assert verify(
+                node.validators.public_key(org) or b"",
+                CONSENSUS_TAG,
+                vote_sign_bytes("kledger-bench", safety.last_vote.data),
+                safety.last_vote.signature,
+            )
+            if org == "ORG4":
+                assert pending.id == blocks_at[4]  # the real block 4, the others committed it
+            else:
+                assert pending.payload == b""  # an empty block: no tx beyond the preload
+            for index, tx_hash in zip((0, 61, 299), result.sampled_hashes, strict=True):
+                found = store.get_tx(tx_hash)
+                if index < store.log_size():
+                    assert found is not None and found[1].leaf_index == index
+                    assert found[1].result.status == "OK"
+        finally:
+            node.store.close()
 
 
 def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path) -> None:
@@ -100,8 +226,87 @@ def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path
     assert report["proofs"]["count"] == 20 and report["proofs"]["tree_size"] >= 240
     catchup = report["catchup"]
     assert catchup["node"] == "ORG4" and catchup["behind_txs"] == 60
-    assert catchup["blocks_per_s"] > 0
+    assert catchup["method"] == "kill_restart"
+    assert catchup["blocks_per_s"] > 0 and catchup["ratio_to_commit_rate"] > 0
+    assert report["preload"] is None and report["soak"] is None
     # Every process it started is gone.
     layout = ClusterLayout(tmp_path / "cluster")
     assert all(not p.running for p in launcher.processes(layout))
     assert table(report).count("\n") > 10
+
+
+def test_preload_soak_and_catchup_from_an_older_copy_report_every_figure(tmp_path: Path) -> None:
+    settings = bench.Settings(
+        nodes=4,
+        txs=6,  # not used by a soak
+        clients=2,
+        batch_txs=30,
+        window_txs=120,
+        proofs=20,
+        catchup_txs=120,
+        timeout_s=120,
+        preload_txs=300,
+        soak_s=3.0,
+    )
+    report = bench.run(settings, tmp_path / "cluster")
+    preloaded = report["preload"]
+    assert report["preload_txs"] == 300 and preloaded["txs"] == 300
+    assert preloaded["blocks"] >= 1 and preloaded["s_per_10k_txs"] > 0
+    # The soak: every tx it submitted committed OK; `txs` is what it submitted.
+    assert report["committed_txs"] == report["submitted_txs"] == report["txs"] > 0
+    assert report["refused"] == {}
+    assert report["ok_fraction_sampled"] == 1.0 and report["receipts_sampled"] > 0
+    soak = report["soak"]
+    assert soak["duration_s"] == 3.0 and soak["windows"]
+    assert sum(w["committed_txs"] for w in soak["windows"]) == report["committed_txs"]
+    assert [n["org"] for n in soak["per_node"]] == ["ORG1", "ORG2", "ORG3", "ORG4"]
+    for node in soak["per_node"]:
+        assert node["rss_start_bytes"] > 0 and node["rss_end_bytes"] > 0
+        assert 0 < node["anon_start_bytes"] <= node["rss_start_bytes"]
+        assert len(node["rss_mib"]) >= 2 and len(node["anon_mib"]) >= 2
+    # The last node started on the ledger 120 txs older and caught up by block sync.
+    catchup = report["catchup"]
+    assert catchup["method"] == "preloaded_copy" and catchup["node"] == "ORG4"
+    assert catchup["behind_txs"] == 120 and catchup["behind_blocks"] >= 1
+    assert catchup["tx_per_s"] > 0 and catchup["ratio_to_commit_rate"] > 0
+    # Proofs come from the whole ledger, preloaded part included.
+    proofs = report["proofs"]
+    assert proofs["count"] == 20 and proofs["from_preload"] > 0
+    assert proofs["tree_size"] >= 300 + report["committed_txs"]
+    assert set(proofs["latency_ms"]) == {"p50", "p95", "p99"}
+    layout = ClusterLayout(tmp_path / "cluster")
+    assert all(not p.running for p in launcher.processes(layout))
+    assert "soak" in table(report)
+
+
+def test_a_node_that_exits_during_the_load_fails_the_run(tmp_path: Path) -> None:
+    settings = bench.Settings(
+        nodes=4,
+        txs=6_000,
+        clients=1,
+        batch_txs=60,
+        window_txs=120,
+        proofs=0,
+        catchup_txs=0,
+        timeout_s=120,
+    )
+    run = bench.Bench(tmp_path / "cluster", settings)
+    layout = run.layout
+    try:
+        run.start()
+        songs = run.sign(0, settings.txs // TXS_PER_SONG)
+
+        def kill_after_first_commit() -> None:
+            node = layout.nodes()[0]
+            while launcher.node_status(layout, node).tx_log_size == 0:
+                time.sleep(0.05)
+            launcher.kill_node(layout, "ORG4")
+
+        killer = threading.Thread(target=kill_after_first_commit, daemon=True)
+        killer.start()
+        with pytest.raises(bench.BenchError, match=r"node process exited.*ORG4"):
+            run.load(songs, 0)
+        killer.join(timeout=10)
+    finally:
+        run.close()
+    assert all(not p.running for p in launcher.processes(layout))

@@ -5,6 +5,7 @@ genesis, ...) with a message naming the problem."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -111,6 +112,18 @@ def test_certificates_and_safety(store, tmp_path):
     assert store.size_bytes() > 0
     with pytest.raises(AssertionError):
         store.save_certificate(2, certify(store.header(3)))
+
+
+def test_size_ignores_a_file_compaction_removed_while_it_was_counted(store, tmp_path, monkeypatch):
+    # LevelDB compaction deletes table files at any time; a size read must not raise (it did,
+    # from the node's metrics loop, and stopped the node in a 5-minute soak). The listing is
+    # taken first and a file removed after it, as compaction would between scandir and stat.
+    doomed = tmp_path / "db" / "999999.ldb"
+    doomed.write_bytes(b"x" * 1000)
+    listed = list(os.scandir(tmp_path / "db"))
+    doomed.unlink()
+    monkeypatch.setattr("node.store.os.scandir", lambda path: iter(listed))
+    assert store.size_bytes() > 0
 
 
 def test_commits_that_do_not_follow_the_chain_are_bugs(store):
