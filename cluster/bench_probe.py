@@ -1,5 +1,6 @@
 """What the benchmark reads from this machine: the Ed25519 verify rate of one core, the core
-count, and each node process's CPU time and memory (now and peak) from /proc.
+count, and each node process's CPU time and memory (now and peak) from /proc; and where a
+process may run (`pin`, for the proofs served from a core of their own).
 
 Rules it keeps: the verify rate is measured with PyNaCl (what the node uses, through
 node/keys.py) on a message the size of a signed registry tx, over about VERIFY_MEASURE_S of
@@ -101,3 +102,19 @@ def tree_bytes(root: Path) -> int:
         except OSError:
             continue  # LevelDB compaction removed it while we walked
     return total
+
+
+def pin(pid: int | None, cpus: set[int]) -> None:
+    """Run every thread of process `pid` on `cpus` only (threads it starts later inherit it).
+    A process or thread that is gone is skipped, as everywhere here."""
+    if pid is None:
+        return
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in threads:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            continue  # the thread ended meanwhile

@@ -121,6 +121,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _proof_row(proofs: dict[str, Any]) -> str:
+    latency = proofs.get("latency_ms", {})
+    return (
+        f"{_fmt(proofs.get('per_s'))} / {_fmt(latency.get('p50'), 2)}"
+        f" / {_fmt(latency.get('p99'), 2)}"
+    )
+
+
 def table(report: dict[str, Any]) -> str:
     """The human summary of one run's JSON object."""
     lat = report["latency_ms"]
@@ -147,11 +155,8 @@ def table(report: dict[str, Any]) -> str:
         ("node CPU ms per committed tx (all nodes)", _fmt(report["node_cpu_ms_per_tx"], 3)),
         ("client CPU s (all clients)", _fmt(report["client_cpu_s"], 2)),
         ("bytes on disk per committed tx (per node)", _fmt(report["disk_bytes_per_tx"], 0)),
-        (
-            "proofs/s (one client) / p50 / p99 ms",
-            f"{_fmt(proofs.get('per_s'))} / {_fmt(proofs.get('latency_ms', {}).get('p50'), 2)}"
-            f" / {_fmt(proofs.get('latency_ms', {}).get('p99'), 2)}",
-        ),
+        ("proofs/s (one client) / p50 / p99 ms", _proof_row(proofs)),
+        ("  the same, serving node on its own core", _proof_row(proofs.get("own_core") or {})),
         (
             "catch-up blocks/s / tx/s",
             f"{_fmt(catchup.get('blocks_per_s'))} / {_fmt(catchup.get('tx_per_s'))}",

@@ -359,6 +359,12 @@ class LedgerStore:
     def close(self) -> None:
         self._db.close()
 
+    def compact(self) -> None:
+        """Rewrite every record into LevelDB's lower levels (memtable included). A node never
+        needs this (LevelDB compacts in the background); a store built in one go and copied
+        to several nodes (cluster/preload.py) does, or each copy would redo that work first."""
+        self._db.compact_range()
+
     # ---- reads ----------------------------------------------------------------------------
 
     @property

@@ -6,6 +6,9 @@ Never a speed threshold: the figures are only checked for presence and consisten
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import bench, launcher
+from cluster import bench, bench_probe, launcher
 from cluster.bench_client import _Sample
 from cluster.bench_report import (
     latency_ms,
@@ -129,6 +132,19 @@ def test_proof_sample_spreads_over_preloaded_and_loaded_parts() -> None:
     assert bench.proof_sample([], 0, loaded, 300, 500) == loaded
 
 
+def test_pin_moves_every_thread_of_a_process_and_skips_one_that_is_gone() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        bench_probe.pin(child.pid, {cpu})
+        assert os.sched_getaffinity(child.pid) == {cpu}
+    finally:
+        child.kill()
+        child.wait()
+    bench_probe.pin(child.pid, {cpu})  # gone: no error
+    bench_probe.pin(None, {cpu})
+
+
 def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) -> None:
     layout = init_cluster(
         tmp_path / "cluster", ClusterSpec(orgs=generic_orgs(4), chain_id="kledger-bench")
@@ -224,6 +240,13 @@ def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path
         assert node["peak_rss_bytes"] > 0 and node["disk_bytes"] > 0
     assert report["disk_bytes_per_tx"] > 0
     assert report["proofs"]["count"] == 20 and report["proofs"]["tree_size"] >= 240
+    assert report["proofs"]["settle_s"] >= 0 and report["proofs"]["serving_node_cores_busy"] > 0
+    assert report["proofs"]["other_nodes_cores_busy"] >= 0
+    own_core = report["proofs"]["own_core"]
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert own_core["count"] == 20 and set(own_core["latency_ms"]) == {"p50", "p95", "p99"}
+    else:
+        assert own_core is None
     catchup = report["catchup"]
     assert catchup["node"] == "ORG4" and catchup["behind_txs"] == 60
     assert catchup["method"] == "kill_restart"
