@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue as ProcessQueue
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -567,11 +568,9 @@ class Bench:
         settle_s = self.settle()
         shared = self._proof_run(sample, own_core=False)
         shared["settle_s"] = round(settle_s, 1)
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 2:
-            shared["own_core"] = self._proof_run(sample, own_core=True)
-        else:
-            shared["own_core"] = None  # one core: nothing to set apart
+        # With one core there is nothing to set apart.
+        own_core = len(os.sched_getaffinity(0)) >= 2
+        shared["own_core"] = self._proof_run(sample, own_core=True) if own_core else None
         return shared
 
     def _proof_run(self, sample: list[bytes], *, own_core: bool) -> dict[str, Any]:
@@ -582,26 +581,27 @@ class Bench:
         serving_busy = NodesCpu({node.org: pids.get(node.org)})
         others_busy = NodesCpu(others)
         context = multiprocessing.get_context("spawn")
-        results = context.Queue()
+        results: ProcessQueue[ProofResult] = context.Queue()
         process = context.Process(
             target=run_proof_client, args=(job, results), name="bench-proof-client"
         )
         process.start()
         self._clients.append(process)
-        cpus = sorted(os.sched_getaffinity(0))
-        placement: dict[str, set[int]] = {}
+        cpus = frozenset(os.sched_getaffinity(0))
+        first = frozenset({min(cpus)})
+        # pid -> the cores it runs on while the proofs run: the serving node on the first,
+        # the other nodes and the proof client on the rest. Every one gets all back after.
+        placement: dict[int | None, frozenset[int]] = {}
         if own_core:
-            placement = {org: set(cpus[1:]) for org in others}
-            placement[node.org] = {cpus[0]}
+            placement = dict.fromkeys((*others.values(), process.pid), cpus - first)
+            placement[pids.get(node.org)] = first
         try:
-            for org, org_cpus in placement.items():
-                bench_probe.pin(pids.get(org), org_cpus)
-            if own_core:
-                bench_probe.pin(process.pid, set(cpus[1:]))
+            for pid, on in placement.items():
+                bench_probe.pin(pid, on)
             result = self._proof_result(process, results)
         finally:
-            for org in placement:
-                bench_probe.pin(pids.get(org), set(cpus))
+            for pid in placement:
+                bench_probe.pin(pid, cpus)
         if result.error:
             raise BenchError(f"proofs: {result.error}")
         return {
@@ -614,7 +614,9 @@ class Bench:
             "other_nodes_cores_busy": round(others_busy.cores(), 2),
         }
 
-    def _proof_result(self, process: Any, results: Any) -> ProofResult:
+    def _proof_result(
+        self, process: BaseProcess, results: ProcessQueue[ProofResult]
+    ) -> ProofResult:
         deadline = time.monotonic() + self.settings.timeout_s
         while True:
             try:

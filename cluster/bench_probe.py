@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -104,7 +105,7 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
-def pin(pid: int | None, cpus: set[int]) -> None:
+def pin(pid: int | None, cpus: AbstractSet[int]) -> None:
     """Run every thread of process `pid` on `cpus` only (threads it starts later inherit it).
     A process or thread that is gone is skipped, as everywhere here."""
     if pid is None:

@@ -96,15 +96,14 @@ def decode_payload(
     exactly that tx's encoding (tx_hash is SHA-256 of the encoding)."""
     if payload == EMPTY:
         return []
-    if len(payload) <= block_limits.max_block_bytes:
-        recalled = _recalled(payload, block_limits, tx_limits)
-        if recalled is not None:
-            return recalled
     if len(payload) > block_limits.max_block_bytes:
         raise DecodeError(
             f"{len(payload)} bytes exceed max_block_bytes={block_limits.max_block_bytes}",
             "payload",
         )
+    recalled = _recalled(payload, block_limits, tx_limits)
+    if recalled is not None:
+        return recalled
     items = canonical.decode(payload)
     if not isinstance(items, list) or not items:
         raise DecodeError("must be a non-empty list of tx encodings", "payload")

@@ -63,7 +63,7 @@ def apply_register_member(st: TxState, env: Env, p: dict[str, Any]) -> dict[str,
     if extra:
         raise denied(f"{p['org']} does not hold role(s) {', '.join(extra)}", "payload.roles")
     key = state.member_key(bytes.fromhex(p["public_key"]))
-    if st.get(key) is not None:
+    if st.has(key):
         raise exists("key is already registered", "payload.public_key")
     st.put(key, {"org": p["org"], "roles": roles, "admin": False})
     return {"public_key": p["public_key"], "roles": roles}
@@ -139,7 +139,7 @@ def current_validators(reader: StateReader) -> dict[str, Any]:
 
 def apply_proposal(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
     key = state.proposal_key(p["proposal_id"])
-    if st.get(key) is not None:
+    if st.has(key):
         raise exists(f"proposal {p['proposal_id']} exists", "payload.proposal_id")
     _check_action_now(st, p["action"])
     proposal = {
@@ -202,7 +202,7 @@ def _check_action_now(st: StateReader, action: dict[str, Any]) -> None:
             if action[name] and st.has(state.member_key(bytes.fromhex(action[name]))):
                 raise exists("key is already registered", f"payload.action.{name}")
         for index, member in enumerate(action["member_keys"]):
-            if member == action["admin_key"] or st.get(state.member_key(bytes.fromhex(member))):
+            if member == action["admin_key"] or st.has(state.member_key(bytes.fromhex(member))):
                 raise exists("key is already registered", f"payload.action.member_keys[{index}]")
     elif org is None or not org["active"]:
         raise precondition(
