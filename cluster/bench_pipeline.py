@@ -171,7 +171,9 @@ class Pipeline:
             self.registry.genesis_state_root(),
         )
         self.mempool = Mempool(MempoolLimits(max_txs=max(100_000, 2 * block_txs)))
-        self.payloads = MempoolPayloads(self.mempool, genesis, self.store.has_tx, block_txs)
+        self.payloads = MempoolPayloads(
+            self.mempool, genesis, self.store.has_tx, block_txs, self.registry.check_payload
+        )
         self.committer = Committer(self.store, self.registry, genesis, lambda: self.validators)
         self.metrics = NodeMetrics.create("ORG1")
         self.clock = PhaseClock()

@@ -48,7 +48,7 @@ from node.commit_pipeline import CommitPipeline
 from node.committer import CommittedHeight, Committer
 from node.config import NodeConfig
 from node.driver import ConsensusDriver, SyncResult
-from node.errors import Refused, Status
+from node.errors import Refused, Status, StoreCorrupt
 from node.genesis import Genesis, load_genesis
 from node.gossip import admit_gossip, run_gossip
 from node.header import CommitCertificate, Header, certificate_problem, sign_header
@@ -77,7 +77,7 @@ from node.receipt import OK, Receipt
 from node.registry import Registry
 from node.registry_service import add_registry_service
 from node.server import ClientService, NodeServers, start_servers
-from node.store import LedgerStore, StoreCorrupt
+from node.store import LedgerStore
 from node.tls import TlsMaterial
 from node.tx import decode_tx
 
@@ -184,6 +184,7 @@ class Node:
             self.genesis,
             self.store.has_tx,
             config.batching.proposal_max_txs,
+            self.registry.check_payload,
         )
         key = self.identity.key
         core_config = CoreConfig(**config.consensus)
@@ -464,6 +465,14 @@ class Node:
                 results.append(SubmitResult(tx_hash, OK))
             except Refused as refusal:
                 results.append(SubmitResult.refused(_hash_or_empty(data), refusal))
+            except StoreCorrupt:
+                raise
+            except Exception:
+                # Our bug, reached by this tx: it alone is answered INTERNAL (logged with its
+                # hash); the batch's other txs keep their own answers.
+                tx_hash = _hash_or_empty(data)
+                log.exception("admission bug: tx %s", tx_hash.hex() or "(undecodable)")
+                results.append(SubmitResult(tx_hash, "INTERNAL", "admission failed on a node bug"))
         if any(r.ok for r in results):
             self.driver.payload_available()
         return results

@@ -42,3 +42,8 @@ class DecodeError(Refused):
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(Status.INVALID_ARGUMENT, message, field)
+
+
+class StoreCorrupt(ValueError):
+    """The node's own store does not add up (the message names what): the node must stop, never
+    serve from it or count it as a refusal of some input."""

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from node.config import BatchingSettings
-from node.errors import Refused, Status
+from node.errors import Refused, Status, StoreCorrupt
 from node.logs import log_event
 from node.mempool import Mempool, StateCheck
 from node.metrics import NodeMetrics
@@ -86,6 +86,13 @@ def admit_gossip(
                 continue
             metrics.drop("invalid")
             log_event(log, "gossip_tx_refused", logging.WARNING, peer=sender, reason=str(refusal))
+            continue
+        except StoreCorrupt:
+            raise
+        except Exception:
+            # Our bug, reached by a peer's tx: drop that tx, keep the rest of the batch.
+            metrics.drop("admission_bug")
+            log.exception("admission bug on a tx gossiped by %s", sender)
             continue
         admitted += 1
     return admitted

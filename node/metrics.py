@@ -24,6 +24,7 @@ DROP_REASONS = (
     "invalid",
     "link_down",
     "mempool_full",
+    "admission_bug",
 )
 
 

@@ -5,8 +5,10 @@ A payload is valid when it decodes within the block limits, every tx decodes wit
 limits, is for this chain, carries a valid signature (checked once per node: txs that came
 through admission or an earlier proposal are in the verified cache), and no tx repeats within the
 payload, in an uncommitted ancestor, in a block committed but not yet stored, or in the stored
-ledger. Registry rules are not checked here: a tx that breaks one is committed with a failure
-receipt, identically on every node.
+ledger, and passes the registry's stateless checks (type, payload shape and identifiers): a
+tx that fails them can never be valid, so a block holding one gets no vote and its round times
+out. Rules that depend on state are not checked here: a tx that breaks one is committed with a
+failure receipt, identically on every node.
 
 Committed but not yet applied: the node applies commits on a worker thread
 (node/commit_pipeline.py) while consensus goes on, so several committed blocks can wait behind a
@@ -28,7 +30,7 @@ from node.errors import Refused
 from node.genesis import Genesis
 from node.mempool import Mempool
 from node.payload import decode_payload, encode_payload
-from node.tx import check_signature, decode_body
+from node.tx import TxBody, check_signature, decode_body
 
 # Decoded tx-hash sets of recent payloads: each pending payload is looked at once per proposal
 # and once per vote, so a small cache saves re-decoding the same bytes.
@@ -42,8 +44,10 @@ class MempoolPayloads:
         genesis: Genesis,
         is_committed: Callable[[bytes], bool],
         proposal_max_txs: int,
+        check_payload: Callable[[TxBody], None],
     ) -> None:
         self._mempool = mempool
+        self._check_payload = check_payload
         self._genesis = genesis
         self._is_committed = is_committed
         self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
@@ -97,7 +101,10 @@ class MempoolPayloads:
                 body = decode_body(tx, self._genesis.tx_limits)
                 if body.chain_id != self._genesis.chain_id:
                     return False
+                self._check_payload(body)
                 check_signature(tx)
+                # Verified now means: signed, for this chain, and its payload checks pass
+                # (what admission established for the txs the mempool holds).
                 self._mempool.mark_verified(tx.tx_hash)
         except Refused:
             return False

@@ -38,7 +38,7 @@ from typing import Any
 import plyvel
 
 from node import canonical, keyspace, merkle
-from node.errors import DecodeError
+from node.errors import DecodeError, StoreCorrupt
 from node.genesis import Genesis
 from node.header import HASH_BYTES, ZERO_HASH, CommitCertificate, Header
 from node.merkle_log import AppendPlan, LogCorrupt, MerkleLog
@@ -66,10 +66,6 @@ BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 # and up to two write buffers of memory. CPU is what binds a node on this machine.
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
 TABLE_FILE_BYTES = 32 * 1024 * 1024
-
-
-class StoreCorrupt(ValueError):
-    """The store does not add up; the message names what."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +138,18 @@ class LevelView:
 
     def get(self, key: bytes) -> bytes | None:
         assert key.startswith(STATE_FAMILIES), "registry reads stay in its key families"
-        value: bytes | None = self._db.get(key)
+        try:
+            value: bytes | None = self._db.get(key)
+        except plyvel.Error as exc:
+            raise StoreCorrupt(f"state read of {key[:64]!r}: {exc}") from None
         return value
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         assert prefix.startswith(STATE_FAMILIES), "registry reads stay in its key families"
-        yield from self._db.iterator(prefix=prefix)
+        try:
+            yield from self._db.iterator(prefix=prefix)
+        except plyvel.Error as exc:
+            raise StoreCorrupt(f"state scan of {prefix[:64]!r}: {exc}") from None
 
 
 class PreparedCommit:

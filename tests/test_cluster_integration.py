@@ -208,6 +208,18 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
         assert words in error.details(), error  # type: ignore[attr-defined]
     assert cluster.status("ORG1").mempool_txs == before.mempool_txs
 
+    # A list where a choice belongs raised TypeError at admission (INTERNAL for the whole
+    # batch, though the first tx was taken) and, proposed by a Byzantine leader, in every
+    # node's commit worker. Now it alone is refused, naming the field.
+    first, second = cluster.party_tx("ORG1"), cluster.party_tx("ORG1")
+    kind_list = sign_tx(key, TxBody(CHAIN_ID, "RegisterParty", 4, {
+        **canonical.decode(cluster.party_tx("ORG1").body)["payload"], "kind": [],
+    }))  # fmt: skip
+    answers = cluster.submit("ORG1", [first, kind_list, second])
+    assert [a.status for a in answers] == ["OK", "INVALID_ARGUMENT", "OK"], answers
+    assert "payload.kind" in answers[1].message
+    assert cluster.receipt("ORG1", second).status == "OK"
+
     assert cluster.submit("ORG1", [good])[0].status == "OK"
     receipt = cluster.receipt("ORG1", good)
     replay = _refusal(cluster, good.encoding)

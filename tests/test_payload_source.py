@@ -22,12 +22,19 @@ def tx(nonce: int, chain_id: str = GENESIS.chain_id) -> SignedTx:
     return sign_tx(CLIENT, TxBody(chain_id, "RegisterParty", nonce, {"n": nonce}))
 
 
+def _any_payload(_body: TxBody) -> None:
+    """These tests are about what is in flight; the payload checks have their own tests
+    (tests/test_execution_total.py)."""
+
+
 def source(committed: set[bytes] | None = None) -> tuple[MempoolPayloads, Mempool]:
     mempool = Mempool()
     for nonce in range(4):
         mempool.admit(tx(nonce).encoding, GENESIS.chain_id)
     done = committed or set()
-    return MempoolPayloads(mempool, GENESIS, done.__contains__, proposal_max_txs=10), mempool
+    return MempoolPayloads(
+        mempool, GENESIS, done.__contains__, proposal_max_txs=10, check_payload=_any_payload
+    ), mempool
 
 
 def hashes(payload: bytes) -> list[bytes]:

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from node import keyspace, merkle
+from node.errors import StoreCorrupt
 from node.header import ZERO_HASH
 from node.merkle_log import node_key
 from node.receipt import TxResult
-from node.store import BODIES, HEADERS, BlockRecord, StoreCorrupt, _StoredBlock
+from node.store import BODIES, HEADERS, BlockRecord, _StoredBlock
 from tests.helpers import make_genesis
 from tests.ledger_builders import (
     GENESIS_STATE_ROOT,

@@ -17,12 +17,13 @@ state; later transactions of the block see the writes of earlier ones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consensus.validators import ValidatorSet
 from node import canonical, keyspace, smt
-from node.errors import Refused, Status
+from node.errors import Refused, Status, StoreCorrupt
 from node.genesis import Genesis
 from node.keyspace import ReadView, WriteSet
 from node.receipt import TxResult
@@ -33,6 +34,18 @@ from node.registry.txtypes import TX_TYPES, TxType
 from node.tx import SignedTx, TxBody
 
 __all__ = ["BlockContext", "BlockOutcome", "Registry"]
+
+log = logging.getLogger("kledger.registry")
+
+# The receipt status of a tx whose execution hit a bug of ours (never a rule of the registry).
+INTERNAL = "INTERNAL"
+# Exceptions that say the node itself cannot go on (its memory or its store): they stop it
+# loudly instead of becoming a tx's failure receipt, which would differ between nodes.
+NODE_BROKEN: tuple[type[BaseException], ...] = (MemoryError, StoreCorrupt)
+
+
+def _bug_message(exc: Exception) -> str:
+    return f"execution failed on a node bug ({type(exc).__name__}); the tx changed nothing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,12 @@ class Registry:
     def state_root(self, view: ReadView) -> bytes:
         return smt.stored_root(view)
 
+    def check_payload(self, body: TxBody) -> None:
+        """The stateless checks (type, payload shape and identifiers) that every replica runs
+        on a proposed tx before voting: a tx that fails them can never be valid. Raises
+        Refused."""
+        _tx_type(body).check(body.payload)
+
     def check_admission(self, view: ReadView, tx: SignedTx, body: TxBody) -> None:
         """Type, payload shape and identifiers, registered signer, role. Raises Refused."""
         tx_type = _tx_type(body)
@@ -138,6 +157,20 @@ class Registry:
                 output = tx_type.apply(st, Env(ctx, signer, tx.tx_hash), payload)
             except Refused as refusal:
                 results.append(TxResult(status=refusal.status.name, message=refusal.message))
+                continue
+            except NODE_BROKEN:
+                raise
+            except Exception as exc:
+                # Our bug, reached by some tx: the tx fails alone and the chain goes on. The
+                # receipt names only the exception type, which every node running this code
+                # reaches identically (a message may hold addresses or other node-local text).
+                log.error(
+                    "execution bug: tx %s raised %s",
+                    tx.tx_hash.hex(),
+                    type(exc).__name__,
+                    exc_info=True,
+                )
+                results.append(TxResult(status=INTERNAL, message=_bug_message(exc)))
                 continue
             block_writes.update(st.writes)
             results.append(TxResult(output=output))

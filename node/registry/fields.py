@@ -86,9 +86,10 @@ def choice(
     default: str | None = None,
 ) -> str:
     value = payload.get(name, default)
-    if value not in options:
+    # The type test first: a list or map is unhashable, and a set membership test on one
+    # raises instead of answering (the chain-halt bug of a Byzantine proposer's `"kind": []`).
+    if not isinstance(value, str) or value not in options:
         raise invalid(f"must be one of {', '.join(sorted(options))}", where(f"{path}{name}"))
-    assert isinstance(value, str)
     return value
 
 
