@@ -12,24 +12,36 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "verify": (
-        "node.cli.verify",
+        "kledger.node.proof.verify_cli",
         "check Merkle proofs, certified bundles and state proofs offline",
     ),
-    "id": ("node.cli.ident", "check and normalize an identifier (ISWC, ISRC, UCI, CID, IPI, ...)"),
-    "node": ("node.cli.node_cmd", "run one node: kledger node start --config FILE"),
-    "sim": ("cluster.sim_cli", "run seeded consensus simulations with faults and Byzantine nodes"),
-    "cluster": ("cluster.cluster_cli", "init, start, stop and inspect a local cluster"),
-    "tx": ("cluster.client_cli", "submit and fetch transactions"),
-    "proof": ("cluster.client_cli", "fetch certified inclusion and consistency proofs"),
-    "header": ("cluster.client_cli", "show the latest certified header"),
+    "id": (
+        "kledger.cluster.client.ident_cli",
+        "check and normalize an identifier (ISWC, ISRC, UCI, CID, IPI, ...)",
+    ),
+    "node": ("kledger.node.main", "run one node: kledger node start --config FILE"),
+    "sim": (
+        "kledger.cluster.sim.cli",
+        "run seeded consensus simulations with faults and Byzantine nodes",
+    ),
+    "cluster": ("kledger.cluster.local.cli", "init, start, stop and inspect a local cluster"),
+    "tx": ("kledger.cluster.client.cli", "submit and fetch transactions"),
+    "proof": ("kledger.cluster.client.cli", "fetch certified inclusion and consistency proofs"),
+    "header": ("kledger.cluster.client.cli", "show the latest certified header"),
     "query": (
-        "cluster.query_cli",
+        "kledger.cluster.client.query_cli",
         "registry queries: resolve codes, shares, statements, AI policy",
     ),
-    "import": ("cluster.import_cli", "bulk-load works (CWR-style) and usage (DSR-style) files"),
-    "bench": ("cluster.bench", "benchmark a fresh local cluster against this machine's limit"),
+    "import": (
+        "kledger.cluster.client.import_cli",
+        "bulk-load works (CWR-style) and usage (DSR-style) files",
+    ),
+    "bench": (
+        "kledger.cluster.bench.main",
+        "benchmark a fresh local cluster against this machine's limit",
+    ),
     "bench-pipeline": (
-        "cluster.bench_pipeline",
+        "kledger.cluster.bench.pipeline",
         "one node's admission, execution and commit path in one process, µs per tx",
     ),
 }

@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from cluster import launcher
-from cluster.layout import ClusterLayout
+from kledger.cluster.layout import ClusterLayout
+from kledger.cluster.local import launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = Path(__file__).resolve().parent / "sample"
@@ -47,7 +47,7 @@ SONG_UCI = "G8011+RIAK-20260001"
 
 
 def kledger_command() -> list[str]:
-    return [sys.executable, "-m", "cluster.cli"]
+    return [sys.executable, "-m", "kledger.cluster.cli"]
 
 
 def heading(text: str) -> None:

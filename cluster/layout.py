@@ -3,10 +3,10 @@ demo and the tests:
 
     DIR/cluster.json              {"chain_id", "nodes": [{"org", "host", "client_port",
                                    "peer_port", "metrics_port"}]}
-    DIR/genesis.json              the genesis (node.genesis)
+    DIR/genesis.json              the genesis (kledger.node.chain.genesis)
     DIR/ca/ca.pem, ca.key         the cluster CA that signs every node's TLS certificate
     DIR/nodes/ORG/node.json       the node's config (node.config)
-    DIR/nodes/ORG/validator.key   the org's validator key (node.keys format)
+    DIR/nodes/ORG/validator.key   the org's validator key (kledger.node.chain.keys format)
     DIR/nodes/ORG/tls.pem, tls.key
     DIR/nodes/ORG/data/           the node's LevelDB
     DIR/nodes/ORG/node.log, node.pid

@@ -5,8 +5,8 @@ Public API, re-exported here: the data types (consensus.types), the messages and
 effects (consensus.core). See docs/consensus.md.
 """
 
-from consensus.codec import DecodeError
-from consensus.core import (
+from kledger.consensus.codec import DecodeError
+from kledger.consensus.core import (
     Broadcast,
     Commit,
     Core,
@@ -28,7 +28,7 @@ from consensus.core import (
     Timer,
     TimerFired,
 )
-from consensus.messages import (
+from kledger.consensus.messages import (
     BlockRequest,
     BlockResponse,
     Message,
@@ -37,7 +37,7 @@ from consensus.messages import (
     decode_message,
     encode_message,
 )
-from consensus.types import (
+from kledger.consensus.types import (
     Block,
     BlockId,
     BlockInfo,
@@ -50,7 +50,7 @@ from consensus.types import (
     VoteData,
     genesis_block,
 )
-from consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.validators import NodeId, ValidatorSet
 
 __all__ = [
     "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast", "Commit",

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from consensus.leader import REPUTATION_LAG_ROUNDS, CommittedRound, choose_leader
-from consensus.messages import (
+from kledger.consensus.leader import REPUTATION_LAG_ROUNDS, CommittedRound, choose_leader
+from kledger.consensus.messages import (
     BlockRequest,
     BlockResponse,
     Message,
@@ -32,8 +32,8 @@ from consensus.messages import (
     Timeout,
     proposal_sign_bytes,
 )
-from consensus.safety import SafetyRules, consecutive
-from consensus.types import (
+from kledger.consensus.safety import SafetyRules, consecutive
+from kledger.consensus.types import (
     Block,
     BlockId,
     BlockInfo,
@@ -48,7 +48,7 @@ from consensus.types import (
     timeout_sign_bytes,
     vote_sign_bytes,
 )
-from consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.validators import NodeId, ValidatorSet
 
 
 class PayloadSource(Protocol):

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from consensus.validators import NodeId
+from kledger.consensus.validators import NodeId
 
 # Blocks committed at rounds within this many rounds of the current round are ignored (see the
 # module docstring for why 3 would do in the steady state; one more absorbs a late proposal).

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.codec import DecodeError, Reader, Writer
-from consensus.types import (
+from kledger.consensus.codec import DecodeError, Reader, Writer
+from kledger.consensus.types import (
     BLOCK_ID_BYTES,
     MAX_SIGNATURE_BYTES,
     PROPOSAL_TAG,
@@ -31,7 +31,7 @@ from consensus.types import (
     write_optional_qc,
     write_optional_tc,
 )
-from consensus.validators import NodeId
+from kledger.consensus.validators import NodeId
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_BLOCKS_PER_RESPONSE = 64  # wire bound; CoreConfig.max_blocks_per_response may be lower

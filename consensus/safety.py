@@ -10,14 +10,14 @@
 
 The class holds the SafetyData and returns the new SafetyData for every vote or timeout; the
 core emits it as a Persist effect ahead of the message. Methods are separate so a test-only
-subclass (cluster/sim_broken.py) can disable one rule and prove the simulator catches it.
+subclass (cluster/sim/broken.py) can disable one rule and prove the simulator catches it.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from consensus.types import QuorumCert, Round, SafetyData, TimeoutCert, Vote
+from kledger.consensus.types import QuorumCert, Round, SafetyData, TimeoutCert, Vote
 
 
 def consecutive(later: int, earlier: int) -> bool:

@@ -18,8 +18,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import NewType
 
-from consensus.codec import DecodeError, Reader, Writer
-from consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.codec import DecodeError, Reader, Writer
+from kledger.consensus.validators import NodeId, ValidatorSet
 
 Round = NewType("Round", int)
 Height = NewType("Height", int)

@@ -8,7 +8,7 @@ Start-up order (each step refuses to go on with a clear ValueError / StoreCorrup
   last committed block -> servers bound -> driver and transport running -> health SERVING.
 
 Everything runs on one asyncio loop, except block execution and its synced write: committed
-blocks go to the commit pipeline (node/commit_pipeline.py), which applies them on its one worker
+blocks go to the commit pipeline (node/commit/pipeline.py), which applies them on its one worker
 thread, in order, and announces each on the loop after its write. The consensus core is touched
 only by the driver task.
 """
@@ -21,9 +21,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
-from kledger.v1 import registry_pb2
-
-from consensus import (
+from kledger.consensus import (
     Block,
     Core,
     CoreConfig,
@@ -32,27 +30,9 @@ from consensus import (
     SafetyData,
     genesis_block,
 )
-from consensus.leader import REPUTATION_LAG_ROUNDS
-from consensus.validators import NodeId, ValidatorSet
-from node import keys
-from node.block_sync import BlockSync
-from node.bundle import (
-    ConsistencyBundle,
-    InclusionBundle,
-    build_consistency_bundle,
-    build_inclusion_bundle,
-)
-from node.certified_state import CertifiedState
-from node.certifier import Certifier, HeaderSignature
-from node.commit_pipeline import CommitPipeline
-from node.committer import CommittedHeight, Committer
-from node.config import NodeConfig
-from node.driver import ConsensusDriver, SyncResult
-from node.errors import Refused, Status, StoreCorrupt
-from node.genesis import Genesis, load_genesis
-from node.gossip import admit_gossip, run_gossip
-from node.header import CommitCertificate, Header, certificate_problem, sign_header
-from node.ledger_service import (
+from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
+from kledger.consensus.validators import NodeId, ValidatorSet
+from kledger.node.api.ledger_service import (
     BlockView,
     CertifiedHeader,
     LedgerServicer,
@@ -60,10 +40,22 @@ from node.ledger_service import (
     StoredTx,
     SubmitResult,
 )
-from node.logs import log_event
-from node.mempool import Mempool, MempoolLimits
-from node.metrics import MetricsServer, NodeMetrics, start_metrics_server
-from node.peer_transport import (
+from kledger.node.api.registry_service import add_registry_service
+from kledger.node.api.server import ClientService, NodeServers, start_servers
+from kledger.node.chain import keys
+from kledger.node.chain.genesis import Genesis, load_genesis
+from kledger.node.chain.header import CommitCertificate, Header, certificate_problem, sign_header
+from kledger.node.chain.receipt import OK, Receipt
+from kledger.node.chain.tx import decode_tx
+from kledger.node.commit.certified_state import CertifiedState
+from kledger.node.commit.certifier import Certifier, HeaderSignature
+from kledger.node.commit.committer import CommittedHeight, Committer
+from kledger.node.commit.pipeline import CommitPipeline
+from kledger.node.config import NodeConfig
+from kledger.node.errors import Refused, Status, StoreCorrupt
+from kledger.node.net.block_sync import BlockSync
+from kledger.node.net.gossip import admit_gossip, run_gossip
+from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
     PeerPayload,
@@ -72,14 +64,17 @@ from node.peer_transport import (
     SyncedBlockData,
     TxGossip,
 )
-from node.proposals import MempoolPayloads
-from node.receipt import OK, Receipt
-from node.registry import Registry
-from node.registry_service import add_registry_service
-from node.server import ClientService, NodeServers, start_servers
-from node.store import LedgerStore
-from node.tls import TlsMaterial
-from node.tx import decode_tx
+from kledger.node.net.tls import TlsMaterial
+from kledger.node.ordering.driver import ConsensusDriver, SyncResult
+from kledger.node.ordering.mempool import Mempool, MempoolLimits
+from kledger.node.ordering.proposals import MempoolPayloads
+from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
+from kledger.node.registry import Registry
+from kledger.node.storage.proofs import build_consistency_bundle, build_inclusion_bundle
+from kledger.node.storage.store import LedgerStore
+from kledger.node.telemetry.logs import log_event
+from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
+from kledger.v1 import registry_pb2
 
 log = logging.getLogger("kledger.node")
 

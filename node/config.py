@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.genesis import ORG_ID
+from kledger.node.chain.genesis import ORG_ID
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_PORT = 65_535

@@ -1,5 +1,5 @@
 """A local cluster of real node processes for integration tests: `kledger cluster init` in a
-temporary directory, processes started and stopped by cluster/launcher.py, clients over
+temporary directory, processes started and stopped by cluster/local/launcher.py, clients over
 gRPC/TLS on 127.0.0.1 with ephemeral ports. Every process it starts is stopped in `close`.
 """
 
@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-from cluster import launcher
-from cluster.connect import open_channel
-from cluster.gen import ClusterSpec, generic_orgs, init_cluster
-from node.header import Header
-from node.keys import KeyPair, load_key
-from node.tx import SignedTx, TxBody, sign_tx
+from kledger.cluster.client.connect import open_channel
+from kledger.cluster.local import launcher
+from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
+from kledger.node.chain.header import Header
+from kledger.node.chain.keys import KeyPair, load_key
+from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 CHAIN_ID = "kledger-it"
 # Short timeouts so view changes happen quickly in tests (the defaults suit real networks).

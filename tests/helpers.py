@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
-from node.genesis import BlockLimits, Genesis, OrgSpec
-from node.keys import KeyPair
-from node.tx import TxLimits
+from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
+from kledger.node.chain.keys import KeyPair
+from kledger.node.chain.tx import TxLimits
 
 FOUNDING_ORGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("KOMCA", ("AUTHOR_CMO", "REPORTER")),

@@ -7,11 +7,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from node.genesis import Genesis
-from node.header import CommitCertificate, Header, sign_header
-from node.receipt import TxResult
-from node.store import BlockRecord, LedgerStore
-from node.tx import SignedTx, TxBody, sign_tx
+from kledger.node.chain.genesis import Genesis
+from kledger.node.chain.header import CommitCertificate, Header, sign_header
+from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.storage.store import BlockRecord, LedgerStore
 from tests.helpers import FOUNDING_ORGS, key, make_genesis
 
 GENESIS_STATE_ROOT = hashlib.sha256(b"genesis state").digest()

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from cluster.bench_workload import sign_songs
-from cluster.gen import ALL_ROLES
-from node import canonical
-from node.errors import DecodeError, Refused, Status
-from node.genesis import BlockLimits
-from node.keys import TX_TAG
-from node.keyspace import DictView
-from node.mempool import Mempool, MempoolLimits
-from node.payload import decode_payload, encode_payload
-from node.registry import BlockContext, Registry
-from node.tx import SignedTx, TxBody, TxLimits, decode_body, sign_tx
+from kledger.cluster.bench.workload import sign_songs
+from kledger.cluster.local.gen import ALL_ROLES
+from kledger.node.chain import canonical
+from kledger.node.chain.genesis import BlockLimits
+from kledger.node.chain.keys import TX_TAG
+from kledger.node.chain.payload import decode_payload, encode_payload
+from kledger.node.chain.tx import SignedTx, TxBody, TxLimits, decode_body, sign_tx
+from kledger.node.errors import DecodeError, Refused, Status
+from kledger.node.ordering.mempool import Mempool, MempoolLimits
+from kledger.node.registry import BlockContext, Registry
+from kledger.node.storage.keyspace import DictView
 from tests.helpers import key, make_genesis
 
 GENESIS = make_genesis()

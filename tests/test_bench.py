@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster import bench, bench_probe, launcher
-from cluster.bench_client import _Sample
-from cluster.bench_report import (
+from kledger.cluster.bench import main as bench
+from kledger.cluster.bench import probe as bench_probe
+from kledger.cluster.bench.client import _Sample
+from kledger.cluster.bench.preload import PreloadPlan, block_limits, preload
+from kledger.cluster.bench.report import (
     latency_ms,
     limit_tx_per_s,
     percentile,
@@ -27,20 +29,20 @@ from cluster.bench_report import (
     table,
     windows,
 )
-from cluster.bench_workload import TXS_PER_SONG, isrc_of, iswc_of, sign_songs
-from cluster.gen import ALL_ROLES, ClusterSpec, generic_orgs, init_cluster
-from cluster.layout import ClusterLayout
-from cluster.preload import PreloadPlan, block_limits, preload
-from consensus import Block, QuorumCert, SafetyData
-from consensus.types import vote_sign_bytes
-from node.app import Node
-from node.config import load_config
-from node.header import certificate_problem
-from node.keys import CONSENSUS_TAG, verify
-from node.keyspace import DictView
-from node.registry import BlockContext, Registry
-from node.registry.identifiers import PARSERS
-from node.tx import decode_body, decode_tx
+from kledger.cluster.bench.workload import TXS_PER_SONG, isrc_of, iswc_of, sign_songs
+from kledger.cluster.layout import ClusterLayout
+from kledger.cluster.local import launcher
+from kledger.cluster.local.gen import ALL_ROLES, ClusterSpec, generic_orgs, init_cluster
+from kledger.consensus import Block, QuorumCert, SafetyData
+from kledger.consensus.types import vote_sign_bytes
+from kledger.node.app import Node
+from kledger.node.chain.header import certificate_problem
+from kledger.node.chain.keys import CONSENSUS_TAG, verify
+from kledger.node.chain.tx import decode_body, decode_tx
+from kledger.node.config import load_config
+from kledger.node.registry import BlockContext, Registry
+from kledger.node.registry.identifiers import PARSERS
+from kledger.node.storage.keyspace import DictView
 from tests.helpers import key, make_genesis
 
 
@@ -165,7 +167,7 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
         # the consensus core restored from the store (node/app.py).
         node = Node(load_config(layout.node_config(org)))
         try:
-            store, core = node.store, node.core
+            store, core = kledger.node.storage.store, node.core
             height = 3 if org == "ORG4" else 5
             assert store.last_height() == height and store.log_size() == height * 60
             assert store.latest_certified_height() == height
@@ -207,7 +209,7 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
                     assert found is not None and found[1].leaf_index == index
                     assert found[1].result.status == "OK"
         finally:
-            node.store.close()
+            kledger.node.storage.store.close()
 
 
 def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path) -> None:

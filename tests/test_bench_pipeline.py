@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from cluster import bench_pipeline, cli
-from cluster.bench_pipeline import PHASES, run
+from kledger.cluster import cli
+from kledger.cluster.bench import pipeline as bench_pipeline
+from kledger.cluster.bench.pipeline import PHASES, run
 
 
 def test_tiny_run_commits_every_tx_ok_and_reports_every_figure() -> None:

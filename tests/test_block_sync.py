@@ -1,6 +1,6 @@
 """Block sync trusts nothing the peer sends: an honest peer's committed blocks are applied and
 reproduce its headers exactly; a forged block, or one that does not chain to our tip, is never
-applied, and nothing after it is either (node/block_sync.py). Sync and consensus commits queued
+applied, and nothing after it is either (node/net/block_sync.py). Sync and consensus commits queued
 at the same time share the commit pipeline: each height is written and announced once, in
 order, and announced before the next one is written."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from consensus import (
+from kledger.consensus import (
     Block,
     Commit,
     Core,
@@ -28,14 +28,14 @@ from consensus import (
     TimerFired,
     genesis_block,
 )
-from consensus.validators import ValidatorSet
-from node import keys
-from node.block_sync import BlockSync
-from node.commit_pipeline import CommitPipeline
-from node.committer import CommittedHeight, Committer
-from node.peer_transport import SyncedBlockData
-from node.registry import Registry
-from node.store import LedgerStore
+from kledger.consensus.validators import ValidatorSet
+from kledger.node.chain import keys
+from kledger.node.commit.committer import CommittedHeight, Committer
+from kledger.node.commit.pipeline import CommitPipeline
+from kledger.node.net.block_sync import BlockSync
+from kledger.node.net.peer_transport import SyncedBlockData
+from kledger.node.registry import Registry
+from kledger.node.storage.store import LedgerStore
 from tests.helpers import key, make_genesis
 
 GENESIS = make_genesis(orgs=(("KOMCA", ("AUTHOR_CMO",)),))  # n=1: one validator commits alone

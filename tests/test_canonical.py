@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import canonical
-from node.errors import DecodeError
+from kledger.node.chain import canonical
+from kledger.node.errors import DecodeError
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.certifier import Certifier, HeaderSignature
-from node.header import CommitCertificate, sign_header
+from kledger.node.chain.header import CommitCertificate, sign_header
+from kledger.node.commit.certifier import Certifier, HeaderSignature
 from tests.helpers import key, make_genesis
 
 VALIDATORS = make_genesis().validator_set  # six orgs, quorum 4

@@ -12,13 +12,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cluster.cli import main as kledger
-from cluster.gen import ALL_ROLES, ClusterSpec, generic_orgs, init_cluster
-from cluster.layout import ClusterLayout
-from node.config import load_config
-from node.genesis import load_genesis
-from node.keys import load_key
-from node.tls import TLS_NAME
+from kledger.cluster.cli import main as kledger
+from kledger.cluster.layout import ClusterLayout
+from kledger.cluster.local.gen import ALL_ROLES, ClusterSpec, generic_orgs, init_cluster
+from kledger.node.chain.genesis import load_genesis
+from kledger.node.chain.keys import load_key
+from kledger.node.config import load_config
+from kledger.node.net.tls import TLS_NAME
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The commit pipeline (node/commit_pipeline.py) executes committed blocks off the event loop
+"""The commit pipeline (node/commit/pipeline.py) executes committed blocks off the event loop
 without weakening what commits promise: blocks execute on the worker thread while the loop
 serves other work; commits queued behind a running execution are applied after it, in order,
 each height exactly once; a height is announced only after its write, while the store stands at
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from cluster.bench_workload import sign_songs
-from consensus import Block, BlockId, Height, NodeId, QuorumCert, Round, genesis_block
-from node.commit_pipeline import CommitPipeline, CommitPipelineClosed
-from node.committer import CommittedHeight, Committer
-from node.keyspace import ReadView
-from node.payload import encode_payload
-from node.registry import BlockContext, BlockOutcome, Registry
-from node.store import LedgerStore
-from node.tx import SignedTx, TxBody, decode_tx
+from kledger.cluster.bench.workload import sign_songs
+from kledger.consensus import Block, BlockId, Height, NodeId, QuorumCert, Round, genesis_block
+from kledger.node.chain.payload import encode_payload
+from kledger.node.chain.tx import SignedTx, TxBody, decode_tx
+from kledger.node.commit.committer import CommittedHeight, Committer
+from kledger.node.commit.pipeline import CommitPipeline, CommitPipelineClosed
+from kledger.node.registry import BlockContext, BlockOutcome, Registry
+from kledger.node.storage.keyspace import ReadView
+from kledger.node.storage.store import LedgerStore
 from tests.helpers import key, make_genesis
 
 GENESIS = make_genesis()

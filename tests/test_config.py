@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from node.config import (
+from kledger.node.config import (
     Address,
     BatchingSettings,
     MempoolSettings,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cluster.sim import SimKeys
-from consensus import (
+from kledger.cluster.sim.simulator import SimKeys
+from kledger.consensus import (
     Block,
     BlockRequest,
     BlockResponse,
@@ -34,10 +34,17 @@ from consensus import (
     VoteData,
     genesis_block,
 )
-from consensus.messages import proposal_sign_bytes
-from consensus.safety import SafetyRules
-from consensus.types import BlockId, BlockInfo, Height, Round, timeout_sign_bytes, vote_sign_bytes
-from consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.messages import proposal_sign_bytes
+from kledger.consensus.safety import SafetyRules
+from kledger.consensus.types import (
+    BlockId,
+    BlockInfo,
+    Height,
+    Round,
+    timeout_sign_bytes,
+    vote_sign_bytes,
+)
+from kledger.consensus.validators import NodeId, ValidatorSet
 
 CHAIN = "kledger-test"
 IDS = [NodeId(f"n{i}") for i in range(4)]  # leader_of(r) = IDS[r % 4]

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.sim import SimKeys
-from consensus import (
+from kledger.cluster.sim.simulator import SimKeys
+from kledger.consensus import (
     Block,
     BlockRequest,
     BlockResponse,
@@ -27,8 +27,8 @@ from consensus import (
     encode_message,
     genesis_block,
 )
-from consensus.types import BlockId, BlockInfo, Height, Round, vote_sign_bytes
-from consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.types import BlockId, BlockInfo, Height, Round, vote_sign_bytes
+from kledger.consensus.validators import NodeId, ValidatorSet
 
 KEYS = SimKeys([NodeId(f"n{i}") for i in range(4)])
 VALIDATORS = ValidatorSet.of(1, [(i, KEYS.public[i]) for i in KEYS.public])

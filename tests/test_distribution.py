@@ -9,8 +9,8 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.registry import distribution, usage
-from node.registry.state import StateReader
+from kledger.node.registry import distribution, usage
+from kledger.node.registry.state import StateReader
 from tests.test_registry import CID, ISRC, ISWC, Chain, catalog, human, link, party, report  # noqa: F401
 
 RUN = {"distribution_id": "D1", "period": "2026-01", "territory": "KR", "currency": "KRW"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from consensus import (
+from kledger.consensus import (
     BlockRequest,
     Broadcast,
     Commit,
@@ -24,8 +24,8 @@ from consensus import (
     encode_message,
     genesis_block,
 )
-from consensus.core import Deliver
-from node.driver import ConsensusDriver
+from kledger.consensus.core import Deliver
+from kledger.node.ordering.driver import ConsensusDriver
 from tests.helpers import make_genesis
 
 GENESIS = make_genesis()

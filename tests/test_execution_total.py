@@ -21,15 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import canonical
-from node.errors import Refused, StoreCorrupt
-from node.keyspace import DictView
-from node.mempool import Mempool
-from node.payload import encode_payload
-from node.proposals import MempoolPayloads
-from node.registry import BlockContext, Registry
-from node.registry.txtypes import TX_TYPES
-from node.tx import DEFAULT_TX_LIMITS, SignedTx, TxBody, decode_body, sign_tx
+from kledger.node.chain import canonical
+from kledger.node.chain.payload import encode_payload
+from kledger.node.chain.tx import DEFAULT_TX_LIMITS, SignedTx, TxBody, decode_body, sign_tx
+from kledger.node.errors import Refused, StoreCorrupt
+from kledger.node.ordering.mempool import Mempool
+from kledger.node.ordering.proposals import MempoolPayloads
+from kledger.node.registry import BlockContext, Registry
+from kledger.node.registry.txtypes import TX_TYPES
+from kledger.node.storage.keyspace import DictView
 from tests.helpers import key
 from tests.test_registry import Chain, party
 
@@ -237,7 +237,7 @@ def test_the_seeds_cover_every_tx_type_and_run() -> None:
 
 
 def REGISTRY_TYPES() -> list[str]:
-    from node.registry.txtypes import TX_TYPES
+    from kledger.node.registry.txtypes import TX_TYPES
 
     return sorted(TX_TYPES)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from consensus.validators import ValidatorSet, faults_tolerated, quorum_size
-from node.genesis import load_genesis, parse_genesis, save_genesis
+from kledger.consensus.validators import ValidatorSet, faults_tolerated, quorum_size
+from kledger.node.chain.genesis import load_genesis, parse_genesis, save_genesis
 from tests.helpers import make_genesis
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.gen import ClusterSpec, generic_orgs, init_cluster
-from node.gossip import admit_gossip, flush_gossip
-from node.mempool import Mempool
-from node.peer_transport import TxGossip
-from node.tx import SignedTx, TxBody, sign_tx
+from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
+from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.net.gossip import admit_gossip, flush_gossip
+from kledger.node.net.peer_transport import TxGossip
+from kledger.node.ordering.mempool import Mempool
 from tests.helpers import key
 from tests.test_peer_transport import SETTINGS, PeerNode
 

@@ -6,10 +6,16 @@ import hashlib
 
 import pytest
 
-from consensus.validators import ValidatorSet
-from node.errors import DecodeError
-from node.header import ZERO_HASH, CommitCertificate, Header, certificate_problem, sign_header
-from node.keys import KeyPair
+from kledger.consensus.validators import ValidatorSet
+from kledger.node.chain.header import (
+    ZERO_HASH,
+    CommitCertificate,
+    Header,
+    certificate_problem,
+    sign_header,
+)
+from kledger.node.chain.keys import KeyPair
+from kledger.node.errors import DecodeError
 from tests.helpers import key, make_genesis
 
 GOLDEN_HEADER = Header(

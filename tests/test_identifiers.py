@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.cli import ident
-from node.errors import Refused, Status
-from node.registry import identifiers as ids
+from kledger.cluster.client import ident_cli as ident
+from kledger.node.errors import Refused, Status
+from kledger.node.registry import identifiers as ids
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from node.receipt import TxResult
-from node.registry import BlockContext, bulk
-from node.registry.queries import RegistryQueries
-from node.tx import admit_tx
+from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.tx import admit_tx
+from kledger.node.registry import BlockContext, bulk
+from kledger.node.registry.queries import RegistryQueries
 from tests.helpers import key
 from tests.test_registry import Chain
 
@@ -149,12 +149,12 @@ def test_jsonl_and_batches_never_mix_types():
 
 
 def test_the_sample_catalog_is_what_the_generator_writes(tmp_path):
-    from cluster.sample.generate import generate
+    from kledger.cluster.sample.generate import generate
 
     generate(tmp_path)
     for path in sorted(tmp_path.iterdir()):
         assert path.read_bytes() == (SAMPLE / path.name).read_bytes(), (
-            f"{path.name} is stale: python -m cluster.sample.generate"
+            f"{path.name} is stale: python -m kledger.cluster.sample.generate"
         )
 
 

@@ -9,16 +9,22 @@ from dataclasses import replace
 
 import pytest
 
-from cluster import sim_cli
-from cluster.sim import BYZANTINE_KINDS, FAULT_KINDS, SimConfig, Simulation, run_seed
-from consensus.core import Core, CoreConfig, RestoredState
-from consensus.leader import (
+from kledger.cluster.sim import cli as sim_cli
+from kledger.cluster.sim.simulator import (
+    BYZANTINE_KINDS,
+    FAULT_KINDS,
+    SimConfig,
+    Simulation,
+    run_seed,
+)
+from kledger.consensus.core import Core, CoreConfig, RestoredState
+from kledger.consensus.leader import (
     REPUTATION_LAG_ROUNDS,
     CommittedRound,
     choose_leader,
     failed_leaders,
 )
-from consensus.types import (
+from kledger.consensus.types import (
     Block,
     BlockInfo,
     Height,
@@ -27,7 +33,7 @@ from consensus.types import (
     VoteData,
     genesis_block,
 )
-from consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.validators import NodeId, ValidatorSet
 
 IDS = tuple(NodeId(f"n{i}") for i in range(4))
 QUORUM = 3

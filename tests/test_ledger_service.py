@@ -1,4 +1,4 @@
-"""The client ledger service over real gRPC + TLS on 127.0.0.1 (node/server.py), backed by an
+"""The client ledger service over real gRPC + TLS on 127.0.0.1 (node/api/server.py), backed by an
 in-memory ledger defined here (real mempool, real Ed25519, a real RFC 6962 tree and commit
 certificates signed by a quorum): proto <-> domain translation, every refusal's status code with
 the field named, INTERNAL for unexpected errors without killing the server, health and
@@ -16,17 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-from cluster.gen import ClusterSpec, generic_orgs, init_cluster
-from node import canonical
-from node.bundle import ConsistencyBundle, InclusionBundle
-from node.config import Address, PeerSettings
-from node.errors import Refused, Status
-from node.genesis import load_genesis
-from node.header import ZERO_HASH, CommitCertificate, Header, certificate_problem, sign_header
-from node.keys import load_key
-from node.ledger_service import (
+from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
+from kledger.node.api.ledger_service import (
     BlockView,
     CertifiedHeader,
     LedgerServicer,
@@ -35,13 +27,27 @@ from node.ledger_service import (
     SubmitResult,
     inclusion_to_json,
 )
-from node.mempool import Mempool
-from node.metrics import NodeMetrics
-from node.peer_transport import PeerServicer
-from node.receipt import Receipt, TxResult
-from node.server import NodeServers, start_servers
-from node.tls import TLS_NAME, TlsMaterial
-from node.tx import SignedTx, TxBody, sign_tx
+from kledger.node.api.server import NodeServers, start_servers
+from kledger.node.chain import canonical
+from kledger.node.chain.genesis import load_genesis
+from kledger.node.chain.header import (
+    ZERO_HASH,
+    CommitCertificate,
+    Header,
+    certificate_problem,
+    sign_header,
+)
+from kledger.node.chain.keys import load_key
+from kledger.node.chain.receipt import Receipt, TxResult
+from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.config import Address, PeerSettings
+from kledger.node.errors import Refused, Status
+from kledger.node.net.peer_transport import PeerServicer
+from kledger.node.net.tls import TLS_NAME, TlsMaterial
+from kledger.node.ordering.mempool import Mempool
+from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
+from kledger.node.telemetry.metrics import NodeMetrics
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 WAIT_S = 20.0
 

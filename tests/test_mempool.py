@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.errors import Refused, Status
-from node.mempool import Mempool, MempoolLimits
-from node.tx import SignedTx, TxBody, sign_tx
+from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.errors import Refused, Status
+from kledger.node.ordering.mempool import Mempool, MempoolLimits
 from tests.helpers import key
 
 CHAIN = "kledger-test"

@@ -1,4 +1,4 @@
-"""RFC 6962 functions (node/merkle.py) and the LevelDB log (node/merkle_log.py) against a naive
+"""RFC 6962 functions (node/proof/merkle.py) and the LevelDB log (node/storage/merkle_log.py) against a naive
 recursive reference written straight from RFC 6962 section 2.1, for random sizes and indexes;
 plus the storage costs: O(1) amortized writes per append, O(log n) node reads per proof or
 historical root, and a dropped batch leaving the log unchanged."""
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import merkle
-from node.errors import Refused
-from node.merkle_log import LogCorrupt, MerkleLog, node_key
+from kledger.node.errors import Refused
+from kledger.node.proof import merkle
+from kledger.node.storage.merkle_log import LogCorrupt, MerkleLog, node_key
 
 
 def _h(data: bytes) -> bytes:

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from node import merkle
-from node.cli import verify
-from node.errors import DecodeError
+from kledger.node.errors import DecodeError
+from kledger.node.proof import merkle
+from kledger.node.proof import verify_cli as verify
 
 VECTORS = Path(__file__).parent / "vectors"
 CT = json.loads((VECTORS / "ct_rfc6962.json").read_text())

@@ -11,10 +11,10 @@ import urllib.request
 import grpc
 import pytest
 
-from node.errors import Refused, Status
-from node.grpc_status import refusal_code, status_code
-from node.logs import configure_logging, log_event
-from node.metrics import NodeMetrics, start_metrics_server
+from kledger.node.api.grpc_status import refusal_code, status_code
+from kledger.node.errors import Refused, Status
+from kledger.node.telemetry.logs import configure_logging, log_event
+from kledger.node.telemetry.metrics import NodeMetrics, start_metrics_server
 
 
 def test_every_status_maps_to_its_grpc_code() -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from consensus import Height, genesis_block
-from node.mempool import Mempool
-from node.payload import decode_payload, encode_payload
-from node.proposals import MempoolPayloads
-from node.tx import SignedTx, TxBody, sign_tx
+from kledger.consensus import Height, genesis_block
+from kledger.node.chain.payload import decode_payload, encode_payload
+from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.ordering.mempool import Mempool
+from kledger.node.ordering.proposals import MempoolPayloads
 from tests.helpers import key, make_genesis
 
 GENESIS = make_genesis()

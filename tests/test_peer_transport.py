@@ -12,14 +12,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from kledger.v1 import peer_pb2, peer_pb2_grpc
 
-from cluster.gen import ClusterSpec, free_ports, generic_orgs, init_cluster
-from cluster.layout import ClusterLayout
-from node.config import Address, PeerSettings
-from node.genesis import load_genesis
-from node.metrics import NodeMetrics
-from node.peer_transport import (
+from kledger.cluster.layout import ClusterLayout
+from kledger.cluster.local.gen import ClusterSpec, free_ports, generic_orgs, init_cluster
+from kledger.node.chain.genesis import load_genesis
+from kledger.node.config import Address, PeerSettings
+from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
     PeerPayload,
@@ -30,7 +28,7 @@ from node.peer_transport import (
     channel_options,
     server_options,
 )
-from node.tls import (
+from kledger.node.net.tls import (
     Authority,
     TlsMaterial,
     issue_node_cert,
@@ -38,6 +36,8 @@ from node.tls import (
     peer_channel_credentials,
     peer_server_credentials,
 )
+from kledger.node.telemetry.metrics import NodeMetrics
+from kledger.v1 import peer_pb2, peer_pb2_grpc
 
 SETTINGS = PeerSettings(
     queue_max_messages=50,

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from node import smt
-from node.errors import Refused
-from node.keyspace import DictView
-from node.receipt import TxResult
-from node.registry import BlockContext, Registry
-from node.tx import TxBody, sign_tx
+from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.tx import TxBody, sign_tx
+from kledger.node.errors import Refused
+from kledger.node.registry import BlockContext, Registry
+from kledger.node.storage import state_tree
+from kledger.node.storage.keyspace import DictView
 from tests.helpers import key, make_genesis
 
 DAY_MS = 86_400_000
@@ -63,8 +63,10 @@ class Chain:
         before = dict(self.view.data)
         [result] = self.block((signer, tx_type, payload))
         assert not result.ok, f"{tx_type} unexpectedly passed"
-        after = {k: v for k, v in self.view.data.items() if k != smt.ROOT_KEY}
-        assert after == {k: v for k, v in before.items() if k != smt.ROOT_KEY}  # no state change
+        after = {k: v for k, v in self.view.data.items() if k != state_tree.ROOT_KEY}
+        assert after == {
+            k: v for k, v in before.items() if k != state_tree.ROOT_KEY
+        }  # no state change
         return result
 
     def admit(self, signer: str, tx_type: str, payload: dict[str, Any]) -> None:
@@ -495,7 +497,7 @@ def test_link_dispute_holds_matching_and_resolution_retracts():
         ]
         == "resolved"
     )
-    from node.registry.state import StateReader
+    from kledger.node.registry.state import StateReader
 
     assert StateReader(chain.view).get(b"s/link/" + link_id.encode())["status"] == "retracted"
 

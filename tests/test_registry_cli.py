@@ -12,13 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cluster import import_cli, query_cli
-from node.cli import verify
-from node.errors import Refused
-from node.genesis import save_genesis
-from node.keys import save_key
-from node.registry.tx_file import body_from_file, body_from_json
-from node.registry.txtypes import TX_TYPES
+from kledger.cluster.client import import_cli, query_cli
+from kledger.node.chain.genesis import save_genesis
+from kledger.node.chain.keys import save_key
+from kledger.node.errors import Refused
+from kledger.node.proof import verify_cli as verify
+from kledger.node.registry.tx_file import body_from_file, body_from_json
+from kledger.node.registry.txtypes import TX_TYPES
 from tests.helpers import key
 from tests.test_import import SAMPLE, submitter
 from tests.test_registry import ISRC, Chain, catalog

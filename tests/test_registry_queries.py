@@ -11,12 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
-from kledger.v1 import registry_pb2, registry_pb2_grpc
 
-from node import smt
-from node.header import CommitCertificate, Header, sign_header
-from node.registry_service import Snapshot, add_registry_service
-from node.state_proof import state_bundle_problem
+from kledger.node.api.registry_service import add_registry_service
+from kledger.node.chain.header import CommitCertificate, Header, sign_header
+from kledger.node.commit.certified_state import Snapshot
+from kledger.node.proof.state_proof import state_bundle_problem
+from kledger.node.storage import state_tree
+from kledger.v1 import registry_pb2, registry_pb2_grpc
 from tests.helpers import key
 from tests.test_registry import CID, ISRC, ISWC, UCI, Chain, catalog, party, report
 
@@ -39,7 +40,7 @@ def serve(chain: Chain) -> tuple[grpc.Server, int]:
     header, certificate = _certified(chain)
     root = chain.roots[-1]
     snapshot = Snapshot(
-        chain.view, header, certificate, lambda k: smt.prove(chain.view, root, k)[1]
+        chain.view, header, certificate, lambda k: state_tree.prove(chain.view, root, k)[1]
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     add_registry_service(server, lambda: snapshot)

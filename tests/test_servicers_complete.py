@@ -9,11 +9,11 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from kledger.v1 import ledger_pb2_grpc, peer_pb2_grpc, registry_pb2_grpc
 
-from node.ledger_service import LedgerServicer
-from node.peer_transport import PeerServicer
-from node.registry_service import RegistryServicer
+from kledger.node.api.ledger_service import LedgerServicer
+from kledger.node.api.registry_service import RegistryServicer
+from kledger.node.net.peer_transport import PeerServicer
+from kledger.v1 import ledger_pb2_grpc, peer_pb2_grpc, registry_pb2_grpc
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from cluster import sim_cli
-from cluster.sim import BYZANTINE_KINDS, FAULT_KINDS, SimConfig, run_seed
-from cluster.sim_broken import DoubleVoteCore, IgnoreLockCore, OneChainCore
+from kledger.cluster.sim import cli as sim_cli
+from kledger.cluster.sim.broken import DoubleVoteCore, IgnoreLockCore, OneChainCore
+from kledger.cluster.sim.simulator import BYZANTINE_KINDS, FAULT_KINDS, SimConfig, run_seed
 
 ALL = SimConfig(faults=frozenset(FAULT_KINDS), byzantine=frozenset(BYZANTINE_KINDS))
 SWEEP_SEEDS = 120
@@ -43,7 +43,7 @@ def test_sweep_twins_with_partitions(nodes: int) -> None:
 
 
 def test_fault_free_run_commits_one_chain_on_every_node() -> None:
-    from cluster.sim import Simulation
+    from kledger.cluster.sim.simulator import Simulation
 
     simulation = Simulation(SimConfig(nodes=4, fault_phase_ms=2_000), seed=7)
     result = simulation.run()

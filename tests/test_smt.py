@@ -9,26 +9,27 @@ import plyvel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import smt
-from node.keyspace import DictView
+from kledger.node.proof import smt
+from kledger.node.storage import state_tree
+from kledger.node.storage.keyspace import DictView
 
 
 def _apply(view: DictView, changes):
-    root, writes = smt.update(view, smt.stored_root(view), changes)
+    root, writes = state_tree.update(view, state_tree.stored_root(view), changes)
     view.apply(writes)
     return root
 
 
 def test_empty_tree_and_single_key():
     view = DictView()
-    assert smt.stored_root(view) == smt.EMPTY_ROOT
+    assert state_tree.stored_root(view) == smt.EMPTY_ROOT
     root = _apply(view, {b"s/a": b"1"})
     assert root == smt.leaf_hash(smt.key_path(b"s/a"), b"1")  # one key: the root is its leaf
-    value, proof = smt.prove(view, root, b"s/a")
+    value, proof = state_tree.prove(view, root, b"s/a")
     assert value == b"1" and proof == smt.Proof()
     assert smt.verify_proof(root, b"s/a", b"1", proof)
     assert not smt.verify_proof(root, b"s/a", b"2", proof)
-    absent, proof = smt.prove(view, root, b"s/b")
+    absent, proof = state_tree.prove(view, root, b"s/b")
     assert absent is None and proof.other_leaf is not None
     assert smt.verify_proof(root, b"s/b", None, proof)
     assert not smt.verify_proof(root, b"s/a", None, smt.Proof())
@@ -42,7 +43,7 @@ def test_order_and_batching_do_not_change_the_root():
     two = DictView()
     for key in sorted(items, reverse=True):
         _apply(two, {key: items[key]})
-    assert smt.stored_root(two) == batch_root
+    assert state_tree.stored_root(two) == batch_root
     # deleting everything returns to the empty root
     assert _apply(one, dict.fromkeys(items)) == smt.EMPTY_ROOT
 
@@ -58,7 +59,7 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
             yield from db.iterator(prefix=prefix)
 
     def commit(changes: dict[bytes, bytes | None]) -> bytes:
-        root, writes = smt.update(View(), smt.stored_root(View()), changes)
+        root, writes = state_tree.update(View(), state_tree.stored_root(View()), changes)
         with db.write_batch(sync=True) as batch:
             for key, value in writes.items():
                 assert value is not None
@@ -68,12 +69,12 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
     old = commit({b"s/work/1": b"v1", b"s/work/2": b"x"})
     new = commit({b"s/work/1": b"v2", b"s/work/2": None})
     assert old != new
-    value, proof = smt.prove(View(), old, b"s/work/1")
+    value, proof = state_tree.prove(View(), old, b"s/work/1")
     assert value == b"v1"
     assert smt.verify_proof(old, b"s/work/1", b"v1", proof)
-    value, _ = smt.prove(View(), new, b"s/work/2")
+    value, _ = state_tree.prove(View(), new, b"s/work/2")
     assert value is None
-    value, proof = smt.prove(View(), new, b"s/work/1")
+    value, proof = state_tree.prove(View(), new, b"s/work/1")
     assert smt.verify_proof(new, b"s/work/1", b"v2", proof)
     assert not smt.verify_proof(old, b"s/work/1", b"v2", proof)
     forged = smt.Proof([(0, hashlib.sha256(b"forged").digest()), *proof.siblings])
@@ -93,12 +94,12 @@ def test_random_sets_prove_every_member_and_an_outsider(entries, outsider):
     view = DictView()
     root = _apply(view, entries)
     for key, value in entries.items():
-        got, proof = smt.prove(view, root, key)
+        got, proof = state_tree.prove(view, root, key)
         assert got == value
         assert smt.verify_proof(root, key, value, proof)
         assert not smt.verify_proof(root, key, None, proof)
         assert not smt.verify_proof(root, key, value + b"!", proof)
-    got, proof = smt.prove(view, root, outsider)
+    got, proof = state_tree.prove(view, root, outsider)
     assert got == entries.get(outsider)
     assert smt.verify_proof(root, outsider, got, proof)
     if got is None:
@@ -145,14 +146,16 @@ def test_roots_equal_the_compact_tree_across_inserts_updates_and_deletes(blocks)
                 entries[key] = value
         assert root == _reference_root(entries)
         for key in list(changes)[:3]:
-            value, proof = smt.prove(view, root, key)
+            value, proof = state_tree.prove(view, root, key)
             assert value == entries.get(key)
             assert smt.verify_proof(root, key, value, proof)
 
 
 def test_storage_is_about_log_n_nodes_per_key():
     view = DictView()
-    _, writes = smt.update(view, smt.EMPTY_ROOT, {f"s/k/{i}".encode(): b"v" for i in range(1000)})
+    _, writes = state_tree.update(
+        view, smt.EMPTY_ROOT, {f"s/k/{i}".encode(): b"v" for i in range(1000)}
+    )
     assert len(writes) < 1000 * 3  # ~2n: n-1 inner nodes + n leaves + the root pointer
 
 
@@ -160,13 +163,15 @@ def test_one_key_update_hashes_about_log2_n():
     """The point of the compact form: a key costs ~log2(keys) hashes and records, not 256."""
     view = DictView()
     _apply(view, {f"s/k/{i}".encode(): b"v" for i in range(1024)})
-    root, writes = smt.update(view, smt.stored_root(view), {b"s/k/new": b"w"})
+    root, writes = state_tree.update(view, state_tree.stored_root(view), {b"s/k/new": b"w"})
     inner = [
-        v for k, v in writes.items() if k != smt.ROOT_KEY and v is not None and v[:1] == b"\x01"
+        v
+        for k, v in writes.items()
+        if k != state_tree.ROOT_KEY and v is not None and v[:1] == b"\x01"
     ]
     assert 5 <= len(inner) <= 30  # log2(1024) = 10 levels, a few more where paths part late
     view.apply(writes)
-    value, proof = smt.prove(view, root, b"s/k/new")
+    value, proof = state_tree.prove(view, root, b"s/k/new")
     assert value == b"w" and proof.other_leaf is None
     assert len(proof.siblings) <= len(inner)
 
@@ -175,7 +180,7 @@ def test_an_other_leaf_that_is_not_on_the_path_is_refused():
     view = DictView()
     root = _apply(view, {f"s/k/{i}".encode(): b"v" for i in range(64)})
     outsiders = [f"s/out/{i}".encode() for i in range(200)]
-    proofs = [(key, smt.prove(view, root, key)) for key in outsiders]
+    proofs = [(key, state_tree.prove(view, root, key)) for key in outsiders]
     by_leaf = [(key, proof) for key, (value, proof) in proofs if proof.other_leaf is not None]
     by_empty = [(key, proof) for key, (value, proof) in proofs if proof.other_leaf is None]
     assert by_leaf and by_empty  # both kinds of absence occur

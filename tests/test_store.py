@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from node import keyspace, merkle
-from node.errors import StoreCorrupt
-from node.header import ZERO_HASH
-from node.merkle_log import node_key
-from node.receipt import TxResult
-from node.store import BODIES, HEADERS, BlockRecord, _StoredBlock
+from kledger.node.chain.header import ZERO_HASH
+from kledger.node.chain.receipt import TxResult
+from kledger.node.errors import StoreCorrupt
+from kledger.node.proof import merkle
+from kledger.node.storage import keyspace
+from kledger.node.storage.merkle_log import node_key
+from kledger.node.storage.store import BODIES, HEADERS, BlockRecord, _StoredBlock
 from tests.helpers import make_genesis
 from tests.ledger_builders import (
     GENESIS_STATE_ROOT,
@@ -123,7 +124,7 @@ def test_size_ignores_a_file_compaction_removed_while_it_was_counted(store, tmp_
     doomed.write_bytes(b"x" * 1000)
     listed = list(os.scandir(tmp_path / "db"))
     doomed.unlink()
-    monkeypatch.setattr("node.store.os.scandir", lambda path: iter(listed))
+    monkeypatch.setattr("kledger.node.storage.store.os.scandir", lambda path: iter(listed))
     assert store.size_bytes() > 0
 
 
@@ -180,7 +181,7 @@ def test_reopen_keeps_everything(tmp_path):
 
 
 def test_compact_leaves_nothing_in_the_write_ahead_log(tmp_path):
-    """What cluster/preload.py relies on before copying a store: after compact() everything
+    """What cluster/bench/preload.py relies on before copying a store: after compact() everything
     is in table files, so a copy opens without replaying a log, and reads back the same."""
     store = open_store(tmp_path / "db")
     txs = _fill(store)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from node import merkle
-from node.receipt import TxResult
-from node.store import BlockRecord
+from kledger.node.chain.receipt import TxResult
+from kledger.node.proof import merkle
+from kledger.node.storage.store import BlockRecord
 from tests.ledger_builders import certify, commit, make_tx, next_header, open_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import canonical
-from node.errors import DecodeError, Refused, Status
-from node.keys import TX_TAG, KeyPair
-from node.tx import (
+from kledger.node.chain import canonical
+from kledger.node.chain.keys import TX_TAG, KeyPair
+from kledger.node.chain.tx import (
     SignedTx,
     TxBody,
     TxLimits,
@@ -19,6 +18,7 @@ from node.tx import (
     decode_tx,
     sign_tx,
 )
+from kledger.node.errors import DecodeError, Refused, Status
 
 GOLDEN_KEY = KeyPair.from_seed(bytes(range(32)))
 GOLDEN_BODY = TxBody(

@@ -15,16 +15,11 @@ from typing import Any
 
 import pytest
 
-from node.bundle import (
-    InclusionBundle,
-    build_consistency_bundle,
-    build_inclusion_bundle,
-    bundle_problem,
-    parse_bundle,
-)
-from node.cli import verify
-from node.errors import Refused, Status
-from node.genesis import save_genesis
+from kledger.node.chain.genesis import save_genesis
+from kledger.node.errors import Refused, Status
+from kledger.node.proof import verify_cli as verify
+from kledger.node.proof.bundle import InclusionBundle, bundle_problem, parse_bundle
+from kledger.node.storage.proofs import build_consistency_bundle, build_inclusion_bundle
 from tests.helpers import key, make_genesis
 from tests.ledger_builders import certify, commit, make_tx, open_store
 

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from cluster import cli
-from node import merkle
-from node.cli import verify
+from kledger.cluster import cli
+from kledger.node.proof import merkle
+from kledger.node.proof import verify_cli as verify
 
 
 def _tree() -> merkle.MemoryTree:

@@ -1,6 +1,6 @@
 """Generate the sample catalog in cluster/sample/ (deterministic: same files every run).
 
-    python -m cluster.sample.generate [OUT_DIR]
+    python -m kledger.cluster.sample.generate [OUT_DIR]
 
 A small, realistic K-pop catalog: 36 works (ISWCs with valid check digits; one modified
 version; one ai_generated, two ai_assisted), their recordings (KR ISRCs, UCIs, YouTube Content
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.registry.identifiers import ipi_check, iswc_check_digit
+from kledger.node.registry.identifiers import ipi_check, iswc_check_digit
 
 SEED = 20260101
 WORKS = 36

@@ -2,7 +2,7 @@
 loading the whole sample catalog, and a distribution over its usage report. Prints figures;
 never asserts on time.
 
-    python -m cluster.sample.measure
+    python -m kledger.cluster.sample.measure
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import hashlib
 import time
 from pathlib import Path
 
-from node import smt
-from node.genesis import BlockLimits, Genesis, OrgSpec
-from node.keys import KeyPair
-from node.keyspace import DictView
-from node.receipt import TxResult
-from node.registry import BlockContext, Registry, bulk
-from node.tx import TxBody, TxLimits, admit_tx, sign_tx
+from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
+from kledger.node.chain.keys import KeyPair
+from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.tx import TxBody, TxLimits, admit_tx, sign_tx
+from kledger.node.proof import smt
+from kledger.node.registry import BlockContext, Registry, bulk
+from kledger.node.storage import state_tree
+from kledger.node.storage.keyspace import DictView
 
 SAMPLE = Path(__file__).resolve().parent
 ORGS = {
@@ -74,16 +75,16 @@ def main() -> None:
     view = DictView()
     changes: dict[bytes, bytes | None] = {f"s/k/{i}".encode(): b"v" * 40 for i in range(1000)}
     start = time.perf_counter()
-    root, writes = smt.update(view, smt.EMPTY_ROOT, changes)
+    root, writes = state_tree.update(view, smt.EMPTY_ROOT, changes)
     print(f"SMT: 1000 new keys in one update: {_ms(start)}, {len(writes)} node writes")
     view.apply(writes)
     start = time.perf_counter()
     for i in range(100):
-        smt.update(view, root, {f"s/k/{i}".encode(): b"w"})
+        state_tree.update(view, root, {f"s/k/{i}".encode(): b"w"})
     print(f"SMT: one-key update in a 1000-key tree: {(time.perf_counter() - start) * 10:.2f} ms")
     start = time.perf_counter()
     for i in range(1000):
-        smt.prove(view, root, f"s/k/{i}".encode())
+        state_tree.prove(view, root, f"s/k/{i}".encode())
     print(f"SMT: proof: {(time.perf_counter() - start):.3f} ms each")
     node = Node()
     start = time.perf_counter()
@@ -94,7 +95,7 @@ def main() -> None:
             Path(name).suffix, bulk.plan_jsonl
         )(text, name)
         summary = bulk.submit_plan(
-            plan, key(org), node.genesis.chain_id, node.submit, first_nonce=nonce
+            plan, key(org), kledger.node.chain.genesis.chain_id, node.submit, first_nonce=nonce
         )
         nonce += len(plan.txs)
         print(
@@ -105,7 +106,7 @@ def main() -> None:
         f"sample catalog: {node.height} blocks in {_ms(start)}; {state_keys} state keys, {len(node.view.data)} keys in all"  # noqa: E501
     )
     body = TxBody(
-        node.genesis.chain_id,
+        kledger.node.chain.genesis.chain_id,
         "RunDistribution",
         nonce,
         {

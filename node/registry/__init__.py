@@ -21,17 +21,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from consensus.validators import ValidatorSet
-from node import canonical, keyspace, smt
-from node.errors import Refused, Status, StoreCorrupt
-from node.genesis import Genesis
-from node.keyspace import ReadView, WriteSet
-from node.receipt import TxResult
-from node.registry import governance, permissions, state, usage
-from node.registry.env import Env
-from node.registry.state import BlockContext, StateReader, TxState
-from node.registry.txtypes import TX_TYPES, TxType
-from node.tx import SignedTx, TxBody
+from kledger.consensus.validators import ValidatorSet
+from kledger.node.chain import canonical
+from kledger.node.chain.genesis import Genesis
+from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.tx import SignedTx, TxBody
+from kledger.node.errors import Refused, Status, StoreCorrupt
+from kledger.node.proof import smt
+from kledger.node.registry import governance, permissions, state, usage
+from kledger.node.registry.env import Env
+from kledger.node.registry.state import BlockContext, StateReader, TxState
+from kledger.node.registry.txtypes import TX_TYPES, TxType
+from kledger.node.storage import keyspace, state_tree
+from kledger.node.storage.keyspace import ReadView, WriteSet
 
 __all__ = ["BlockContext", "BlockOutcome", "Registry"]
 
@@ -116,19 +118,19 @@ class Registry:
             },
         )
         put(state.tariff_key(usage.DEFAULT_TARIFF["version"]), usage.DEFAULT_TARIFF)  # type: ignore[arg-type]
-        _, tree = smt.update(keyspace.DictView(), smt.EMPTY_ROOT, changes)
+        _, tree = state_tree.update(keyspace.DictView(), smt.EMPTY_ROOT, changes)
         return {**changes, **tree}
 
     def genesis_writes(self) -> WriteSet:
         return dict(self._genesis_writes)
 
     def genesis_state_root(self) -> bytes:
-        root = self._genesis_writes[smt.ROOT_KEY]
+        root = self._genesis_writes[state_tree.ROOT_KEY]
         assert root is not None
         return root
 
     def state_root(self, view: ReadView) -> bytes:
-        return smt.stored_root(view)
+        return state_tree.stored_root(view)
 
     def check_payload(self, body: TxBody) -> None:
         """The stateless checks (type, payload shape and identifiers) that every replica runs
@@ -174,7 +176,7 @@ class Registry:
                 continue
             block_writes.update(st.writes)
             results.append(TxResult(output=output))
-        root, tree_writes = smt.update(view, smt.stored_root(view), block_writes)
+        root, tree_writes = state_tree.update(view, state_tree.stored_root(view), block_writes)
         validators_after = StateReader(keyspace.OverlayView(view, block_writes)).get(
             state.VALIDATORS_KEY
         )

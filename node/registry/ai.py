@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import invalid
-from node.registry import fields, links, state
-from node.registry.env import (
+from kledger.node.errors import invalid
+from kledger.node.registry import fields, links, state
+from kledger.node.registry.env import (
     Env,
     check_subject,
     claim_orgs,
@@ -25,8 +25,8 @@ from node.registry.env import (
     require_party_registered,
     subject_record,
 )
-from node.registry.shares import RIGHTS
-from node.registry.state import StateReader, TxState
+from kledger.node.registry.shares import RIGHTS
+from kledger.node.registry.state import StateReader, TxState
 
 CONSENT = frozenset({"allow", "deny", "conditional"})
 SCOPES = ("ai_training", "ai_generative_training", "ai_inference", "data_mining")
@@ -107,7 +107,7 @@ def apply_ai_policy(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def fields_exhausted() -> Exception:
-    from node.errors import Refused, Status
+    from kledger.node.errors import Refused, Status
 
     return Refused(
         Status.RESOURCE_EXHAUSTED,

@@ -39,12 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from node.errors import Refused
-from node.keys import KeyPair
-from node.receipt import TxResult
-from node.registry import identifiers
-from node.registry.tx_file import check_body
-from node.tx import TxBody, sign_tx
+from kledger.node.chain.keys import KeyPair
+from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.tx import TxBody, sign_tx
+from kledger.node.errors import Refused
+from kledger.node.registry import identifiers
+from kledger.node.registry.tx_file import check_body
 
 MAX_LINES = 200_000
 USAGE_BATCH_LINES = 200

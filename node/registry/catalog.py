@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import invalid
-from node.registry import fields, links, state
-from node.registry.env import (
+from kledger.node.errors import invalid
+from kledger.node.registry import fields, links, state
+from kledger.node.registry.env import (
     Env,
     check_subject,
     claim_orgs,
@@ -25,9 +25,9 @@ from node.registry.env import (
     require_party_registered,
     subject_record,
 )
-from node.registry.permissions import PERFORMER_CMO
-from node.registry.shares import WORK_RIGHTS
-from node.registry.state import TxState
+from kledger.node.registry.permissions import PERFORMER_CMO
+from kledger.node.registry.shares import WORK_RIGHTS
+from kledger.node.registry.state import TxState
 
 CREATION_TYPES = frozenset({"human", "ai_assisted", "ai_generated"})
 COMPONENTS = frozenset({"composition", "lyrics", "vocals", "instrumentation", "post_production"})
@@ -174,7 +174,7 @@ def _parties(
 
 
 def check_register_work(p: dict[str, Any]) -> dict[str, Any]:
-    from node.registry.shares import PUBLISHER_ROLES, WRITER_ROLES
+    from kledger.node.registry.shares import PUBLISHER_ROLES, WRITER_ROLES
 
     fields.obj(
         p,

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
-from node import canonical
-from node.keyspace import ReadView
-from node.registry import links, shares, state
-from node.registry.state import StateReader
+from kledger.node.chain import canonical
+from kledger.node.registry import links, shares, state
+from kledger.node.registry.state import StateReader
+from kledger.node.storage.keyspace import ReadView
 
 UNDISTRIBUTED = "undistributed"
 MAX_DISTRIBUTION_LINES = 50_000

@@ -7,10 +7,10 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from node.errors import Refused, Status
-from node.registry import fields, state
-from node.registry.permissions import Signer
-from node.registry.state import BlockContext, StateReader
+from kledger.node.errors import Refused, Status
+from kledger.node.registry import fields, state
+from kledger.node.registry.permissions import Signer
+from kledger.node.registry.state import BlockContext, StateReader
 
 DAY_MS = 86_400_000
 DISPUTE_DEADLINE_MS = (60 + 60) * DAY_MS  # DOMAIN.md section 4: default 60 + 60 days

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from node.errors import invalid
-from node.registry import identifiers
+from kledger.node.errors import invalid
+from kledger.node.registry import identifiers
 
 MAX_TEXT_CHARS = 512
 MAX_ID_CHARS = 64

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from consensus.validators import ValidatorSet, quorum_size
-from node.errors import Refused, Status, invalid
-from node.genesis import ORG_ID
-from node.registry import fields, state, usage
-from node.registry.env import Env, denied, exists, precondition
-from node.registry.state import StateReader, TxState
+from kledger.consensus.validators import ValidatorSet, quorum_size
+from kledger.node.chain.genesis import ORG_ID
+from kledger.node.errors import Refused, Status, invalid
+from kledger.node.registry import fields, state, usage
+from kledger.node.registry.env import Env, denied, exists, precondition
+from kledger.node.registry.state import StateReader, TxState
 
 ACTIONS = frozenset({"add_org", "remove_org", "change_validator", "set_tariff"})
 MAX_ROLES = 16

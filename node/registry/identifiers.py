@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from typing import NewType
 
-from node.errors import Refused, invalid
+from kledger.node.errors import Refused, invalid
 
 Iswc = NewType("Iswc", str)
 Isrc = NewType("Isrc", str)

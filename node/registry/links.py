@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import Refused, Status, invalid
-from node.registry import fields, state
-from node.registry.env import Env, denied, exists, precondition
-from node.registry.permissions import org_roles, org_side
-from node.registry.state import StateReader, TxState
+from kledger.node.errors import Refused, Status, invalid
+from kledger.node.registry import fields, state
+from kledger.node.registry.env import Env, denied, exists, precondition
+from kledger.node.registry.permissions import org_roles, org_side
+from kledger.node.registry.state import StateReader, TxState
 
 ENDPOINT_KINDS = frozenset({"work", "iswc", "isrc", "cid", "uci"})
 RELATIONS = {

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from node import canonical
-from node.errors import Refused, Status
-from node.registry import state
-from node.registry.state import StateReader
+from kledger.node.chain import canonical
+from kledger.node.errors import Refused, Status
+from kledger.node.registry import state
+from kledger.node.registry.state import StateReader
 
 AUTHOR_CMO = "AUTHOR_CMO"
 PRODUCER_CMO = "PRODUCER_CMO"

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from node import canonical
-from node.errors import Refused, Status
-from node.keyspace import ReadView
-from node.registry import ai, distribution, fields, identifiers, links, shares, state, usage
-from node.registry.env import date_of_ms
-from node.registry.state import StateReader
+from kledger.node.chain import canonical
+from kledger.node.errors import Refused, Status
+from kledger.node.registry import ai, distribution, fields, identifiers, links, shares, state, usage
+from kledger.node.registry.env import date_of_ms
+from kledger.node.registry.state import StateReader
+from kledger.node.storage.keyspace import ReadView
 
 MAX_SCAN_RESULTS = 1_000
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import Refused, Status, invalid
-from node.registry import fields, shares, state
-from node.registry.env import (
+from kledger.node.errors import Refused, Status, invalid
+from kledger.node.registry import fields, shares, state
+from kledger.node.registry.env import (
     DISPUTE_DEADLINE_MS,
     Env,
     check_subject,
@@ -31,8 +31,8 @@ from node.registry.env import (
     require_party,
     subject_record,
 )
-from node.registry.permissions import AUTHOR_CMO, PERFORMER_CMO, PRODUCER_CMO
-from node.registry.state import StateReader, TxState
+from kledger.node.registry.permissions import AUTHOR_CMO, PERFORMER_CMO, PRODUCER_CMO
+from kledger.node.registry.state import StateReader, TxState
 
 DISPUTE_KINDS = frozenset({"shares", "authorship", "link", "ai_status", "persona"})
 OUTCOMES = frozenset({"uphold", "reject"})

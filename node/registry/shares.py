@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from node.errors import Refused, Status, invalid
-from node.registry import fields, state
-from node.registry.state import StateReader
+from kledger.node.errors import Refused, Status, invalid
+from kledger.node.registry import fields, state
+from kledger.node.registry.state import StateReader
 
 FULL = 10_000
 TOLERANCE = 6  # CWR: totals within 100 % +/- 0.06 %

@@ -1,6 +1,6 @@
 """The registry's state families under keyspace.STATE and the per-transaction write buffer.
 
-Every value is canonical msgpack (node/canonical.py). Keys are `s/<family>/<part>/...`; parts are
+Every value is canonical msgpack (node/chain/canonical.py). Keys are `s/<family>/<part>/...`; parts are
 canonical identifiers or id tokens, which never contain "/", so families cannot collide.
 
 A transaction reads through `TxState`: the committed store, then the writes of earlier
@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from node import canonical, keyspace
-from node.keyspace import OverlayView, ReadView, WriteSet
+from kledger.node.chain import canonical
+from kledger.node.storage import keyspace
+from kledger.node.storage.keyspace import OverlayView, ReadView, WriteSet
 
 S = keyspace.STATE
 

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from node.errors import Refused, invalid
-from node.registry.txtypes import TX_TYPES
-from node.tx import TxBody
+from kledger.node.chain.tx import TxBody
+from kledger.node.errors import Refused, invalid
+from kledger.node.registry.txtypes import TX_TYPES
 
 MAX_FILE_BYTES = 1_048_576
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from node.registry import ai, catalog, governance, links, rights, usage
-from node.registry.env import Env
-from node.registry.permissions import (
+from kledger.node.registry import ai, catalog, governance, links, rights, usage
+from kledger.node.registry.env import Env
+from kledger.node.registry.permissions import (
     AUTHOR_CMO,
     CMO_ROLES,
     ID_AGENCY,
@@ -18,7 +18,7 @@ from node.registry.permissions import (
     PRODUCER_CMO,
     REPORTER,
 )
-from node.registry.state import TxState
+from kledger.node.registry.state import TxState
 
 Payload = dict[str, Any]
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import Refused, Status, invalid
-from node.registry import distribution, fields, state
-from node.registry.env import Env, exists, precondition
-from node.registry.shares import FULL, RIGHTS
-from node.registry.state import StateReader, TxState
+from kledger.node.errors import Refused, Status, invalid
+from kledger.node.registry import distribution, fields, state
+from kledger.node.registry.env import Env, exists, precondition
+from kledger.node.registry.shares import FULL, RIGHTS
+from kledger.node.registry.state import StateReader, TxState
 
 CODE_KINDS = frozenset({"isrc", "iswc", "cid", "uci"})
 MAX_REVENUE_MINOR = 10**15

@@ -1,0 +1,105 @@
+"""The benchmark's proof client: its own process, fetching inclusion proofs one at a time.
+
+Why a process of its own: the figure is the gRPC round trip of GetInclusionProof as one client
+sees it; in the bench process it would share the interpreter with the progress bar, the other
+channels and whatever the parent does next. Started with "spawn" (no inherited gRPC state).
+
+Rules it keeps: it waits (up to READY_WAIT_S) until the newest sampled tx is provable (its
+block's header or a later one is certified) before the clock starts; every reply must carry
+the tx it was asked for and an audit path no longer than the tree allows; one call at a time,
+each timed with perf_counter from the request to the decoded reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue as ProcessQueue
+
+import grpc
+
+from kledger.cluster.client.connect import open_channel
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+READY_WAIT_S = 30.0
+CALL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProofJob:
+    target: str  # host:port of the node's client service
+    ca_cert: bytes
+    tx_hashes: tuple[bytes, ...]  # spread over the ledger in leaf order; the last is newest
+
+
+@dataclass(frozen=True, slots=True)
+class ProofResult:
+    count: int = 0
+    tree_size: int = 0
+    elapsed_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    error: str = ""
+
+
+def _wait_provable(stub: ledger_pb2_grpc.LedgerStub, tx_hash: bytes) -> None:
+    deadline = time.monotonic() + READY_WAIT_S
+    while True:
+        try:
+            stub.GetInclusionProof(
+                ledger_pb2.GetInclusionProofRequest(tx_hash=tx_hash), timeout=CALL_TIMEOUT_S
+            )
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                raise
+            time.sleep(0.1)
+
+
+def fetch_proofs(job: ProofJob) -> ProofResult:
+    """Fetch a proof of each of job.tx_hashes, one at a time; never raises."""
+    channel = open_channel(job.target, job.ca_cert)
+    stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        _wait_provable(stub, job.tx_hashes[-1])
+        for tx_hash in job.tx_hashes[:10]:  # warm the channel and the node's caches a little
+            stub.GetInclusionProof(
+                ledger_pb2.GetInclusionProofRequest(tx_hash=tx_hash), timeout=CALL_TIMEOUT_S
+            )
+        latencies: list[float] = []
+        tree_size = 0
+        start = time.perf_counter()
+        for tx_hash in job.tx_hashes:
+            sent = time.perf_counter()
+            reply = stub.GetInclusionProof(
+                ledger_pb2.GetInclusionProofRequest(tx_hash=tx_hash), timeout=CALL_TIMEOUT_S
+            )
+            latencies.append(time.perf_counter() - sent)
+            if (
+                hashlib.sha256(reply.leaf).digest() != tx_hash
+                or reply.leaf_index >= reply.tree_size
+            ):
+                return ProofResult(error=f"proof of {tx_hash.hex()} carries another leaf")
+            if len(reply.audit_path) > reply.tree_size.bit_length():
+                return ProofResult(error=f"proof of {tx_hash.hex()} has a too long audit path")
+            tree_size = max(tree_size, int(reply.tree_size))
+        elapsed_s = time.perf_counter() - start
+        return ProofResult(
+            count=len(latencies),
+            tree_size=tree_size,
+            elapsed_s=elapsed_s,
+            latencies_s=latencies,
+            cpu_s=time.process_time(),
+        )
+    except grpc.RpcError as exc:
+        return ProofResult(error=f"GetInclusionProof: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+
+
+def run_proof_client(job: ProofJob, out: ProcessQueue[ProofResult]) -> None:
+    """Process entry point: fetch the proofs and put one ProofResult on `out`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    out.put(fetch_proofs(job))

@@ -1,0 +1,232 @@
+"""Starts, stops and watches the node processes of a local cluster (cluster/layout.py).
+
+Each node is its own OS process (`python -m kledger.cluster.cli node start --config nodes/ORG/node.json`)
+in its own session, logging to nodes/ORG/node.log, its pid in nodes/ORG/node.pid. A pid file is
+trusted only while /proc shows that pid running that node's config, so a stale pid file after a
+reboot or a recycled pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kledger.cluster.client.connect import open_channel
+from kledger.cluster.layout import ClusterLayout, NodeAddress
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+STOP_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeProcess:
+    org: str
+    pid: int | None
+    running: bool
+
+
+def _pid_file(layout: ClusterLayout, org: str) -> Path:
+    return layout.node_dir(org) / "node.pid"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def node_pid(layout: ClusterLayout, org: str) -> int | None:
+    """The pid of org's node if it is running (and really is that node), else None."""
+    try:
+        pid = int(_pid_file(layout, org).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    config = str(layout.node_config(org).resolve())
+    return pid if config in _cmdline(pid) else None
+
+
+def start_node(layout: ClusterLayout, org: str) -> int:
+    existing = node_pid(layout, org)
+    if existing is not None:
+        return existing
+    config = layout.node_config(org).resolve()
+    log = open(layout.node_dir(org) / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kledger.cluster.cli", "node", "start", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=layout.node_dir(org),
+        )
+    finally:
+        log.close()
+    _pid_file(layout, org).write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+            if finished == pid:
+                return True
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_node(layout: ClusterLayout, org: str, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """SIGTERM (graceful), then SIGKILL after timeout_s. True if a process was stopped."""
+    pid = node_pid(layout, org)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, timeout_s):
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, timeout_s)
+    _pid_file(layout, org).unlink(missing_ok=True)
+    return True
+
+
+def kill_node(layout: ClusterLayout, org: str) -> bool:
+    """kill -9: no shutdown path runs; what the node acknowledged must survive it."""
+    pid = node_pid(layout, org)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, STOP_TIMEOUT_S)
+    _pid_file(layout, org).unlink(missing_ok=True)
+    return True
+
+
+def is_serving(layout: ClusterLayout, node: NodeAddress, timeout_s: float = 2.0) -> bool:
+    """The node's standard grpc.health.v1 check on its client port answers SERVING."""
+    channel = open_channel(f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes())
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+        )
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+    finally:
+        channel.close()
+
+
+def wait_serving(
+    layout: ClusterLayout, orgs: list[str] | None = None, timeout_s: float = READY_TIMEOUT_S
+) -> list[str]:
+    """Wait until the given nodes serve; returns the orgs that did not in time."""
+    waiting = {n.org: n for n in layout.nodes() if orgs is None or n.org in orgs}
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        for org, node in list(waiting.items()):
+            if node_pid(layout, org) is None:
+                continue  # not (yet) running; keep waiting until the deadline
+            if is_serving(layout, node, timeout_s=1.0):
+                del waiting[org]
+        if waiting:
+            time.sleep(0.2)
+    return sorted(waiting)
+
+
+def up(layout: ClusterLayout, timeout_s: float = READY_TIMEOUT_S) -> list[str]:
+    for node in layout.nodes():
+        start_node(layout, node.org)
+    return wait_serving(layout, timeout_s=timeout_s)
+
+
+def down(layout: ClusterLayout) -> list[str]:
+    return [node.org for node in layout.nodes() if stop_node(layout, node.org)]
+
+
+def processes(layout: ClusterLayout) -> list[NodeProcess]:
+    result = []
+    for node in layout.nodes():
+        pid = node_pid(layout, node.org)
+        result.append(NodeProcess(node.org, pid, pid is not None))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    org: str
+    pid: int | None
+    reachable: bool
+    height: int = 0
+    certified_height: int = 0
+    round: int = 0
+    leader: str = ""
+    mempool_txs: int = 0
+    tx_log_size: int = 0
+    tx_log_root: str = ""
+    state_root: str = ""
+    connected_peers: tuple[str, ...] = ()
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def line(self) -> str:
+        if not self.reachable:
+            state = "running" if self.pid else "stopped"
+            return f"{self.org:<8} {self.pid or '-':>7} {'no':<5} ({state}) {self.error}"
+        return (
+            f"{self.org:<8} {self.pid or '-':>7} {'yes':<5} {self.height:>7} "
+            f"{self.certified_height:>7} {self.round:>7} {self.leader:<8} {self.mempool_txs:>7}"
+            f"  {self.tx_log_root[:16]}"
+        )
+
+
+def node_status(layout: ClusterLayout, node: NodeAddress, timeout_s: float = 2.0) -> NodeStatus:
+    pid = node_pid(layout, node.org)
+    channel = open_channel(f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes())
+    try:
+        stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        reply = stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return NodeStatus(node.org, pid, False, error=str(exc.code().name))  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+    return NodeStatus(
+        org=node.org,
+        pid=pid,
+        reachable=True,
+        height=reply.height,
+        certified_height=reply.certified_height,
+        round=reply.round,
+        leader=reply.leader,
+        mempool_txs=reply.mempool_txs,
+        tx_log_size=reply.tx_log_size,
+        tx_log_root=reply.tx_log_root.hex(),
+        state_root=reply.state_root.hex(),
+        connected_peers=tuple(reply.connected_peers),
+    )
+
+
+def status(layout: ClusterLayout) -> list[NodeStatus]:
+    return [node_status(layout, node) for node in layout.nodes()]

@@ -1,0 +1,796 @@
+"""The deterministic simulator: n consensus cores in one process on a seeded network and clock.
+
+The simulator is the second driver of consensus.Core (the asyncio/gRPC node is the first). It
+owns ONE seeded random.Random and a virtual clock, so a seed replays a run exactly. It holds each
+node's "disk" (persisted SafetyData, committed blocks and their commit QC, the validator set)
+across crash and restart; everything else of a crashed node is lost.
+
+Faults (while the fault phase lasts): message drop, long delays, reorder (jitter), duplication,
+partitions that form and heal, crash and restart, clock skew. Byzantine validators (at most f
+keys): Twins (two honest cores sharing one key, put on different sides of partitions), an
+equivocating leader, double voting, forged and reused signatures, replayed old messages, and a
+"fork" leader that after a timeout proposes on a stale QC. Validators "crashed for good" never
+start (they count against f); a restarted core gets back the committed blocks leader
+reputation reads.
+
+Invariants, checked after every step (Byzantine keys excluded):
+  - no two honest nodes commit different blocks at one height, and every honest committed
+    chain is a prefix of the longest (one block per height, heights contiguous);
+  - nothing is committed without a certificate: each Commit carries a QC with a quorum of valid
+    signatures of the epoch's set whose commit info names the last block, linked by parent ids;
+  - no honest node signs two different votes in one round.
+After the fault phase (partitions healed, crashed nodes restarted, no drops) every honest node
+must commit `min_new_commits` new blocks within `liveness_bound_ms` of simulated time.
+
+Signatures are HMAC-SHA256 keyed by a per-validator secret; verification recomputes the MAC
+with the secret looked up from the public key. That is 50x faster than Ed25519 and as unforgeable
+here: Byzantine nodes in the simulator only ever hold their own secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from kledger.consensus.core import (
+    Broadcast,
+    Commit,
+    Core,
+    CoreConfig,
+    Deliver,
+    Effect,
+    Input,
+    Persist,
+    RequestSync,
+    RestoredState,
+    SaveBlock,
+    Send,
+    SetTimer,
+    SyncDone,
+    Timer,
+    TimerFired,
+)
+from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
+from kledger.consensus.messages import Message, Proposal, Timeout, proposal_sign_bytes
+from kledger.consensus.types import (
+    Block,
+    BlockId,
+    BlockInfo,
+    Height,
+    QuorumCert,
+    Round,
+    SafetyData,
+    Vote,
+    VoteData,
+    genesis_block,
+    timeout_sign_bytes,
+    vote_sign_bytes,
+)
+from kledger.consensus.validators import NodeId, ValidatorSet
+
+FAULT_KINDS = ("drop", "delay", "reorder", "duplicate", "partition", "crash", "skew")
+BYZANTINE_KINDS = ("twins", "equivocate", "double_vote", "forge", "replay", "fork")
+CHAIN_ID = "kledger-sim"
+
+CoreFactory = Callable[..., Core]
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    nodes: int = 4
+    faults: frozenset[str] = frozenset()
+    byzantine: frozenset[str] = frozenset()
+    fault_phase_ms: int = 20_000  # faults are injected in [0, fault_phase_ms)
+    liveness_bound_ms: int = 40_000  # after the fault phase, honest nodes commit within this
+    min_new_commits: int = 2
+    base_delay_ms: int = 5  # one-way latency without faults: base .. 2 * base
+    max_fault_delay_ms: int = 1_500
+    drop_probability: float = 0.1
+    duplicate_probability: float = 0.05
+    max_skew_ms: int = 1_000
+    partition_gap_ms: tuple[int, int] = (500, 4_000)  # between partitions forming
+    partition_length_ms: tuple[int, int] = (300, 3_000)
+    byzantine_keys: int | None = None  # Byzantine validator keys; None = f (the most tolerated)
+    reconfigure: bool = False  # propose epoch changes (same members, epoch + 1) now and then
+    # Validators (not Byzantine, highest ids first) that are down from the start and never come
+    # back: they count against f like a Byzantine key, and liveness is checked without them.
+    crashed_for_good: int = 0
+    core: CoreConfig = field(
+        default_factory=lambda: CoreConfig(round_timeout_ms=400, max_round_timeout_ms=3_200)
+    )
+    core_factory: CoreFactory = Core
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError("SimConfig.nodes must be positive")
+        if not 0 <= self.crashed_for_good < self.nodes:
+            raise ValueError("SimConfig.crashed_for_good must be in [0, nodes)")
+        unknown = (self.faults - set(FAULT_KINDS)) | (self.byzantine - set(BYZANTINE_KINDS))
+        if unknown:
+            raise ValueError(f"unknown fault or Byzantine kinds: {sorted(unknown)}")
+
+
+@dataclass(slots=True)
+class SimResult:
+    seed: int
+    nodes: int
+    commits: int = 0  # highest committed height among honest nodes
+    rounds: int = 0  # highest round reached
+    view_changes: int = 0
+    epoch: int = 1  # highest epoch an honest node reached
+    steps: int = 0
+    simulated_ms: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    safety_violations: list[str] = field(default_factory=list)
+    liveness_failure: str | None = None
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.safety_violations and self.liveness_failure is None
+
+
+class SimKeys:
+    """HMAC-SHA256 "signatures" (see the module docstring)."""
+
+    def __init__(self, ids: Sequence[NodeId]) -> None:
+        self.secret = {i: hashlib.sha256(b"kledger-sim-secret/" + i.encode()).digest() for i in ids}
+        self.public = {i: hashlib.sha256(b"pk/" + s).digest() for i, s in self.secret.items()}
+        self._by_public = {self.public[i]: self.secret[i] for i in ids}
+
+    def signer(self, node: NodeId) -> Callable[[bytes], bytes]:
+        secret = self.secret[node]
+        return lambda message: hmac.digest(secret, message, "sha256")
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        secret = self._by_public.get(public_key)
+        if secret is None:
+            return False
+        return hmac.compare_digest(hmac.digest(secret, message, "sha256"), signature)
+
+
+class SimPayloads:
+    """Small deterministic payloads "p/<node>/<counter>", valid when well-formed, not pending
+    and not committed; "reconfig/..." payloads end the epoch when `reconfigure` is on."""
+
+    def __init__(self, sim: Simulation, node: SimNode) -> None:
+        self._sim = sim
+        self._node = node
+
+    def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        rng = self._sim.rng
+        if rng.random() < 0.2:
+            return b""
+        self._node.counter += 1
+        if self._sim.config.reconfigure and rng.random() < 0.1:
+            return f"reconfig/{self._node.label}/{self._node.counter}".encode()
+        return f"p/{self._node.label}/{self._node.counter}".encode()
+
+    def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
+        if payload == b"":
+            return True
+        if not payload.startswith((b"p/", b"reconfig/")) or len(payload) > 64:
+            return False
+        return payload not in pending and payload not in self._node.disk.payloads
+
+    def validator_set_after(self, block: Block) -> ValidatorSet | None:
+        if block.payload.startswith(b"reconfig/"):
+            current = self._sim.validator_sets[block.epoch]
+            return ValidatorSet(block.epoch + 1, current.validators)
+        return None
+
+
+@dataclass(slots=True)
+class Disk:
+    """What survives a crash: the persisted safety data and the committed chain."""
+
+    validators: ValidatorSet
+    safety: SafetyData | None = None
+    chain: list[Block] = field(default_factory=list)  # index == height
+    commit_qc: list[QuorumCert] = field(default_factory=list)  # QC that committed chain[i]
+    payloads: set[bytes] = field(default_factory=set)
+    blocks: dict[BlockId, Block] = field(default_factory=dict)  # saved uncommitted blocks
+
+
+@dataclass(slots=True)
+class SimNode:
+    index: int
+    node_id: NodeId
+    label: str
+    honest: bool
+    disk: Disk
+    core: Core | None = None
+    alive: bool = True
+    incarnation: int = 0
+    skew_ms: int = 0
+    group: int = 0
+    counter: int = 0
+
+
+class Simulation:
+    def __init__(self, config: SimConfig, seed: int, *, trace: bool = False) -> None:
+        self.config = config
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.tracing = trace
+        self.result = SimResult(seed=seed, nodes=config.nodes)
+        self.now_ms = 0
+        self._queue: list[tuple[int, int, str, tuple[object, ...]]] = []
+        self._sequence = 0
+        ids = [NodeId(f"n{i}") for i in range(config.nodes)]
+        self.keys = SimKeys(ids)
+        validators = ValidatorSet.of(1, [(i, self.keys.public[i]) for i in ids])
+        self.validator_sets: dict[int, ValidatorSet] = {1: validators}
+        self.genesis, self.genesis_qc = genesis_block(CHAIN_ID, validators, 0)
+        faulty = self.rng.sample(ids, validators.max_faulty) if config.byzantine else []
+        keys = validators.max_faulty if config.byzantine_keys is None else config.byzantine_keys
+        self.byzantine_ids = set(faulty[:keys])
+        self.dead_ids = set(
+            [i for i in reversed(ids) if i not in self.byzantine_ids][: config.crashed_for_good]
+        )
+        self.nodes: list[SimNode] = []
+        for node_id in ids:
+            honest = node_id not in self.byzantine_ids and node_id not in self.dead_ids
+            self._add_node(node_id, f"{node_id}", honest)
+        if "twins" in config.byzantine:
+            for node_id in sorted(self.byzantine_ids):
+                self._add_node(node_id, f"{node_id}twin", honest=False)
+        self.canonical: dict[int, BlockId] = {0: self.genesis.id}  # height -> honest commit
+        self.votes_signed: dict[tuple[NodeId, int, int], VoteData] = {}
+        self._replay_pool: list[tuple[NodeId, Message]] = []
+        self._heal_ms = config.fault_phase_ms
+        # Committed blocks below the root handed to a restarted core: all leader reputation reads.
+        self._recent_blocks = config.core.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
+        self._healed = False
+        self._height_at_heal: dict[int, int] = {}
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    def _add_node(self, node_id: NodeId, label: str, honest: bool) -> None:
+        disk = Disk(validators=self.validator_sets[1], chain=[self.genesis])
+        disk.commit_qc.append(self.genesis_qc)
+        node = SimNode(len(self.nodes), node_id, label, honest, disk)
+        if "skew" in self.config.faults:
+            node.skew_ms = self.rng.randint(-self.config.max_skew_ms, self.config.max_skew_ms)
+        self.nodes.append(node)
+
+    def _boot(self, node: SimNode) -> None:
+        disk = node.disk
+        node.core = self.config.core_factory(
+            self.config.core,
+            CHAIN_ID,
+            node.node_id,
+            disk.validators,
+            self.keys.signer(node.node_id),
+            self.keys.verify,
+            SimPayloads(self, node),
+            RestoredState(
+                disk.safety,
+                disk.chain[-1],
+                disk.commit_qc[-1],
+                tuple(disk.blocks.values()),
+                tuple(disk.chain[-1 - self._recent_blocks : -1]),
+            ),
+        )
+        node.alive = True
+        self._apply(node, node.core.start(self._local_ms(node)))
+
+    def _local_ms(self, node: SimNode) -> int:
+        skew = node.skew_ms if not self._healed else 0
+        return max(0, self.now_ms + skew)
+
+    def _push(self, at_ms: int, kind: str, payload: tuple[object, ...]) -> None:
+        self._sequence += 1
+        heapq.heappush(self._queue, (at_ms, self._sequence, kind, payload))
+
+    def _trace(self, text: str) -> None:
+        if self.tracing:
+            self.result.trace.append(f"{self.now_ms:>8} {text}")
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        for node in self.nodes:
+            if node.node_id in self.dead_ids:
+                node.alive = False
+                continue
+            self._boot(node)
+        self._schedule_faults()
+        end_ms = self._heal_ms + self.config.liveness_bound_ms
+        while self._queue and not self.result.safety_violations:
+            at_ms, _, kind, payload = heapq.heappop(self._queue)
+            if at_ms > end_ms:
+                break
+            self.now_ms = at_ms
+            if not self._healed and at_ms >= self._heal_ms:
+                self._heal()
+            self.result.steps += 1
+            self._dispatch(kind, payload)
+            if self._healed and self._liveness_reached():
+                break
+        self._finish(end_ms)
+        return self.result
+
+    def _dispatch(self, kind: str, payload: tuple[object, ...]) -> None:
+        if kind == "deliver":
+            index, sender, message = payload
+            assert isinstance(index, int) and isinstance(sender, str)
+            node = self.nodes[index]
+            if node.alive and node.core is not None:
+                self._trace(f"{node.label} <- {sender} {describe(message)}")  # type: ignore[arg-type]
+                self._input(node, Deliver(NodeId(sender), message, self._local_ms(node)))  # type: ignore[arg-type]
+        elif kind == "timer":
+            index, incarnation, timer = payload
+            assert isinstance(index, int)
+            node = self.nodes[index]
+            if node.alive and node.incarnation == incarnation:
+                self._input(node, TimerFired(timer, self._local_ms(node)))  # type: ignore[arg-type]
+        elif kind == "sync":
+            index, incarnation, peer, target = payload
+            assert isinstance(index, int) and isinstance(peer, str)
+            node = self.nodes[index]
+            if node.alive and node.incarnation == incarnation:
+                self._sync(node, NodeId(peer), target)  # type: ignore[arg-type]
+        elif kind == "crash":
+            (index,) = payload
+            assert isinstance(index, int)
+            self._crash(self.nodes[index])
+        elif kind == "restart":
+            (index,) = payload
+            assert isinstance(index, int)
+            node = self.nodes[index]
+            if not node.alive and node.node_id not in self.dead_ids:
+                self._trace(f"{node.label} restarts")
+                self._boot(node)
+        elif kind == "partition":
+            self._partition()
+        elif kind == "heal_partition":
+            for node in self.nodes:
+                node.group = 0
+            self._trace("partition heals")
+        elif kind == "replay":
+            self._replay()
+
+    def _input(self, node: SimNode, event: Input) -> None:
+        assert node.core is not None
+        self._apply(node, node.core.step(event))
+
+    # ---- effects ---------------------------------------------------------------------------
+
+    def _apply(self, node: SimNode, effects: list[Effect]) -> None:
+        if not node.honest:
+            effects = self._byzantine(node, effects)
+        for effect in effects:
+            match effect:
+                case Persist():
+                    node.disk.safety = effect.safety  # durable before the sends that follow
+                case SaveBlock():
+                    node.disk.blocks[effect.block.id] = effect.block
+                case Send():
+                    self._record_vote(node, effect.message)
+                    self._send(node, effect.to, effect.message)
+                case Broadcast():
+                    for node_id in self.validator_sets[max(self.validator_sets)].ids:
+                        if node_id != node.node_id:
+                            self._send(node, node_id, effect.message)
+                case SetTimer():
+                    at_ms = effect.at_ms - (node.skew_ms if not self._healed else 0)
+                    self._push(
+                        max(at_ms, self.now_ms),
+                        "timer",
+                        (node.index, node.incarnation, effect.timer),
+                    )
+                case Commit():
+                    self._commit(node, effect.blocks, effect.qc)
+                case RequestSync():
+                    delay = self._delay()
+                    self._push(
+                        self.now_ms + delay,
+                        "sync",
+                        (node.index, node.incarnation, effect.peer, effect.target),
+                    )
+        if node.core is not None:
+            node.disk.validators = node.core.validators
+            self.validator_sets.setdefault(node.core.epoch, node.core.validators)
+            self.result.rounds = max(self.result.rounds, node.core.round)
+            if node.honest:
+                self.result.epoch = max(self.result.epoch, node.core.epoch)
+
+    def _delay(self) -> int:
+        base = self.config.base_delay_ms
+        delay = self.rng.randint(base, 2 * base)
+        if self._faults_active("delay") and self.rng.random() < 0.1:
+            self.result.faults["delay"] += 1
+            delay += self.rng.randint(0, self.config.max_fault_delay_ms)
+        if self._faults_active("reorder") and self.rng.random() < 0.2:
+            self.result.faults["reorder"] += 1
+            delay += self.rng.randint(0, 20 * base)
+        return delay
+
+    def _faults_active(self, kind: str) -> bool:
+        return kind in self.config.faults and not self._healed
+
+    def _send(self, source: SimNode, to: NodeId, message: Message) -> None:
+        for target in self.nodes:
+            if target.node_id != to or target is source:
+                continue
+            if target.group != source.group:
+                self.result.faults["partitioned_message"] += 1
+                continue
+            if self._faults_active("drop") and self.rng.random() < self.config.drop_probability:
+                self.result.faults["drop"] += 1
+                continue
+            self._push(
+                self.now_ms + self._delay(), "deliver", (target.index, source.node_id, message)
+            )
+            if (
+                self._faults_active("duplicate")
+                and self.rng.random() < self.config.duplicate_probability
+            ):
+                self.result.faults["duplicate"] += 1
+                self._push(
+                    self.now_ms + self._delay(), "deliver", (target.index, source.node_id, message)
+                )
+            if (
+                "replay" in self.config.byzantine
+                and len(self._replay_pool) < 256
+                and self.rng.random() < 0.05
+            ):
+                self._replay_pool.append((source.node_id, message))
+
+    # ---- invariants ------------------------------------------------------------------------
+
+    def _violation(self, text: str) -> None:
+        self.result.safety_violations.append(f"t={self.now_ms}ms: {text}")
+        self._trace(f"SAFETY VIOLATION: {text}")
+
+    def _record_vote(self, node: SimNode, message: Message) -> None:
+        if not node.honest or not isinstance(message, Vote):
+            return
+        key = (node.node_id, message.data.epoch, message.round)
+        previous = self.votes_signed.setdefault(key, message.data)
+        if previous != message.data:
+            self._violation(f"{node.label} signed two different votes in round {message.round}")
+
+    def _certificate_problem(self, qc: QuorumCert, last: Block) -> str | None:
+        validators = self.validator_sets.get(qc.epoch)
+        if validators is None:
+            return f"QC of unknown epoch {qc.epoch}"
+        if qc == self.genesis_qc:
+            return None
+        authors = [author for author, _ in qc.signatures]
+        if len(set(authors)) < validators.quorum:
+            return "QC without a quorum"
+        message = vote_sign_bytes(CHAIN_ID, qc.data)
+        for author, signature in qc.signatures:
+            key = validators.public_key(author)
+            if key is None or not self.keys.verify(key, message, signature):
+                return f"QC with a bad signature of {author}"
+        if qc.commit is None:
+            return "QC without commit info (not a 2-chain)"
+        if qc.commit.id != last.id and not self._epoch_end(last):
+            return "QC's commit info does not name the last committed block"
+        return None
+
+    def _epoch_end(self, block: Block) -> bool:
+        return self.config.reconfigure and block.payload.startswith(b"reconfig/")
+
+    def _commit(self, node: SimNode, blocks: Sequence[Block], qc: QuorumCert) -> None:
+        disk = node.disk
+        self._trace(f"{node.label} commits {[b.height for b in blocks]}")
+        if not blocks:
+            self._violation(f"{node.label} emitted an empty commit")
+            return
+        problem = self._certificate_problem(qc, blocks[-1])
+        if problem is not None and node.honest:
+            self._violation(
+                f"{node.label} committed height {blocks[-1].height} without a certificate: "
+                + problem
+            )
+        for block in blocks:
+            if block.height != len(disk.chain) or block.parent_id != disk.chain[-1].id:
+                if node.honest:
+                    self._violation(
+                        f"{node.label} committed height {block.height} off its chain"
+                        f" (at {len(disk.chain) - 1})"
+                    )
+                return
+            disk.chain.append(block)
+            disk.commit_qc.append(qc)
+            disk.payloads.add(block.payload)
+            disk.blocks.pop(block.id, None)
+            if node.honest:
+                self._check_canonical(node, block)
+        height = len(disk.chain) - 1
+        for stale in [i for i, b in disk.blocks.items() if b.height <= height]:
+            del disk.blocks[stale]
+
+    def _check_canonical(self, node: SimNode, block: Block) -> None:
+        known = self.canonical.setdefault(block.height, block.id)
+        if known != block.id:
+            self._violation(f"{node.label} committed a different block at height {block.height}")
+        self.result.commits = max(self.result.commits, block.height)
+
+    def _sync(self, node: SimNode, peer_id: NodeId, target: QuorumCert) -> None:
+        """RequestSync: copy committed blocks from a live instance of `peer`, checked by the
+        parent-id chain down from the block the target's commit info names."""
+        commit = target.commit
+        if commit is None:
+            return  # only a broken core asks for a sync to an uncommitted QC
+        for peer in self.nodes:
+            if peer.node_id != peer_id or not peer.alive or peer.group != node.group:
+                continue
+            chain = peer.disk.chain
+            if len(chain) <= commit.height or chain[commit.height].id != commit.id:
+                continue
+            start = len(node.disk.chain)
+            blocks = chain[start : commit.height + 1]
+            if not blocks or blocks[0].parent_id != node.disk.chain[-1].id:
+                continue
+            root_qc = target
+            for index, block in enumerate(blocks):
+                if self._epoch_end(block):  # a sync stops at an epoch end
+                    blocks = blocks[: index + 1]
+                    root_qc = peer.disk.commit_qc[block.height]
+                    break
+            self._trace(
+                f"{node.label} syncs heights {start}..{blocks[-1].height} from {peer.label}"
+            )
+            self.result.faults["sync"] += 1
+            self._commit(node, blocks, root_qc)
+            assert node.core is not None
+            self._input(node, SyncDone(blocks[-1], root_qc, self._local_ms(node), tuple(blocks)))
+            return
+
+    # ---- faults ----------------------------------------------------------------------------
+
+    def _schedule_faults(self) -> None:
+        config, rng = self.config, self.rng
+        phase = config.fault_phase_ms
+        if "partition" in config.faults or "twins" in config.byzantine:
+            at = 0
+            while True:
+                at += rng.randint(*config.partition_gap_ms)
+                if at >= phase:
+                    break
+                self._push(at, "partition", ())
+                self._push(at + rng.randint(*config.partition_length_ms), "heal_partition", ())
+        if "crash" in config.faults:
+            for _ in range(rng.randint(1, 3)):
+                node = rng.choice(self.nodes)
+                at = rng.randint(0, phase)
+                self._push(at, "crash", (node.index,))
+                self._push(min(at + rng.randint(200, 5_000), phase), "restart", (node.index,))
+        if "replay" in config.byzantine:
+            at = 0
+            while at < phase + config.liveness_bound_ms:
+                at += rng.randint(100, 1_000)
+                self._push(at, "replay", ())
+
+    def _partition(self) -> None:
+        for node in self.nodes:
+            node.group = self.rng.randint(0, 1)
+        for node_id in sorted(self.byzantine_ids):  # Twins: one key on both sides
+            twins = [n for n in self.nodes if n.node_id == node_id]
+            if len(twins) == 2:
+                twins[0].group, twins[1].group = 0, 1
+        self.result.faults["partition"] += 1
+        self._trace(f"partition {[(n.label, n.group) for n in self.nodes]}")
+
+    def _crash(self, node: SimNode) -> None:
+        if not node.alive:
+            return
+        self.result.faults["crash"] += 1
+        self._trace(f"{node.label} crashes")
+        node.alive = False
+        node.core = None
+        node.incarnation += 1
+
+    def _replay(self) -> None:
+        if not self._replay_pool:
+            return
+        sender, message = self.rng.choice(self._replay_pool)
+        target = self.rng.choice(self.nodes)
+        if target.node_id != sender:
+            self.result.faults["replay"] += 1
+            self._push(self.now_ms + 1, "deliver", (target.index, sender, message))
+
+    def _heal(self) -> None:
+        self._healed = True
+        self._trace("faults stop; network heals")
+        for node in self.nodes:
+            node.group = 0
+            if not node.alive and node.node_id not in self.dead_ids:
+                self._boot(node)
+        for node in self.nodes:
+            if node.honest:
+                self._height_at_heal[node.index] = len(node.disk.chain) - 1
+
+    def _liveness_reached(self) -> bool:
+        need = self.config.min_new_commits
+        return all(
+            len(node.disk.chain) - 1 >= self._height_at_heal[node.index] + need
+            for node in self.nodes
+            if node.honest
+        )
+
+    def _finish(self, end_ms: int) -> None:
+        result = self.result
+        result.simulated_ms = self.now_ms
+        for node in self.nodes:
+            if node.core is not None:
+                result.dropped.update(node.core.dropped)
+                if node.honest:
+                    result.view_changes = max(result.view_changes, node.core.view_changes)
+        if result.safety_violations:
+            return
+        if not self._healed:
+            self._heal()
+        if not self._liveness_reached():
+            lagging = [
+                f"{n.label}@{len(n.disk.chain) - 1}"
+                for n in self.nodes
+                if n.honest
+                and len(n.disk.chain) - 1
+                < self._height_at_heal[n.index] + self.config.min_new_commits
+            ]
+            result.liveness_failure = (
+                f"no progress within {self.config.liveness_bound_ms} ms after the faults stopped: "
+                + ", ".join(lagging)
+            )
+
+    # ---- Byzantine behaviour -----------------------------------------------------------------
+
+    def _byzantine(self, node: SimNode, effects: list[Effect]) -> list[Effect]:
+        kinds = self.config.byzantine
+        core = node.core
+        if core is None:
+            return effects
+        sign = self.keys.signer(node.node_id)
+        out: list[Effect] = []
+        skip_vote_round = -1
+        for effect in effects:
+            message = effect.message if isinstance(effect, Send | Broadcast) else None
+            if isinstance(message, Proposal) and isinstance(effect, Broadcast):
+                if "fork" in kinds and message.last_tc is not None:
+                    forked = self._fork_proposal(core, message, sign)
+                    if forked is not None:
+                        # Propose on the stale QC and vote for it ourselves, not for the
+                        # block our core built (its vote follows in this batch).
+                        self.result.faults["fork"] += 1
+                        out.append(Broadcast(forked))
+                        block = forked.block
+                        data = VoteData(core.epoch, block.info, block.qc.data.certified, None)
+                        vote = Vote(data, node.node_id, sign(vote_sign_bytes(CHAIN_ID, data)))
+                        out.append(Send(core.leader_of(block.round + 1), vote))
+                        skip_vote_round = block.round
+                        continue
+                if "equivocate" in kinds:
+                    self.result.faults["equivocate"] += 1
+                    other = self._twin_proposal(message, sign)
+                    for target in core.validators.ids:
+                        if target == node.node_id:
+                            continue
+                        if self.rng.random() < 0.7:
+                            out.append(Send(target, message))
+                        if self.rng.random() < 0.7:
+                            out.append(Send(target, other))
+                    continue
+            if isinstance(message, Vote) and message.round == skip_vote_round:
+                continue
+            if isinstance(message, Vote) and isinstance(effect, Send):
+                if "double_vote" in kinds:
+                    self.result.faults["double_vote"] += 1
+                    fake = BlockInfo(
+                        BlockId(hashlib.sha256(message.data.encode()).digest()),
+                        message.round,
+                        message.data.certified.height,
+                    )
+                    data = replace(message.data, certified=fake)
+                    out.append(
+                        Send(
+                            effect.to,
+                            Vote(data, node.node_id, sign(vote_sign_bytes(CHAIN_ID, data))),
+                        )
+                    )
+                if "forge" in kinds:
+                    self.result.faults["forge"] += 1
+                    fake = BlockInfo(
+                        BlockId(hashlib.sha256(b"forged" + message.data.encode()).digest()),
+                        message.round,
+                        message.data.certified.height,
+                    )
+                    data = replace(message.data, certified=fake)
+                    # a reused signature (over other data) and a forged QC in a timeout
+                    out.append(Send(effect.to, Vote(data, node.node_id, message.signature)))
+                    forged_qc = QuorumCert(
+                        data,
+                        tuple(sorted((a, message.signature) for a in core.validators.ids))[
+                            : core.validators.quorum
+                        ],
+                    )
+                    out.append(
+                        Broadcast(
+                            Timeout(
+                                core.epoch,
+                                core.round,
+                                forged_qc,
+                                None,
+                                None,
+                                node.node_id,
+                                sign(
+                                    timeout_sign_bytes(
+                                        CHAIN_ID, core.epoch, core.round, forged_qc.round
+                                    )
+                                ),
+                            )
+                        )
+                    )
+            out.append(effect)
+        return out
+
+    def _twin_proposal(self, proposal: Proposal, sign: Callable[[bytes], bytes]) -> Proposal:
+        block = proposal.block
+        other = Block(
+            block.chain_id, block.epoch, block.round, block.height, block.parent_id,
+            block.proposer, block.timestamp_ms, b"", block.qc,
+        )  # fmt: skip
+        return Proposal(
+            other,
+            proposal.last_tc,
+            proposal.commit_qc,
+            sign(proposal_sign_bytes(CHAIN_ID, other.id)),
+        )
+
+    def _fork_proposal(
+        self, core: Core, proposal: Proposal, sign: Callable[[bytes], bytes]
+    ) -> Proposal | None:
+        """After a TC, propose on the oldest uncommitted QC we know instead of the high QC."""
+        block = proposal.block
+        parent = core.block(block.parent_id)
+        if parent is None or parent.id == core.root.id:
+            return None
+        grandparent = core.block(parent.parent_id)
+        if grandparent is None:
+            return None
+        height = Height(grandparent.height + 1)
+        stale = Block(
+            block.chain_id, block.epoch, block.round, height, grandparent.id, block.proposer,
+            max(block.timestamp_ms, grandparent.timestamp_ms + 1), b"", parent.qc,
+        )  # fmt: skip
+        return Proposal(
+            stale,
+            proposal.last_tc,
+            proposal.commit_qc,
+            sign(proposal_sign_bytes(CHAIN_ID, stale.id)),
+        )
+
+
+def describe(message: Message) -> str:
+    match message:
+        case Proposal():
+            b = message.block
+            return f"Proposal(r={b.round} h={b.height} id={b.id.hex()[:8]} qc={b.qc.round})"
+        case Vote():
+            short = message.data.certified.id.hex()[:8]
+            return f"Vote(r={message.round} by={message.author} id={short})"
+        case Timeout():
+            return f"Timeout(r={message.round} by={message.author} hqc={message.high_qc.round})"
+        case _:
+            return type(message).__name__
+
+
+def run_seed(config: SimConfig, seed: int, *, trace: bool = False) -> SimResult:
+    return Simulation(config, seed, trace=trace).run()
+
+
+__all__ = [
+    "BYZANTINE_KINDS", "FAULT_KINDS", "Round", "SimConfig", "SimResult", "Simulation",
+    "Timer", "run_seed",
+]  # fmt: skip

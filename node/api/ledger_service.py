@@ -1,0 +1,413 @@
+"""The client ledger service (kledger.v1.Ledger): translation between the wire and the node.
+
+The work is done by a `LedgerBackend` (the node provides it over its store, mempool and driver);
+this module only translates protobuf <-> domain types and maps errors (DESIGN.md section 8):
+- node.errors.Refused -> its gRPC status, the message naming the field or rule;
+- a missing tx/block/header -> NOT_FOUND naming what was asked for;
+- any unexpected exception -> INTERNAL (logged with its traceback); the server keeps serving;
+- a batch call succeeds and carries one result per tx.
+
+Request limits are named here: txs per batch and the longest wait for a commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from kledger.node.api.grpc_status import refusal_code
+from kledger.node.chain.header import HASH_BYTES, CommitCertificate, Header
+from kledger.node.chain.receipt import OK, Receipt
+from kledger.node.errors import Refused, Status
+from kledger.node.proof.bundle import INCLUSION_FORMAT, ConsistencyBundle, InclusionBundle
+from kledger.node.telemetry.metrics import NodeMetrics
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+log = logging.getLogger("kledger.ledger_service")
+
+MAX_BATCH_TXS = 10_000
+MAX_WAIT_MS = 600_000
+DEFAULT_WAIT_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    tx_hash: bytes  # empty when the bytes did not decode to a tx
+    status: str  # "OK" or a node.errors.Status name
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @staticmethod
+    def refused(tx_hash: bytes, refusal: Refused) -> SubmitResult:
+        return SubmitResult(tx_hash, refusal.status.value, refusal.message)
+
+
+@dataclass(frozen=True, slots=True)
+class CertifiedHeader:
+    header: Header
+    certificate: CommitCertificate | None  # None: committed here, not yet certified
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTx:
+    encoding: bytes
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class BlockView:
+    """A committed block as clients see it (also one item of the commit stream)."""
+
+    header: Header
+    certificate: CommitCertificate | None
+    tx_hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatusView:
+    org: str
+    epoch: int
+    round: int
+    leader: str
+    last_header: Header
+    certified_height: int
+    mempool_txs: int
+    view_changes: int
+    connected_peers: tuple[str, ...]
+
+
+class LedgerBackend(Protocol):
+    """What the ledger service needs from the node. Methods raise node.errors.Refused for bad
+    requests (e.g. a tree size beyond the log); getters return None for "not found"."""
+
+    @property
+    def chain_id(self) -> str: ...
+
+    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
+        """Admit each tx (all checks, then mempool); one result per input, in order."""
+        ...
+
+    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
+        """The tx's receipt once committed; None if it did not commit within timeout_s."""
+        ...
+
+    def get_tx(self, tx_hash: bytes) -> StoredTx | None: ...
+
+    def get_block(self, height: int) -> BlockView | None: ...
+
+    def get_header(self, height: int | None) -> CertifiedHeader | None:
+        """At a height, or (None) the latest header that has a commit certificate."""
+        ...
+
+    def inclusion_proof(self, tx_hash: bytes) -> InclusionBundle | None: ...
+
+    def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle: ...
+
+    def status(self) -> NodeStatusView:
+        """What this node sees now (for operators and `kledger cluster status`)."""
+        ...
+
+    def commits(self, from_height: int) -> AsyncIterator[BlockView]:
+        """Stored blocks from from_height, then each new one as it commits; never ends."""
+        ...
+
+
+# -- proto <-> domain --------------------------------------------------------------------------
+
+
+def receipt_to_proto(receipt: Receipt) -> ledger_pb2.Receipt:
+    output = receipt.result.output
+    return ledger_pb2.Receipt(
+        height=receipt.height,
+        leaf_index=receipt.leaf_index,
+        status=receipt.result.status,
+        message=receipt.result.message,
+        output_json="" if output is None else json.dumps(output, sort_keys=True),
+    )
+
+
+def certified_to_proto(certified: CertifiedHeader) -> ledger_pb2.CertifiedHeader:
+    return ledger_pb2.CertifiedHeader(
+        header=certified.header.encode(),
+        certificate=b"" if certified.certificate is None else certified.certificate.encode(),
+    )
+
+
+def block_to_proto(block: BlockView) -> ledger_pb2.CommittedBlock:
+    return ledger_pb2.CommittedBlock(
+        header=block.header.encode(),
+        certificate=b"" if block.certificate is None else block.certificate.encode(),
+        tx_hashes=list(block.tx_hashes),
+    )
+
+
+def inclusion_to_proto(bundle: InclusionBundle) -> ledger_pb2.InclusionProof:
+    return ledger_pb2.InclusionProof(
+        chain_id=bundle.chain_id,
+        leaf=bundle.leaf,
+        leaf_index=bundle.leaf_index,
+        tree_size=bundle.tree_size,
+        audit_path=list(bundle.audit_path),
+        header=bundle.header.encode(),
+        certificate=bundle.certificate.encode(),
+        receipt=receipt_to_proto(bundle.receipt),
+    )
+
+
+def inclusion_to_json(proof: ledger_pb2.InclusionProof) -> dict[str, Any]:
+    """The kledger-proof/v1 JSON bundle from a wire InclusionProof (client side).
+    Raises node.errors.DecodeError when the node sent malformed header or certificate bytes."""
+    receipt = proof.receipt
+    return {
+        "format": INCLUSION_FORMAT,
+        "chain_id": proof.chain_id,
+        "leaf": proof.leaf.hex(),
+        "leaf_index": proof.leaf_index,
+        "tree_size": proof.tree_size,
+        "audit_path": [node.hex() for node in proof.audit_path],
+        "header": Header.decode(proof.header).to_json(),
+        "certificate": CommitCertificate.decode(proof.certificate).to_json(),
+        "receipt": {
+            "height": receipt.height,
+            "leaf_index": receipt.leaf_index,
+            "status": receipt.status,
+            "message": receipt.message,
+            "output": json.loads(receipt.output_json) if receipt.output_json else None,
+        },
+    }
+
+
+# -- the servicer ------------------------------------------------------------------------------
+
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Reply]]
+
+
+def _unary(method: Handler[Request, Reply]) -> Handler[Request, Reply]:
+    """Map Refused to its status and anything unexpected to INTERNAL, for a unary method."""
+
+    @wraps(method)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Reply:
+        try:
+            return await method(self, request, context)
+        except Refused as refusal:
+            await context.abort(refusal_code(refusal), refusal.message)
+        except (grpc.aio.AbortError, grpc.RpcError):
+            raise
+        except Exception:
+            log.exception("ledger_service_internal_error")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+        raise AssertionError("context.abort returned")
+
+    return wrapper
+
+
+def _tx_hash(value: bytes, field: str = "tx_hash") -> bytes:
+    if len(value) != HASH_BYTES:
+        raise Refused(Status.INVALID_ARGUMENT, f"must be {HASH_BYTES} bytes", field)
+    return value
+
+
+def _not_found(what: str, field: str) -> Refused:
+    return Refused(Status.NOT_FOUND, f"{what} not found", field)
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
+    def __init__(self, backend: LedgerBackend, metrics: NodeMetrics | None = None) -> None:
+        self._backend = backend
+        self._metrics = metrics
+
+    async def _admit(self, txs: Sequence[bytes]) -> list[SubmitResult]:
+        results = await self._backend.submit(txs)
+        assert len(results) == len(txs), "the backend answers every tx"
+        if self._metrics is not None:
+            for result in results:
+                self._metrics.count_submission(result.status)
+        return results
+
+    async def _submit(self, txs: Sequence[bytes]) -> ledger_pb2.SubmitBatchResponse:
+        if len(txs) > MAX_BATCH_TXS:
+            raise Refused(
+                Status.RESOURCE_EXHAUSTED,
+                f"{len(txs)} txs exceed MAX_BATCH_TXS={MAX_BATCH_TXS}",
+                "txs",
+            )
+        results = await self._admit(list(txs))
+        return ledger_pb2.SubmitBatchResponse(
+            results=[
+                ledger_pb2.TxSubmitResult(tx_hash=r.tx_hash, status=r.status, message=r.message)
+                for r in results
+            ]
+        )
+
+    @_unary
+    async def SubmitTx(
+        self, request: ledger_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.SubmitTxResponse:
+        (result,) = await self._admit([request.tx])
+        if not result.ok:
+            raise _refusal_of(result)
+        return ledger_pb2.SubmitTxResponse(tx_hash=result.tx_hash)
+
+    @_unary
+    async def SubmitBatch(
+        self, request: ledger_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.SubmitBatchResponse:
+        return await self._submit(request.txs)
+
+    async def SubmitStream(
+        self,
+        request_iterator: AsyncIterator[ledger_pb2.SubmitBatchRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[ledger_pb2.SubmitBatchResponse]:
+        try:
+            async for request in request_iterator:
+                yield await self._submit(request.txs)
+        except Refused as refusal:
+            await context.abort(refusal_code(refusal), refusal.message)
+        except (grpc.aio.AbortError, grpc.RpcError):
+            raise
+        except Exception:
+            log.exception("ledger_service_internal_error")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+
+    @_unary
+    async def WaitForCommit(
+        self, request: ledger_pb2.WaitForCommitRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Receipt:
+        tx_hash = _tx_hash(request.tx_hash)
+        timeout_ms = request.timeout_ms or DEFAULT_WAIT_MS
+        if timeout_ms > MAX_WAIT_MS:
+            raise Refused(
+                Status.INVALID_ARGUMENT, f"must be at most MAX_WAIT_MS={MAX_WAIT_MS}", "timeout_ms"
+            )
+        receipt = await self._backend.wait_for_receipt(tx_hash, timeout_ms / 1000)
+        if receipt is None:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"tx_hash: not committed within timeout_ms={timeout_ms}",
+            )
+        assert receipt is not None
+        return receipt_to_proto(receipt)
+
+    @_unary
+    async def GetTx(
+        self, request: ledger_pb2.GetTxRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetTxResponse:
+        stored = self._backend.get_tx(_tx_hash(request.tx_hash))
+        if stored is None:
+            raise _not_found("committed tx", "tx_hash")
+        return ledger_pb2.GetTxResponse(
+            tx=stored.encoding, receipt=receipt_to_proto(stored.receipt)
+        )
+
+    @_unary
+    async def GetBlock(
+        self, request: ledger_pb2.GetBlockRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetBlockResponse:
+        block = self._backend.get_block(request.height)
+        if block is None:
+            raise _not_found(f"block at height {request.height}", "height")
+        return ledger_pb2.GetBlockResponse(
+            header=block.header.encode(),
+            certificate=b"" if block.certificate is None else block.certificate.encode(),
+            tx_hashes=list(block.tx_hashes),
+        )
+
+    @_unary
+    async def GetHeader(
+        self, request: ledger_pb2.GetHeaderRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.CertifiedHeader:
+        height = request.height if request.HasField("height") else None
+        certified = self._backend.get_header(height)
+        if certified is None:
+            what = "certified header" if height is None else f"header at height {height}"
+            raise _not_found(what, "height")
+        return certified_to_proto(certified)
+
+    @_unary
+    async def GetInclusionProof(
+        self, request: ledger_pb2.GetInclusionProofRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.InclusionProof:
+        bundle = self._backend.inclusion_proof(_tx_hash(request.tx_hash))
+        if bundle is None:
+            raise _not_found("certified tx", "tx_hash")
+        return inclusion_to_proto(bundle)
+
+    @_unary
+    async def GetConsistencyProof(
+        self, request: ledger_pb2.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ConsistencyProof:
+        if not 0 < request.old_size <= request.new_size:
+            raise Refused(
+                Status.INVALID_ARGUMENT, "must satisfy 0 < old_size <= new_size", "old_size"
+            )
+        bundle = self._backend.consistency_proof(request.old_size, request.new_size)
+        return ledger_pb2.ConsistencyProof(
+            chain_id=bundle.chain_id,
+            old_size=bundle.old_header.tx_log_size,
+            new_size=bundle.new_header.tx_log_size,
+            proof=list(bundle.proof),
+            old_header=certified_to_proto(
+                CertifiedHeader(bundle.old_header, bundle.old_certificate)
+            ),
+            new_header=certified_to_proto(
+                CertifiedHeader(bundle.new_header, bundle.new_certificate)
+            ),
+        )
+
+    @_unary
+    async def GetStatus(
+        self, request: ledger_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.NodeStatus:
+        status = self._backend.status()
+        header = status.last_header
+        return ledger_pb2.NodeStatus(
+            org=status.org,
+            chain_id=header.chain_id,
+            epoch=status.epoch,
+            height=header.height,
+            round=status.round,
+            leader=status.leader,
+            last_header_hash=header.hash(),
+            tx_log_size=header.tx_log_size,
+            tx_log_root=header.tx_log_root,
+            state_root=header.state_root,
+            certified_height=status.certified_height,
+            mempool_txs=status.mempool_txs,
+            view_changes=status.view_changes,
+            connected_peers=list(status.connected_peers),
+        )
+
+    async def StreamCommits(
+        self, request: ledger_pb2.StreamCommitsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ledger_pb2.CommittedBlock]:
+        try:
+            async for block in self._backend.commits(request.from_height):
+                yield block_to_proto(block)
+        except Refused as refusal:
+            await context.abort(refusal_code(refusal), refusal.message)
+        except (grpc.aio.AbortError, grpc.RpcError):
+            raise
+        except Exception:
+            log.exception("ledger_service_internal_error")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+
+
+def _refusal_of(result: SubmitResult) -> Refused:
+    try:
+        status = Status(result.status)
+    except ValueError:
+        raise AssertionError(f"backend returned unknown status {result.status!r}") from None
+    refusal = Refused(status, result.message)
+    return refusal

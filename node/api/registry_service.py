@@ -1,0 +1,122 @@
+"""The gRPC registry query service (kledger.v1.RegistryService): protobuf at the edge, answers
+from node.registry.queries, each optionally with a state proof per key read.
+
+The node hands in `snapshot()`, which returns one consistent committed state: a ReadView at a
+height, that height's header and commit certificate, and `prove(key)` giving the key's sparse
+Merkle proof (node/proof/smt.py Proof) under the header's state_root. A query that breaks a rule is
+answered with the refusal's status code and message; a node that cannot give a snapshot raises
+Refused(UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from kledger.node.commit.certified_state import Snapshot
+from kledger.node.errors import Refused
+from kledger.node.proof.state_proof import build_bundle
+from kledger.node.registry.queries import RegistryQueries
+from kledger.v1 import registry_pb2, registry_pb2_grpc
+
+MAX_PROOFS_PER_ANSWER = 512
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def encode_answer(answer: dict[str, Any]) -> str:
+    return json.dumps(answer, sort_keys=True, ensure_ascii=False, default=_json_default)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: ignore[misc]
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def _reply(
+        self, context: Any, with_proof: bool, ask: Callable[[RegistryQueries], dict[str, Any]]
+    ) -> registry_pb2.QueryReply:
+        try:
+            snap = self._snapshot()
+            queries = RegistryQueries(snap.view, snap.header.timestamp_ms)
+            answer = ask(queries)
+        except Refused as refusal:
+            context.abort(grpc.StatusCode[refusal.status.name], refusal.message)
+            raise AssertionError("context.abort returns only by raising") from None
+        proofs = []
+        if with_proof:
+            for key in queries.keys_read[:MAX_PROOFS_PER_ANSWER]:
+                bundle = build_bundle(
+                    key, snap.view.get(key), snap.prove(key), snap.header, snap.certificate
+                )
+                proofs.append(json.dumps(bundle, sort_keys=True))
+        return registry_pb2.QueryReply(
+            answer_json=encode_answer(answer),
+            height=snap.header.height,
+            state_root=snap.header.state_root,
+            proofs_json=proofs,
+        )
+
+    def Resolve(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        territory = request.territory or "KR"
+        return self._reply(
+            context,
+            request.with_proof,
+            lambda q: q.resolve(request.kind, request.value, territory, request.date),
+        )
+
+    def SharesAt(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        right, territory = request.right or "PR", request.territory or "KR"
+        return self._reply(
+            context,
+            request.with_proof,
+            lambda q: q.shares_at(request.kind, request.value, right, territory, request.date),
+        )
+
+    def Overclaims(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        return self._reply(
+            context, request.with_proof, lambda q: q.overclaims(request.include_closed)
+        )
+
+    def UnmatchedUsage(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        return self._reply(
+            context,
+            request.with_proof,
+            lambda q: q.unmatched_usage(request.period, request.territory or "KR"),
+        )
+
+    def Statement(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        return self._reply(
+            context, request.with_proof, lambda q: q.statement(request.party_id, request.period)
+        )
+
+    def Distribution(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        return self._reply(
+            context,
+            request.with_proof,
+            lambda q: q.distribution(request.distribution_id, request.recompute),
+        )
+
+    def AiTraining(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        territory, scope = request.territory or "KR", request.scope or "ai_training"
+        return self._reply(
+            context,
+            request.with_proof,
+            lambda q: q.ai_training(request.kind, request.value, territory, request.date, scope),
+        )
+
+    def PersonaClaims(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        return self._reply(
+            context, request.with_proof, lambda q: q.persona_claims(request.kind, request.value)
+        )
+
+
+def add_registry_service(server: grpc.Server, snapshot: Callable[[], Snapshot]) -> None:
+    add = registry_pb2_grpc.add_RegistryServiceServicer_to_server
+    add(RegistryServicer(snapshot), server)  # type: ignore[no-untyped-call]

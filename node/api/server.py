@@ -1,0 +1,131 @@
+"""The node's two gRPC servers (DESIGN.md section 8):
+
+- the client port: TLS (server authentication), the kledger.v1 Ledger service, any further
+  client services (the registry queries), grpc.health.v1 and server reflection;
+- the peer port: mutual TLS (client certificate required, chained to the cluster CA), the
+  kledger.v1 Peer service and grpc.health.v1.
+
+Health reports NOT_SERVING until the node calls `set_serving(True)` (store checked, driver
+running), so `cluster up` and load balancers wait for a ready node. Ports given as 0 are chosen
+by the OS and reported back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kledger.node.api.ledger_service import LedgerServicer
+from kledger.node.config import Address, PeerSettings
+from kledger.node.net.peer_transport import PeerServicer, server_options
+from kledger.node.net.tls import TlsMaterial, client_port_credentials, peer_server_credentials
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2, peer_pb2_grpc
+
+# Largest client request (a SubmitBatch of MAX_BATCH_TXS txs at the default tx size limit fits).
+CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Threads for synchronous handlers (the registry queries read LevelDB snapshots, so they never
+# touch state the event loop is changing).
+CLIENT_SYNC_THREADS = 4
+LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
+PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class ClientService:
+    """A further service on the client port: its full name (for health and reflection) and
+    the generated add_XServicer_to_server call bound to its servicer."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass(slots=True)
+class NodeServers:
+    client: grpc.aio.Server
+    peer: grpc.aio.Server
+    client_port: int
+    peer_port: int
+    client_health: health.aio.HealthServicer
+    peer_health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            await self.client_health.set(name, status)
+        for name in ("", PEER_SERVICE):
+            await self.peer_health.set(name, status)
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        await self.client_health.enter_graceful_shutdown()
+        await self.peer_health.enter_graceful_shutdown()
+        await self.client.stop(grace_s)
+        await self.peer.stop(grace_s)
+
+
+def _bind(server: grpc.aio.Server, address: Address, credentials: grpc.ServerCredentials) -> int:
+    try:
+        port: int = server.add_secure_port(str(address), credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"listen: cannot bind {address}")
+    return port
+
+
+async def start_servers(
+    *,
+    material: TlsMaterial,
+    client_address: Address,
+    peer_address: Address,
+    ledger: LedgerServicer,
+    peer: PeerServicer,
+    peer_settings: PeerSettings,
+    extra_services: Sequence[ClientService] = (),
+) -> NodeServers:
+    client = grpc.aio.server(
+        migration_thread_pool=ThreadPoolExecutor(CLIENT_SYNC_THREADS, "kledger-query"),
+        options=[
+            ("grpc.max_receive_message_length", CLIENT_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", CLIENT_MAX_MESSAGE_BYTES),
+        ],
+    )
+    ledger_pb2_grpc.add_LedgerServicer_to_server(ledger, client)  # type: ignore[no-untyped-call]
+    for service in extra_services:
+        service.register(client)
+    client_health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(client_health, client)
+    service_names = (LEDGER_SERVICE, *(s.name for s in extra_services))
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), client
+    )
+    client_port = _bind(client, client_address, client_port_credentials(material))
+
+    peer_server = grpc.aio.server(options=server_options(peer_settings))
+    peer_pb2_grpc.add_PeerServicer_to_server(peer, peer_server)  # type: ignore[no-untyped-call]
+    peer_health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(peer_health, peer_server)
+    peer_port = _bind(peer_server, peer_address, peer_server_credentials(material))
+
+    servers = NodeServers(
+        client=client,
+        peer=peer_server,
+        client_port=client_port,
+        peer_port=peer_port,
+        client_health=client_health,
+        peer_health=peer_health,
+        service_names=service_names,
+    )
+    await servers.set_serving(False)
+    await client.start()
+    await peer_server.start()
+    return servers

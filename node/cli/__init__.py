@@ -1,1 +1,0 @@
-"""Command-line subcommands owned by the node part (verify, id, node start)."""

@@ -1,0 +1,33 @@
+"""`kledger node start --config FILE`: run one node until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from kledger.node.config import load_config
+from kledger.node.telemetry.logs import configure_logging
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kledger node", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="run a node in the foreground")
+    start.add_argument("--config", type=Path, required=True, help="the node's node.json")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ValueError as exc:
+        print(f"kledger node: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    from kledger.node.app import run_node  # the node's heavy imports only when it runs
+
+    try:
+        asyncio.run(run_node(config))
+    except ValueError as exc:  # bad config or a store that does not add up: refuse to run
+        print(f"kledger node: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    return 0

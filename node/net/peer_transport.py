@@ -1,0 +1,402 @@
+"""The peer transport: node-to-node messages over gRPC with mutual TLS (DESIGN.md sections 4, 8).
+
+Rules it keeps:
+- `send` and `broadcast` never block: each peer has a bounded queue (`queue_max_messages`); when
+  it is full the message is dropped and counted (reason "queue_full") — consensus tolerates
+  loss, and a slow or dead peer must never stall the node or grow its memory;
+- one task per peer keeps one long-lived client stream open (sender -> receiver), reconnecting
+  with capped exponential backoff (`reconnect_min_ms` doubling to `reconnect_max_ms`);
+- the sender of an inbound message is the CN of its verified TLS client certificate, never a
+  claim inside the message; a certificate that does not chain to the cluster CA fails the
+  handshake, and a CN that is not a current validator is refused with PERMISSION_DENIED and
+  counted;
+- messages larger than `max_message_bytes` are refused: not sent (counted "oversize"), and
+  gRPC rejects them on receipt (RESOURCE_EXHAUSTED);
+- the inbound callback must not raise; if it does, the message is dropped, counted ("invalid")
+  and logged, and the stream stays up.
+
+Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from kledger.node.config import Address, PeerSettings
+from kledger.node.net.tls import TlsMaterial, org_tls_name, peer_channel_credentials, peer_org_of
+from kledger.node.telemetry.logs import log_event
+from kledger.node.telemetry.metrics import NodeMetrics
+from kledger.v1 import peer_pb2, peer_pb2_grpc
+
+log = logging.getLogger("kledger.peer")
+
+# Seconds a connection attempt may take before it counts as failed and backs off.
+CONNECT_TIMEOUT_S = 5.0
+# Keepalive pings detect a silently dead peer on an idle stream.
+KEEPALIVE_TIME_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusBytes:
+    """A consensus core message in its own canonical encoding (opaque here)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TxGossip:
+    """Signed tx encodings gossiped by their submitting node."""
+
+    txs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderVote:
+    """A validator's signature over a committed header (kledger.node.chain.header.sign_header)."""
+
+    height: int
+    header_hash: bytes
+    signature: bytes
+
+
+PeerPayload = ConsensusBytes | TxGossip | HeaderVote
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedBlockData:
+    """One committed block for block sync; byte fields are opaque store encodings."""
+
+    height: int
+    consensus_block: bytes
+    commit_qc: bytes
+    header: bytes
+    certificate: bytes
+
+
+# (sender org id from its TLS certificate, payload) -> None; must not block or raise.
+InboundHandler = Callable[[str, PeerPayload], None]
+# (from_height, to_height) -> committed blocks in that range, in order (at most sync_max_blocks).
+BlockSource = Callable[[int, int], Iterable[SyncedBlockData]]
+# Whether an org id is a validator of the current set.
+MembershipCheck = Callable[[str], bool]
+
+
+def encode_payload(payload: PeerPayload) -> peer_pb2.PeerMessage:
+    match payload:
+        case ConsensusBytes(data):
+            return peer_pb2.PeerMessage(consensus=data)
+        case TxGossip(txs):
+            return peer_pb2.PeerMessage(txs=peer_pb2.TxBatch(txs=list(txs)))
+        case HeaderVote(height, header_hash, signature):
+            return peer_pb2.PeerMessage(
+                header_signature=peer_pb2.HeaderSignature(
+                    height=height, header_hash=header_hash, signature=signature
+                )
+            )
+
+
+def decode_payload(message: peer_pb2.PeerMessage) -> PeerPayload | None:
+    """The payload of a wire message, or None when the oneof is empty."""
+    kind = message.WhichOneof("body")
+    if kind == "consensus":
+        return ConsensusBytes(message.consensus)
+    if kind == "txs":
+        return TxGossip(tuple(message.txs.txs))
+    if kind == "header_signature":
+        signed = message.header_signature
+        return HeaderVote(signed.height, signed.header_hash, signed.signature)
+    return None
+
+
+def channel_options(settings: PeerSettings, peer: str) -> list[tuple[str, int | str]]:
+    """Options of a channel to `peer`'s node; TLS checks the name only its certificate holds."""
+    return [
+        ("grpc.ssl_target_name_override", org_tls_name(peer)),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.initial_reconnect_backoff_ms", settings.reconnect_min_ms),
+        ("grpc.max_reconnect_backoff_ms", settings.reconnect_max_ms),
+    ]
+
+
+def server_options(settings: PeerSettings) -> list[tuple[str, int]]:
+    """Options for the peer port's server (node/api/server.py)."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Accept the clients' keepalive pings instead of closing the link as abusive.
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class PeerServicer(peer_pb2_grpc.PeerServicer):
+    """The receiving side: authenticates each stream by its TLS certificate's CN."""
+
+    def __init__(
+        self,
+        *,
+        on_message: InboundHandler,
+        block_source: BlockSource,
+        is_validator: MembershipCheck,
+        metrics: NodeMetrics,
+        settings: PeerSettings,
+    ) -> None:
+        self._on_message = on_message
+        self._block_source = block_source
+        self._is_validator = is_validator
+        self._metrics = metrics
+        self._settings = settings
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> str:
+        org = peer_org_of(context)
+        if org is None or not self._is_validator(org):
+            self._metrics.refuse_connection(org or "unknown")
+            self._metrics.drop("not_validator")
+            log_event(log, "peer_refused", logging.WARNING, peer=org, rule="not a validator")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate CN {org!r} is not a validator of the current set",
+            )
+        assert org is not None
+        return org
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[peer_pb2.PeerMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> peer_pb2.PeerAck:
+        sender = await self._authenticate(context)
+        log_event(log, "peer_stream_open", peer=sender)
+        received = 0
+        async for message in request_iterator:
+            received += 1
+            if not self._is_validator(sender):
+                # The validator set changed under an open stream (epoch change): cut it.
+                await self._authenticate(context)
+            payload = decode_payload(message)
+            if payload is None:
+                self._metrics.drop("undecodable")
+                continue
+            try:
+                self._on_message(sender, payload)
+            except Exception:
+                # The handler's bug must not cut the link; count it and keep reading.
+                self._metrics.drop("invalid")
+                log.exception("peer_handler_failed")
+        log_event(log, "peer_stream_closed", peer=sender, received=received)
+        return peer_pb2.PeerAck(received=received)
+
+    async def SyncBlocks(
+        self, request: peer_pb2.SyncRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[peer_pb2.SyncedBlock]:
+        await self._authenticate(context)
+        if request.to_height < request.from_height:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "to_height: must be >= from_height"
+            )
+        # A named limit on blocks per request: a lagging node asks again from where it got to.
+        last = min(request.to_height, request.from_height + self._settings.sync_max_blocks - 1)
+        for block in self._block_source(request.from_height, last):
+            yield peer_pb2.SyncedBlock(
+                height=block.height,
+                consensus_block=block.consensus_block,
+                commit_qc=block.commit_qc,
+                header=block.header,
+                certificate=block.certificate,
+            )
+
+
+@dataclass(slots=True)
+class _PeerLink:
+    org: str
+    address: Address
+    queue: asyncio.Queue[peer_pb2.PeerMessage]
+    task: asyncio.Task[None] | None = None
+    connected: bool = False
+    connections: int = 0
+    failures: int = 0  # consecutive failed attempts
+    channel: grpc.aio.Channel | None = field(default=None)
+
+
+class PeerTransport:
+    """The sending side: one bounded queue and one reconnecting stream task per peer."""
+
+    def __init__(
+        self,
+        *,
+        org: str,
+        material: TlsMaterial,
+        peers: Mapping[str, Address],
+        metrics: NodeMetrics,
+        settings: PeerSettings,
+    ) -> None:
+        assert org not in peers, "a node is not its own peer"
+        self.org = org
+        self._credentials = peer_channel_credentials(material)
+        self._metrics = metrics
+        self._settings = settings
+        self._links = {
+            peer: _PeerLink(peer, address, asyncio.Queue(settings.queue_max_messages))
+            for peer, address in sorted(peers.items())
+        }
+        self._stopping = False
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return tuple(self._links)
+
+    def is_connected(self, peer: str) -> bool:
+        return self._links[peer].connected
+
+    def connections(self, peer: str) -> int:
+        """How many times the stream to `peer` was (re)established."""
+        return self._links[peer].connections
+
+    def queued(self, peer: str) -> int:
+        return self._links[peer].queue.qsize()
+
+    def start(self) -> None:
+        for link in self._links.values():
+            assert link.task is None
+            self._metrics.set_peer_connected(link.org, False)
+            link.task = asyncio.get_running_loop().create_task(
+                self._run_link(link), name=f"peer-{link.org}"
+            )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [link.task for link in self._links.values() if link.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for link in self._links.values():
+            if link.channel is not None:
+                await link.channel.close()
+            link.task = None
+
+    def send(self, to: str, payload: PeerPayload) -> bool:
+        """Queue a message for one peer; False (and counted) when dropped. Never blocks."""
+        link = self._links.get(to)
+        if link is None:
+            self._metrics.drop("invalid")
+            return False
+        message = encode_payload(payload)
+        if message.ByteSize() > self._settings.max_message_bytes:
+            self._metrics.drop("oversize")
+            return False
+        return self._enqueue(link, message)
+
+    def broadcast(self, payload: PeerPayload) -> None:
+        """Queue a message for every peer (not this node). Never blocks."""
+        message = encode_payload(payload)
+        if message.ByteSize() > self._settings.max_message_bytes:
+            self._metrics.drop("oversize", len(self._links))
+            return
+        for link in self._links.values():
+            self._enqueue(link, message)
+
+    def _enqueue(self, link: _PeerLink, message: peer_pb2.PeerMessage) -> bool:
+        try:
+            link.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self._metrics.drop("queue_full")
+            return False
+        return True
+
+    def _channel(self, link: _PeerLink) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(
+            str(link.address), self._credentials, options=channel_options(self._settings, link.org)
+        )
+
+    async def _run_link(self, link: _PeerLink) -> None:
+        backoff_ms = self._settings.reconnect_min_ms
+        while not self._stopping:
+            link.channel = self._channel(link)
+            try:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the connection completes, and stop() would hang.
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await link.channel.channel_ready()
+                link.connected = True
+                link.connections += 1
+                link.failures = 0
+                self._metrics.set_peer_connected(link.org, True)
+                log_event(log, "peer_connected", peer=link.org, address=str(link.address))
+                backoff_ms = self._settings.reconnect_min_ms
+                stub = peer_pb2_grpc.PeerStub(link.channel)  # type: ignore[no-untyped-call]
+                await self._pump(link, stub.Stream())
+            except (grpc.RpcError, TimeoutError, asyncio.InvalidStateError) as exc:
+                detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
+                # Loud once per outage, quiet while the peer stays down.
+                level = logging.INFO if link.connected or link.failures == 0 else logging.DEBUG
+                link.failures += 1
+                log_event(log, "peer_link_down", level, peer=link.org, reason=detail)
+            except Exception:
+                # Our bug, but one peer's link must not die silently: log it and reconnect.
+                log.exception("peer_link_failed")
+            finally:
+                if link.connected:
+                    link.connected = False
+                    self._metrics.set_peer_connected(link.org, False)
+                await link.channel.close()
+                link.channel = None
+            await asyncio.sleep(backoff_ms / 1000)
+            backoff_ms = min(backoff_ms * 2, self._settings.reconnect_max_ms)
+
+    async def _pump(self, link: _PeerLink, call: grpc.aio.StreamUnaryCall) -> None:
+        """Write queued messages into one open stream until the stream ends (then raise its
+        error). This task alone takes from the queue, so a dead stream never keeps a reader
+        that would swallow messages meant for the next one."""
+        ended: asyncio.Future[peer_pb2.PeerAck] = asyncio.ensure_future(call)
+        taking: asyncio.Future[peer_pb2.PeerMessage] | None = None
+        try:
+            while True:
+                taking = asyncio.ensure_future(link.queue.get())
+                either: set[asyncio.Future[Any]] = {taking, ended}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if ended.done():
+                    if taking.done() and not taking.cancelled():
+                        self._metrics.drop("link_down")
+                    taking.cancel()
+                    ended.result()  # raises the stream's error
+                    return
+                await call.write(taking.result())
+                # Drain what is already queued without a wait per message; a dead stream makes
+                # write raise, and the message in hand is lost like any other on a dead link.
+                while not link.queue.empty() and not ended.done():
+                    await call.write(link.queue.get_nowait())
+        finally:
+            if taking is not None and not taking.done():
+                taking.cancel()  # no reader may outlive this stream
+            ended.cancel()
+            call.cancel()
+
+    async def fetch_blocks(
+        self, peer: str, from_height: int, to_height: int
+    ) -> AsyncIterator[SyncedBlockData]:
+        """Committed blocks [from_height, to_height] from a peer (at most its sync_max_blocks
+        per call). The caller checks each block's certificate before applying it."""
+        link = self._links[peer]
+        async with self._channel(link) as channel:
+            stub = peer_pb2_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
+            request = peer_pb2.SyncRequest(from_height=from_height, to_height=to_height)
+            async for block in stub.SyncBlocks(request, timeout=CONNECT_TIMEOUT_S * 6):
+                yield SyncedBlockData(
+                    height=block.height,
+                    consensus_block=block.consensus_block,
+                    commit_qc=block.commit_qc,
+                    header=block.header,
+                    certificate=block.certificate,
+                )

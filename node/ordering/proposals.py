@@ -1,0 +1,126 @@
+"""The consensus core's payload source on a real node: proposals from the mempool, and the
+check every replica makes of a proposed payload before voting (DESIGN.md section 3).
+
+A payload is valid when it decodes within the block limits, every tx decodes within the tx
+limits, is for this chain, carries a valid signature (checked once per node: txs that came
+through admission or an earlier proposal are in the verified cache), and no tx repeats within the
+payload, in an uncommitted ancestor, in a block committed but not yet stored, or in the stored
+ledger, and passes the registry's stateless checks (type, payload shape and identifiers): a
+tx that fails them can never be valid, so a block holding one gets no vote and its round times
+out. Rules that depend on state are not checked here: a tx that breaks one is committed with a
+failure receipt, identically on every node.
+
+Committed but not yet applied: the node applies commits on a worker thread
+(node/commit/pipeline.py) while consensus goes on, so several committed blocks can wait behind a
+running execution. The core reports each block it commits, in order (`validator_set_after`); its
+txs count as in flight until the node reports the height `applied`: stored AND its txs removed
+from the mempool. Dropping them when the store alone has them would let a proposal pick a
+committed tx still in the mempool (the store's tip moves on the worker thread, the mempool on
+the loop after it), a proposal every replica, the proposer included, refuses.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+
+from kledger.consensus.types import Block
+from kledger.consensus.validators import ValidatorSet
+from kledger.node.chain.genesis import Genesis
+from kledger.node.chain.payload import decode_payload, encode_payload
+from kledger.node.chain.tx import TxBody, check_signature, decode_body
+from kledger.node.errors import Refused
+from kledger.node.ordering.mempool import Mempool
+
+# Decoded tx-hash sets of recent payloads: each pending payload is looked at once per proposal
+# and once per vote, so a small cache saves re-decoding the same bytes.
+_HASH_CACHE_ITEMS = 64
+
+
+class MempoolPayloads:
+    def __init__(
+        self,
+        mempool: Mempool,
+        genesis: Genesis,
+        is_committed: Callable[[bytes], bool],
+        proposal_max_txs: int,
+        check_payload: Callable[[TxBody], None],
+    ) -> None:
+        self._mempool = mempool
+        self._check_payload = check_payload
+        self._genesis = genesis
+        self._is_committed = is_committed
+        self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
+        # Room for the msgpack list and bin headers around the tx encodings.
+        self._max_bytes = genesis.block_limits.max_block_bytes - 64 * 1024
+        self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        # (height, payload) of blocks the core committed that the node has not applied yet, in
+        # commit order: the core commits and then proposes or votes within one step, and the
+        # node applies the commit later, so these count as in flight until `applied`.
+        self._committed_unapplied: deque[tuple[int, bytes]] = deque()
+
+    def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
+        cached = self._hash_cache.get(payload)
+        if cached is not None:
+            self._hash_cache.move_to_end(payload)
+            return cached
+        hashes = frozenset(
+            tx.tx_hash
+            for tx in decode_payload(payload, self._genesis.block_limits, self._genesis.tx_limits)
+        )
+        self._hash_cache[payload] = hashes
+        while len(self._hash_cache) > _HASH_CACHE_ITEMS:
+            self._hash_cache.popitem(last=False)
+        return hashes
+
+    def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
+        in_flight: set[bytes] = set()
+        for payload in (*pending, *(payload for _, payload in self._committed_unapplied)):
+            in_flight |= self._hashes_of(payload)
+        return in_flight
+
+    def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        txs = self._mempool.batch(self._max_txs, self._max_bytes, self._in_flight(pending))
+        return encode_payload(txs)
+
+    def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
+        try:
+            # Txs this node admitted come from the mempool (with their decoded bodies, which
+            # the committer reuses) instead of being decoded again.
+            txs = decode_payload(
+                payload, self._genesis.block_limits, self._genesis.tx_limits, self._mempool.get
+            )
+            in_flight = self._in_flight(pending)
+            seen: set[bytes] = set()
+            for tx in txs:
+                if tx.tx_hash in seen or tx.tx_hash in in_flight or self._is_committed(tx.tx_hash):
+                    return False
+                seen.add(tx.tx_hash)
+                if self._mempool.is_verified(tx.tx_hash):
+                    continue
+                body = decode_body(tx, self._genesis.tx_limits)
+                if body.chain_id != self._genesis.chain_id:
+                    return False
+                self._check_payload(body)
+                check_signature(tx)
+                # Verified now means: signed, for this chain, and its payload checks pass
+                # (what admission established for the txs the mempool holds).
+                self._mempool.mark_verified(tx.tx_hash)
+        except Refused:
+            return False
+        return True
+
+    def applied(self, height: int) -> None:
+        """The node stored every height up to `height` and removed their txs from the mempool
+        (the store's tx index answers for them from now on)."""
+        while self._committed_unapplied and self._committed_unapplied[0][0] <= height:
+            self._committed_unapplied.popleft()
+
+    def validator_set_after(self, block: Block) -> ValidatorSet | None:
+        # The core calls this for every block it commits, in order, before the Commit effect.
+        if block.payload:
+            self._committed_unapplied.append((block.height, block.payload))
+        # Validator-set changes are decided by executing governance txs; the live node applies
+        # them at an epoch boundary in a later version (see docs/consensus.md). Until then the
+        # epoch-0 set stays, which every honest node agrees on.
+        return None

@@ -1,0 +1,729 @@
+"""The ledger store: one LevelDB per node holding blocks, txs with their receipts, the Merkle log,
+commit certificates, registry state, consensus safety data and metadata (DESIGN.md section 6).
+
+Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so they sort):
+
+    b/h<height>      canonical {header, tx_hashes}
+    b/c<height>      canonical [consensus_block, commit_qc]
+    B/<header hash>  height
+    t/<tx hash>      canonical [tx encoding, receipt bytes]
+    c/<height>       commit certificate (CommitCertificate.encode())
+    m/...            Merkle log (node/storage/merkle_log.py)
+    s/..., z/...     registry state and its sparse Merkle tree (written by the registry)
+    v/safety         consensus safety data (opaque bytes)
+    x/format, x/genesis, x/last_height, x/tx_count
+
+Rules it keeps:
+- A committed block and everything it changes (block record, hash index, txs and receipts, log
+  nodes, state writes, metadata) go into ONE WriteBatch(sync=True): a crash leaves all or none.
+  In-memory state (last header, log frontier) changes only after that batch was written.
+- Heights are contiguous from genesis (0); each header names its parent's hash; each header's
+  tx_log_size/tx_log_root are the log after its block's txs; a tx hash is stored at most once.
+- On open the store checks itself and refuses, with StoreCorrupt naming the problem, a store
+  that does not add up: genesis digest and genesis header, every header's height and parent
+  link (or those of the last `check_blocks`), the hash index, tx counts, log size and root
+  against the last header, the last block's leaves against its txs, and the latest
+  certificate's header hash. `deep_check=True` also recomputes every log node from the tx
+  encodings and every header's root (O(n)).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from kledger.node.chain import canonical
+from kledger.node.chain.genesis import Genesis
+from kledger.node.chain.header import HASH_BYTES, ZERO_HASH, CommitCertificate, Header
+from kledger.node.chain.receipt import Receipt, TxResult
+from kledger.node.chain.tx import SignedTx, decode_tx
+from kledger.node.errors import DecodeError, StoreCorrupt
+from kledger.node.proof import merkle
+from kledger.node.storage import keyspace
+from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
+
+FORMAT = b"kledger-store/v1"
+FORMAT_KEY = keyspace.META + b"format"
+GENESIS_KEY = keyspace.META + b"genesis"
+LAST_HEIGHT_KEY = keyspace.META + b"last_height"
+TX_COUNT_KEY = keyspace.META + b"tx_count"
+SAFETY_KEY = keyspace.SAFETY + b"safety"
+# Uncommitted consensus blocks the core asked to keep (SaveBlock): v/p/<height u64><block id>.
+PENDING_BLOCK = keyspace.SAFETY + b"p/"
+STATE_FAMILIES = (keyspace.STATE, keyspace.SMT)
+# LevelDB tuning: a bloom filter makes the lookups that miss (has_tx for every new tx) skip the
+# table files; the block cache keeps the upper Merkle levels and recent blocks in memory.
+BLOOM_FILTER_BITS = 10
+BLOCK_CACHE_BYTES = 32 * 1024 * 1024
+# Compaction, on LevelDB's background thread, is the largest CPU cost per tx once the ledger
+# outgrows the write buffer: the state tree's records have random (hash) keys, so every level
+# is rewritten again and again. Measured with `scripts/bench_pipeline --txs 100000
+# --checkpoints 100000 --window-txs 20000`: LevelDB's defaults (4 MiB buffer, 2 MiB files,
+# snappy) cost 288 us/tx of background CPU; these settings 51 us/tx, for about 35 % more disk
+# and up to two write buffers of memory. CPU is what binds a node on this machine.
+WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+TABLE_FILE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """What the node hands over for one committed block."""
+
+    header: Header
+    consensus_block: bytes  # opaque bytes of the consensus block (for block sync)
+    commit_qc: bytes  # opaque bytes of the QC that committed it (b"" allowed)
+
+
+def _height_key(prefix: bytes, height: int) -> bytes:
+    assert 0 <= height < 2**64
+    return prefix + height.to_bytes(8, "big")
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+HEADERS = keyspace.BLOCK + b"h"  # b/h<height> -> header and tx hashes (walked at open)
+BODIES = keyspace.BLOCK + b"c"  # b/c<height> -> consensus block and commit QC (block sync)
+HEADERS_END = keyspace.BLOCK + b"i"  # first key after every b/h... key
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredBlock:
+    """The part of a block record the self-check walks: kept apart from the (large) consensus
+    block bytes so that walking the chain reads headers, not every block's payload."""
+
+    header: Header
+    tx_hashes: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return canonical.encode({"header": self.header.encode(), "tx_hashes": list(self.tx_hashes)})
+
+    @staticmethod
+    def decode(data: bytes) -> _StoredBlock:
+        value = canonical.decode(data)
+        if not isinstance(value, dict) or set(value) != {"header", "tx_hashes"}:
+            raise DecodeError("not a header record", "block")
+        hashes = value["tx_hashes"]
+        if not isinstance(hashes, list) or not all(
+            isinstance(h, bytes) and len(h) == HASH_BYTES for h in hashes
+        ):
+            raise DecodeError("must be a list of 32-byte hashes", "block.tx_hashes")
+        if not isinstance(value["header"], bytes):
+            raise DecodeError("must be bytes", "block.header")
+        return _StoredBlock(Header.decode(value["header"]), tuple(hashes))
+
+
+def _encode_body(record: BlockRecord) -> bytes:
+    return canonical.encode([record.consensus_block, record.commit_qc])
+
+
+def _decode_body(data: bytes) -> tuple[bytes, bytes]:
+    value = canonical.decode(data)
+    if not (
+        isinstance(value, list) and len(value) == 2 and all(isinstance(v, bytes) for v in value)
+    ):
+        raise DecodeError("not [consensus_block, commit_qc]", "block body")
+    return value[0], value[1]
+
+
+class LevelView:
+    """The committed registry state, read straight from LevelDB (keyspace.ReadView)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        assert key.startswith(STATE_FAMILIES), "registry reads stay in its key families"
+        try:
+            value: bytes | None = self._db.get(key)
+        except plyvel.Error as exc:
+            raise StoreCorrupt(f"state read of {key[:64]!r}: {exc}") from None
+        return value
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        assert prefix.startswith(STATE_FAMILIES), "registry reads stay in its key families"
+        try:
+            yield from self._db.iterator(prefix=prefix)
+        except plyvel.Error as exc:
+            raise StoreCorrupt(f"state scan of {prefix[:64]!r}: {exc}") from None
+
+
+class PreparedCommit:
+    """A block commit built into a WriteBatch but not written yet. `apply()` writes it (synced)
+    and adopts the new state; dropping it instead is exactly what a crash before the write does.
+    """
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        batch: Any,
+        block: _StoredBlock,
+        plan: AppendPlan,
+        receipts: list[Receipt],
+    ) -> None:
+        self._store = store
+        self._batch = batch
+        self._block = block
+        self._plan = plan
+        self._applied = False
+        self.receipts = receipts
+
+    def apply(self) -> list[Receipt]:
+        # A stale commit (prepared against another tip, or applied twice) must never be written.
+        assert not self._applied, "commit applied twice"
+        assert self._store.last_header().hash() == self._block.header.parent_hash, (
+            "prepared on another tip"
+        )
+        self._applied = True
+        self._batch.write()
+        self._store._install(self._block, self._plan)
+        return self.receipts
+
+
+class LedgerStore:
+    def __init__(
+        self,
+        *,
+        db: Any,
+        path: Path,
+        genesis: Genesis,
+        log: MerkleLog,
+        last_header: Header,
+        tx_count: int,
+    ) -> None:
+        """Use LedgerStore.open."""
+        self._db = db
+        self._path = path
+        self._genesis = genesis
+        self.view = LevelView(db)
+        self._log = log
+        self._last_header = last_header
+        self._tx_count = tx_count
+
+    # ---- opening and self-check -----------------------------------------------------------
+
+    @staticmethod
+    def open(
+        path: Path,
+        genesis: Genesis,
+        genesis_writes: keyspace.WriteSet,
+        genesis_state_root: bytes,
+        *,
+        check_blocks: int | None = None,
+        deep_check: bool = False,
+    ) -> LedgerStore:
+        """Open (creating on first use) and check the store; raise StoreCorrupt if it does not
+        add up. `genesis_writes`/`genesis_state_root` are used only when creating.
+
+        The header chain walk is linear in the height (about 0.1 ms per block): `check_blocks`
+        limits it to the genesis header and the last N headers (None = the whole chain).
+        `deep_check` rebuilds the whole log and every header's root (O(n) in txs)."""
+        assert check_blocks is None or check_blocks >= 1, "check_blocks must be >= 1"
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        db = plyvel.DB(
+            str(path),
+            create_if_missing=True,
+            bloom_filter_bits=BLOOM_FILTER_BITS,
+            lru_cache_size=BLOCK_CACHE_BYTES,
+            write_buffer_size=WRITE_BUFFER_BYTES,
+            max_file_size=TABLE_FILE_BYTES,
+            compression=None,
+        )
+        try:
+            if db.get(FORMAT_KEY) is None and _is_empty(db):
+                _create(db, genesis, genesis_writes, genesis_state_root)
+            store = LedgerStore._checked(
+                db,
+                path,
+                genesis,
+                genesis_state_root,
+                check_blocks=check_blocks,
+                deep_check=deep_check,
+            )
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    @staticmethod
+    def _checked(
+        db: Any,
+        path: Path,
+        genesis: Genesis,
+        genesis_state_root: bytes,
+        *,
+        check_blocks: int | None,
+        deep_check: bool,
+    ) -> LedgerStore:
+        fmt = db.get(FORMAT_KEY)
+        if fmt != FORMAT:
+            raise StoreCorrupt(f"{path}: format is {fmt!r}, expected {FORMAT!r}")
+        if db.get(GENESIS_KEY) != genesis.digest():
+            raise StoreCorrupt(f"{path}: genesis digest differs from this genesis file")
+        last_height = _read_u64(db, LAST_HEIGHT_KEY, "last height")
+        tx_count = _read_u64(db, TX_COUNT_KEY, "tx count")
+        try:
+            log = MerkleLog(db)
+        except LogCorrupt as exc:
+            raise StoreCorrupt(f"{path}: Merkle log: {exc}") from None
+
+        expected_genesis = _genesis_header(genesis, genesis_state_root)
+        header = _check_chain(db, path, last_height, expected_genesis, check_blocks)
+        store = LedgerStore(
+            db=db, path=path, genesis=genesis, log=log, last_header=header, tx_count=tx_count
+        )
+        if tx_count != header.tx_log_size:
+            raise StoreCorrupt(
+                f"{path}: {tx_count} committed txs but the last header says "
+                f"tx_log_size {header.tx_log_size}"
+            )
+        if log.size != tx_count:
+            raise StoreCorrupt(f"{path}: Merkle log holds {log.size} leaves, {tx_count} txs")
+        if log.root() != header.tx_log_root:
+            raise StoreCorrupt(
+                f"{path}: Merkle log root differs from the tx_log_root of the last header "
+                f"(height {header.height})"
+            )
+        store._check_tip_leaves(header.height)
+        store._check_latest_certificate()
+        if deep_check:
+            store._check_deep()
+        return store
+
+    def _check_tip_leaves(self, height: int) -> None:
+        """The last block's txs are the last leaves of the log, with matching receipts."""
+        block = self._block(height)
+        assert block is not None
+        first = block.header.tx_log_size - len(block.tx_hashes)
+        for offset, tx_hash in enumerate(block.tx_hashes):
+            found = self._read_tx(tx_hash)
+            if found is None:
+                raise StoreCorrupt(
+                    f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
+                )
+            tx, receipt = found
+            if receipt.height != height or receipt.leaf_index != first + offset:
+                raise StoreCorrupt(f"{self._path}: receipt of tx {tx_hash.hex()} is misplaced")
+            if self._node(0, first + offset) != merkle.leaf_hash(tx.encoding):
+                raise StoreCorrupt(
+                    f"{self._path}: log leaf {first + offset} is not the hash of tx {tx_hash.hex()}"
+                )
+
+    def _check_latest_certificate(self) -> None:
+        height = self.latest_certified_height()
+        if height == 0:
+            return
+        if height > self.last_height():
+            raise StoreCorrupt(f"{self._path}: certificate for height {height} beyond the chain")
+        cert = self.certificate(height)
+        header = self.header(height)
+        assert cert is not None and header is not None
+        if cert.header_hash != header.hash():
+            raise StoreCorrupt(f"{self._path}: certificate at height {height} signs another header")
+
+    def _check_deep(self) -> None:
+        """O(n): rebuild the whole log from the tx encodings and compare every stored node and
+        every header's root."""
+        tree = merkle.MemoryTree()
+        for height in range(self.last_height() + 1):
+            block = self._block(height)
+            assert block is not None
+            for tx_hash in block.tx_hashes:
+                found = self._read_tx(tx_hash)
+                if found is None:
+                    raise StoreCorrupt(
+                        f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
+                    )
+                tree.append(found[0].encoding)
+            header = block.header
+            if tree.root(header.tx_log_size) != header.tx_log_root:
+                raise StoreCorrupt(
+                    f"{self._path}: header at height {height} has a wrong tx_log_root"
+                )
+        for level, hashes in enumerate(tree.levels):
+            for index, expected in enumerate(hashes):
+                if self._node(level, index) != expected:
+                    raise StoreCorrupt(
+                        f"{self._path}: log node (level {level}, index {index}) is wrong"
+                    )
+
+    def _node(self, level: int, index: int) -> bytes:
+        try:
+            return self._log.node(level, index)
+        except LogCorrupt as exc:
+            raise StoreCorrupt(f"{self._path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def compact(self) -> None:
+        """Rewrite every record into LevelDB's lower levels (memtable included). A node never
+        needs this (LevelDB compacts in the background); a store built in one go and copied
+        to several nodes (cluster/bench/preload.py) does, or each copy would redo that work first."""
+        self._db.compact_range()
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    @property
+    def genesis(self) -> Genesis:
+        return self._genesis
+
+    def last_height(self) -> int:
+        return self._last_header.height
+
+    def last_header(self) -> Header:
+        return self._last_header
+
+    def header(self, height: int) -> Header | None:
+        block = self._block(height)
+        return None if block is None else block.header
+
+    def block(self, height: int) -> BlockRecord | None:
+        block = self._block(height)
+        if block is None:
+            return None
+        raw = self._db.get(_height_key(BODIES, height))
+        if raw is None:
+            raise StoreCorrupt(f"{self._path}: block body at height {height} is missing")
+        try:
+            consensus_block, commit_qc = _decode_body(raw)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{self._path}: block body at height {height}: {exc}") from None
+        return BlockRecord(block.header, consensus_block, commit_qc)
+
+    def block_tx_hashes(self, height: int) -> tuple[Header, tuple[bytes, ...]] | None:
+        """The header and tx hashes of a height, from its small block record alone (no body,
+        no tx reads): what commit followers need."""
+        block = self._block(height)
+        return None if block is None else (block.header, block.tx_hashes)
+
+    def block_txs(self, height: int) -> list[SignedTx]:
+        block = self._block(height)
+        if block is None:
+            return []
+        out: list[SignedTx] = []
+        for tx_hash in block.tx_hashes:
+            found = self._read_tx(tx_hash)
+            if found is None:
+                raise StoreCorrupt(
+                    f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
+                )
+            out.append(found[0])
+        return out
+
+    def height_of(self, header_hash: bytes) -> int | None:
+        raw = self._db.get(keyspace.BLOCK_BY_HASH + header_hash)
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def log_size(self) -> int:
+        return self._log.size
+
+    def log_root(self, size: int | None = None) -> bytes:
+        return self._log.root(size)
+
+    def root_after(self, leaves: Sequence[bytes]) -> tuple[int, bytes]:
+        """Log size and root after appending leaf data `leaves`, without writing anything."""
+        return self._log.root_after(leaves)
+
+    def has_tx(self, tx_hash: bytes) -> bool:
+        return self._db.get(keyspace.TX + tx_hash) is not None
+
+    def get_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
+        return self._read_tx(tx_hash)
+
+    def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
+        """Audit path of a leaf in the log at any size up to the current one (Refused if the
+        arguments are out of range)."""
+        return self._log.inclusion_proof(leaf_index, tree_size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self._log.consistency_proof(old_size, new_size)
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        raw = self._db.get(_height_key(keyspace.CERTIFICATE, height))
+        if raw is None:
+            return None
+        try:
+            return CommitCertificate.decode(raw)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{self._path}: certificate at height {height}: {exc}") from None
+
+    def latest_certified_height(self) -> int:
+        """The highest height with a stored certificate (0 if none)."""
+        for key in self._db.iterator(
+            prefix=keyspace.CERTIFICATE, reverse=True, include_value=False
+        ):
+            return int.from_bytes(key[len(keyspace.CERTIFICATE) :], "big")
+        return 0
+
+    def load_safety(self) -> bytes | None:
+        value: bytes | None = self._db.get(SAFETY_KEY)
+        return value
+
+    def size_bytes(self) -> int:
+        """Bytes of the store's files on disk."""
+        total = 0
+        for entry in os.scandir(self._path):
+            try:
+                if entry.is_file():
+                    total += entry.stat().st_size
+            except FileNotFoundError:
+                continue  # LevelDB compaction deleted it after the directory was listed
+        return total
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def prepare_commit(
+        self,
+        record: BlockRecord,
+        txs: Sequence[SignedTx],
+        results: Sequence[TxResult],
+        state_writes: keyspace.WriteSet,
+    ) -> PreparedCommit:
+        """Build the one WriteBatch of a block commit without writing it."""
+        header = record.header
+        last = self._last_header
+        assert header.height == last.height + 1, f"height {header.height} after {last.height}"
+        assert header.parent_hash == last.hash(), "parent_hash is not the last header's hash"
+        assert header.chain_id == self._genesis.chain_id, "header of another chain"
+        assert len(results) == len(txs), "one result per tx"
+        hashes = [tx.tx_hash for tx in txs]
+        assert len(set(hashes)) == len(hashes), "a tx appears twice in the block"
+        for tx_hash in hashes:
+            assert not self.has_tx(tx_hash), f"tx {tx_hash.hex()} is already committed"
+        plan = self._log.plan_append([tx.encoding for tx in txs])
+        assert header.tx_log_size == plan.size, (
+            f"header tx_log_size {header.tx_log_size}, appending gives {plan.size}"
+        )
+        assert header.tx_log_root == plan.root, "header tx_log_root is not the log root"
+        for key in state_writes:
+            assert key.startswith(STATE_FAMILIES), f"state write outside s/ and z/: {key!r}"
+
+        block = _StoredBlock(header, tuple(hashes))
+        receipts = [
+            Receipt(header.height, plan.old_size + offset, result)
+            for offset, result in enumerate(results)
+        ]
+        batch = self._db.write_batch(sync=True)
+        batch.put(_height_key(HEADERS, header.height), block.encode())
+        batch.put(_height_key(BODIES, header.height), _encode_body(record))
+        batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(header.height))
+        for tx, receipt in zip(txs, receipts, strict=True):
+            batch.put(keyspace.TX + tx.tx_hash, canonical.encode([tx.encoding, receipt.encode()]))
+        self._log.write_plan(plan, batch)
+        for key, value in state_writes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(TX_COUNT_KEY, _u64(plan.size))
+        batch.put(LAST_HEIGHT_KEY, _u64(header.height))
+        return PreparedCommit(self, batch, block, plan, receipts)
+
+    def commit_block(
+        self,
+        record: BlockRecord,
+        txs: Sequence[SignedTx],
+        results: Sequence[TxResult],
+        state_writes: keyspace.WriteSet,
+    ) -> list[Receipt]:
+        """Commit a block and everything it changes in one synced WriteBatch."""
+        return self.prepare_commit(record, txs, results, state_writes).apply()
+
+    def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
+        self._log.install(plan)
+        self._last_header = block.header
+        self._tx_count = plan.size
+
+    def save_certificate(self, height: int, cert: CommitCertificate) -> None:
+        """Store the commit certificate of a committed header (synced). The caller has checked
+        its signatures; the store checks it names the header at that height."""
+        header = self.header(height)
+        assert header is not None, f"no header at height {height}"
+        assert cert.header_hash == header.hash(), "certificate signs another header"
+        self._db.put(_height_key(keyspace.CERTIFICATE, height), cert.encode(), sync=True)
+
+    def snapshot_view(self) -> LevelView:
+        """The committed registry state as of now, frozen (a LevelDB snapshot): later commits do
+        not change what it reads. Queries answer from one so answer and proof agree."""
+        return LevelView(self._db.snapshot())
+
+    def save_safety(self, data: bytes) -> None:
+        self._db.put(SAFETY_KEY, data, sync=True)
+
+    def save_consensus(
+        self, safety: bytes | None, blocks: Sequence[tuple[int, bytes, bytes]]
+    ) -> None:
+        """Safety data and uncommitted blocks ((height, block id, encoding)) in ONE synced
+        write: durable before the vote or proposal that depends on them leaves the node."""
+        with self._db.write_batch(sync=True) as batch:
+            if safety is not None:
+                batch.put(SAFETY_KEY, safety)
+            for height, block_id, encoding in blocks:
+                batch.put(PENDING_BLOCK + _u64(height) + block_id, encoding)
+
+    def load_pending_blocks(self) -> list[bytes]:
+        """Encodings of the saved uncommitted blocks above the committed height."""
+        start = PENDING_BLOCK + _u64(self._last_header.height + 1)
+        return [
+            value for _, value in self._db.iterator(start=start, stop=PENDING_BLOCK + b"\xff" * 8)
+        ]
+
+    def prune_pending_blocks(self) -> None:
+        """Forget saved blocks at or below the committed height (no longer needed)."""
+        stop = PENDING_BLOCK + _u64(self._last_header.height + 1)
+        keys = list(self._db.iterator(start=PENDING_BLOCK, stop=stop, include_value=False))
+        if keys:
+            with self._db.write_batch() as batch:
+                for key in keys:
+                    batch.delete(key)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _block(self, height: int) -> _StoredBlock | None:
+        if not 0 <= height <= self._last_header.height:
+            return None
+        raw = self._db.get(_height_key(HEADERS, height))
+        if raw is None:
+            raise StoreCorrupt(f"{self._path}: block record at height {height} is missing")
+        try:
+            return _StoredBlock.decode(raw)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{self._path}: block record at height {height}: {exc}") from None
+
+    def _read_header(self, height: int) -> Header:
+        block = self._block(height)
+        assert block is not None
+        return block.header
+
+    def _read_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
+        raw = self._db.get(keyspace.TX + tx_hash)
+        if raw is None:
+            return None
+        try:
+            value = canonical.decode(raw)
+            if not (isinstance(value, list) and len(value) == 2):
+                raise DecodeError("not [tx, receipt]", "tx record")
+            tx = decode_tx(value[0], self._genesis.tx_limits)
+            receipt = Receipt.decode(value[1])
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{self._path}: tx record {tx_hash.hex()}: {exc}") from None
+        if tx.tx_hash != tx_hash:
+            raise StoreCorrupt(f"{self._path}: tx record {tx_hash.hex()} holds another tx")
+        return tx, receipt
+
+
+def _check_chain(
+    db: Any, where: Path, last_height: int, expected_genesis: Header, check_blocks: int | None
+) -> Header:
+    """Walk the header records: contiguous heights, parent links, hash index, tx counts; the
+    whole chain, or the genesis header and the last `check_blocks` headers."""
+
+    def decode(height: int, value: bytes) -> _StoredBlock:
+        try:
+            return _StoredBlock.decode(value)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{where}: block record at height {height}: {exc}") from None
+
+    genesis_raw = db.get(_height_key(HEADERS, 0))
+    if genesis_raw is None:
+        raise StoreCorrupt(f"{where}: block record at height 0 is missing")
+    if decode(0, genesis_raw).header != expected_genesis:
+        raise StoreCorrupt(f"{where}: genesis header differs from this genesis")
+    first = 0 if check_blocks is None else max(0, last_height - check_blocks)
+    previous: Header | None = None
+    height = first - 1
+    for key, value in db.iterator(start=_height_key(HEADERS, first), stop=HEADERS_END):
+        height += 1
+        stored_height = int.from_bytes(key[len(HEADERS) :], "big")
+        if stored_height != height:
+            missing = height if stored_height > height else stored_height
+            raise StoreCorrupt(f"{where}: block record at height {missing} is missing")
+        if height > last_height:
+            raise StoreCorrupt(
+                f"{where}: block record at height {height} beyond last height {last_height}"
+            )
+        block = decode(height, value)
+        header = block.header
+        if header.height != height:
+            raise StoreCorrupt(f"{where}: header at height {height} says height {header.height}")
+        if previous is not None:
+            if header.parent_hash != previous.hash():
+                raise StoreCorrupt(
+                    f"{where}: header at height {height} does not link to its parent "
+                    "(parent_hash differs from the hash of the header before it)"
+                )
+            if header.tx_log_size != previous.tx_log_size + len(block.tx_hashes):
+                raise StoreCorrupt(
+                    f"{where}: header at height {height} says tx_log_size "
+                    f"{header.tx_log_size}, its parent {previous.tx_log_size} plus "
+                    f"{len(block.tx_hashes)} txs"
+                )
+        indexed = db.get(keyspace.BLOCK_BY_HASH + header.hash())
+        if indexed != _u64(height):
+            raise StoreCorrupt(f"{where}: hash index does not point to height {height}")
+        previous = header
+    if height < last_height:
+        raise StoreCorrupt(f"{where}: block record at height {height + 1} is missing")
+    if db.get(_height_key(BODIES, last_height)) is None:
+        raise StoreCorrupt(f"{where}: block body at height {last_height} is missing")
+    assert previous is not None
+    return previous
+
+
+def _is_empty(db: Any) -> bool:
+    for _ in db.iterator(include_value=False):
+        return False
+    return True
+
+
+def _read_u64(db: Any, key: bytes, name: str) -> int:
+    raw = db.get(key)
+    if raw is None or len(raw) != 8:
+        raise StoreCorrupt(f"store metadata {name} is {'missing' if raw is None else 'malformed'}")
+    return int.from_bytes(raw, "big")
+
+
+def _genesis_header(genesis: Genesis, state_root: bytes) -> Header:
+    return Header(
+        chain_id=genesis.chain_id,
+        epoch=0,
+        height=0,
+        round=0,
+        parent_hash=ZERO_HASH,
+        tx_log_size=0,
+        tx_log_root=merkle.EMPTY_ROOT,
+        state_root=state_root,
+        validator_set_hash=genesis.validator_set.digest(),
+        proposer="",
+        timestamp_ms=genesis.genesis_time_ms,
+    )
+
+
+def _create(
+    db: Any, genesis: Genesis, genesis_writes: keyspace.WriteSet, state_root: bytes
+) -> None:
+    assert len(state_root) == HASH_BYTES, "genesis state root must be 32 bytes"
+    header = _genesis_header(genesis, state_root)
+    block = _StoredBlock(header, ())
+    batch = db.write_batch(sync=True)
+    for key, value in genesis_writes.items():
+        assert key.startswith(STATE_FAMILIES), f"genesis write outside s/ and z/: {key!r}"
+        if value is not None:
+            batch.put(key, value)
+    batch.put(_height_key(HEADERS, 0), block.encode())
+    batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b"")))
+    batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(0))
+    batch.put(GENESIS_KEY, genesis.digest())
+    batch.put(TX_COUNT_KEY, _u64(0))
+    batch.put(LAST_HEIGHT_KEY, _u64(0))
+    # Written last in the same batch: a store with a format record was fully created.
+    batch.put(FORMAT_KEY, FORMAT)
+    batch.write()
