@@ -167,7 +167,7 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
         # the consensus core restored from the store (node/app.py).
         node = Node(load_config(layout.node_config(org)))
         try:
-            store, core = kledger.node.storage.store, node.core
+            store, core = node.store, node.core
             height = 3 if org == "ORG4" else 5
             assert store.last_height() == height and store.log_size() == height * 60
             assert store.latest_certified_height() == height
@@ -209,7 +209,7 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
                     assert found is not None and found[1].leaf_index == index
                     assert found[1].result.status == "OK"
         finally:
-            kledger.node.storage.store.close()
+            node.store.close()
 
 
 def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path) -> None:

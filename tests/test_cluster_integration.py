@@ -55,7 +55,7 @@ def common_header_hashes(cluster: LocalCluster, orgs: list[str]) -> set[bytes]:
 def test_txs_submitted_to_any_node_commit_and_all_nodes_agree(cluster: LocalCluster) -> None:
     txs = {org: cluster.party_tx(org) for org in ORGS}
     for org, tx in txs.items():
-        [result] = kledger.cluster.client.submit(org, [tx])
+        [result] = cluster.submit(org, [tx])
         assert result.status == "OK", result.message
     for org, tx in txs.items():
         receipt = cluster.receipt(org, tx)
@@ -79,7 +79,7 @@ def test_kill_9_under_load_loses_no_acknowledged_tx(cluster: LocalCluster) -> No
             while not stop.is_set():
                 org = senders[len(acknowledged) % len(senders)]
                 batch = [cluster.party_tx(org) for _ in range(5)]
-                results = kledger.cluster.client.submit(org, batch)
+                results = cluster.submit(org, batch)
                 assert all(r.status == "OK" for r in results), results
                 for tx in batch:
                     if cluster.receipt(org, tx).status == "OK":
@@ -120,7 +120,7 @@ def test_killed_leader_costs_a_view_change_then_commits_resume(cluster: LocalClu
         lambda: sum(cluster.status(org).view_changes for org in alive) > views_before,
     )
     tx = cluster.party_tx(alive[0])
-    assert kledger.cluster.client.submit(alive[0], [tx])[0].status == "OK"
+    assert cluster.submit(alive[0], [tx])[0].status == "OK"
     assert cluster.receipt(alive[0], tx).status == "OK"
     cluster.start(leader)
     cluster.wait_height(leader, cluster.status(alive[0]).height, timeout_s=90)
@@ -133,7 +133,7 @@ def test_f_plus_one_down_nothing_commits_nothing_forks(cluster: LocalCluster) ->
     time.sleep(1.0)  # let blocks that were already certified finish committing
     heights = {org: cluster.status(org).height for org in alive}
     tx = cluster.party_tx("ORG1")
-    assert kledger.cluster.client.submit("ORG1", [tx])[0].status == "OK"
+    assert cluster.submit("ORG1", [tx])[0].status == "OK"
     time.sleep(3.0)  # several round timeouts: without a quorum nothing may commit
     assert {org: cluster.status(org).height for org in alive} == heights
     assert not cluster.has_tx("ORG1", tx)
@@ -215,12 +215,12 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
     kind_list = sign_tx(key, TxBody(CHAIN_ID, "RegisterParty", 4, {
         **canonical.decode(cluster.party_tx("ORG1").body)["payload"], "kind": [],
     }))  # fmt: skip
-    answers = kledger.cluster.client.submit("ORG1", [first, kind_list, second])
+    answers = cluster.submit("ORG1", [first, kind_list, second])
     assert [a.status for a in answers] == ["OK", "INVALID_ARGUMENT", "OK"], answers
     assert "payload.kind" in answers[1].message
     assert cluster.receipt("ORG1", second).status == "OK"
 
-    assert kledger.cluster.client.submit("ORG1", [good])[0].status == "OK"
+    assert cluster.submit("ORG1", [good])[0].status == "OK"
     receipt = cluster.receipt("ORG1", good)
     replay = _refusal(cluster, good.encoding)
     assert replay.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]

@@ -32,16 +32,16 @@ RANKS = {
     "node.main": 10,
     "cluster.layout": 11,
     "cluster.sample": 11,
-    "kledger.cluster.sim.simulator": 11,
+    "cluster.sim": 11,
     "cluster.client": 12,
     "cluster.local": 13,
-    "kledger.cluster.bench.main": 14,
+    "cluster.bench": 14,
     "cluster.demo": 14,
     "cluster.cli": 15,
 }
 # Generated protobuf code (kledger.v1) stays at the edge: the gRPC servers and clients.
 PROTOBUF_ROOMS = {"node.net", "node.api", "node.app", "cluster.client", "cluster.local",
-                  "kledger.cluster.bench.main"}  # fmt: skip
+                  "cluster.bench"}  # fmt: skip
 FORBIDDEN_IN_CONSENSUS = {
     "asyncio", "grpc", "plyvel", "socket", "time", "random", "threading", "subprocess",
     "os", "io", "pathlib", "shutil", "selectors", "signal", "multiprocessing", "msgpack",

@@ -1,7 +1,7 @@
-"""RFC 6962 functions (node/proof/merkle.py) and the LevelDB log (node/storage/merkle_log.py) against a naive
-recursive reference written straight from RFC 6962 section 2.1, for random sizes and indexes;
-plus the storage costs: O(1) amortized writes per append, O(log n) node reads per proof or
-historical root, and a dropped batch leaving the log unchanged."""
+"""RFC 6962 functions (node/proof/merkle.py) and the LevelDB log (node/storage/merkle_log.py)
+against a naive recursive reference written straight from RFC 6962 section 2.1, for random sizes
+and indexes; plus the storage costs: O(1) amortized writes per append, O(log n) node reads per
+proof or historical root, and a dropped batch leaving the log unchanged."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ part of the test suite's timing, tests/test_bench_pipeline.py only checks that i
 
 Per block of B txs, in the order a node does it, with the node's own code:
 
-  admit          kledger.node.net.gossip.admit_gossip -> Mempool.admit with the registry's state check, as
-                 for txs a peer gossiped (decode, dedup, chain, state check, Ed25519 verify once)
+  admit          kledger.node.net.gossip.admit_gossip -> Mempool.admit with the registry's state
+                 check, as for txs a peer gossiped (decode, dedup, chain, state check, Ed25519
+                 verify once)
   propose_check  the leader's MempoolPayloads.next_payload and consensus Block, then the
                  replica's MempoolPayloads.is_valid_payload of that payload (verified-tx cache hit)
   execute        Committer.apply_block minus the store write: payload decode, registry

@@ -9,8 +9,8 @@ builds the same ledger once, in-process, with the real code, and hands every nod
   proposed by the round-robin leader of their round, each carrying the quorum certificate of
   its parent, which q validators signed with their real validator keys (the bench ran
   `kledger cluster init`, so it holds every key);
-- execution: node/commit/committer.py's Committer writes each block into a real LedgerStore (LevelDB),
-  with the QC that commits it (the QC on its child: consecutive rounds, 2-chain rule);
+- execution: node/commit/committer.py's Committer writes each block into a real LedgerStore
+  (LevelDB), with the QC that commits it (the QC on its child: consecutive rounds, 2-chain rule);
 - headers: q validators sign each executed header, the header's commit certificate.
 
 What makes a node start on the copy exactly as after a restart (node/app.py restored_state):

@@ -1,8 +1,8 @@
 """`kledger cluster SUBCOMMAND`: local clusters.
 
 Each subcommand is one entry of SUBCOMMANDS (name, help, add_arguments, run); a part adds its
-subcommands (up, down, status, kill, restart: cluster/local/launcher.py) by extending the table, without
-touching the others. `init` lives here: it needs no node process.
+subcommands (up, down, status, kill, restart: cluster/local/launcher.py) by extending the table,
+without touching the others. `init` lives here: it needs no node process.
 """
 
 from __future__ import annotations

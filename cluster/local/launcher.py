@@ -1,9 +1,10 @@
 """Starts, stops and watches the node processes of a local cluster (cluster/layout.py).
 
-Each node is its own OS process (`python -m kledger.cluster.cli node start --config nodes/ORG/node.json`)
-in its own session, logging to nodes/ORG/node.log, its pid in nodes/ORG/node.pid. A pid file is
-trusted only while /proc shows that pid running that node's config, so a stale pid file after a
-reboot or a recycled pid is never signalled.
+Each node is its own OS process
+(`python -m kledger.cluster.cli node start --config nodes/ORG/node.json`) in its own session,
+logging to nodes/ORG/node.log, its pid in nodes/ORG/node.pid. A pid file is trusted only while
+/proc shows that pid running that node's config, so a stale pid file after a reboot or a
+recycled pid is never signalled.
 """
 
 from __future__ import annotations

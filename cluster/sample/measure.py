@@ -95,7 +95,7 @@ def main() -> None:
             Path(name).suffix, bulk.plan_jsonl
         )(text, name)
         summary = bulk.submit_plan(
-            plan, key(org), kledger.node.chain.genesis.chain_id, node.submit, first_nonce=nonce
+            plan, key(org), node.genesis.chain_id, node.submit, first_nonce=nonce
         )
         nonce += len(plan.txs)
         print(
@@ -106,7 +106,7 @@ def main() -> None:
         f"sample catalog: {node.height} blocks in {_ms(start)}; {state_keys} state keys, {len(node.view.data)} keys in all"  # noqa: E501
     )
     body = TxBody(
-        kledger.node.chain.genesis.chain_id,
+        node.genesis.chain_id,
         "RunDistribution",
         nonce,
         {

@@ -6,7 +6,8 @@ For each committed block, in order:
      honest node applies this same rule to the same chain, so execution stays identical);
   3. execute the txs against the registry state (node/registry), deterministically;
   4. build the header: the Merkle log root after appending the tx encodings, the state root;
-  5. write block + txs + receipts + log nodes + state in ONE synced LevelDB batch (node/storage/store.py);
+  5. write block + txs + receipts + log nodes + state in ONE synced LevelDB batch
+     (node/storage/store.py);
   6. only then: sign the header (node/commit/certifier.py), free the mempool, wake waiters.
 
 A block at or below the stored height is skipped if its id matches what is stored (after a crash

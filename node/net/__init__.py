@@ -1,0 +1,1 @@
+"""Between nodes: the mutual-TLS peer transport, TLS material, tx gossip and block sync."""

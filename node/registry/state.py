@@ -1,7 +1,7 @@
 """The registry's state families under keyspace.STATE and the per-transaction write buffer.
 
-Every value is canonical msgpack (node/chain/canonical.py). Keys are `s/<family>/<part>/...`; parts are
-canonical identifiers or id tokens, which never contain "/", so families cannot collide.
+Every value is canonical msgpack (node/chain/canonical.py). Keys are `s/<family>/<part>/...`;
+parts are canonical identifiers or id tokens, which never contain "/", so families cannot collide.
 
 A transaction reads through `TxState`: the committed store, then the writes of earlier
 transactions of the same block, then its own writes. Its own writes join the block only when

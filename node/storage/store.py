@@ -366,7 +366,8 @@ class LedgerStore:
     def compact(self) -> None:
         """Rewrite every record into LevelDB's lower levels (memtable included). A node never
         needs this (LevelDB compacts in the background); a store built in one go and copied
-        to several nodes (cluster/bench/preload.py) does, or each copy would redo that work first."""
+        to several nodes (cluster/bench/preload.py) does, or each copy would redo that work
+        first."""
         self._db.compact_range()
 
     # ---- reads ----------------------------------------------------------------------------
