@@ -1,6 +1,8 @@
 """The node process: the composition root that wires store, registry, mempool, consensus driver,
-peer transport, certifier and gRPC services together (DESIGN.md section 3), and the ledger
-backend the client service calls.
+peer transport, certifier and gRPC services together (DESIGN.md section 3), and runs them. It
+holds no ledger logic: admission is kledger.node.ordering.admission (shared by clients and
+gossip), the client service's backend is kledger.node.api.ledger_backend, the core's restart
+point is kledger.node.ordering.restore.
 
 Start-up order (each step refuses to go on with a clear ValueError / StoreCorrupt):
   config -> genesis -> validator key matches genesis -> store opens and checks itself ->
@@ -18,43 +20,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kledger.consensus import (
-    Block,
     Core,
     CoreConfig,
     QuorumCert,
-    RestoredState,
-    SafetyData,
     genesis_block,
 )
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
-from kledger.consensus.validators import NodeId, ValidatorSet
+from kledger.consensus.validators import NodeId
+from kledger.node.api.ledger_backend import NodeLedger
 from kledger.node.api.ledger_service import (
-    BlockView,
-    CertifiedHeader,
     LedgerServicer,
     NodeStatusView,
-    StoredTx,
-    SubmitResult,
 )
 from kledger.node.api.registry_service import add_registry_service
 from kledger.node.api.server import ClientService, NodeServers, start_servers
 from kledger.node.chain import keys
 from kledger.node.chain.genesis import Genesis, load_genesis
 from kledger.node.chain.header import CommitCertificate, Header, certificate_problem, sign_header
-from kledger.node.chain.receipt import OK, Receipt
-from kledger.node.chain.tx import decode_tx
 from kledger.node.commit.certified_state import CertifiedState
 from kledger.node.commit.certifier import Certifier, HeaderSignature
 from kledger.node.commit.committer import CommittedHeight, Committer
 from kledger.node.commit.pipeline import CommitPipeline
 from kledger.node.config import NodeConfig
-from kledger.node.errors import Refused, Status, StoreCorrupt
+from kledger.node.errors import Refused, StoreCorrupt
 from kledger.node.net.block_sync import BlockSync
-from kledger.node.net.gossip import admit_gossip, run_gossip
+from kledger.node.net.gossip import run_gossip
 from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
@@ -65,12 +59,12 @@ from kledger.node.net.peer_transport import (
     TxGossip,
 )
 from kledger.node.net.tls import TlsMaterial
+from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.driver import ConsensusDriver, SyncResult
-from kledger.node.ordering.mempool import Mempool, MempoolLimits
+from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
-from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
+from kledger.node.ordering.restore import restored_state
 from kledger.node.registry import Registry
-from kledger.node.storage.proofs import build_consistency_bundle, build_inclusion_bundle
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.logs import log_event
 from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
@@ -99,48 +93,6 @@ def check_identity(config: NodeConfig, genesis: Genesis) -> NodeIdentity:
             f"validator_key: {config.validator_key} is not {config.org}'s validator key in genesis"
         )
     return NodeIdentity(config.org, key)
-
-
-def restored_state(
-    store: LedgerStore, genesis: Genesis, validators: ValidatorSet, history_blocks: int
-) -> RestoredState:
-    """The core's starting point: the newest stored block whose stored QC commits it (a crash in
-    the middle of a multi-block commit leaves later blocks whose QC names a descendant), else
-    genesis. Blocks stored above it are committed again by consensus and skipped as stored."""
-    raw = store.load_safety()
-    safety = SafetyData.decode(raw) if raw is not None else None
-    height = store.last_height()
-    while height > 0:
-        record = store.block(height)
-        assert record is not None, f"store lost height {height}"
-        if record.commit_qc:
-            block = Block.decode(record.consensus_block)
-            qc = QuorumCert.decode(record.commit_qc)
-            if qc.commit is not None and qc.commit.id == block.id:
-                return RestoredState(
-                    safety,
-                    block,
-                    qc,
-                    _pending_blocks(store),
-                    _committed_below(store, height, history_blocks),
-                )
-        height -= 1
-    root, root_qc = genesis_block(genesis.chain_id, validators, genesis.genesis_time_ms)
-    return RestoredState(safety, root, root_qc, _pending_blocks(store))
-
-
-def _committed_below(store: LedgerStore, height: int, count: int) -> tuple[Block, ...]:
-    """The `count` committed blocks below `height` (leader reputation reads their rounds)."""
-    blocks = []
-    for below in range(max(1, height - count), height):
-        record = store.block(below)
-        assert record is not None, f"store lost height {below}"
-        blocks.append(Block.decode(record.consensus_block))
-    return tuple(blocks)
-
-
-def _pending_blocks(store: LedgerStore) -> tuple[Block, ...]:
-    return tuple(Block.decode(data) for data in store.load_pending_blocks())
 
 
 class Node:
@@ -215,6 +167,15 @@ class Node:
             commit=self.commit_pipeline.submit,
             sync=self._sync_from,
         )
+        self.admission = Admission(
+            self.mempool,
+            self.genesis,
+            is_committed=self.store.has_tx,
+            state_check=self._state_check,
+            metrics=self.metrics,
+            on_admitted=self.driver.payload_available,
+        )
+        self.ledger = NodeLedger(self.store, self.admission, self._status)
         self.block_sync = BlockSync(
             store=self.store,
             pipeline=self.commit_pipeline,
@@ -225,8 +186,6 @@ class Node:
                 self.genesis.chain_id, self.validators, self.genesis.genesis_time_ms
             )[0].id,
         )
-        self._waiters: dict[bytes, list[asyncio.Future[Receipt]]] = {}
-        self._commit_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None
         self._metrics_server: MetricsServer | None = None
@@ -247,7 +206,7 @@ class Node:
             material=material,
             client_address=self.config.listen.client,
             peer_address=self.config.listen.peer,
-            ledger=LedgerServicer(self, self.metrics),
+            ledger=LedgerServicer(self.ledger, self.metrics),
             peer=peer_servicer,
             peer_settings=self.config.peer,
             extra_services=self._extra_services(),
@@ -285,6 +244,11 @@ class Node:
             peer_port=self.servers.peer_port,
         )
 
+    def _state_check(self) -> StateCheck:
+        """The registry's admission check against the committed state of now."""
+        view = self.store.view
+        return lambda tx, body: self.registry.check_admission(view, tx, body)
+
     def _send_consensus(self, to: NodeId, data: bytes) -> None:
         self.transport.send(to, ConsensusBytes(data))
 
@@ -310,9 +274,7 @@ class Node:
             await self.servers.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
-        for futures in self._waiters.values():
-            for future in futures:
-                future.cancel()
+        self.ledger.close()
         self.store.close()
         log_event(log, "node_stopped", org=self.config.org)
 
@@ -329,20 +291,8 @@ class Node:
         match payload:
             case ConsensusBytes(data):
                 self.driver.deliver(sender, data)
-            case TxGossip():
-                view = self.store.view
-                admitted = admit_gossip(
-                    self.mempool,
-                    sender,
-                    payload,
-                    self.genesis.chain_id,
-                    self.metrics,
-                    limits=self.genesis.tx_limits,
-                    is_committed=self.store.has_tx,
-                    check_state=lambda tx, body: self.registry.check_admission(view, tx, body),
-                )
-                if admitted:
-                    self.driver.payload_available()
+            case TxGossip(txs):
+                self.admission.gossip(sender, txs)
             case HeaderVote(height, header_hash, signature):
                 self.certifier.add(HeaderSignature(height, header_hash, sender, signature))
 
@@ -389,15 +339,10 @@ class Node:
         )
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
         self.payloads.applied(header.height)  # after the mempool let go of its txs
-        for tx, receipt in zip(committed.txs, committed.receipts, strict=True):
-            for future in self._waiters.pop(tx.tx_hash, ()):
-                if not future.done():
-                    future.set_result(receipt)
+        self.ledger.announce(committed.txs, committed.receipts)
         self.metrics.height.set(header.height)
         self.metrics.commits.inc()
         self.metrics.committed_txs.inc(len(committed.txs))
-        self._commit_event.set()
-        self._commit_event = asyncio.Event()
         log_event(
             log,
             "committed",
@@ -434,65 +379,7 @@ class Node:
             self.certifier.already_certified(header.height)
             self._save_certificate(header.height, certificate)
 
-    # -- LedgerBackend --------------------------------------------------------------------------
-
-    @property
-    def chain_id(self) -> str:
-        return self.genesis.chain_id
-
-    def _admit(self, data: bytes, *, local: bool) -> bytes:
-        view = self.store.view
-        tx = self.mempool.admit(
-            data,
-            self.genesis.chain_id,
-            limits=self.genesis.tx_limits,
-            is_committed=self.store.has_tx,
-            check_state=lambda tx, body: self.registry.check_admission(view, tx, body),
-            local=local,
-        )
-        return tx.tx_hash
-
-    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
-        results = []
-        for data in encodings:
-            try:
-                tx_hash = self._admit(data, local=True)
-                results.append(SubmitResult(tx_hash, OK))
-            except Refused as refusal:
-                results.append(SubmitResult.refused(_hash_or_empty(data), refusal))
-            except StoreCorrupt:
-                raise
-            except Exception:
-                # Our bug, reached by this tx: it alone is answered INTERNAL (logged with its
-                # hash); the batch's other txs keep their own answers.
-                tx_hash = _hash_or_empty(data)
-                log.exception("admission bug: tx %s", tx_hash.hex() or "(undecodable)")
-                results.append(SubmitResult(tx_hash, "INTERNAL", "admission failed on a node bug"))
-        if any(r.ok for r in results):
-            self.driver.payload_available()
-        return results
-
-    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
-        stored = self.store.get_tx(tx_hash)
-        if stored is not None:
-            return stored[1]
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(tx_hash, []).append(future)
-        try:
-            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
-            # arrives as the future completes, which would stall a graceful shutdown.
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            return None
-        finally:
-            waiting = self._waiters.get(tx_hash)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-                if not waiting:
-                    del self._waiters[tx_hash]
-
-    def status(self) -> NodeStatusView:
+    def _status(self) -> NodeStatusView:
         return NodeStatusView(
             org=self.identity.org,
             epoch=self.core.epoch,
@@ -506,74 +393,6 @@ class Node:
                 p for p in self.transport.peers if self.transport.is_connected(p)
             ),
         )
-
-    def get_tx(self, tx_hash: bytes) -> StoredTx | None:
-        stored = self.store.get_tx(tx_hash)
-        return None if stored is None else StoredTx(stored[0].encoding, stored[1])
-
-    def get_block(self, height: int) -> BlockView | None:
-        found = self.store.block_tx_hashes(height)
-        if found is None:
-            return None
-        header, tx_hashes = found
-        return BlockView(
-            header=header, certificate=self.store.certificate(height), tx_hashes=tx_hashes
-        )
-
-    def get_header(self, height: int | None) -> CertifiedHeader | None:
-        if height is None:
-            height = self.store.latest_certified_height()
-        header = self.store.header(height)
-        if header is None:
-            return None
-        return CertifiedHeader(header, self.store.certificate(height))
-
-    def inclusion_proof(self, tx_hash: bytes) -> InclusionBundle | None:
-        return build_inclusion_bundle(self.store, tx_hash)
-
-    def _certified_height_of_size(self, size: int, field: str) -> int:
-        """A certified height whose log size is exactly `size`: sizes only grow with height,
-        so a binary search finds the first height of that size; later heights of the same
-        size are tried in turn for one that has a certificate."""
-        low, high = 0, self.store.latest_certified_height()
-        while low < high:
-            middle = (low + high) // 2
-            header = self.store.header(middle)
-            assert header is not None
-            if header.tx_log_size < size:
-                low = middle + 1
-            else:
-                high = middle
-        height = low
-        while (header := self.store.header(height)) is not None and header.tx_log_size == size:
-            if self.store.certificate(height) is not None:
-                return height
-            height += 1
-        raise Refused(Status.FAILED_PRECONDITION, f"no certified header has log size {size}", field)
-
-    def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:
-        return build_consistency_bundle(
-            self.store,
-            self._certified_height_of_size(old_size, "old_size"),
-            self._certified_height_of_size(new_size, "new_size"),
-        )
-
-    async def commits(self, from_height: int) -> AsyncIterator[BlockView]:
-        height = max(1, from_height)
-        while True:
-            while height <= self.store.last_height():
-                view = self.get_block(height)
-                assert view is not None
-                yield view
-                height += 1
-            await self._commit_event.wait()
-
-
-def _hash_or_empty(data: bytes) -> bytes:
-    try:
-        return decode_tx(data).tx_hash
-    except Refused:
-        return b""
 
 
 async def run_node(config: NodeConfig) -> None:

@@ -9,13 +9,27 @@ import pytest
 
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
-from kledger.node.net.gossip import admit_gossip, flush_gossip
+from kledger.node.net.gossip import flush_gossip
 from kledger.node.net.peer_transport import TxGossip
+from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.mempool import Mempool
-from tests.helpers import key
+from kledger.node.telemetry.metrics import NodeMetrics
+from tests.helpers import key, make_genesis
 from tests.test_peer_transport import SETTINGS, PeerNode
 
 CHAIN = "gossip-test"
+
+
+def admission(mempool: Mempool, metrics: NodeMetrics) -> Admission:
+    """The node's admission without registry rules (these txs are not registry txs)."""
+    return Admission(
+        mempool,
+        make_genesis(chain_id=CHAIN),
+        is_committed=lambda _hash: False,
+        state_check=lambda: lambda _tx, _body: None,
+        metrics=metrics,
+        on_admitted=lambda: None,
+    )
 
 
 def make_tx(nonce: int) -> SignedTx:
@@ -41,14 +55,14 @@ async def test_local_txs_reach_the_peer_mempool_once(tmp_path: Path) -> None:
             sender, payload = await two.receive()
             assert sender == "ORG1" and isinstance(payload, TxGossip)
             sizes.append(len(payload.txs))
-            admit_gossip(remote, sender, payload, CHAIN, two.metrics)
+            admission(remote, two.metrics).gossip(sender, payload.txs)
         assert sizes == [3, 3, 1]
         assert remote.batch(100) == txs
         assert remote.take_gossip(100) == []  # gossiped txs are not forwarded again
 
         forged = SignedTx(txs[0].body, txs[0].signer, bytes(64))
         mixed = TxGossip((txs[1].encoding, forged.encoding, make_tx(99).encoding))
-        assert admit_gossip(remote, "ORG1", mixed, CHAIN, two.metrics) == 1
+        assert admission(remote, two.metrics).gossip("ORG1", mixed.txs) == 1
         assert two.metrics.value("kledger_dropped_messages_total", reason="invalid") == 1.0
     finally:
         await one.close()

@@ -24,7 +24,6 @@ from kledger.node.api.ledger_service import (
     LedgerServicer,
     NodeStatusView,
     StoredTx,
-    SubmitResult,
     inclusion_to_json,
 )
 from kledger.node.api.server import NodeServers, start_servers
@@ -44,6 +43,7 @@ from kledger.node.config import Address, PeerSettings
 from kledger.node.errors import Refused, Status
 from kledger.node.net.peer_transport import PeerServicer
 from kledger.node.net.tls import TLS_NAME, TlsMaterial
+from kledger.node.ordering.admission import SubmitResult
 from kledger.node.ordering.mempool import Mempool
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
 from kledger.node.telemetry.metrics import NodeMetrics

@@ -4,9 +4,9 @@ part of the test suite's timing, tests/test_bench_pipeline.py only checks that i
 
 Per block of B txs, in the order a node does it, with the node's own code:
 
-  admit          kledger.node.net.gossip.admit_gossip -> Mempool.admit with the registry's state
-                 check, as for txs a peer gossiped (decode, dedup, chain, state check, Ed25519
-                 verify once)
+  admit          kledger.node.ordering.admission.Admission.gossip -> Mempool.admit with the
+                 registry's state check, as for txs a peer gossiped (decode, dedup, chain,
+                 state check, Ed25519 verify once)
   propose_check  the leader's MempoolPayloads.next_payload and consensus Block, then the
                  replica's MempoolPayloads.is_valid_payload of that payload (verified-tx cache hit)
   execute        Committer.apply_block minus the store write: payload decode, registry
@@ -58,9 +58,8 @@ from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.tx import TxLimits
 from kledger.node.commit.committer import Committer
-from kledger.node.net.gossip import admit_gossip
-from kledger.node.net.peer_transport import TxGossip
-from kledger.node.ordering.mempool import Mempool, MempoolLimits
+from kledger.node.ordering.admission import Admission
+from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.registry import Registry
 from kledger.node.storage import keyspace, state_tree
@@ -178,6 +177,14 @@ class Pipeline:
         )
         self.committer = Committer(self.store, self.registry, genesis, lambda: self.validators)
         self.metrics = NodeMetrics.create("ORG1")
+        self.admission = Admission(
+            self.mempool,
+            genesis,
+            is_committed=self.store.has_tx,
+            state_check=self._state_check,
+            metrics=self.metrics,
+            on_admitted=lambda: None,
+        )
         self.clock = PhaseClock()
         # The store write and the state tree are timed inside Committer.apply_block by wrapping
         # the two calls it makes (the committer's own code runs unchanged).
@@ -197,6 +204,10 @@ class Pipeline:
         self._receipts = hashlib.sha256()
         self.refused_at_admission = 0
 
+    def _state_check(self) -> StateCheck:
+        view = self.store.view
+        return lambda tx, body: self.registry.check_admission(view, tx, body)
+
     def close(self) -> None:
         self.store.close()
 
@@ -205,17 +216,7 @@ class Pipeline:
         clock = self.clock
         started_wall = time.perf_counter()
         started = CPU()
-        view = self.store.view
-        admitted = admit_gossip(
-            self.mempool,
-            "ORG2",
-            TxGossip(encodings),
-            self.genesis.chain_id,
-            self.metrics,
-            limits=self.genesis.tx_limits,
-            is_committed=self.store.has_tx,
-            check_state=lambda tx, body: self.registry.check_admission(view, tx, body),
-        )
+        admitted = self.admission.gossip("ORG2", encodings)
         self.refused_at_admission += len(encodings) - admitted
         admitted_at = CPU()
         clock.seconds["admit"] += admitted_at - started

@@ -23,8 +23,9 @@ import grpc
 
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.chain.header import HASH_BYTES, CommitCertificate, Header
-from kledger.node.chain.receipt import OK, Receipt
+from kledger.node.chain.receipt import Receipt
 from kledger.node.errors import Refused, Status
+from kledger.node.ordering.admission import SubmitResult
 from kledger.node.proof.bundle import INCLUSION_FORMAT, ConsistencyBundle, InclusionBundle
 from kledger.node.telemetry.metrics import NodeMetrics
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -34,21 +35,6 @@ log = logging.getLogger("kledger.ledger_service")
 MAX_BATCH_TXS = 10_000
 MAX_WAIT_MS = 600_000
 DEFAULT_WAIT_MS = 30_000
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    tx_hash: bytes  # empty when the bytes did not decode to a tx
-    status: str  # "OK" or a node.errors.Status name
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    @staticmethod
-    def refused(tx_hash: bytes, refusal: Refused) -> SubmitResult:
-        return SubmitResult(tx_hash, refusal.status.value, refusal.message)
 
 
 @dataclass(frozen=True, slots=True)
