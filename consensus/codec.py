@@ -1,6 +1,6 @@
 """Canonical bytes for consensus types, with the standard library only.
 
-consensus/ may not import msgpack (DESIGN.md section 2), so its types have their own tiny
+consensus/ may not import msgpack (docs/design.md §2), so its types have their own tiny
 binary form: fixed-width big-endian integers, length-prefixed byte strings and UTF-8 strings,
 count-prefixed lists, a one-byte presence flag for optional values. A value has exactly one
 encoding, so the bytes are fit to hash and sign.

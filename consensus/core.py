@@ -537,7 +537,7 @@ class Core:
                 self._try_propose(out)
 
     def _on_local_timeout(self, out: list[Effect]) -> None:
-        """DESIGN section 4: on local timeout in round r, if safe_to_timeout: raise
+        """docs/design.md §4: on local timeout in round r, if safe_to_timeout: raise
         highest_vote_round to r, persist, broadcast Timeout(r, high_qc). A repeated timeout in
         the same round re-sends the stored message (retransmission under loss)."""
         round = self._round
@@ -679,7 +679,7 @@ class Core:
 
     def _on_proposal(self, sender: NodeId, proposal: Proposal, out: list[Effect]) -> None:
         """Upon a proposal from leader(r): check it, process its certificates, then vote if
-        safe_to_vote (DESIGN section 4)."""
+        safe_to_vote (docs/design.md §4)."""
         block = proposal.block
         if block.chain_id != self.chain_id:
             self._drop("chain")
@@ -995,7 +995,7 @@ class Core:
     # ---- commit ----------------------------------------------------------------------------
 
     def _try_commit(self, source: NodeId | None, out: list[Effect]) -> None:
-        """COMMIT (DESIGN section 4): commit the block named by the highest commit QC and its
+        """COMMIT (docs/design.md §4): commit the block named by the highest commit QC and its
         uncommitted ancestors, or ask for a sync when it is beyond what the tree holds."""
         qc = self._commit_qc
         target = self.committed_by(qc)
@@ -1047,7 +1047,7 @@ class Core:
     def _start_epoch(
         self, root: Block, root_qc: QuorumCert, validators: ValidatorSet, out: list[Effect]
     ) -> None:
-        """Epochs (DESIGN section 4): the set decided in a committed block runs the next epoch,
+        """Epochs (docs/design.md §4): the set decided in a committed block runs the next epoch,
         which starts on top of that block at round 1 with fresh safety data."""
         assert validators.epoch == self.epoch + 1, "the next validator set must be epoch + 1"
         self._validators = validators

@@ -1,4 +1,4 @@
-"""The safety rules of DiemBFT v4 (report, Algorithm 4) / Jolteon, exactly as DESIGN.md section 4.
+"""The safety rules of DiemBFT v4 (report, Algorithm 4) / Jolteon, exactly as docs/design.md §4.1.
 
     consecutive(a, b)            = a == b + 1
     safe_to_extend(r, qc_r, tc)  = consecutive(r, tc.round) and qc_r >= max(tc.high_qc_rounds)

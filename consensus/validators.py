@@ -1,4 +1,4 @@
-"""The validator set of an epoch and its quorum arithmetic (DESIGN.md section 1).
+"""The validator set of an epoch and its quorum arithmetic (docs/design.md §1).
 
     f = floor((n - 1) / 3)         faults tolerated
     q = ceil((n + f + 1) / 2)      quorum: any two quorums share at least one honest validator

@@ -1,5 +1,5 @@
 """The node process: the composition root that wires store, registry, mempool, consensus driver,
-peer transport, certifier and gRPC services together (DESIGN.md section 3), and runs them. It
+peer transport, certifier and gRPC services together (docs/design.md §3), and runs them. It
 holds no ledger logic: admission is kledger.node.ordering.admission (shared by clients and
 gossip), the client service's backend is kledger.node.api.ledger_backend, the core's restart
 point is kledger.node.ordering.restore.

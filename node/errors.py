@@ -1,7 +1,7 @@
 """Refusals: the one error type for bad input from a client or a peer.
 
 A refusal names the rule or field that was broken and carries the status it maps to at the gRPC
-edge (DESIGN.md section 8). Our own bugs are assertions, never refusals; bad configuration is a
+edge (docs/design.md §8). Our own bugs are assertions, never refusals; bad configuration is a
 ValueError at start-up.
 """
 

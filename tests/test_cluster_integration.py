@@ -1,4 +1,4 @@
-"""Real node processes over gRPC/TLS on 127.0.0.1 (DESIGN.md section 10, integration tier):
+"""Real node processes over gRPC/TLS on 127.0.0.1 (docs/design.md §10, integration tier):
 a 4-node cluster commits what any node accepts and all nodes agree; kill -9 of a node under load
 loses no acknowledged tx and the node catches up; a killed leader costs a view change; with f+1
 nodes down nothing commits and nothing forks; bad client input is refused with its status code

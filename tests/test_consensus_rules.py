@@ -1,4 +1,4 @@
-"""The consensus core stepped by hand: each safety rule of DESIGN.md section 4 (DiemBFT v4,
+"""The consensus core stepped by hand: each safety rule of docs/design.md §4.1 (DiemBFT v4,
 Algorithm 4), the 2-chain commit, the pacemaker, message authentication and drops, bounded
 memory, block fetch, restart from persisted safety data, and effect ordering."""
 

@@ -1,4 +1,4 @@
-"""Distribution (DOMAIN.md section 5): the worked example to the won, payouts always sum to the
+"""Distribution (docs/domain.md §5): the worked example to the won, payouts always sum to the
 pool (property test), unmatched lines carry reasons, overclaimed money is held, AI-generated
 works are not paid as authored, and any org re-running from state gets the same hashes."""
 

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 SKIPPED_DIRS = frozenset({".git", ".venv", "build", "dist", "node_modules", "__pycache__"})
 
@@ -152,7 +150,6 @@ def test_the_contract_documents_exist_with_numbered_sections() -> None:
         assert {"1", "2", "3"} <= headings_of(doc.read_text(encoding="utf-8")), doc
 
 
-@pytest.mark.xfail(strict=False, reason="old citations rewritten when the layout move lands")
 def test_no_citation_of_the_old_out_of_repo_contracts() -> None:
     this_file = Path(__file__).resolve()
     found = old_citations(ROOT, [p for p in repo_files() if p.resolve() != this_file])

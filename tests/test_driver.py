@@ -1,6 +1,6 @@
 """The asyncio driver carries out the core's effects in the core's order, and makes every
 Persist/SaveBlock durable (one write) BEFORE any message that follows them leaves the node
-(STYLE.md practice 2); it drops malformed and excess peer input without raising."""
+(docs/style.md §2); it drops malformed and excess peer input without raising."""
 
 from __future__ import annotations
 

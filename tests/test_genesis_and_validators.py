@@ -1,4 +1,4 @@
-"""Genesis parsing and the quorum arithmetic of DESIGN.md section 1."""
+"""Genesis parsing and the quorum arithmetic of docs/design.md §1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every identifier rule of DOMAIN.md section 2, valid and invalid, and `kledger id check`."""
+"""Every identifier rule of docs/domain.md §2, valid and invalid, and `kledger id check`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Generating a local cluster directory (`kledger cluster init`), following cluster/layout.py.
 
-What it makes, for the six founding orgs of DOMAIN.md section 1 (or N generic orgs ORG1..ORGN
+What it makes, for the six founding orgs of docs/domain.md §1 (or N generic orgs ORG1..ORGN
 holding every role):
 - per org: an Ed25519 validator key, an admin key and a client (member) key, all in genesis;
 - a cluster CA (ECDSA P-256) and per-node TLS certificates (node/net/tls.py: CN = org, server and
@@ -29,7 +29,7 @@ from kledger.node.chain.tx import TxLimits
 from kledger.node.config import Address, Listen, NodeConfig, TlsFiles, save_config
 from kledger.node.net.tls import issue_node_cert, make_ca
 
-# DOMAIN.md section 1: org id, name, roles.
+# docs/domain.md §1: org id, name, roles.
 FOUNDING_ORGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("KOMCA", "Korea Music Copyright Association", ("AUTHOR_CMO", "REPORTER")),
     ("KOSCAP", "Together Music Copyright Association", ("AUTHOR_CMO", "REPORTER")),

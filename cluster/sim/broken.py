@@ -1,6 +1,6 @@
 """Deliberately broken cores, for the test that proves the simulator's checks have teeth.
 
-Each class disables exactly one safety rule of DESIGN.md section 4. They live outside consensus/
+Each class disables exactly one safety rule of docs/design.md §4.1. They live outside consensus/
 so no node can run them by configuration; only tests and `kledger sim --broken RULE` use them.
 
 - double_vote: votes again in a round it already voted in (drops `r > highest_vote_round`);

@@ -1,4 +1,4 @@
-"""The one mapping from refusals (node.errors) to gRPC status codes (DESIGN.md section 8).
+"""The one mapping from refusals (node.errors) to gRPC status codes (docs/design.md §8).
 
 Status names equal grpc.StatusCode names, so the mapping is by name and cannot drift; a test
 checks every Status maps.

@@ -1,7 +1,7 @@
 """The client ledger service (kledger.v1.Ledger): translation between the wire and the node.
 
 The work is done by a `LedgerBackend` (the node provides it over its store, mempool and driver);
-this module only translates protobuf <-> domain types and maps errors (DESIGN.md section 8):
+this module only translates protobuf <-> domain types and maps errors (docs/design.md §8):
 - node.errors.Refused -> its gRPC status, the message naming the field or rule;
 - a missing tx/block/header -> NOT_FOUND naming what was asked for;
 - any unexpected exception -> INTERNAL (logged with its traceback); the server keeps serving;

@@ -1,4 +1,4 @@
-"""The node's two gRPC servers (DESIGN.md section 8):
+"""The node's two gRPC servers (docs/design.md §8):
 
 - the client port: TLS (server authentication), the kledger.v1 Ledger service, any further
   client services (the registry queries), grpc.health.v1 and server reflection;

@@ -11,7 +11,7 @@ Format (JSON, `"format": "kledger-genesis/v1"`):
         {
           "id": "KOMCA",                         # [A-Z][A-Z0-9_]{1,15}, unique
           "name": "Korea Music Copyright Association",
-          "roles": ["AUTHOR_CMO", "REPORTER"],   # data, not code (DOMAIN.md section 1)
+          "roles": ["AUTHOR_CMO", "REPORTER"],   # data, not code (docs/domain.md §1)
           "validator_key": HEX32,                # Ed25519 public key of the org's node; optional
           "admin_key": HEX32,                    # registers and revokes the org's member keys
           "member_keys": [HEX32, ...]            # client keys registered at genesis (optional)

@@ -1,4 +1,4 @@
-"""Ledger headers and their commit certificates (DESIGN.md section 7).
+"""Ledger headers and their commit certificates (docs/design.md §7).
 
 A header describes the ledger after a committed block was executed:
 

@@ -2,7 +2,7 @@
 
 Every signature in kledger is over `tag + message`, where the tag names what is signed
 (`kledger/tx/v1\\0`, `kledger/commit/v1\\0`, ...), so a signature of one kind can never be replayed
-as another. Verification rules are consensus-critical (DESIGN.md section 5): every node uses
+as another. Verification rules are consensus-critical (docs/design.md §5): every node uses
 libsodium's, never a per-node choice.
 
 Key files are JSON: {"kind": "ed25519", "seed": HEX32, "public_key": HEX32}.

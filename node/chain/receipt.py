@@ -1,6 +1,6 @@
 """What became of a committed transaction: where it sits and whether its rules passed.
 
-A tx that breaks a state rule is still committed (its hash is spent, DESIGN.md section 5) with a
+A tx that breaks a state rule is still committed (its hash is spent, docs/design.md §5) with a
 receipt naming the refusal; it changes no state. `status` is "OK" or a node.errors.Status name.
 """
 

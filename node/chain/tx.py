@@ -7,7 +7,7 @@
     tx_hash   = SHA-256(encoding); the encoding is also the Merkle leaf data
 
 Decoding checks shape and limits only (stateless); `check_signature` is separate so a node
-verifies each tx once at admission and never again (DESIGN.md section 5, issue 6).
+verifies each tx once at admission and never again (docs/design.md §5.1, issue 6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Turns committed consensus blocks into ledger heights (DESIGN.md section 3, "commit").
+"""Turns committed consensus blocks into ledger heights (docs/design.md §3.4).
 
 For each committed block, in order:
   1. decode its payload (checked when the block was voted on, so failure here is our bug);

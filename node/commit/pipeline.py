@@ -1,6 +1,6 @@
 """Applies committed blocks to the store on one dedicated worker thread, so that the event loop
-keeps serving consensus messages, gossip and client RPCs while a block executes (DESIGN.md
-section 3, "commit"; the execution itself is node/commit/committer.py).
+keeps serving consensus messages, gossip and client RPCs while a block executes
+(docs/design.md §3.4; the execution itself is node/commit/committer.py).
 
 Rules it keeps:
 - One block at a time, through one door: consensus commits (queued by `submit` in the core's

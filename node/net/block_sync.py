@@ -1,5 +1,5 @@
 """Block sync: a lagging or restarted node fetches committed blocks from a peer's store and
-applies them (DESIGN.md section 4, "lagging or restarted nodes catch up by block sync").
+applies them (docs/design.md §4.7).
 
 Trust nothing the peer says. The core hands over a target QC it has verified, which commits
 block G. Fetched blocks must extend our last stored block one height at a time, each naming the

@@ -1,4 +1,4 @@
-"""Tx gossip between mempools (DESIGN.md section 3: a tx submitted to any honest node reaches
+"""Tx gossip between mempools (docs/design.md §3: a tx submitted to any honest node reaches
 every mempool, so the next honest leader includes it).
 
 Rules it keeps:

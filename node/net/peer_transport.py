@@ -1,4 +1,4 @@
-"""The peer transport: node-to-node messages over gRPC with mutual TLS (DESIGN.md sections 4, 8).
+"""The peer transport: node-to-node messages over gRPC with mutual TLS (docs/design.md §4 and §8).
 
 Rules it keeps:
 - `send` and `broadcast` never block: each peer has a bounded queue (`queue_max_messages`); when

@@ -1,4 +1,4 @@
-"""The asyncio driver of the consensus core: the one task that owns it (STYLE.md practice 4).
+"""The asyncio driver of the consensus core: the one task that owns it (docs/style.md §4).
 
 Inputs (peer messages, timers, "the mempool has txs", "sync finished") go into one queue; the run
 task takes them one at a time, calls `core.step`, and carries out the effects in order:

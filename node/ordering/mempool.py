@@ -1,6 +1,6 @@
 """The mempool: transactions admitted by this node and waiting to be proposed and committed.
 
-Rules it keeps (DESIGN.md section 3, issue 5 point 1):
+Rules it keeps (docs/design.md §3.2, issue 5 point 1):
 - bounded by `max_txs` and `max_bytes` (named settings); when full, a new tx is refused with
   RESOURCE_EXHAUSTED and nothing already held is evicted (a client retries; a flood cannot push
   out txs that were acknowledged);

@@ -1,5 +1,5 @@
 """The consensus core's payload source on a real node: proposals from the mempool, and the
-check every replica makes of a proposed payload before voting (DESIGN.md section 3).
+check every replica makes of a proposed payload before voting (docs/design.md §3).
 
 A payload is valid when it decodes within the block limits, every tx decodes within the tx
 limits, is for this chain, carries a valid signature (checked once per node: txs that came

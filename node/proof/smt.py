@@ -1,4 +1,4 @@
-"""The sparse Merkle tree over the registry state (DESIGN.md section 7), the header's state_root:
+"""The sparse Merkle tree over the registry state (docs/design.md §7), the header's state_root:
 its hashing rules and the verification of its proofs (what a verifier needs; the records in the
 store, updates and proof building are kledger.node.storage.state_tree).
 

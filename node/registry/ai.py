@@ -1,4 +1,4 @@
-"""AI-era rights (DOMAIN.md section 6): AI-training policies, persona consent and claims.
+"""AI-era rights (docs/domain.md §6): AI-training policies, persona consent and claims.
 
 Rules kept here: a policy is set by the rightsholder's CMO (the org that registered the subject or
 holds an active share claim on it); policies are versioned, the newest one covering the territory

@@ -1,4 +1,4 @@
-"""Parties, works, recordings and creation provenance (DOMAIN.md sections 3 and 6).
+"""Parties, works, recordings and creation provenance (docs/domain.md §3 and §6).
 
 Rules kept here: party ids, IPI name numbers, work ids, ISWCs and ISRCs are unique
 (ALREADY_EXISTS); a CMO registers parties only for its own members; a work carries creation

@@ -1,4 +1,4 @@
-"""Distribution (DOMAIN.md section 5): deterministic, exact, re-computable by every org.
+"""Distribution (docs/domain.md §5): deterministic, exact, re-computable by every org.
 
     1. match each usage line to a recording and its works through confirmed links; a line (or a
        pool of it) that cannot be matched is undistributed, with a reason;

@@ -13,7 +13,7 @@ from kledger.node.registry.permissions import Signer
 from kledger.node.registry.state import BlockContext, StateReader
 
 DAY_MS = 86_400_000
-DISPUTE_DEADLINE_MS = (60 + 60) * DAY_MS  # DOMAIN.md section 4: default 60 + 60 days
+DISPUTE_DEADLINE_MS = (60 + 60) * DAY_MS  # docs/domain.md §4: default 60 + 60 days
 SUBJECT_KINDS = frozenset({"work", "recording"})
 
 

@@ -1,4 +1,4 @@
-"""Member keys and governance (DOMAIN.md section 7).
+"""Member keys and governance (docs/domain.md §7).
 
 Member keys: an org's admin key registers and revokes its member keys, each with a subset of the
 org's roles. Governance: a proposal (add org, remove org, change a validator key, set a tariff)

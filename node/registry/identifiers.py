@@ -1,4 +1,4 @@
-"""Identifiers of the music-rights world (DOMAIN.md section 2): parse, validate, normalize.
+"""Identifiers of the music-rights world (docs/domain.md §2): parse, validate, normalize.
 
 Each `parse_*` takes what a user typed (the common display forms are accepted) and returns the
 canonical form that state stores, or raises Refused(INVALID_ARGUMENT) naming the field and the

@@ -1,4 +1,4 @@
-"""Links bind codes into one rights record (DOMAIN.md section 3).
+"""Links bind codes into one rights record (docs/domain.md §3).
 
     embodies   work <-> ISRC     (the work may be named by work id or ISWC)
     cid        ISRC <-> Content ID

@@ -1,4 +1,4 @@
-"""Who may submit what (DOMAIN.md section 7): member keys, their org and roles.
+"""Who may submit what (docs/domain.md §7): member keys, their org and roles.
 
 Roles are data (genesis, governance); this module only names the ones the rules refer to. A
 signer is a registered key: a member key (roles = its registered roles that its org still
@@ -25,7 +25,7 @@ REPORTER = "REPORTER"
 AUDITOR = "AUDITOR"
 
 CMO_ROLES = frozenset({AUTHOR_CMO, PRODUCER_CMO, PERFORMER_CMO})
-# Orgs on the authors' side and on the recordings' side of a link (DOMAIN.md section 3).
+# Orgs on the authors' side and on the recordings' side of a link (docs/domain.md §3).
 AUTHOR_SIDE = frozenset({AUTHOR_CMO})
 RECORDING_SIDE = frozenset({PRODUCER_CMO, PRODUCER_ASSOC, PERFORMER_CMO, ID_AGENCY})
 

@@ -1,4 +1,4 @@
-"""ShareSets and the CWR 2.2 share rules (DOMAIN.md section 4), and which shares are in effect.
+"""ShareSets and the CWR 2.2 share rules (docs/domain.md §4), and which shares are in effect.
 
 A ShareSet is one org's claim on one right of one work or recording, for territories and a date
 range. Shares are integers in 1/100 % (5000 = 50.00 %). A new claim by the same org on the same

@@ -1,4 +1,4 @@
-"""The transaction types of DOMAIN.md section 7: for each, its stateless payload check, who may
+"""The transaction types of docs/domain.md §7: for each, its stateless payload check, who may
 submit it, and its state effect. One table, so admission and execution can never disagree."""
 
 from __future__ import annotations

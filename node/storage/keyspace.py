@@ -1,5 +1,5 @@
 """The node's one LevelDB, split into key families by a one-byte-plus-slash prefix
-(DESIGN.md section 6). Every module that touches the store takes its prefix from here, so two
+(docs/design.md §6). Every module that touches the store takes its prefix from here, so two
 families can never collide.
 """
 

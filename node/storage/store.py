@@ -1,5 +1,5 @@
 """The ledger store: one LevelDB per node holding blocks, txs with their receipts, the Merkle log,
-commit certificates, registry state, consensus safety data and metadata (DESIGN.md section 6).
+commit certificates, registry state, consensus safety data and metadata (docs/design.md §6).
 
 Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so they sort):
 

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line per event, on stderr (DESIGN.md section 9).
+"""Structured logs: one JSON object per line per event, on stderr (docs/design.md §9).
 
     {"ts": "2026-01-01T00:00:00.123Z", "level": "INFO", "logger": "kledger.peer",
      "event": "peer_connected", "peer": "KOMCA"}

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one node (DESIGN.md section 9) on its own CollectorRegistry, so several
+"""Prometheus metrics of one node (docs/design.md §9) on its own CollectorRegistry, so several
 nodes in one process (tests) never collide, and the HTTP exposition server on the metrics port.
 
 tx/s is derived by Prometheus: rate(kledger_committed_txs_total[1m]).

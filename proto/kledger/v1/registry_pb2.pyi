@@ -4,7 +4,7 @@ isort:skip_file
 Registry queries (kledger.v1). Answers are JSON documents (the shapes of
 node/registry/queries.py, documented in docs/registry.md): rights records are deep, versioned
 and grow with the domain, so one schema (the query library) defines them and the wire carries
-them as JSON. Each answer can carry state proof bundles ("kledger-state-proof/v1" JSON, the
+them as JSON. Each answer can carry state proof bundles ("kledger-state-proof/v2" JSON, the
 same files `kledger verify state` checks) for every state key it was read from, against the
 certified header of the height it was answered at.
 """
