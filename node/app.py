@@ -126,15 +126,16 @@ class Node:
         )
         self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
         self.commit_pipeline = CommitPipeline(self.committer)
+        core_config = CoreConfig(**config.consensus)
         self.payloads = MempoolPayloads(
             self.mempool,
             self.genesis,
             self.store.has_tx,
             config.batching.proposal_max_txs,
-            self.registry.check_payload,
+            check_payload=self.registry.check_payload,
+            max_payload_bytes=core_config.max_payload_bytes,
         )
         key = self.identity.key
-        core_config = CoreConfig(**config.consensus)
         self.core = Core(
             core_config,
             self.genesis.chain_id,

@@ -206,7 +206,12 @@ def _check_total(seed: Seed, payload: dict[str, Any]) -> None:
     with contextlib.suppress(Refused):  # any refusal will do; an exception fails the test
         REGISTRY.check_admission(view, tx, body)
     source = MempoolPayloads(
-        Mempool(), REGISTRY.genesis, lambda _h: False, 10, REGISTRY.check_payload
+        Mempool(),
+        REGISTRY.genesis,
+        lambda _h: False,
+        10,
+        check_payload=REGISTRY.check_payload,
+        max_payload_bytes=1 << 20,
     )
     assert source.is_valid_payload(encode_payload([tx]), []) is stateless_ok, replay
     outcome = REGISTRY.execute_block(view, [(tx, body)], seed.ctx)
@@ -253,7 +258,12 @@ def test_a_choice_given_a_list_is_a_refusal_at_every_stage() -> None:
     with pytest.raises(Refused, match=r"payload\.subject\.kind"):
         REGISTRY.check_payload(body)
     source = MempoolPayloads(
-        Mempool(), REGISTRY.genesis, lambda _h: False, 10, REGISTRY.check_payload
+        Mempool(),
+        REGISTRY.genesis,
+        lambda _h: False,
+        10,
+        check_payload=REGISTRY.check_payload,
+        max_payload_bytes=1 << 20,
     )
     assert not source.is_valid_payload(encode_payload([tx]), [])
     [result] = REGISTRY.execute_block(DictView(seed.state), [(tx, body)], seed.ctx).results

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kledger.consensus import Height, genesis_block
+from kledger.consensus import CoreConfig, Height, genesis_block
 from kledger.node.chain.payload import decode_payload, encode_payload
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.ordering.mempool import Mempool
@@ -27,13 +27,20 @@ def _any_payload(_body: TxBody) -> None:
     (tests/test_execution_total.py)."""
 
 
-def source(committed: set[bytes] | None = None) -> tuple[MempoolPayloads, Mempool]:
+def source(
+    committed: set[bytes] | None = None, max_payload_bytes: int = CoreConfig().max_payload_bytes
+) -> tuple[MempoolPayloads, Mempool]:
     mempool = Mempool()
     for nonce in range(4):
         mempool.admit(tx(nonce).encoding, GENESIS.chain_id)
     done = committed or set()
     return MempoolPayloads(
-        mempool, GENESIS, done.__contains__, proposal_max_txs=10, check_payload=_any_payload
+        mempool,
+        GENESIS,
+        done.__contains__,
+        proposal_max_txs=10,
+        check_payload=_any_payload,
+        max_payload_bytes=max_payload_bytes,
     ), mempool
 
 
@@ -79,3 +86,24 @@ def test_votes_refuse_repeats_foreign_chains_and_bad_signatures() -> None:
     assert not payloads.is_valid_payload(b"\xc1 not msgpack", [])
     fresh = tx(7)  # not in the mempool: verified on first sight, then cached
     assert payloads.is_valid_payload(encode_payload([fresh]), [])
+
+
+def test_a_proposal_never_exceeds_the_cores_payload_limit() -> None:
+    """The leader's payload is bounded by the core's max_payload_bytes (1 MiB), not only by the
+    genesis block limit (4 MiB): the core asserts its limit, so a bigger proposal crashed the
+    leader's driver, and every next leader's that held the same txs."""
+    payloads, mempool = source(max_payload_bytes=128 * 1024)
+    big = [
+        sign_tx(
+            CLIENT, TxBody(GENESIS.chain_id, "RegisterParty", 100 + n, {"s": ["x" * 4_000] * 5})
+        )
+        for n in range(30)
+    ]
+    for big_tx in big:
+        mempool.admit(big_tx.encoding, GENESIS.chain_id)
+    proposed = []
+    while payload := payloads.next_payload([]):
+        assert len(payload) <= 128 * 1024  # ten of these txs (200 KB) were proposed at once
+        proposed += hashes(payload)
+        mempool.remove_committed(hashes(payload))
+    assert len(proposed) == len(set(proposed)) == 34  # every tx goes out, in turn

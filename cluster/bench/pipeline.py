@@ -51,7 +51,7 @@ from kledger.cluster.bench.preload import ChainSigner
 from kledger.cluster.bench.report import percentile
 from kledger.cluster.bench.workload import sign_songs
 from kledger.cluster.local.gen import ALL_ROLES
-from kledger.consensus import Block, Height, NodeId, Round, genesis_block
+from kledger.consensus import Block, CoreConfig, Height, NodeId, Round, genesis_block
 from kledger.node.api.ledger_service import inclusion_to_proto
 from kledger.node.chain import canonical
 from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
@@ -173,7 +173,12 @@ class Pipeline:
         )
         self.mempool = Mempool(MempoolLimits(max_txs=max(100_000, 2 * block_txs)))
         self.payloads = MempoolPayloads(
-            self.mempool, genesis, self.store.has_tx, block_txs, self.registry.check_payload
+            self.mempool,
+            genesis,
+            self.store.has_tx,
+            block_txs,
+            check_payload=self.registry.check_payload,
+            max_payload_bytes=CoreConfig().max_payload_bytes,
         )
         self.committer = Committer(self.store, self.registry, genesis, lambda: self.validators)
         self.metrics = NodeMetrics.create("ORG1")

@@ -44,15 +44,21 @@ class MempoolPayloads:
         genesis: Genesis,
         is_committed: Callable[[bytes], bool],
         proposal_max_txs: int,
+        *,
         check_payload: Callable[[TxBody], None],
+        max_payload_bytes: int,
     ) -> None:
+        """`max_payload_bytes` is the consensus core's limit (CoreConfig.max_payload_bytes): a
+        proposal never exceeds it nor the genesis block limit, whichever is smaller. (It once
+        followed the block limit alone, 4 MiB, and the core asserted its 1 MiB: a leader holding
+        a few large txs crashed, and so did every next leader holding them.)"""
         self._mempool = mempool
         self._check_payload = check_payload
         self._genesis = genesis
         self._is_committed = is_committed
         self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
         # Room for the msgpack list and bin headers around the tx encodings.
-        self._max_bytes = genesis.block_limits.max_block_bytes - 64 * 1024
+        self._max_bytes = min(genesis.block_limits.max_block_bytes, max_payload_bytes) - 64 * 1024
         self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
         # (height, payload) of blocks the core committed that the node has not applied yet, in
         # commit order: the core commits and then proposes or votes within one step, and the
