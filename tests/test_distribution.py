@@ -297,3 +297,15 @@ def test_an_open_authorship_dispute_holds_the_authors_pool_of_the_work():
     assert (
         "composer" not in dict(result["payouts"]) and dict(result["payouts"])["label-a"] == 41_678
     )
+
+
+def test_a_distribution_over_the_line_limit_is_refused_not_a_bug(monkeypatch):
+    """Enough usage lines in one scope is a rule any tx can reach: a RESOURCE_EXHAUSTED receipt
+    naming the limit, identical on every node, never an assertion (an INTERNAL receipt)."""
+    monkeypatch.setattr(distribution, "MAX_DISTRIBUTION_LINES", 2)
+    chain = Chain()
+    catalog(chain)
+    chain.ok("KMCA/client", "ReportUsage", report([_line(f"L{i}", 10) for i in range(3)]))
+    refused = chain.refused("KOMCA/client", "RunDistribution", RUN)
+    assert refused.status == "RESOURCE_EXHAUSTED"
+    assert "MAX_DISTRIBUTION_LINES=2" in refused.message

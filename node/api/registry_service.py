@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from kledger.node.api.grpc_status import refusal_code
 from kledger.node.commit.certified_state import Snapshot
 from kledger.node.errors import Refused
 from kledger.node.proof.state_proof import build_bundle
@@ -47,7 +48,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             queries = RegistryQueries(snap.view, snap.header.timestamp_ms)
             answer = ask(queries)
         except Refused as refusal:
-            context.abort(grpc.StatusCode[refusal.status.name], refusal.message)
+            context.abort(refusal_code(refusal), refusal.message)
             raise AssertionError("context.abort returns only by raising") from None
         proofs = []
         if with_proof:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kledger.node.errors import invalid
+from kledger.node.errors import Refused, Status, invalid
 from kledger.node.registry import fields, links, state
 from kledger.node.registry.env import (
     Env,
@@ -240,7 +240,11 @@ def apply_persona_claim(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, A
     index = state.persona_of_key(subject["kind"], subject["id"])
     ids = st.get(index) or []
     if len(ids) >= MAX_PERSONA_CLAIMS_PER_SUBJECT:
-        raise invalid("too many persona claims on this subject", "payload.subject")
+        raise Refused(
+            Status.RESOURCE_EXHAUSTED,
+            f"more than MAX_PERSONA_CLAIMS_PER_SUBJECT={MAX_PERSONA_CLAIMS_PER_SUBJECT} claims",
+            "payload.subject",
+        )
     st.put(index, sorted([*ids, p["claim_id"]]))
     st.put(
         state.persona_claim_key(p["claim_id"]),

@@ -25,6 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from kledger.node.chain import canonical
+from kledger.node.errors import Refused, Status
 from kledger.node.registry import links, shares, state
 from kledger.node.registry.state import StateReader
 from kledger.node.storage.keyspace import ReadView
@@ -140,7 +141,15 @@ def compute(
         if report["currency"] != currency:
             continue
         line_count += 1
-        assert line_count <= MAX_DISTRIBUTION_LINES
+        if line_count > MAX_DISTRIBUTION_LINES:
+            # A rule any tx can reach (enough usage lines in one scope), so a refusal, never an
+            # assertion: it must fail identically on every node as a receipt.
+            raise Refused(
+                Status.RESOURCE_EXHAUSTED,
+                f"more than MAX_DISTRIBUTION_LINES={MAX_DISTRIBUTION_LINES} usage lines in "
+                f"{period} {territory}",
+                "payload.period",
+            )
         revenue = Fraction(report["net_revenue_minor"] * line["usages"], report["total_usages"])
         isrc, works, reason = _match(reader, line, now_ms)
         if reason:
