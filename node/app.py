@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from kledger.consensus import (
     Core,
-    CoreConfig,
     QuorumCert,
     genesis_block,
 )
@@ -126,7 +125,7 @@ class Node:
         )
         self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
         self.commit_pipeline = CommitPipeline(self.committer)
-        core_config = CoreConfig(**config.consensus)
+        core_config = config.core_config()
         self.payloads = MempoolPayloads(
             self.mempool,
             self.genesis,

@@ -1,8 +1,9 @@
 """The node's configuration: one JSON file per node (`node.json`), documented in docs/node.md.
 
 Rules it keeps:
-- every field has a default except `org`; unknown fields are refused (a typo must not be
-  silently ignored);
+- every field has a default except `org`; unknown fields are refused in every section,
+  `consensus` included (a typo such as `consensus.round_timout_ms` must not be silently
+  ignored);
 - paths are relative to the config file's directory, so a cluster directory can be moved;
 - addresses are data (`host:port`), so the same file runs a node on its own host;
 - bad configuration is a ValueError naming the setting, raised at start-up.
@@ -10,6 +11,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kledger.consensus import CoreConfig
 from kledger.node.chain.genesis import ORG_ID
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -83,6 +86,10 @@ class NodeConfig:
     batching: BatchingSettings = field(default_factory=BatchingSettings)
     peer: PeerSettings = field(default_factory=PeerSettings)
     log_level: str = "INFO"
+
+    def core_config(self) -> CoreConfig:
+        """The consensus core's settings: its defaults with this file's `consensus` overrides."""
+        return CoreConfig(**self.consensus)
 
     def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
         """The JSON form; paths relative to `relative_to` when given (the config's directory)."""
@@ -205,9 +212,14 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
     if org in peers:
         raise ValueError(f"peers.{org}: a node does not list itself as a peer")
     consensus_raw = _section(raw, "consensus")
+    _known(consensus_raw, "consensus", {f.name for f in dataclasses.fields(CoreConfig)})
     for name, value in consensus_raw.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"consensus.{name}: must be a non-negative integer")
+    try:
+        CoreConfig(**consensus_raw)
+    except ValueError as exc:  # "CoreConfig.x must be positive": name the setting as written
+        raise ValueError(str(exc).replace("CoreConfig.", "consensus.")) from None
     log_level = raw.get("log_level", "INFO")
     if log_level not in LOG_LEVELS:
         raise ValueError(f"log_level: must be one of {list(LOG_LEVELS)}, got {log_level!r}")

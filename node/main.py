@@ -20,14 +20,16 @@ def main(argv: list[str]) -> int:
     try:
         config = load_config(args.config)
     except ValueError as exc:
-        print(f"kledger node: {exc}", file=sys.stderr)
-        return 2
+        print(f"kledger node: refusing to start: {args.config}: {exc}", file=sys.stderr)
+        return 1
     configure_logging(config.log_level)
     from kledger.node.app import run_node  # the node's heavy imports only when it runs
 
     try:
         asyncio.run(run_node(config))
-    except ValueError as exc:  # bad config or a store that does not add up: refuse to run
+    except (ValueError, OSError) as exc:
+        # Bad configuration, a missing key or certificate file, or a store that does not add
+        # up (StoreCorrupt is a ValueError): one line naming it, never a traceback.
         print(f"kledger node: refusing to start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,9 +1,11 @@
 """node.json parsing: defaults, relative paths, round trip, and a ValueError naming the setting
-for each kind of bad configuration."""
+for each kind of bad configuration; `kledger node start` refuses a bad one in one line."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,8 @@ def test_round_trip(tmp_path: Path) -> None:
         ({"peers": {"KOMCA": "h:1"}}, "peers.KOMCA"),
         ({"consensus": {"round_timeout_ms": -1}}, "consensus.round_timeout_ms"),
         ({"consensus": {"round_timeout_ms": True}}, "consensus.round_timeout_ms"),
+        ({"consensus": {"round_timout_ms": 500}}, "consensus.round_timout_ms"),
+        ({"consensus": {"max_payload_bytes": 0}}, "consensus.max_payload_bytes"),
         ({"mempool": {"max_txs": 0}}, "mempool.max_txs"),
         ({"mempool": {"max_tx": 5}}, "mempool.max_tx"),
         ({"batching": {"proposal_max_txs": "10"}}, "batching.proposal_max_txs"),
@@ -112,3 +116,20 @@ def test_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="cannot read"):
         load_config(tmp_path / "bad.json")
+
+
+def test_a_misspelt_setting_stops_the_node_at_start_in_one_line(tmp_path):
+    """`kledger node start` refuses a config with a typo: exit 1, one line naming the setting,
+    no traceback (the typo was once ignored, and a misspelt consensus key crashed later)."""
+    config = tmp_path / "node.json"
+    config.write_text(json.dumps({"org": "KOMCA", "consensus": {"round_timout_ms": 500}}))
+    run = subprocess.run(
+        [sys.executable, "-m", "kledger.cluster.cli", "node", "start", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "consensus.round_timout_ms: not a setting" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1

@@ -49,7 +49,6 @@ from kledger.cluster.bench.workload import TXS_PER_SONG, sign_songs
 from kledger.cluster.layout import ClusterLayout
 from kledger.consensus import (
     Block,
-    CoreConfig,
     Height,
     NodeId,
     QuorumCert,
@@ -377,7 +376,7 @@ def block_limits(layout: ClusterLayout) -> tuple[int, int]:
     genesis = load_genesis(layout.genesis)
     config = load_config(layout.node_config(layout.nodes()[0].org))
     max_txs = min(config.batching.proposal_max_txs, genesis.block_limits.max_block_txs)
-    core_bytes = CoreConfig(**config.consensus).max_payload_bytes
+    core_bytes = config.core_config().max_payload_bytes
     max_bytes = min(core_bytes, genesis.block_limits.max_block_bytes) - PAYLOAD_MARGIN_BYTES
     return max_txs - max_txs % TXS_PER_SONG, max_bytes
 
