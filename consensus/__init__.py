@@ -13,6 +13,7 @@ from kledger.consensus.core import (
     CoreConfig,
     Deliver,
     Effect,
+    Equivocation,
     Input,
     PayloadAvailable,
     PayloadSource,
@@ -54,9 +55,10 @@ from kledger.consensus.validators import NodeId, ValidatorSet
 
 __all__ = [
     "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast", "Commit",
-    "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Height", "Input", "Message",
-    "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal", "ProposeTimer",
-    "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer", "SafetyData",
-    "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer", "TimerFired",
-    "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message", "genesis_block",
+    "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Equivocation", "Height", "Input",
+    "Message", "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal",
+    "ProposeTimer", "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer",
+    "SafetyData", "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer",
+    "TimerFired", "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message",
+    "genesis_block",
 ]  # fmt: skip

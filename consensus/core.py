@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS, CommittedRound, choose_leader
 from kledger.consensus.messages import (
@@ -216,7 +216,19 @@ class RequestSync:
     target: QuorumCert
 
 
-Effect = Persist | SaveBlock | Send | Broadcast | SetTimer | Commit | RequestSync
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    """Evidence: `author` signed two different proposals (or votes) for one round. Both messages
+    are signed and checked, so anyone can verify the evidence. Reported once per author, round
+    and kind; the driver logs it (no ordering rule: it is information, not protocol)."""
+
+    author: NodeId
+    round: Round
+    first: Proposal | Vote
+    second: Proposal | Vote
+
+
+Effect = Persist | SaveBlock | Send | Broadcast | SetTimer | Commit | RequestSync | Equivocation
 
 _VERIFIED_CACHE_ITEMS = 512
 _LEADER_CACHE_ROUNDS = 256
@@ -295,6 +307,11 @@ class Core:
         self._votes: dict[Round, dict[NodeId, Vote]] = {}
         self._timeouts: dict[Round, dict[NodeId, Timeout]] = {}
         self._seen_proposals: dict[Round, set[BlockId]] = {}
+        # The first correctly signed proposal of each round, and the rounds whose equivocation
+        # (by proposal, by vote author) was reported: evidence needs the first message, and
+        # reporting once bounds the signature checks an equivocator can make us do.
+        self._first_proposals: dict[Round, Proposal] = {}
+        self._reported: dict[Round, set[tuple[str, NodeId]]] = {}
         self._pending: list[tuple[NodeId, Proposal]] = []
         self._requested: dict[BlockId, int] = {}
         self._sync_requested_ms: int | None = None
@@ -398,12 +415,21 @@ class Core:
                 self._try_propose(out)
             case SyncDone():
                 self._on_sync_done(event.root, event.root_qc, event.blocks, out)
+            case _:
+                assert_never(event)
         return out
 
     # ---- helpers ---------------------------------------------------------------------------
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _report(self, evidence: Equivocation, out: list[Effect]) -> None:
+        kind = "proposal" if isinstance(evidence.second, Proposal) else "vote"
+        reported = self._reported.setdefault(evidence.round, set())
+        if (kind, evidence.author) not in reported:
+            reported.add((kind, evidence.author))
+            out.append(evidence)
 
     def _round_timeout_ms(self) -> int:
         doubled = self.config.round_timeout_ms << min(self._consecutive_timeouts, 20)
@@ -513,7 +539,14 @@ class Core:
             self.view_changes += 1
         else:
             self._consecutive_timeouts = 0
-        for table in (self._votes, self._timeouts, self._seen_proposals):
+        tables = (
+            self._votes,
+            self._timeouts,
+            self._seen_proposals,
+            self._first_proposals,
+            self._reported,
+        )
+        for table in tables:
             for old in [r for r in table if r < round - 1]:
                 del table[old]
         out.append(SetTimer(RoundTimer(self.epoch, round), self._now_ms + self._round_timeout_ms()))
@@ -535,6 +568,8 @@ class Core:
             case ProposeTimer():
                 self._empty_ok_round = self._round
                 self._try_propose(out)
+            case _:
+                assert_never(timer)
 
     def _on_local_timeout(self, out: list[Effect]) -> None:
         """docs/design.md §4: on local timeout in round r, if safe_to_timeout: raise
@@ -639,6 +674,8 @@ class Core:
                 self._on_block_request(sender, message, out)
             case BlockResponse():
                 self._on_block_response(sender, message, out)
+            case _:
+                assert_never(message)
 
     def _on_other_epoch(
         self, sender: NodeId, message: Message, epoch: int, out: list[Effect]
@@ -705,6 +742,9 @@ class Core:
         ):
             self._drop("bad_signature")
             return
+        first = self._first_proposals.setdefault(block.round, proposal)
+        if first.block.id != block.id:
+            self._report(Equivocation(block.proposer, block.round, first, proposal), out)
         if block.qc.epoch != self.epoch or block.qc.block_id != block.parent_id:
             self._drop("invalid_block")
             return
@@ -805,13 +845,20 @@ class Core:
             return
         votes = self._votes.setdefault(round, {})
         previous = votes.get(vote.author)
-        if previous is not None:
-            self._drop("duplicate" if previous == vote else "equivocation")
+        if previous == vote:
+            self._drop("duplicate")
+            return
+        if previous is not None and ("vote", vote.author) in self._reported.get(round, ()):
+            self._drop("equivocation")  # already reported: no more signature work for it
             return
         if not self._valid_signature(
             vote.author, vote_sign_bytes(self.chain_id, vote.data), vote.signature
         ):
             self._drop("bad_signature")
+            return
+        if previous is not None:  # a second, correctly signed vote of the same round
+            self._drop("equivocation")
+            self._report(Equivocation(vote.author, round, previous, vote), out)
             return
         votes[vote.author] = vote
         matching = sorted((v.author, v.signature) for v in votes.values() if v.data == vote.data)

@@ -11,6 +11,7 @@ counts and never raises).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import assert_never
 
 from kledger.consensus.codec import DecodeError, Reader, Writer
 from kledger.consensus.types import (
@@ -142,6 +143,8 @@ def encode_message(message: Message) -> bytes:
             for block in message.blocks:
                 block.write(writer)
             writer.text(message.author).blob(message.signature)
+        case _:
+            assert_never(message)
     data = writer.done()
     assert len(data) <= MAX_MESSAGE_BYTES, "a message over the wire limit was built"
     return data

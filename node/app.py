@@ -312,7 +312,14 @@ class Node:
 
     async def _metrics_loop(self) -> None:
         view_changes_seen = 0
+        exported: dict[str, int] = {}
+        exported_evidence: dict[str, int] = {}
         while True:
+            # The core (pure), the driver and the certifier count drops in their own tables.
+            self.metrics.export_drops("consensus", self.core.dropped, exported)
+            self.metrics.export_drops("driver", self.driver.dropped, exported)
+            self.metrics.export_drops("certifier", self.certifier.dropped, exported)
+            self.metrics.export_equivocations(self.driver.evidence, exported_evidence)
             self.metrics.view_changes.inc(self.core.view_changes - view_changes_seen)
             view_changes_seen = self.core.view_changes
             self.metrics.round.set(self.core.round)

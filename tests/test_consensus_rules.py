@@ -19,6 +19,7 @@ from kledger.consensus import (
     Core,
     CoreConfig,
     Deliver,
+    Equivocation,
     Persist,
     Proposal,
     QuorumCert,
@@ -191,6 +192,23 @@ def test_one_vote_per_round_even_for_an_equivocating_leader() -> None:
     assert deliver(core, "n1", propose(B1)) == [] and core.dropped["duplicate"] == 1
 
 
+def test_an_equivocating_leader_is_reported_once_with_both_signed_proposals() -> None:
+    core = make_core("n0")
+    first = propose(B1)
+    second = propose(block_on(GENESIS_QC, GENESIS, 1, payload=b"other"))
+    assert [e for e in deliver(core, "n1", first) if isinstance(e, Equivocation)] == []
+    evidence = [e for e in deliver(core, "n1", second) if isinstance(e, Equivocation)]
+    assert evidence == [Equivocation(NodeId("n1"), Round(1), first, second)]
+    third = propose(block_on(GENESIS_QC, GENESIS, 1, payload=b"third"))
+    assert [e for e in deliver(core, "n1", third) if isinstance(e, Equivocation)] == []
+    # A forged second proposal is no evidence: its signature does not verify.
+    core = make_core("n0")
+    deliver(core, "n1", first)
+    forged = Proposal(second.block, None, None, first.signature)
+    assert [e for e in deliver(core, "n1", forged) if isinstance(e, Equivocation)] == []
+    assert core.dropped["bad_signature"] == 1
+
+
 def test_asked_again_after_restart_resends_the_stored_vote_never_a_new_one() -> None:
     first = make_core("n0")
     effects = deliver(first, "n1", propose(B1))
@@ -352,8 +370,18 @@ def test_votes_duplicates_equivocation_and_flooding_are_bounded() -> None:
     assert deliver(core, "n1", vote(B1, "n1")) == []
     deliver(core, "n1", vote(B1, "n1"))
     other = block_on(GENESIS_QC, GENESIS, 1, payload=b"other")
-    deliver(core, "n1", vote(other, "n1"))
+    effects = deliver(core, "n1", vote(other, "n1"))
     assert core.dropped["duplicate"] == 1 and core.dropped["equivocation"] == 1
+    assert [e for e in effects if isinstance(e, Equivocation)] == [
+        Equivocation(NodeId("n1"), Round(1), vote(B1, "n1"), vote(other, "n1"))
+    ]
+    # Reported once: more equivocating votes of that round cost no signature check.
+    third = block_on(GENESIS_QC, GENESIS, 1, payload=b"third")
+    assert deliver(core, "n1", vote(third, "n1")) == [] and core.dropped["equivocation"] == 2
+    # A different vote with a forged signature is no evidence.
+    forged = Vote(vote_data(other), NodeId("n3"), vote(B1, "n3").signature)
+    deliver(core, "n3", vote(B1, "n3"))
+    assert deliver(core, "n3", forged) == [] and core.dropped["bad_signature"] == 1
     for round in range(5, 5 + 4 * 200, 4):  # n2 leads rounds 2, 6, 10, ...: votes for r+1
         far = Block(
             CHAIN, 1, Round(round), Height(1), GENESIS.id, IDS[round % 4], 2_000, b"x", GENESIS_QC

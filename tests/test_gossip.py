@@ -63,7 +63,9 @@ async def test_local_txs_reach_the_peer_mempool_once(tmp_path: Path) -> None:
         forged = SignedTx(txs[0].body, txs[0].signer, bytes(64))
         mixed = TxGossip((txs[1].encoding, forged.encoding, make_tx(99).encoding))
         assert admission(remote, two.metrics).gossip("ORG1", mixed.txs) == 1
-        assert two.metrics.value("kledger_dropped_messages_total", reason="invalid") == 1.0
+        assert (
+            two.metrics.value("kledger_dropped_messages_total", reason="gossip.invalid_tx") == 1.0
+        )
     finally:
         await one.close()
         await two.close()

@@ -262,7 +262,7 @@ async def test_flood_beyond_queue_bound_is_dropped_and_counted(layout: ClusterLa
         assert sent.count(True) == SETTINGS.queue_max_messages
         assert transport.queued("ORG2") == SETTINGS.queue_max_messages
         transport.broadcast(ConsensusBytes(b"more"))
-        dropped = one.metrics.value("kledger_dropped_messages_total", reason="queue_full")
+        dropped = one.metrics.value("kledger_dropped_messages_total", reason="transport.queue_full")
         assert dropped == 500 - SETTINGS.queue_max_messages + 1
         assert transport.send("ORG3", ConsensusBytes(b"x")) is False  # not a configured peer
     finally:
@@ -277,7 +277,9 @@ async def test_oversize_messages_are_refused(layout: ClusterLayout) -> None:
         transport = one.connect({"ORG2": address})
         huge = ConsensusBytes(bytes(SETTINGS.max_message_bytes + 1))
         assert transport.send("ORG2", huge) is False
-        assert one.metrics.value("kledger_dropped_messages_total", reason="oversize") == 1.0
+        assert (
+            one.metrics.value("kledger_dropped_messages_total", reason="transport.oversize") == 1.0
+        )
         # A sender that ignores the limit is cut off by the receiving server.
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await raw_stream(one.material, address, [peer_pb2.PeerMessage(consensus=huge.data)])
@@ -310,8 +312,14 @@ async def test_failing_handler_does_not_cut_the_stream(layout: ClusterLayout) ->
         ack = await raw_stream(one.material, address, messages)
         assert ack.received == 3
         assert seen == [b"fine"]
-        assert two.metrics.value("kledger_dropped_messages_total", reason="invalid") == 1.0
-        assert two.metrics.value("kledger_dropped_messages_total", reason="undecodable") == 1.0
+        assert (
+            two.metrics.value("kledger_dropped_messages_total", reason="transport.handler_bug")
+            == 1.0
+        )
+        assert (
+            two.metrics.value("kledger_dropped_messages_total", reason="transport.undecodable")
+            == 1.0
+        )
     finally:
         await one.close()
         await two.close()

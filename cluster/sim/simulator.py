@@ -36,6 +36,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import assert_never
 
 from kledger.consensus.core import (
     Broadcast,
@@ -44,6 +45,7 @@ from kledger.consensus.core import (
     CoreConfig,
     Deliver,
     Effect,
+    Equivocation,
     Input,
     Persist,
     RequestSync,
@@ -127,6 +129,7 @@ class SimResult:
     simulated_ms: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    evidence: int = 0  # equivocations the honest cores reported (each checked)
     safety_violations: list[str] = field(default_factory=list)
     liveness_failure: str | None = None
     trace: list[str] = field(default_factory=list)
@@ -395,6 +398,10 @@ class Simulation:
                         "sync",
                         (node.index, node.incarnation, effect.peer, effect.target),
                     )
+                case Equivocation():
+                    self._check_evidence(node, effect)
+                case _:
+                    assert_never(effect)
         if node.core is not None:
             node.disk.validators = node.core.validators
             self.validator_sets.setdefault(node.core.epoch, node.core.validators)
@@ -449,6 +456,28 @@ class Simulation:
     def _violation(self, text: str) -> None:
         self.result.safety_violations.append(f"t={self.now_ms}ms: {text}")
         self._trace(f"SAFETY VIOLATION: {text}")
+
+    def _check_evidence(self, node: SimNode, evidence: Equivocation) -> None:
+        """Evidence a core reports must hold: two different messages of one round, each signed
+        by the accused. A false accusation is a safety violation of the reporting core."""
+        self.result.evidence += 1
+        signed = []
+        for message in (evidence.first, evidence.second):
+            if isinstance(message, Proposal):
+                author, round_ = message.block.proposer, message.block.round
+                sign_bytes = proposal_sign_bytes(CHAIN_ID, message.block.id)
+            else:
+                author, round_ = message.author, message.round
+                sign_bytes = vote_sign_bytes(CHAIN_ID, message.data)
+            key = self.keys.public.get(author)
+            signed.append(
+                author == evidence.author
+                and round_ == evidence.round
+                and key is not None
+                and self.keys.verify(key, sign_bytes, message.signature)
+            )
+        if not all(signed) or evidence.first == evidence.second:
+            self._violation(f"{node.label} reported false evidence against {evidence.author}")
 
     def _record_vote(self, node: SimNode, message: Message) -> None:
         if not node.honest or not isinstance(message, Vote):

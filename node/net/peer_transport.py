@@ -2,18 +2,18 @@
 
 Rules it keeps:
 - `send` and `broadcast` never block: each peer has a bounded queue (`queue_max_messages`); when
-  it is full the message is dropped and counted (reason "queue_full") — consensus tolerates
-  loss, and a slow or dead peer must never stall the node or grow its memory;
+  it is full the message is dropped and counted (reason "transport.queue_full") — consensus
+  tolerates loss, and a slow or dead peer must never stall the node or grow its memory;
 - one task per peer keeps one long-lived client stream open (sender -> receiver), reconnecting
   with capped exponential backoff (`reconnect_min_ms` doubling to `reconnect_max_ms`);
 - the sender of an inbound message is the CN of its verified TLS client certificate, never a
   claim inside the message; a certificate that does not chain to the cluster CA fails the
   handshake, and a CN that is not a current validator is refused with PERMISSION_DENIED and
   counted;
-- messages larger than `max_message_bytes` are refused: not sent (counted "oversize"), and
+- messages larger than `max_message_bytes` are refused: not sent (counted "transport.oversize"), and
   gRPC rejects them on receipt (RESOURCE_EXHAUSTED);
-- the inbound callback must not raise; if it does, the message is dropped, counted ("invalid")
-  and logged, and the stream stays up.
+- the inbound callback must not raise; if it does, the message is dropped, counted
+  ("transport.handler_bug") and logged, and the stream stays up.
 
 Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
 """
@@ -163,7 +163,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         org = peer_org_of(context)
         if org is None or not self._is_validator(org):
             self._metrics.refuse_connection(org or "unknown")
-            self._metrics.drop("not_validator")
+            self._metrics.drop("transport.not_validator")
             log_event(log, "peer_refused", logging.WARNING, peer=org, rule="not a validator")
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -187,13 +187,13 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 await self._authenticate(context)
             payload = decode_payload(message)
             if payload is None:
-                self._metrics.drop("undecodable")
+                self._metrics.drop("transport.undecodable")
                 continue
             try:
                 self._on_message(sender, payload)
             except Exception:
                 # The handler's bug must not cut the link; count it and keep reading.
-                self._metrics.drop("invalid")
+                self._metrics.drop("transport.handler_bug")
                 log.exception("peer_handler_failed")
         log_event(log, "peer_stream_closed", peer=sender, received=received)
         return peer_pb2.PeerAck(received=received)
@@ -290,11 +290,11 @@ class PeerTransport:
         """Queue a message for one peer; False (and counted) when dropped. Never blocks."""
         link = self._links.get(to)
         if link is None:
-            self._metrics.drop("invalid")
+            self._metrics.drop("transport.no_link")
             return False
         message = encode_payload(payload)
         if message.ByteSize() > self._settings.max_message_bytes:
-            self._metrics.drop("oversize")
+            self._metrics.drop("transport.oversize")
             return False
         return self._enqueue(link, message)
 
@@ -302,7 +302,7 @@ class PeerTransport:
         """Queue a message for every peer (not this node). Never blocks."""
         message = encode_payload(payload)
         if message.ByteSize() > self._settings.max_message_bytes:
-            self._metrics.drop("oversize", len(self._links))
+            self._metrics.drop("transport.oversize", len(self._links))
             return
         for link in self._links.values():
             self._enqueue(link, message)
@@ -311,7 +311,7 @@ class PeerTransport:
         try:
             link.queue.put_nowait(message)
         except asyncio.QueueFull:
-            self._metrics.drop("queue_full")
+            self._metrics.drop("transport.queue_full")
             return False
         return True
 
@@ -368,7 +368,7 @@ class PeerTransport:
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if ended.done():
                     if taking.done() and not taking.cancelled():
-                        self._metrics.drop("link_down")
+                        self._metrics.drop("transport.link_down")
                     taking.cancel()
                     ended.result()  # raises the stream's error
                     return

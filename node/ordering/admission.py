@@ -8,7 +8,7 @@ answered INTERNAL (logged with its hash) without failing the others of its batch
 
 A client learns every refusal. For gossip, a duplicate or a tx already committed is normal and
 skipped quietly; any other refusal means the peer sent what its own admission should have
-refused: it is dropped and counted (`kledger_dropped_messages_total{reason="invalid"}`).
+refused: it is dropped and counted (`kledger_dropped_messages_total{reason="gossip.invalid_tx"}`).
 """
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ class Admission:
                 if refusal.status is Status.ALREADY_EXISTS:
                     continue
                 if refusal.status is Status.RESOURCE_EXHAUSTED and refusal.field == "mempool":
-                    self._metrics.drop("mempool_full")
+                    self._metrics.drop("gossip.mempool_full")
                     continue
-                self._metrics.drop("invalid")
+                self._metrics.drop("gossip.invalid_tx")
                 log_event(
                     log, "gossip_tx_refused", logging.WARNING, peer=sender, reason=str(refusal)
                 )
@@ -106,7 +106,7 @@ class Admission:
             except StoreCorrupt:
                 raise
             except Exception:
-                self._metrics.drop("admission_bug")
+                self._metrics.drop("gossip.admission_bug")
                 log.exception("admission bug on a tx gossiped by %s", sender)
                 continue
             admitted += 1

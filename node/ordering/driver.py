@@ -34,6 +34,7 @@ from kledger.consensus.core import (
     Core,
     Deliver,
     Effect,
+    Equivocation,
     Input,
     PayloadAvailable,
     Persist,
@@ -47,6 +48,7 @@ from kledger.consensus.core import (
 from kledger.consensus.messages import decode_message, encode_message
 from kledger.consensus.types import Block, DecodeError, QuorumCert
 from kledger.consensus.validators import NodeId
+from kledger.node.telemetry.logs import log_event
 
 log = logging.getLogger("kledger.driver")
 
@@ -87,6 +89,7 @@ class ConsensusDriver:
         self._sync_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.dropped: dict[str, int] = {}
+        self.evidence: dict[str, int] = {}  # equivocations reported by the core, per author
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -156,6 +159,8 @@ class ConsensusDriver:
                     self._commit(committed, qc)
                 case RequestSync(peer=peer, target=target):
                     self._start_sync(peer, target)
+                case Equivocation():
+                    self._log_evidence(effect)
                 case _:
                     assert_never(effect)
         if safety is not None or blocks:
@@ -167,6 +172,21 @@ class ConsensusDriver:
         loop.call_later(
             delay_s,
             lambda: self._inbox.put_nowait(TimerFired(timer, self._clock_ms())),  # type: ignore[arg-type]
+        )
+
+    def _log_evidence(self, evidence: Equivocation) -> None:
+        """Both signed messages go to the log, so an operator can prove the equivocation to
+        anyone (each verifies against the author's validator key in genesis.json)."""
+        self.evidence[evidence.author] = self.evidence.get(evidence.author, 0) + 1
+        log_event(
+            log,
+            "equivocation",
+            logging.WARNING,
+            author=evidence.author,
+            round=evidence.round,
+            kind=type(evidence.second).__name__,
+            first=encode_message(evidence.first).hex(),
+            second=encode_message(evidence.second).hex(),
         )
 
     def _start_sync(self, peer: NodeId, target: QuorumCert) -> None:

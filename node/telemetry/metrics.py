@@ -2,8 +2,8 @@
 nodes in one process (tests) never collide, and the HTTP exposition server on the metrics port.
 
 tx/s is derived by Prometheus: rate(kledger_committed_txs_total[1m]).
-Label sets are bounded: `reason` takes values from DROP_REASONS / REFUSAL_REASONS, `peer` the
-org ids of the validator set.
+Label sets are bounded: `reason` takes values from DROP_REASONS, `status` the refusal statuses,
+`peer` the org ids of the validator set.
 """
 
 from __future__ import annotations
@@ -14,18 +14,53 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-# Why a peer message was dropped (the `reason` label of kledger_dropped_messages_total).
-DROP_REASONS = (
-    "queue_full",
-    "oversize",
-    "undecodable",
-    "not_validator",
-    "inbox_full",
-    "invalid",
-    "link_down",
-    "mempool_full",
-    "admission_bug",
-)
+# Why a message was dropped: the `reason` label of kledger_dropped_messages_total, one name per
+# cause, "<where>.<cause>". The consensus core, the driver and the certifier count in their own
+# `dropped` tables (the core is pure), which the node exports as "consensus.*", "driver.*" and
+# "certifier.*"; the transport and admission count here directly. tests/test_metrics_logs.py
+# checks that every name counted anywhere is in this table and in docs/node.md.
+DROP_REASONS: dict[str, str] = {
+    "transport.queue_full": "outbound queue to a peer full (consensus tolerates loss)",
+    "transport.oversize": "a message over peer.max_message_bytes, not sent",
+    "transport.undecodable": "a peer sent bytes that are no peer message",
+    "transport.not_validator": "a stream whose certificate names no validator",
+    "transport.no_link": "a message for an org that is no peer",
+    "transport.link_down": "queued messages lost with a broken link",
+    "transport.handler_bug": "a bug of ours while handling a peer message (logged with stack)",
+    "gossip.invalid_tx": "a gossiped tx refused by admission (the peer should have refused it)",
+    "gossip.mempool_full": "a gossiped tx with no room in the mempool",
+    "gossip.admission_bug": "a gossiped tx that hit a bug of ours (logged with stack)",
+    "driver.inbox_full": "consensus messages beyond max_inbox_messages waiting",
+    "driver.malformed": "consensus bytes that do not decode",
+    "driver.sync_failed": "a block sync from a peer that failed",
+    "consensus.chain": "a message for another chain",
+    "consensus.epoch": "a message for another epoch",
+    "consensus.sender_mismatch": "a message whose author is not the peer that sent it",
+    "consensus.not_member": "a message from a node outside the validator set",
+    "consensus.not_leader": "a proposal from a node that does not lead its round",
+    "consensus.old_round": "a message for a round already left",
+    "consensus.future_round": "a message too far ahead (max_rounds_ahead)",
+    "consensus.duplicate": "a message already received",
+    "consensus.equivocation": "a second, different message of one author and round",
+    "consensus.bad_signature": "a consensus message whose signature does not verify",
+    "consensus.bad_certificate": "a QC or TC that does not verify",
+    "consensus.invalid_block": "a block that does not extend its parent correctly",
+    "consensus.invalid_payload": "a block whose payload the node refuses",
+    "consensus.timestamp_ahead": "a block timestamped beyond max_clock_skew_ms ahead",
+    "consensus.buffer_full": "a proposal waiting for its parent, beyond max_pending_messages",
+    "consensus.tree_full": "a block beyond max_tree_blocks uncommitted blocks",
+    "consensus.unsafe_vote": "a proposal the safety rules do not allow a vote for",
+    "consensus.unsafe_timeout": "a timeout the safety rules do not allow",
+    "consensus.unsolicited": "a block response no request asked for",
+    "consensus.unknown_block": "a request for a block this node does not have",
+    "certifier.not_a_validator": "a header signature from a non-validator",
+    "certifier.already_certified": "a header signature for a height already certified",
+    "certifier.too_far_ahead": "a header signature too far above the executed height",
+    "certifier.bad_signature": "a header signature that does not verify",
+    "certifier.duplicate": "a header signature already counted",
+    "certifier.conflicting_header": "a signature over another header than this node executed",
+    "certifier.uncertified_height_given_up": "signatures of a height left uncertified",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +84,7 @@ class NodeMetrics:
     refused_connections: Counter
     peer_connected: Gauge
     submitted_txs: Counter
+    equivocations: Counter
 
     @staticmethod
     def create(org: str) -> NodeMetrics:
@@ -99,11 +135,33 @@ class NodeMetrics:
                 ("org", "status"),
                 registry=registry,
             ),
+            equivocations=Counter(
+                "kledger_equivocations",
+                "equivocations reported with evidence (both signed messages are in the log)",
+                ("org", "author"),
+                registry=registry,
+            ),
         )
 
     def drop(self, reason: str, count: int = 1) -> None:
         assert reason in DROP_REASONS, reason
         self.dropped_messages.labels(org=self.org, reason=reason).inc(count)
+
+    def export_drops(self, where: str, counted: dict[str, int], exported: dict[str, int]) -> None:
+        """Bring `kledger_dropped_messages_total{reason="<where>.<cause>"}` up to a component's
+        own counts (`counted`, cause -> total); `exported` remembers what was already sent."""
+        for cause, total in counted.items():
+            name = f"{where}.{cause}"
+            _bring_up(
+                self.dropped_messages.labels(org=self.org, reason=name), name, total, exported
+            )
+
+    def export_equivocations(self, counted: dict[str, int], exported: dict[str, int]) -> None:
+        """`kledger_equivocations_total{author}` up to the driver's evidence counts."""
+        for author, total in counted.items():
+            _bring_up(
+                self.equivocations.labels(org=self.org, author=author), author, total, exported
+            )
 
     def set_peer_connected(self, peer: str, connected: bool) -> None:
         self.peer_connected.labels(org=self.org, peer=peer).set(1 if connected else 0)
@@ -139,3 +197,9 @@ def start_metrics_server(metrics: NodeMetrics, host: str, port: int) -> MetricsS
     """Serve /metrics over HTTP on host:port (port 0 picks a free one) in a daemon thread."""
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     return MetricsServer(server, thread)
+
+
+def _bring_up(child: Counter, name: str, total: int, exported: dict[str, int]) -> None:
+    if total > exported.get(name, 0):
+        child.inc(total - exported.get(name, 0))
+        exported[name] = total
