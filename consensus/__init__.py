@@ -7,6 +7,7 @@ effects (consensus.core). See docs/consensus.md.
 
 from kledger.consensus.codec import DecodeError
 from kledger.consensus.core import (
+    Applied,
     Broadcast,
     Commit,
     Core,
@@ -54,9 +55,9 @@ from kledger.consensus.types import (
 from kledger.consensus.validators import NodeId, ValidatorSet
 
 __all__ = [
-    "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast", "Commit",
-    "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Equivocation", "Height", "Input",
-    "Message", "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal",
+    "Applied", "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast",
+    "Commit", "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Equivocation", "Height",
+    "Input", "Message", "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal",
     "ProposeTimer", "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer",
     "SafetyData", "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer",
     "TimerFired", "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message",

@@ -157,7 +157,18 @@ class SyncDone:
     blocks: tuple[Block, ...] = ()  # the synced blocks (optional; read by leader reputation)
 
 
-Input = Deliver | TimerFired | PayloadAvailable | SyncDone
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The driver applied every committed block up to `height`: stored, and its txs no longer
+    held anywhere as waiting (etcd raft's Advance). Until then the core counts the payloads of
+    blocks it committed as in flight, so no proposal or vote repeats their txs while the node
+    is still executing them."""
+
+    height: Height
+    now_ms: int
+
+
+Input = Deliver | TimerFired | PayloadAvailable | SyncDone | Applied
 
 
 # Effects
@@ -311,6 +322,8 @@ class Core:
         # (by proposal, by vote author) was reported: evidence needs the first message, and
         # reporting once bounds the signature checks an equivocator can make us do.
         self._first_proposals: dict[Round, Proposal] = {}
+        # (height, payload) of blocks committed and not yet applied by the driver (Applied).
+        self._unapplied: list[tuple[int, bytes]] = []
         self._reported: dict[Round, set[tuple[str, NodeId]]] = {}
         self._pending: list[tuple[NodeId, Proposal]] = []
         self._requested: dict[BlockId, int] = {}
@@ -415,6 +428,8 @@ class Core:
                 self._try_propose(out)
             case SyncDone():
                 self._on_sync_done(event.root, event.root_qc, event.blocks, out)
+            case Applied():
+                self._unapplied = [(h, p) for h, p in self._unapplied if h > event.height]
             case _:
                 assert_never(event)
         return out
@@ -442,13 +457,21 @@ class Core:
             out.append(Send(to, message))
 
     def _pending_payloads(self, tip: Block) -> list[bytes]:
-        """Payloads of `tip` and its uncommitted ancestors (the root excluded)."""
+        """Payloads in flight below a new block on `tip`: `tip` and its uncommitted ancestors
+        (the root excluded), then the blocks committed but not yet applied (see Applied)."""
         payloads: list[bytes] = []
         block: Block | None = tip
         while block is not None and block.id != self._root.id:
             payloads.append(block.payload)
             block = self._blocks.get(block.parent_id)
+        payloads += [payload for _, payload in self._unapplied]
         return payloads
+
+    def _committed(self, blocks: Sequence[Block], qc: QuorumCert, out: list[Effect]) -> None:
+        """Emit the Commit of `blocks`; their payloads stay in flight until Applied."""
+        out.append(Commit(tuple(blocks), qc))
+        self._unapplied += [(b.height, b.payload) for b in blocks if b.payload]
+        self._record_committed(blocks)
 
     # ---- certificates ----------------------------------------------------------------------
 
@@ -1072,12 +1095,10 @@ class Core:
             assert committed.height == self._root.height + 1 + index, "one block per height"
             next_set = self._payloads.validator_set_after(committed)
             if next_set is not None:
-                out.append(Commit(tuple(chain[: index + 1]), qc))
-                self._record_committed(chain[: index + 1])
+                self._committed(chain[: index + 1], qc, out)
                 self._start_epoch(committed, qc, next_set, out)
                 return
-        out.append(Commit(tuple(chain), qc))
-        self._record_committed(chain)
+        self._committed(chain, qc, out)
         self._root, self._root_qc = block, qc
         self._prune()
 

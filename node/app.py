@@ -345,7 +345,7 @@ class Node:
             HeaderSignature(header.height, header_hash, self.identity.org, signature)
         )
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
-        self.payloads.applied(header.height)  # after the mempool let go of its txs
+        self.driver.applied(header.height)  # after the mempool let go of its txs
         self.ledger.announce(committed.txs, committed.receipts)
         self.metrics.height.set(header.height)
         self.metrics.commits.inc()

@@ -11,6 +11,7 @@ import pytest
 
 from kledger.cluster.sim.simulator import SimKeys
 from kledger.consensus import (
+    Applied,
     Block,
     BlockRequest,
     BlockResponse,
@@ -250,6 +251,38 @@ def test_qc_on_consecutive_rounds_commits_the_parent() -> None:
     assert commits[0].qc.commit == B1.info  # the QC is the commit certificate of B1
     assert core.committed_height == 1 and core.round == 3
     assert sends(effects, Proposal)[0].message.block.qc == commits[0].qc
+
+
+class RecordingPayloads(Payloads):
+    def __init__(self) -> None:
+        self.pending: list[list[bytes]] = []
+
+    def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        self.pending.append(list(pending))
+        return b"tx"
+
+
+def test_committed_payloads_stay_in_flight_until_the_driver_reports_them_applied() -> None:
+    """etcd raft's Advance: the core, not the payload source, owns the window between a commit
+    and the node having applied it; the source only answers queries about `pending`."""
+    payloads = RecordingPayloads()
+    core = Core(
+        CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
+        payloads, RestoredState(None, GENESIS, GENESIS_QC),
+    )  # fmt: skip
+    core.start(NOW)
+    b1 = block_on(GENESIS_QC, GENESIS, 1, payload=b"committed-1")
+    b2 = block_on(qc_on(b1), b1, 2, payload=b"pending-2")
+    deliver(core, "n1", propose(b1))
+    deliver(core, "n2", propose(b2))
+    for author in ("n0", "n1", "n2"):
+        deliver(core, author, vote(b2, author))
+    assert core.committed_height == 1
+    # n3 proposed round 3 on b2 at once: b1 was committed, not yet applied, so in flight.
+    assert payloads.pending[-1] == [b"pending-2", b"committed-1"]
+    assert core.step(Applied(Height(1), NOW)) == []
+    core.step(TimerFired(RoundTimer(1, Round(3)), NOW + 5_000))  # a later proposal attempt
+    assert core._pending_payloads(b2) == [b"pending-2"]  # applied: the store answers for it
 
 
 def test_qc_on_non_consecutive_rounds_commits_nothing() -> None:

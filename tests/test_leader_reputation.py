@@ -269,10 +269,15 @@ def test_honest_cores_agree_on_the_leaders_and_skip_the_dead_validator() -> None
     cores = [n.core for n in simulation.nodes if n.core is not None]
     assert len(cores) == 3
     base = max(core.round for core in cores)
-    rounds = range(base, base + 8)
-    leaders = {tuple(core.leader_of(r) for r in rounds) for core in cores}
+    leaders = {tuple(core.leader_of(r) for r in range(base, base + 8)) for core in cores}
     assert len(leaders) == 1
-    assert dead not in next(iter(leaders))
+    # Without reputation a round whose round-robin leader is dead never commits a block; here
+    # most of them did, led by a substitute (the dead validator is skipped until its failures
+    # leave the window, then fails once more and is skipped again).
+    history = cores[0]._history
+    ids = cores[0].validators.ids
+    dead_rounds = [h for h in history if ids[h.round % len(ids)] == dead]
+    assert len(dead_rounds) >= len(history) // 8
 
 
 def test_cli_flag_turns_it_on(capsys: pytest.CaptureFixture[str]) -> None:
@@ -292,11 +297,12 @@ def test_a_restarted_core_gets_its_committed_history_back() -> None:
     assert simulation.run().ok
     node = next(n for n in simulation.nodes if n.core is not None and n.honest)
     assert node.core is not None
-    rounds = range(node.core.round, node.core.round + 8)
+    rounds = range(node.core.round, node.core.round + 40)
     before = [node.core.leader_of(r) for r in rounds]
-    (dead,) = simulation.dead_ids
-    assert dead not in before
+    history = list(node.core._history)
+    assert any(h.parent_round < h.round - 1 for h in history)  # it holds a failed round
     simulation._crash(node)
     simulation._boot(node)
     assert node.core is not None
+    assert list(node.core._history) == history
     assert [node.core.leader_of(r) for r in rounds] == before

@@ -5,9 +5,7 @@ signature."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from kledger.consensus import CoreConfig, Height, genesis_block
+from kledger.consensus import CoreConfig
 from kledger.node.chain.payload import decode_payload, encode_payload
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.ordering.mempool import Mempool
@@ -48,30 +46,14 @@ def hashes(payload: bytes) -> list[bytes]:
     return [t.tx_hash for t in decode_payload(payload, GENESIS.block_limits, GENESIS.tx_limits)]
 
 
-def test_proposals_skip_pending_and_committed_but_unapplied_txs() -> None:
-    stored: set[bytes] = set()
-    payloads, mempool = source(committed=stored)
-    pending = encode_payload([tx(0)])
-    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (1, 2, 3)]
-    block, _ = genesis_block(GENESIS.chain_id, GENESIS.validator_set, 0)
-    # The core commits heights 1 (tx 1) and 2 (tx 2) while the store is still at 0: both wait
-    # behind a running execution, and proposals and votes must not repeat either.
-    payloads.validator_set_after(replace(block, height=Height(1), payload=encode_payload([tx(1)])))
-    payloads.validator_set_after(replace(block, height=Height(2), payload=encode_payload([tx(2)])))
-    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
-    assert not payloads.is_valid_payload(encode_payload([tx(1)]), [])
-    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])
-    # The worker stores height 1; until the node has also freed tx 1 from the mempool (on the
-    # loop, a moment later) it must stay out of proposals: every replica refuses a committed tx.
-    stored.add(tx(1).tx_hash)
-    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
-    mempool.remove_committed([tx(1).tx_hash])
-    payloads.applied(1)
-    assert hashes(payloads.next_payload([pending])) == [tx(3).tx_hash]
-    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [])  # height 2 still waits
-    # Height 2 applied: had the store not stored it (it says nothing here), tx 2 is free again.
-    payloads.applied(2)
-    assert hashes(payloads.next_payload([pending])) == [tx(n).tx_hash for n in (2, 3)]
+def test_proposals_skip_every_tx_the_core_says_is_in_flight() -> None:
+    """`pending` is what the core counts as in flight (uncommitted ancestors, and committed
+    blocks not yet applied: tests/test_consensus_rules.py); proposals and votes skip it all."""
+    payloads, _ = source()
+    ancestor, unapplied = encode_payload([tx(0)]), encode_payload([tx(2)])
+    assert hashes(payloads.next_payload([ancestor, unapplied])) == [tx(1).tx_hash, tx(3).tx_hash]
+    assert not payloads.is_valid_payload(encode_payload([tx(2)]), [ancestor, unapplied])
+    assert payloads.is_valid_payload(encode_payload([tx(2)]), [ancestor])
 
 
 def test_votes_refuse_repeats_foreign_chains_and_bad_signatures() -> None:

@@ -242,16 +242,15 @@ class Pipeline:
         )
         valid = self.payloads.is_valid_payload(block.payload, ())
         assert valid, f"height {height}: the replica check refused the leader's payload"
-        self.payloads.validator_set_after(block)
         checked_at = CPU()
         clock.seconds["propose_check"] += checked_at - admitted_at
 
         write_before = clock.seconds["commit_write"]
         committed = self.committer.apply_block(block, self._qc.encode())
         assert committed is not None
-        # As the node announces a height: free the mempool, then tell the payload source.
+        # As the node announces a height: free the mempool (the core, absent here, would then
+        # hear Applied and stop counting the block as in flight).
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
-        self.payloads.applied(committed.header.height)
         done_at = CPU()
         # execute_state_tree is part of execute (its wrapper adds to it on its own).
         write_s = clock.seconds["commit_write"] - write_before

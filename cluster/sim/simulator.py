@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from kledger.consensus.core import (
+    Applied,
     Broadcast,
     Commit,
     Core,
@@ -369,6 +370,7 @@ class Simulation:
     def _apply(self, node: SimNode, effects: list[Effect]) -> None:
         if not node.honest:
             effects = self._byzantine(node, effects)
+        applied = 0
         for effect in effects:
             match effect:
                 case Persist():
@@ -391,6 +393,7 @@ class Simulation:
                     )
                 case Commit():
                     self._commit(node, effect.blocks, effect.qc)
+                    applied = max(applied, effect.blocks[-1].height) if effect.blocks else applied
                 case RequestSync():
                     delay = self._delay()
                     self._push(
@@ -402,6 +405,10 @@ class Simulation:
                     self._check_evidence(node, effect)
                 case _:
                     assert_never(effect)
+        if applied and node.core is not None:
+            # The simulator applies a commit at once; the core hears so right away, as the
+            # node's driver tells it once the commit worker stored the block.
+            self._input(node, Applied(Height(applied), self.now_ms))
         if node.core is not None:
             node.disk.validators = node.core.validators
             self.validator_sets.setdefault(node.core.epoch, node.core.validators)

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import assert_never
 
 from kledger.consensus.core import (
+    Applied,
     Broadcast,
     Commit,
     Core,
@@ -46,7 +47,7 @@ from kledger.consensus.core import (
     TimerFired,
 )
 from kledger.consensus.messages import decode_message, encode_message
-from kledger.consensus.types import Block, DecodeError, QuorumCert
+from kledger.consensus.types import Block, DecodeError, Height, QuorumCert
 from kledger.consensus.validators import NodeId
 from kledger.node.telemetry.logs import log_event
 
@@ -108,6 +109,11 @@ class ConsensusDriver:
             return
         self._queued_messages += 1
         self._inbox.put_nowait(Deliver(NodeId(sender), message, self._clock_ms()))
+
+    def applied(self, height: int) -> None:
+        """The node stored every height up to `height` and freed their txs from the mempool
+        (consensus Applied). Never dropped: one per committed height, not per peer message."""
+        self._inbox.put_nowait(Applied(Height(height), self._clock_ms()))
 
     def payload_available(self) -> None:
         """The mempool received txs; coalesced so a burst of submissions is one input."""

@@ -12,16 +12,17 @@ failure receipt, identically on every node.
 
 Committed but not yet applied: the node applies commits on a worker thread
 (node/commit/pipeline.py) while consensus goes on, so several committed blocks can wait behind a
-running execution. The core reports each block it commits, in order (`validator_set_after`); its
-txs count as in flight until the node reports the height `applied`: stored AND its txs removed
-from the mempool. Dropping them when the store alone has them would let a proposal pick a
-committed tx still in the mempool (the store's tip moves on the worker thread, the mempool on
-the loop after it), a proposal every replica, the proposer included, refuses.
+running execution. The consensus core keeps their payloads in `pending` until the node reports
+the height applied (consensus Applied: stored AND its txs removed from the mempool), so this
+source is a pure query with no record of what was committed. Dropping them when the store alone
+has them would let a proposal pick a committed tx still in the mempool (the store's tip moves
+on the worker thread, the mempool on the loop after it), a proposal every replica, the proposer
+included, refuses.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from kledger.consensus.types import Block
@@ -60,10 +61,6 @@ class MempoolPayloads:
         # Room for the msgpack list and bin headers around the tx encodings.
         self._max_bytes = min(genesis.block_limits.max_block_bytes, max_payload_bytes) - 64 * 1024
         self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
-        # (height, payload) of blocks the core committed that the node has not applied yet, in
-        # commit order: the core commits and then proposes or votes within one step, and the
-        # node applies the commit later, so these count as in flight until `applied`.
-        self._committed_unapplied: deque[tuple[int, bytes]] = deque()
 
     def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
         cached = self._hash_cache.get(payload)
@@ -81,7 +78,7 @@ class MempoolPayloads:
 
     def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
         in_flight: set[bytes] = set()
-        for payload in (*pending, *(payload for _, payload in self._committed_unapplied)):
+        for payload in pending:
             in_flight |= self._hashes_of(payload)
         return in_flight
 
@@ -116,17 +113,8 @@ class MempoolPayloads:
             return False
         return True
 
-    def applied(self, height: int) -> None:
-        """The node stored every height up to `height` and removed their txs from the mempool
-        (the store's tx index answers for them from now on)."""
-        while self._committed_unapplied and self._committed_unapplied[0][0] <= height:
-            self._committed_unapplied.popleft()
-
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
-        # The core calls this for every block it commits, in order, before the Commit effect.
-        if block.payload:
-            self._committed_unapplied.append((block.height, block.payload))
-        # Validator-set changes are decided by executing governance txs; the live node applies
-        # them at an epoch boundary in a later version (see docs/consensus.md). Until then the
-        # epoch-0 set stays, which every honest node agrees on.
+        # Validator-set changes are decided by executing governance txs; the live node does not
+        # switch epochs yet (docs/design.md §4.8), so the epoch-0 set stays, which every honest
+        # node agrees on.
         return None
