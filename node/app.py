@@ -73,7 +73,6 @@ log = logging.getLogger("kledger.node")
 
 METRICS_INTERVAL_S = 1.0
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
-COMMIT_SUBSCRIBER_QUEUE = 1_024
 
 
 @dataclass(frozen=True, slots=True)

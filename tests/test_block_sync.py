@@ -108,7 +108,8 @@ def source(tmp_path: Path):  # type: ignore[no-untyped-def]
     store, committer = open_store(tmp_path / "source")
     commits = commits_of(core)
     for commit in commits:
-        committer.apply(commit.blocks, commit.qc)
+        for block in commit.blocks:  # as the commit pipeline applies a Commit effect
+            committer.apply_block(block, commit.qc.encode())
     yield core, root, store, commits
     store.close()
 

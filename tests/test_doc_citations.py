@@ -192,3 +192,29 @@ def test_old_citations_are_found(tmp_path: Path) -> None:
         f"module.py:2: {shared}",
         f"module.py:3: {old} §",
     ]
+
+
+def test_docs_name_every_store_key_and_every_metric() -> None:
+    """What operators read in docs/ledger.md and docs/node.md matches the code: every key
+    family and fixed key of the store, every metric the node exports."""
+    from kledger.node.storage import keyspace, merkle_log, state_tree, store
+    from kledger.node.telemetry.metrics import NodeMetrics
+
+    ledger_doc = (ROOT / "docs" / "ledger.md").read_text(encoding="utf-8")
+    keys = [
+        value
+        for module in (keyspace, store, merkle_log, state_tree)
+        for name, value in vars(module).items()
+        if name.isupper()
+        and isinstance(value, bytes)
+        and value[1:2] == b"/"
+        and not name.endswith("_END")  # a scan bound, never stored
+    ]
+    assert len(keys) > 15
+    assert sorted({k.decode() for k in keys if k.decode() not in ledger_doc}) == []
+    node_doc = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
+    registry = NodeMetrics.create("KOMCA").registry
+    exported = {metric.name for metric in registry.collect()}
+    documented = set(re.findall(r"`(kledger_[a-z_]+?)(?:_total)?[`{]", node_doc))
+    assert exported - documented == set(), "exported but not in docs/node.md"
+    assert documented - exported == set(), "in docs/node.md but not exported"

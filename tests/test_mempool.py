@@ -56,7 +56,7 @@ def test_stateless_refusals_change_nothing() -> None:
 
     denied = refused(lambda: pool.admit(good.encoding, CHAIN, check_state=unknown_key))
     assert denied.status is Status.PERMISSION_DENIED
-    assert len(pool) == 0 and pool.size_bytes == 0 and pool.gossip_pending == 0
+    assert len(pool) == 0 and pool.size_bytes == 0 and pool.take_gossip(10) == []
 
 
 def test_bounded_by_count_and_bytes() -> None:

@@ -109,7 +109,7 @@ def test_certificates_and_safety(store, tmp_path):
     assert store.latest_certified_height() == 3
     assert store.certificate(2).header_hash == store.header(2).hash()
     assert store.load_safety() is None
-    store.save_safety(b"highest vote r7")
+    store.save_consensus(b"highest vote r7", [])
     assert store.load_safety() == b"highest vote r7"
     assert store.size_bytes() > 0
     with pytest.raises(AssertionError):

@@ -24,7 +24,11 @@ import grpc
 
 from kledger.cluster.client.connect import add_connection_args, channel_from_args
 from kledger.cluster.layout import ClusterLayout
-from kledger.node.api.ledger_service import inclusion_to_json
+from kledger.node.api.ledger_service import (
+    consistency_from_proto,
+    inclusion_to_json,
+    receipt_from_proto,
+)
 from kledger.node.chain import canonical
 from kledger.node.chain.header import CommitCertificate, Header
 from kledger.node.chain.keys import load_key
@@ -49,13 +53,7 @@ def _hex_hash(value: str) -> bytes:
 
 
 def receipt_json(receipt: ledger_pb2.Receipt) -> dict[str, Any]:
-    return {
-        "height": receipt.height,
-        "leaf_index": receipt.leaf_index,
-        "status": receipt.status,
-        "message": receipt.message,
-        "output": json.loads(receipt.output_json) if receipt.output_json else None,
-    }
+    return receipt_from_proto(receipt).to_json()
 
 
 def certified_json(certified: ledger_pb2.CertifiedHeader) -> dict[str, Any]:
@@ -139,19 +137,8 @@ def proof_consistency(args: argparse.Namespace, stub: ledger_pb2_grpc.LedgerStub
         ledger_pb2.GetConsistencyProofRequest(old_size=args.old_size, new_size=args.new_size),
         timeout=args.timeout,
     )
-    old, new = certified_json(proof.old_header), certified_json(proof.new_header)
     _write(
-        {
-            "format": "kledger-consistency/v1",
-            "chain_id": proof.chain_id,
-            "old_size": proof.old_size,
-            "new_size": proof.new_size,
-            "proof": [node.hex() for node in proof.proof],
-            "old_header": old["header"],
-            "old_certificate": old["certificate"],
-            "new_header": new["header"],
-            "new_certificate": new["certificate"],
-        },
+        consistency_from_proto(proof).to_json(),
         args.out,
     )
     return 0

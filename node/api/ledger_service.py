@@ -23,10 +23,10 @@ import grpc
 
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.chain.header import HASH_BYTES, CommitCertificate, Header
-from kledger.node.chain.receipt import Receipt
-from kledger.node.errors import Refused, Status
+from kledger.node.chain.receipt import Receipt, TxResult
+from kledger.node.errors import DecodeError, Refused, Status
 from kledger.node.ordering.admission import SubmitResult
-from kledger.node.proof.bundle import INCLUSION_FORMAT, ConsistencyBundle, InclusionBundle
+from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
 from kledger.node.telemetry.metrics import NodeMetrics
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -149,27 +149,51 @@ def inclusion_to_proto(bundle: InclusionBundle) -> ledger_pb2.InclusionProof:
     )
 
 
+def receipt_from_proto(receipt: ledger_pb2.Receipt) -> Receipt:
+    """The domain receipt from a wire Receipt (client side). Raises DecodeError when the node
+    sent output that is no JSON object."""
+    try:
+        output = json.loads(receipt.output_json) if receipt.output_json else None
+    except ValueError:
+        raise DecodeError("is not JSON", "receipt.output_json") from None
+    if output is not None and not isinstance(output, dict):
+        raise DecodeError("must be a JSON object", "receipt.output_json")
+    result = TxResult(receipt.status, receipt.message, output)
+    return Receipt(receipt.height, receipt.leaf_index, result)
+
+
+def inclusion_from_proto(proof: ledger_pb2.InclusionProof) -> InclusionBundle:
+    """The domain bundle from a wire InclusionProof (client side). Raises DecodeError when the
+    node sent malformed header or certificate bytes."""
+    return InclusionBundle(
+        chain_id=proof.chain_id,
+        leaf=proof.leaf,
+        leaf_index=proof.leaf_index,
+        tree_size=proof.tree_size,
+        audit_path=tuple(proof.audit_path),
+        header=Header.decode(proof.header),
+        certificate=CommitCertificate.decode(proof.certificate),
+        receipt=receipt_from_proto(proof.receipt),
+    )
+
+
+def consistency_from_proto(proof: ledger_pb2.ConsistencyProof) -> ConsistencyBundle:
+    """The domain bundle from a wire ConsistencyProof (client side). Raises DecodeError when
+    the node sent malformed header or certificate bytes."""
+    return ConsistencyBundle(
+        chain_id=proof.chain_id,
+        old_header=Header.decode(proof.old_header.header),
+        old_certificate=CommitCertificate.decode(proof.old_header.certificate),
+        new_header=Header.decode(proof.new_header.header),
+        new_certificate=CommitCertificate.decode(proof.new_header.certificate),
+        proof=tuple(proof.proof),
+    )
+
+
 def inclusion_to_json(proof: ledger_pb2.InclusionProof) -> dict[str, Any]:
-    """The kledger-proof/v1 JSON bundle from a wire InclusionProof (client side).
-    Raises node.errors.DecodeError when the node sent malformed header or certificate bytes."""
-    receipt = proof.receipt
-    return {
-        "format": INCLUSION_FORMAT,
-        "chain_id": proof.chain_id,
-        "leaf": proof.leaf.hex(),
-        "leaf_index": proof.leaf_index,
-        "tree_size": proof.tree_size,
-        "audit_path": [node.hex() for node in proof.audit_path],
-        "header": Header.decode(proof.header).to_json(),
-        "certificate": CommitCertificate.decode(proof.certificate).to_json(),
-        "receipt": {
-            "height": receipt.height,
-            "leaf_index": receipt.leaf_index,
-            "status": receipt.status,
-            "message": receipt.message,
-            "output": json.loads(receipt.output_json) if receipt.output_json else None,
-        },
-    }
+    """The kledger-proof/v1 JSON bundle from a wire InclusionProof (client side), exactly as
+    the verifier reads it (InclusionBundle.to_json)."""
+    return inclusion_from_proto(proof).to_json()
 
 
 # -- the servicer ------------------------------------------------------------------------------

@@ -83,10 +83,6 @@ def sign_tx(key: KeyPair, body: TxBody) -> SignedTx:
     return SignedTx(body=body_bytes, signer=key.public_key, signature=key.sign(TX_TAG, body_bytes))
 
 
-def tx_hash_of(encoding: bytes) -> bytes:
-    return hashlib.sha256(encoding).digest()
-
-
 def decode_tx(data: bytes, limits: TxLimits = DEFAULT_TX_LIMITS) -> SignedTx:
     """Decode the leaf encoding of a signed tx. Raises DecodeError (INVALID_ARGUMENT) or
     Refused(RESOURCE_EXHAUSTED) for oversize input; never anything else."""

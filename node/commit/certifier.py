@@ -61,9 +61,6 @@ class Certifier:
         self._done_ahead: set[int] = set()  # certified heights above _certified_up_to
         self.dropped: dict[str, int] = {}
 
-    def set_validators(self, validators: ValidatorSet) -> None:
-        self._validators = validators
-
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 

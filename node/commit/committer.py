@@ -18,10 +18,10 @@ consensus safety broke, and the node stops rather than fork.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from kledger.consensus.types import Block, QuorumCert
+from kledger.consensus.types import Block
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.header import Header
@@ -58,19 +58,6 @@ class Committer:
         self._registry = registry
         self._genesis = genesis
         self._validators = validators
-
-    def apply(self, blocks: Sequence[Block], qc: QuorumCert) -> list[CommittedHeight]:
-        """Execute and store newly committed blocks; returns the heights actually written."""
-        written = []
-        # The QC that committed the batch names its last block; earlier blocks are proven by the
-        # parent-id chain down from it, so each stores the same QC (a restart after a crash in
-        # the middle of a batch resumes from the last block whose QC names it).
-        qc_bytes = qc.encode()
-        for block in blocks:
-            committed = self.apply_block(block, qc_bytes)
-            if committed is not None:
-                written.append(committed)
-        return written
 
     def apply_block(self, block: Block, commit_qc: bytes) -> CommittedHeight | None:
         stored_height = self._store.last_height()

@@ -69,7 +69,8 @@ class CommitPipeline:
         while True:
             blocks, qc = await self._commits.get()
             # The QC names the last block; earlier blocks of the batch are proven by the
-            # parent-id chain down from it, so each stores the same QC (see Committer.apply).
+            # parent-id chain down from it, so each stores the same QC (a restart after a crash
+            # in the middle of a batch resumes from the last block whose QC names it).
             commit_qc = qc.encode()
             for block in blocks:
                 await self.apply_block(block, commit_qc, announce)

@@ -71,10 +71,6 @@ class Mempool:
     def size_bytes(self) -> int:
         return self._bytes
 
-    @property
-    def gossip_pending(self) -> int:
-        return len(self._gossip)
-
     def get(self, tx_hash: bytes) -> SignedTx | None:
         return self._txs.get(tx_hash)
 

@@ -9,7 +9,6 @@ from typing import Any
 from kledger.node.errors import invalid
 from kledger.node.registry import identifiers
 
-MAX_TEXT_CHARS = 512
 MAX_ID_CHARS = 64
 MAX_ITEMS = 200
 ID_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")

@@ -21,7 +21,6 @@ from kledger.node.registry.state import StateReader, TxState
 
 ACTIONS = frozenset({"add_org", "remove_org", "change_validator", "set_tariff"})
 MAX_ROLES = 16
-ROLE = fields.ID_TOKEN
 
 
 def _org_id(p: dict[str, Any], name: str, path: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kledger.node.chain import canonical
 from kledger.node.errors import Refused, Status
 from kledger.node.registry import ai, distribution, fields, identifiers, links, shares, state, usage
 from kledger.node.registry.env import date_of_ms
@@ -310,7 +309,3 @@ def _split_json(split: shares.Split) -> dict[str, Any]:
         "denominator": split.denominator,
         "recipients": [{"recipient": who, "weight": weight} for who, weight in split.weights],
     }
-
-
-def decode_value(raw: bytes | None) -> Any:
-    return None if raw is None else canonical.decode(raw)

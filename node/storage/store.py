@@ -195,7 +195,6 @@ class LedgerStore:
         genesis: Genesis,
         log: MerkleLog,
         last_header: Header,
-        tx_count: int,
     ) -> None:
         """Use LedgerStore.open."""
         self._db = db
@@ -204,7 +203,6 @@ class LedgerStore:
         self.view = LevelView(db)
         self._log = log
         self._last_header = last_header
-        self._tx_count = tx_count
 
     # ---- opening and self-check -----------------------------------------------------------
 
@@ -276,9 +274,7 @@ class LedgerStore:
 
         expected_genesis = _genesis_header(genesis, genesis_state_root)
         header = _check_chain(db, path, last_height, expected_genesis, check_blocks)
-        store = LedgerStore(
-            db=db, path=path, genesis=genesis, log=log, last_header=header, tx_count=tx_count
-        )
+        store = LedgerStore(db=db, path=path, genesis=genesis, log=log, last_header=header)
         if tx_count != header.tx_log_size:
             raise StoreCorrupt(
                 f"{path}: {tx_count} committed txs but the last header says "
@@ -541,7 +537,6 @@ class LedgerStore:
     def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
         self._log.install(plan)
         self._last_header = block.header
-        self._tx_count = plan.size
 
     def save_certificate(self, height: int, cert: CommitCertificate) -> None:
         """Store the commit certificate of a committed header (synced). The caller has checked
@@ -555,9 +550,6 @@ class LedgerStore:
         """The committed registry state as of now, frozen (a LevelDB snapshot): later commits do
         not change what it reads. Queries answer from one so answer and proof agree."""
         return LevelView(self._db.snapshot())
-
-    def save_safety(self, data: bytes) -> None:
-        self._db.put(SAFETY_KEY, data, sync=True)
 
     def save_consensus(
         self, safety: bytes | None, blocks: Sequence[tuple[int, bytes, bytes]]
@@ -598,11 +590,6 @@ class LedgerStore:
             return _StoredBlock.decode(raw)
         except DecodeError as exc:
             raise StoreCorrupt(f"{self._path}: block record at height {height}: {exc}") from None
-
-    def _read_header(self, height: int) -> Header:
-        block = self._block(height)
-        assert block is not None
-        return block.header
 
     def _read_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
         raw = self._db.get(keyspace.TX + tx_hash)
