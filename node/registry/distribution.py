@@ -134,6 +134,24 @@ def compute(
         rest = split_.denominator - sum(w for _, w in split_.weights)
         assert rest == 0
 
+    def pay_shares(
+        line: dict[str, Any],
+        pool: dict[str, Any],
+        subject: tuple[str, str],
+        amount: Fraction,
+        named: str,
+    ) -> None:
+        """Split `amount` by the subject's effective shares in the pool's right, or record it
+        undistributed when there are none."""
+        found = shares.effective_split(
+            reader, subject[0], subject[1], pool["right"], territory=territory, date=usage_date,
+            now_ms=now_ms,
+        )  # fmt: skip
+        if found is None:
+            undistributed(line, pool["pool"], amount, f"no {pool['right']} shares for {named}")
+        else:
+            split(amount, found)
+
     for _, line in reader.iterate(state.usage_prefix(period, territory)):
         report = reports.get(line["report_id"])
         if report is None:
@@ -167,21 +185,7 @@ def compute(
                         line, pool["pool"], pool_amount, "usage names a work, not a recording"
                     )
                     continue
-                found = shares.effective_split(
-                    reader,
-                    "recording",
-                    isrc,
-                    pool["right"],
-                    territory=territory,
-                    date=usage_date,
-                    now_ms=now_ms,
-                )
-                if found is None:
-                    undistributed(
-                        line, pool["pool"], pool_amount, f"no {pool['right']} shares for {isrc}"
-                    )
-                else:
-                    split(pool_amount, found)
+                pay_shares(line, pool, ("recording", isrc), pool_amount, isrc)
                 continue
             if not works:
                 undistributed(line, pool["pool"], pool_amount, f"no confirmed work link for {isrc}")
@@ -200,24 +204,7 @@ def compute(
                 elif held:
                     credit(f"held:{held}", per_work)
                 else:
-                    found = shares.effective_split(
-                        reader,
-                        "work",
-                        work_id,
-                        pool["right"],
-                        territory=territory,
-                        date=usage_date,
-                        now_ms=now_ms,
-                    )
-                    if found is None:
-                        undistributed(
-                            line,
-                            pool["pool"],
-                            per_work,
-                            f"no {pool['right']} shares for work {work_id}",
-                        )
-                    else:
-                        split(per_work, found)
+                    pay_shares(line, pool, ("work", work_id), per_work, f"work {work_id}")
     paid = apportion(amounts) if amounts else {}
     payouts = sorted(
         [who.removeprefix("party:"), amount]

@@ -96,6 +96,9 @@ class NodeMetrics:
         def counter(name: str, text: str) -> Counter:
             return Counter(name, text, ("org",), registry=registry).labels(org=org)
 
+        def by(name: str, text: str, label: str) -> Counter:
+            return Counter(name, text, ("org", label), registry=registry)
+
         return NodeMetrics(
             org=org,
             registry=registry,
@@ -111,17 +114,11 @@ class NodeMetrics:
             ),
             synced_blocks=counter("kledger_synced_blocks", "blocks applied from block sync"),
             store_bytes=gauge("kledger_store_bytes", "bytes of the LevelDB directory"),
-            dropped_messages=Counter(
-                "kledger_dropped_messages",
-                "peer messages dropped, by reason",
-                ("org", "reason"),
-                registry=registry,
-            ),
-            refused_connections=Counter(
+            dropped_messages=by("kledger_dropped_messages", "messages dropped, by cause", "reason"),
+            refused_connections=by(
                 "kledger_refused_peer_connections",
                 "peer streams refused: certificate CN not a validator",
-                ("org", "peer"),
-                registry=registry,
+                "peer",
             ),
             peer_connected=Gauge(
                 "kledger_peer_connected",
@@ -129,17 +126,13 @@ class NodeMetrics:
                 ("org", "peer"),
                 registry=registry,
             ),
-            submitted_txs=Counter(
-                "kledger_submitted_txs",
-                "client transactions by admission result",
-                ("org", "status"),
-                registry=registry,
+            submitted_txs=by(
+                "kledger_submitted_txs", "client transactions by admission result", "status"
             ),
-            equivocations=Counter(
+            equivocations=by(
                 "kledger_equivocations",
                 "equivocations reported with evidence (both signed messages are in the log)",
-                ("org", "author"),
-                registry=registry,
+                "author",
             ),
         )
 
