@@ -23,13 +23,21 @@ class Status(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+# A refusal quotes at most this much (messages often quote the input): a client's oversized
+# argument must not come back whole, nor push the gRPC trailer past its 16 KiB limit.
+MAX_MESSAGE_CHARS = 512
+
+
 class Refused(Exception):
     """Input refused by a rule. `field` names the offending field when there is one."""
 
     def __init__(self, status: Status, message: str, field: str | None = None) -> None:
         self.status = status
         self.field = field
-        self.message = f"{field}: {message}" if field else message
+        if len(message) > MAX_MESSAGE_CHARS:
+            cut = f"... ({len(message)} chars)"
+            message = message[: MAX_MESSAGE_CHARS - len(cut)] + cut
+        self.message = f"{field[:64]}: {message}" if field else message
         super().__init__(self.message)
 
 

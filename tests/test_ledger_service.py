@@ -486,6 +486,40 @@ async def test_not_found_bad_requests_and_internal(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_requests_that_do_not_parse_are_invalid_arguments(tmp_path: Path) -> None:
+    """Protobuf garbage (and invalid UTF-8 in a string field) once reached the client as
+    UNKNOWN with the parser's exception text; now INVALID_ARGUMENT naming the request, for
+    unary, server-streaming and bidirectional methods alike."""
+    async with Harness(tmp_path / "c") as h:
+        assert h.channel is not None
+        garbage = b"\xff\xff\xff\xff"  # field 31 with a wire type that does not exist
+        raw_calls = [
+            h.channel.unary_unary("/kledger.v1.Ledger/SubmitTx")(garbage),
+            h.channel.unary_stream("/kledger.v1.Ledger/StreamCommits")(garbage),
+        ]
+        for call in raw_calls:
+            error = await refusal(call if not hasattr(call, "read") else _drain(call))
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert "not a valid" in (error.details() or "")
+            assert "DecodeError" not in (error.details() or "")
+
+        async def requests() -> AsyncIterator[bytes]:
+            yield ledger_pb2.SubmitBatchRequest(txs=[h.tx(1).encoding]).SerializeToString()
+            yield garbage
+
+        stream = h.channel.stream_stream("/kledger.v1.Ledger/SubmitStream")(requests())
+        error = await refusal(_drain(stream))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        reply = await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=h.tx(2).encoding))
+        assert len(reply.tx_hash) == 32  # the server still serves
+
+
+async def _drain(call: object) -> None:
+    async for _ in call:  # type: ignore[attr-defined]
+        pass
+
+
+@pytest.mark.asyncio
 async def test_stream_of_commits(tmp_path: Path) -> None:
     async with Harness(tmp_path / "c") as h:
         await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=h.tx(1).encoding))

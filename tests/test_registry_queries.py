@@ -15,6 +15,7 @@ import pytest
 from kledger.node.api.registry_service import add_registry_service
 from kledger.node.chain.header import CommitCertificate, Header, sign_header
 from kledger.node.commit.certified_state import Snapshot
+from kledger.node.proof import smt
 from kledger.node.proof.state_proof import state_bundle_problem
 from kledger.node.storage import state_tree
 from kledger.v1 import registry_pb2, registry_pb2_grpc
@@ -293,3 +294,37 @@ def test_bad_query_arguments_are_invalid_argument(world):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Resolve(registry_pb2.ResolveRequest(kind="isrc", value="KRZ990000001"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    for call in (  # ids that once reached the store's key builder: AssertionError -> UNKNOWN
+        lambda: stub.Statement(registry_pb2.StatementRequest(party_id="", period="2026-01")),
+        lambda: stub.Statement(registry_pb2.StatementRequest(party_id="a/b", period="2026-01")),
+        lambda: stub.Distribution(registry_pb2.DistributionRequest(distribution_id="a/b")),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()  # type: ignore[no-untyped-call]
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+
+
+class _BrokenView:
+    def get(self, key: bytes) -> bytes | None:
+        raise TypeError("a bug of ours")
+
+    def iterate(self, prefix: bytes):  # type: ignore[no-untyped-def]
+        raise TypeError("a bug of ours")
+
+
+def test_a_bug_behind_a_query_is_internal_and_never_leaks(world):
+    header, certificate = _certified(world["chain"])
+    snapshot = Snapshot(_BrokenView(), header, certificate, lambda k: smt.Proof())  # type: ignore[arg-type]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    add_registry_service(server, lambda: snapshot)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Statement(registry_pb2.StatementRequest(party_id="p1", period="2026-01"))
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert "a bug of ours" not in (caught.value.details() or "")
+    finally:
+        server.stop(None)

@@ -11,6 +11,7 @@ Refused(UNAVAILABLE).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +19,12 @@ import grpc
 
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.commit.certified_state import Snapshot
-from kledger.node.errors import Refused
+from kledger.node.errors import Refused, StoreCorrupt
 from kledger.node.proof.state_proof import build_bundle
 from kledger.node.registry.queries import RegistryQueries
 from kledger.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger("kledger.registry_service")
 
 MAX_PROOFS_PER_ANSWER = 512
 
@@ -49,6 +52,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             answer = ask(queries)
         except Refused as refusal:
             context.abort(refusal_code(refusal), refusal.message)
+            raise AssertionError("context.abort returns only by raising") from None
+        except StoreCorrupt:
+            raise
+        except Exception:
+            # Our bug, reached by some query: the client learns only that (INTERNAL); the
+            # node logs the stack. Never UNKNOWN with Python's text.
+            log.exception("registry query failed")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
             raise AssertionError("context.abort returns only by raising") from None
         proofs = []
         if with_proof:

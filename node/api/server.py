@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kledger.node.api.ledger_service import LedgerServicer
+from kledger.node.api.malformed import RejectMalformedRequests
 from kledger.node.config import Address, PeerSettings
 from kledger.node.net.peer_transport import PeerServicer, server_options
 from kledger.node.net.tls import TlsMaterial, client_port_credentials, peer_server_credentials
@@ -94,6 +95,7 @@ async def start_servers(
 ) -> NodeServers:
     client = grpc.aio.server(
         migration_thread_pool=ThreadPoolExecutor(CLIENT_SYNC_THREADS, "kledger-query"),
+        interceptors=[RejectMalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", CLIENT_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", CLIENT_MAX_MESSAGE_BYTES),
@@ -110,7 +112,9 @@ async def start_servers(
     )
     client_port = _bind(client, client_address, client_port_credentials(material))
 
-    peer_server = grpc.aio.server(options=server_options(peer_settings))
+    peer_server = grpc.aio.server(
+        options=server_options(peer_settings), interceptors=[RejectMalformedRequests()]
+    )
     peer_pb2_grpc.add_PeerServicer_to_server(peer, peer_server)  # type: ignore[no-untyped-call]
     peer_health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(peer_health, peer_server)

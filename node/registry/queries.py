@@ -35,6 +35,24 @@ class _Recorder(StateReader):
         return super().get_raw(key)
 
 
+def _id(value: str, field: str) -> str:
+    """A query's id argument, checked before it becomes part of a store key."""
+    if not fields.ID_TOKEN.match(value):
+        raise Refused(
+            Status.INVALID_ARGUMENT,
+            f"must be an id of 1..{fields.MAX_ID_CHARS} chars [A-Za-z0-9._:+-]",
+            field,
+        )
+    return value
+
+
+def _period(value: str, field: str = "period") -> str:
+    match = fields.PERIOD.match(value)
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise Refused(Status.INVALID_ARGUMENT, "must be a period YYYY-MM", field)
+    return value
+
+
 def _not_found(message: str, field: str) -> Refused:
     return Refused(Status.NOT_FOUND, message, field)
 
@@ -50,14 +68,19 @@ class RegistryQueries:
 
     def _today(self, date: str) -> str:
         """The asked date (checked) or, by default, the date of the answering header."""
-        return fields.date({"date": date}, "date", "") if date else date_of_ms(self.now_ms)
+        if not date:
+            return date_of_ms(self.now_ms)
+        try:
+            return fields.date({"date": date}, "date", "")
+        except Refused as refusal:  # name the query's field, not a tx payload's
+            raise Refused(refusal.status, "must be a date YYYY-MM-DD", "date") from None
 
     # -- resolving codes -------------------------------------------------------------------
 
     def subjects_of(self, kind: str, value: str) -> tuple[list[str], list[str]]:
         """(work ids, ISRCs) that a code names."""
         r = self._reader
-        code = identifiers.parse_code(kind, value, "code") if kind != "work" else value
+        code = identifiers.parse_code(kind, value, "code") if kind != "work" else _id(value, "code")
         if kind in ("iswc", "isrc"):
             target = r.get(state.code_key(kind, code))
             if target is None:
@@ -210,7 +233,7 @@ class RegistryQueries:
         return {"overclaims": found}
 
     def unmatched_usage(self, period: str, territory: str) -> dict[str, Any]:
-        fields.period({"period": period}, "period")
+        _period(period)
         identifiers.parse_territory(territory)
         unmatched = []
         lines = 0
@@ -225,6 +248,8 @@ class RegistryQueries:
         return {"period": period, "territory": territory, "lines": lines, "unmatched": unmatched}
 
     def statement(self, party_id: str, period: str) -> dict[str, Any]:
+        _id(party_id, "party_id")
+        _period(period)
         party = self._reader.get(state.party_key(party_id))
         if party is None:
             raise _not_found(f"no party {party_id}", "party_id")
@@ -241,6 +266,7 @@ class RegistryQueries:
         }
 
     def distribution(self, distribution_id: str, recompute: bool = False) -> dict[str, Any]:
+        _id(distribution_id, "distribution_id")
         record = self._reader.get(state.distribution_key(distribution_id))
         if record is None:
             raise _not_found(f"no distribution {distribution_id}", "distribution_id")
