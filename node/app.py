@@ -319,6 +319,7 @@ class Node:
             self.metrics.export_drops("driver", self.driver.dropped, exported)
             self.metrics.export_drops("certifier", self.certifier.dropped, exported)
             self.metrics.export_equivocations(self.driver.evidence, exported_evidence)
+            self.metrics.clock_offset_ms.set(self.driver.clock.reading().offset_ms or 0)
             self.metrics.view_changes.inc(self.core.view_changes - view_changes_seen)
             view_changes_seen = self.core.view_changes
             self.metrics.round.set(self.core.round)
@@ -386,6 +387,7 @@ class Node:
             self._save_certificate(header.height, certificate)
 
     def _status(self) -> NodeStatusView:
+        clock = self.driver.clock.reading()
         return NodeStatusView(
             org=self.identity.org,
             epoch=self.core.epoch,
@@ -398,6 +400,8 @@ class Node:
             connected_peers=tuple(
                 p for p in self.transport.peers if self.transport.is_connected(p)
             ),
+            clock=clock.state,
+            clock_offset_ms=clock.offset_ms,
         )
 
 

@@ -5,6 +5,7 @@ Persist/SaveBlock durable (one write) BEFORE any message that follows them leave
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,9 +14,11 @@ from kledger.consensus import (
     BlockRequest,
     Broadcast,
     Commit,
+    CoreConfig,
     Effect,
     NodeId,
     Persist,
+    Proposal,
     QuorumCert,
     Round,
     SafetyData,
@@ -43,6 +46,8 @@ class ScriptedCore:
     def __init__(self, scripts: list[list[Effect]]) -> None:
         self.scripts = scripts
         self.inputs: list[Any] = []
+        self.config = CoreConfig()
+        self.validators = GENESIS.validator_set
 
     def start(self, now_ms: int) -> list[Effect]:
         return self.scripts.pop(0)
@@ -109,3 +114,23 @@ async def test_peer_input_is_decoded_bounded_and_never_raises() -> None:
     await asyncio.wait_for(task, 5)
     delivered = [e for e in core.inputs if isinstance(e, Deliver)]
     assert [(e.sender, e.message) for e in delivered] == [("RIAK", REQUEST), ("RIAK", REQUEST)]
+
+
+def test_proposals_tell_whether_this_nodes_clock_is_in_step() -> None:
+    """A node 60 s slow sees every peer's proposal 60 s ahead (and refuses it): it says so."""
+    log: list[tuple[str, Any]] = []
+    driver = make_driver(ScriptedCore([[]]), log)  # its clock reads 1,000 ms
+    assert driver.clock.reading().state == "unknown"
+
+    def proposal(timestamp_ms: int) -> bytes:
+        block = replace(BLOCK, timestamp_ms=timestamp_ms)
+        return encode_message(Proposal(block, None, None, b"\x00" * 64))
+
+    driver.deliver("RIAK", proposal(1_000 - 30))  # 30 ms of network delay
+    assert driver.clock.reading().state == "ok"
+    driver.deliver("KEPA", proposal(61_000))
+    driver.deliver("FKMP", proposal(61_020))
+    reading = driver.clock.reading()
+    assert reading.state == "slow" and reading.offset_ms is not None and reading.offset_ms > 5_000
+    driver.deliver("STRANGER", proposal(1_000_000))  # not a validator: no say in it
+    assert driver.clock.reading() == reading

@@ -69,6 +69,8 @@ class NodeStatusView:
     mempool_txs: int
     view_changes: int
     connected_peers: tuple[str, ...]
+    clock: str = "unknown"
+    clock_offset_ms: int | None = None
 
 
 class LedgerBackend(Protocol):
@@ -397,6 +399,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             mempool_txs=status.mempool_txs,
             view_changes=status.view_changes,
             connected_peers=list(status.connected_peers),
+            clock=status.clock,
+            clock_offset_ms=status.clock_offset_ms or 0,
         )
 
     async def StreamCommits(

@@ -46,9 +46,10 @@ from kledger.consensus.core import (
     SyncDone,
     TimerFired,
 )
-from kledger.consensus.messages import decode_message, encode_message
+from kledger.consensus.messages import Proposal, decode_message, encode_message
 from kledger.consensus.types import Block, DecodeError, Height, QuorumCert
 from kledger.consensus.validators import NodeId
+from kledger.node.ordering.clock_health import ClockHealth
 from kledger.node.telemetry.logs import log_event
 
 log = logging.getLogger("kledger.driver")
@@ -91,6 +92,7 @@ class ConsensusDriver:
         self._stopped = False
         self.dropped: dict[str, int] = {}
         self.evidence: dict[str, int] = {}  # equivocations reported by the core, per author
+        self.clock = ClockHealth(core.config.max_clock_skew_ms)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -108,7 +110,12 @@ class ConsensusDriver:
             self._drop("malformed")
             return
         self._queued_messages += 1
-        self._inbox.put_nowait(Deliver(NodeId(sender), message, self._clock_ms()))
+        now_ms = self._clock_ms()
+        if isinstance(message, Proposal):
+            self.clock.observe(
+                sender, message.block.timestamp_ms, now_ms, self.core.validators.contains(sender)
+            )
+        self._inbox.put_nowait(Deliver(NodeId(sender), message, now_ms))
 
     def applied(self, height: int) -> None:
         """The node stored every height up to `height` and freed their txs from the mempool

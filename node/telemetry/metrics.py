@@ -80,6 +80,7 @@ class NodeMetrics:
     sync_target_height: Gauge
     synced_blocks: Counter
     store_bytes: Gauge
+    clock_offset_ms: Gauge
     dropped_messages: Counter
     refused_connections: Counter
     peer_connected: Gauge
@@ -114,6 +115,10 @@ class NodeMetrics:
             ),
             synced_blocks=counter("kledger_synced_blocks", "blocks applied from block sync"),
             store_bytes=gauge("kledger_store_bytes", "bytes of the LevelDB directory"),
+            clock_offset_ms=gauge(
+                "kledger_clock_offset_ms",
+                "median over peers of their proposals' clock minus ours on arrival",
+            ),
             dropped_messages=by("kledger_dropped_messages", "messages dropped, by cause", "reason"),
             refused_connections=by(
                 "kledger_refused_peer_connections",

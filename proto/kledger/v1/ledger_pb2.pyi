@@ -517,6 +517,8 @@ class NodeStatus(_message.Message):
     MEMPOOL_TXS_FIELD_NUMBER: _builtins.int
     VIEW_CHANGES_FIELD_NUMBER: _builtins.int
     CONNECTED_PEERS_FIELD_NUMBER: _builtins.int
+    CLOCK_FIELD_NUMBER: _builtins.int
+    CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     chain_id: _builtins.str
     epoch: _builtins.int
@@ -535,6 +537,13 @@ class NodeStatus(_message.Message):
     mempool_txs: _builtins.int
     view_changes: _builtins.int
     """rounds entered by a timeout certificate since start"""
+    clock: _builtins.str
+    """Is this node's clock in step with its peers' (from the timestamps of their proposals)?
+    "ok", "slow" (their proposals look ahead: this node refuses them and does not vote),
+    "fast" (its own proposals look ahead to the others), or "unknown" (no proposal seen yet).
+    """
+    clock_offset_ms: _builtins.int
+    """median over peers of their clock minus ours (0 if unknown)"""
     @_builtins.property
     def connected_peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -554,10 +563,12 @@ class NodeStatus(_message.Message):
         mempool_txs: _builtins.int = ...,
         view_changes: _builtins.int = ...,
         connected_peers: _abc.Iterable[_builtins.str] | None = ...,
+        clock: _builtins.str = ...,
+        clock_offset_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certified_height", b"certified_height", "chain_id", b"chain_id", "connected_peers", b"connected_peers", "epoch", b"epoch", "height", b"height", "last_header_hash", b"last_header_hash", "leader", b"leader", "mempool_txs", b"mempool_txs", "org", b"org", "round", b"round", "state_root", b"state_root", "tx_log_root", b"tx_log_root", "tx_log_size", b"tx_log_size", "view_changes", b"view_changes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certified_height", b"certified_height", "chain_id", b"chain_id", "clock", b"clock", "clock_offset_ms", b"clock_offset_ms", "connected_peers", b"connected_peers", "epoch", b"epoch", "height", b"height", "last_header_hash", b"last_header_hash", "leader", b"leader", "mempool_txs", b"mempool_txs", "org", b"org", "round", b"round", "state_root", b"state_root", "tx_log_root", b"tx_log_root", "tx_log_size", b"tx_log_size", "view_changes", b"view_changes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
