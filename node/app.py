@@ -59,6 +59,7 @@ from kledger.node.net.peer_transport import (
 )
 from kledger.node.net.tls import TlsMaterial
 from kledger.node.ordering.admission import Admission
+from kledger.node.ordering.byzantine import ByzantinePayloads
 from kledger.node.ordering.driver import ConsensusDriver, SyncResult
 from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
@@ -133,6 +134,18 @@ class Node:
             check_payload=self.registry.check_payload,
             max_payload_bytes=core_config.max_payload_bytes,
         )
+        payload_source: MempoolPayloads | ByzantinePayloads = self.payloads
+        if config.testing.byzantine_proposer:
+            log_event(
+                log,
+                "byzantine_proposer",
+                logging.WARNING,
+                note="TEST ONLY: this node proposes junk txs beside honest ones",
+                seed=config.testing.byzantine_seed,
+            )
+            payload_source = ByzantinePayloads(
+                self.payloads, self.genesis, config.testing.byzantine_seed
+            )
         key = self.identity.key
         self.core = Core(
             core_config,
@@ -143,7 +156,7 @@ class Node:
             verify=lambda public_key, message, signature: keys.verify(
                 public_key, keys.CONSENSUS_TAG, message, signature
             ),
-            payloads=self.payloads,
+            payloads=payload_source,
             restored=restored_state(
                 self.store,
                 self.genesis,

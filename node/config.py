@@ -73,6 +73,14 @@ class PeerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TestingSettings:
+    """Fault injection for tests and campaigns, never for production (docs/node.md)."""
+
+    byzantine_proposer: bool = False  # propose junk txs beside honest ones (ordering/byzantine)
+    byzantine_seed: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     org: str
     genesis: Path
@@ -86,6 +94,7 @@ class NodeConfig:
     batching: BatchingSettings = field(default_factory=BatchingSettings)
     peer: PeerSettings = field(default_factory=PeerSettings)
     log_level: str = "INFO"
+    testing: TestingSettings = field(default_factory=TestingSettings)
 
     def core_config(self) -> CoreConfig:
         """The consensus core's settings: its defaults with this file's `consensus` overrides."""
@@ -124,6 +133,11 @@ class NodeConfig:
             "batching": _settings_json(self.batching),
             "peer": _settings_json(self.peer),
             "log_level": self.log_level,
+            **(
+                {"testing": dataclasses.asdict(self.testing)}
+                if self.testing != TestingSettings()
+                else {}
+            ),
         }
 
 
@@ -165,6 +179,7 @@ _TOP_LEVEL = frozenset(
         "batching",
         "peer",
         "log_level",
+        "testing",
     }
 )
 
@@ -226,6 +241,13 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
     peer_settings = _positive_settings(PeerSettings, _section(raw, "peer"), "peer")
     if peer_settings.reconnect_min_ms > peer_settings.reconnect_max_ms:
         raise ValueError("peer.reconnect_min_ms: must not exceed peer.reconnect_max_ms")
+    testing_raw = _section(raw, "testing")
+    _known(testing_raw, "testing", {f.name for f in dataclasses.fields(TestingSettings)})
+    if not isinstance(testing_raw.get("byzantine_proposer", False), bool):
+        raise ValueError("testing.byzantine_proposer: must be true or false")
+    seed = testing_raw.get("byzantine_seed", 1)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError("testing.byzantine_seed: must be an integer")
     return NodeConfig(
         org=org,
         genesis=path(raw.get("genesis"), "genesis", "../../genesis.json"),
@@ -239,6 +261,7 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
         batching=_positive_settings(BatchingSettings, _section(raw, "batching"), "batching"),
         peer=peer_settings,
         log_level=log_level,
+        testing=TestingSettings(**testing_raw),
     )
 
 

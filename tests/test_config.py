@@ -96,6 +96,8 @@ def test_round_trip(tmp_path: Path) -> None:
         ({"consensus": {"round_timeout_ms": True}}, "consensus.round_timeout_ms"),
         ({"consensus": {"round_timout_ms": 500}}, "consensus.round_timout_ms"),
         ({"consensus": {"max_payload_bytes": 0}}, "consensus.max_payload_bytes"),
+        ({"testing": {"byzantine_proposer": "yes"}}, "testing.byzantine_proposer"),
+        ({"testing": {"byzantine": True}}, "testing.byzantine"),
         ({"mempool": {"max_txs": 0}}, "mempool.max_txs"),
         ({"mempool": {"max_tx": 5}}, "mempool.max_tx"),
         ({"batching": {"proposal_max_txs": "10"}}, "batching.proposal_max_txs"),

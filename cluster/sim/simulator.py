@@ -77,7 +77,9 @@ from kledger.consensus.types import (
 from kledger.consensus.validators import NodeId, ValidatorSet
 
 FAULT_KINDS = ("drop", "delay", "reorder", "duplicate", "partition", "crash", "skew")
-BYZANTINE_KINDS = ("twins", "equivocate", "double_vote", "forge", "replay", "fork")
+BYZANTINE_KINDS = (
+    "twins", "equivocate", "double_vote", "forge", "replay", "fork", "junk_payload",
+)  # fmt: skip
 CHAIN_ID = "kledger-sim"
 
 CoreFactory = Callable[..., Core]
@@ -707,6 +709,13 @@ class Simulation:
                         out.append(Send(core.leader_of(block.round + 1), vote))
                         skip_vote_round = block.round
                         continue
+                if "junk_payload" in kinds and self.rng.random() < 0.5:
+                    # A correctly signed proposal whose payload no honest replica accepts
+                    # (the real node's kind: a tx that can never be valid). It gets no vote:
+                    # the round times out and the next leader proposes.
+                    self.result.faults["junk_payload"] += 1
+                    out.append(Broadcast(self._junk_proposal(message, sign)))
+                    continue
                 if "equivocate" in kinds:
                     self.result.faults["equivocate"] += 1
                     other = self._twin_proposal(message, sign)
@@ -776,6 +785,20 @@ class Simulation:
         other = Block(
             block.chain_id, block.epoch, block.round, block.height, block.parent_id,
             block.proposer, block.timestamp_ms, b"", block.qc,
+        )  # fmt: skip
+        return Proposal(
+            other,
+            proposal.last_tc,
+            proposal.commit_qc,
+            sign(proposal_sign_bytes(CHAIN_ID, other.id)),
+        )
+
+    def _junk_proposal(self, proposal: Proposal, sign: Callable[[bytes], bytes]) -> Proposal:
+        block = proposal.block
+        junk = self.rng.choice([b"junk/", b"p/" + b"x" * 80, bytes(self.rng.randbytes(12))])
+        other = Block(
+            block.chain_id, block.epoch, block.round, block.height, block.parent_id,
+            block.proposer, block.timestamp_ms, junk, block.qc,
         )  # fmt: skip
         return Proposal(
             other,
