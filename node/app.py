@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from kledger.consensus import (
@@ -60,7 +60,7 @@ from kledger.node.net.peer_transport import (
 from kledger.node.net.tls import TlsMaterial
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.byzantine import ByzantinePayloads
-from kledger.node.ordering.driver import ConsensusDriver, SyncResult
+from kledger.node.ordering.driver import ConsensusDriver, SyncResult, wall_clock_ms
 from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.restore import restored_state
@@ -178,6 +178,7 @@ class Node:
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
             commit=self.commit_pipeline.submit,
             sync=self._sync_from,
+            clock_ms=self._consensus_clock(config),
         )
         self.admission = Admission(
             self.mempool,
@@ -255,6 +256,14 @@ class Node:
             client_port=self.servers.client_port,
             peer_port=self.servers.peer_port,
         )
+
+    @staticmethod
+    def _consensus_clock(config: NodeConfig) -> Callable[[], int]:
+        offset_ms = config.testing.clock_offset_ms
+        if not offset_ms:
+            return wall_clock_ms
+        log_event(log, "clock_offset", logging.WARNING, note="TEST ONLY", offset_ms=offset_ms)
+        return lambda: wall_clock_ms() + offset_ms
 
     def _state_check(self) -> StateCheck:
         """The registry's admission check against the committed state of now."""

@@ -78,6 +78,7 @@ class TestingSettings:
 
     byzantine_proposer: bool = False  # propose junk txs beside honest ones (ordering/byzantine)
     byzantine_seed: int = 1
+    clock_offset_ms: int = 0  # the consensus clock runs this far ahead (negative: behind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +246,10 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
     _known(testing_raw, "testing", {f.name for f in dataclasses.fields(TestingSettings)})
     if not isinstance(testing_raw.get("byzantine_proposer", False), bool):
         raise ValueError("testing.byzantine_proposer: must be true or false")
-    seed = testing_raw.get("byzantine_seed", 1)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError("testing.byzantine_seed: must be an integer")
+    for name in ("byzantine_seed", "clock_offset_ms"):
+        value = testing_raw.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"testing.{name}: must be an integer")
     return NodeConfig(
         org=org,
         genesis=path(raw.get("genesis"), "genesis", "../../genesis.json"),
