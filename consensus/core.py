@@ -59,6 +59,11 @@ class PayloadSource(Protocol):
 
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool: ...
 
+    def has_payload(self, pending: Sequence[bytes]) -> bool:
+        """Is anything waiting to be ordered that `pending` does not hold? (A pure query: with
+        nothing, the node is idle and its rounds wait up to idle_heartbeat_ms.)"""
+        ...
+
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
         """Called on commit, in order. A set ends the epoch at `block`; the next epoch runs it."""
         ...
@@ -69,6 +74,11 @@ class CoreConfig:
     round_timeout_ms: int = 1_000  # base; doubles per consecutive timeout
     max_round_timeout_ms: int = 30_000
     empty_block_delay_ms: int = 200
+    # With nothing to order and no block carrying txs left to commit, a leader proposes only
+    # this often (a heartbeat), and replicas wait that long plus a round timeout before they
+    # time out; txs arriving (PayloadAvailable) end the wait at once. 0: never idle (a leader
+    # proposes an empty block after empty_block_delay_ms in every round).
+    idle_heartbeat_ms: int = 30_000
     max_rounds_ahead: int = 64  # votes and timeouts further ahead are dropped
     max_payload_bytes: int = 1024 * 1024
     max_blocks_per_response: int = 32
@@ -93,6 +103,7 @@ class CoreConfig:
                 raise ValueError(f"CoreConfig.{name} must be positive")
         for name in (
             "empty_block_delay_ms",
+            "idle_heartbeat_ms",
             "max_clock_skew_ms",
             "leader_reputation_window_rounds",
         ):
@@ -282,6 +293,9 @@ class Core:
             [b for b in restored.recent_committed if b.height < restored.root.height]
             + [restored.root]
         )
+        # (height, payload) of blocks committed and not yet applied by the driver (Applied);
+        # kept across an epoch change, whose last blocks may still be executing.
+        self._unapplied: list[tuple[int, bytes]] = []
         self._reset_epoch_state()
         epoch = validators.epoch
         # The unsigned QC that anchors this epoch: the genesis QC, or the one derived from the
@@ -322,8 +336,13 @@ class Core:
         # (by proposal, by vote author) was reported: evidence needs the first message, and
         # reporting once bounds the signature checks an equivocator can make us do.
         self._first_proposals: dict[Round, Proposal] = {}
-        # (height, payload) of blocks committed and not yet applied by the driver (Applied).
-        self._unapplied: list[tuple[int, bytes]] = []
+        self._idle_round: Round | None = None  # the round whose timer includes the heartbeat
+        # The latest proposal accepted (sent to a validator found behind) and to whom it was
+        # sent, per round. A core that accepted none yet never waits idle: after a restart it
+        # times out at once, so its peers find it behind and bring it up.
+        self._latest_proposal: Proposal | None = None
+        self._latest_round_seen = -1
+        self._helped: dict[Round, set[NodeId]] = {}
         self._reported: dict[Round, set[tuple[str, NodeId]]] = {}
         self._pending: list[tuple[NodeId, Proposal]] = []
         self._requested: dict[BlockId, int] = {}
@@ -425,6 +444,17 @@ class Core:
             case PayloadAvailable():
                 if self._empty_ok_round != self._round:
                     self._empty_ok_round = self._round
+                if self._idle_round == self._round:
+                    # Work arrived in an idle round: from now on a silent leader costs one
+                    # ordinary round timeout, not a heartbeat (timers are never cancelled; the
+                    # long one is ignored once the round has moved on).
+                    self._idle_round = None
+                    out.append(
+                        SetTimer(
+                            RoundTimer(self.epoch, self._round),
+                            self._now_ms + self._round_timeout_ms(),
+                        )
+                    )
                 self._try_propose(out)
             case SyncDone():
                 self._on_sync_done(event.root, event.root_qc, event.blocks, out)
@@ -568,13 +598,28 @@ class Core:
             self._seen_proposals,
             self._first_proposals,
             self._reported,
+            self._helped,
         )
         for table in tables:
             for old in [r for r in table if r < round - 1]:
                 del table[old]
-        out.append(SetTimer(RoundTimer(self.epoch, round), self._now_ms + self._round_timeout_ms()))
+        timeout_ms = self._round_timeout_ms()
+        self._idle_round = None
+        if self._is_idle():
+            # Nothing to wait for: the leader proposes at the heartbeat, or as soon as txs come.
+            self._idle_round = round
+            timeout_ms += self.config.idle_heartbeat_ms
+        out.append(SetTimer(RoundTimer(self.epoch, round), self._now_ms + timeout_ms))
         self._try_propose(out)
         self._retry_pending(out)
+
+    def _is_idle(self) -> bool:
+        """No txs to order and no block carrying txs waiting for descendants to commit."""
+        if not self.config.idle_heartbeat_ms or self._latest_proposal is None:
+            return False
+        tip = self._blocks.get(self._high_qc.block_id)
+        pending = self._pending_payloads(tip) if tip is not None else []
+        return not any(pending) and not self._payloads.has_payload(pending)
 
     def _on_timer(self, timer: Timer, out: list[Effect]) -> None:
         if timer.epoch != self.epoch or timer.round != self._round:
@@ -639,13 +684,11 @@ class Core:
         payload = self._payloads.next_payload(pending)
         assert len(payload) <= self.config.max_payload_bytes, "payload source exceeded the limit"
         if not payload and not any(pending) and self._empty_ok_round != round:
-            # Nothing to order and nothing in flight to commit: wait a little for transactions.
-            out.append(
-                SetTimer(
-                    ProposeTimer(self.epoch, round),
-                    self._now_ms + self.config.empty_block_delay_ms,
-                )
-            )
+            # Nothing to order and nothing in flight to commit: wait a little for transactions,
+            # or, idle, until the heartbeat (PayloadAvailable proposes at once).
+            idle = self.config.idle_heartbeat_ms and not self._payloads.has_payload(pending)
+            delay_ms = self.config.idle_heartbeat_ms if idle else self.config.empty_block_delay_ms
+            out.append(SetTimer(ProposeTimer(self.epoch, round), self._now_ms + delay_ms))
             return
         block = Block(
             chain_id=self.chain_id,
@@ -786,6 +829,9 @@ class Core:
 
     def _accept_proposal(self, sender: NodeId, proposal: Proposal, out: list[Effect]) -> None:
         block = proposal.block
+        if block.round >= self._latest_round_seen:
+            self._latest_round_seen = block.round
+            self._latest_proposal = proposal
         parent = self._blocks.get(block.parent_id)
         if parent is None:
             if block.height <= self._root.height:
@@ -917,6 +963,7 @@ class Core:
                 return
         if timeout.round < self._round:
             self._drop("old_round")
+            self._help_behind(sender, out)
             return
         if timeout.round > self._round + self.config.max_rounds_ahead:
             self._drop("future_round")
@@ -938,6 +985,18 @@ class Core:
             )
             high_qc = max((t.high_qc for t in table.values()), key=lambda qc: qc.round)
             self._process_tc(TimeoutCert(self.epoch, timeout.round, entries, high_qc), out)
+
+    def _help_behind(self, sender: NodeId, out: list[Effect]) -> None:
+        """A validator times out a round we left (it restarted, or was cut off): send it the
+        latest proposal we accepted, whose certificates bring it up (as Aptos helps a remote
+        behind with its sync info). Without it, a node behind in an idle cluster would wait
+        for the next heartbeat. Once per peer and round of ours, so it costs bounded work."""
+        if sender == self.me or self._latest_proposal is None:
+            return
+        helped = self._helped.setdefault(self._round, set())
+        if sender not in helped:
+            helped.add(sender)
+            out.append(Send(sender, self._latest_proposal))
 
     # ---- block fetch and sync --------------------------------------------------------------
 

@@ -47,6 +47,9 @@ class EmptyPayloads:
     def next_payload(self, pending: object) -> bytes:
         return b""
 
+    def has_payload(self, pending: object) -> bool:
+        return True
+
     def is_valid_payload(self, payload: bytes, pending: object) -> bool:
         return True
 

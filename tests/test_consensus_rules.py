@@ -21,8 +21,10 @@ from kledger.consensus import (
     CoreConfig,
     Deliver,
     Equivocation,
+    PayloadAvailable,
     Persist,
     Proposal,
+    ProposeTimer,
     QuorumCert,
     RestoredState,
     RoundTimer,
@@ -60,6 +62,9 @@ NOW = 10_000
 class Payloads:
     def next_payload(self, pending: Sequence[bytes]) -> bytes:
         return b"tx"
+
+    def has_payload(self, pending: object) -> bool:
+        return True
 
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
         return payload != b"bad"
@@ -283,6 +288,64 @@ def test_committed_payloads_stay_in_flight_until_the_driver_reports_them_applied
     assert core.step(Applied(Height(1), NOW)) == []
     core.step(TimerFired(RoundTimer(1, Round(3)), NOW + 5_000))  # a later proposal attempt
     assert core._pending_payloads(b2) == [b"pending-2"]  # applied: the store answers for it
+
+
+class IdlePayloads(Payloads):
+    """Nothing to order until `work` is set."""
+
+    def __init__(self) -> None:
+        self.work = False
+
+    def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        return b"tx" if self.work else b""
+
+    def has_payload(self, pending: object) -> bool:
+        return self.work
+
+
+def test_an_idle_cluster_waits_for_the_heartbeat_and_work_ends_the_wait() -> None:
+    payloads = IdlePayloads()
+    config = CoreConfig(round_timeout_ms=1_000, empty_block_delay_ms=0, idle_heartbeat_ms=30_000)
+    core = Core(
+        config, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
+        payloads, RestoredState(None, GENESIS, GENESIS_QC),
+    )  # fmt: skip
+    core.start(NOW)
+    b1 = block_on(GENESIS_QC, GENESIS, 1, payload=b"")
+    b2 = block_on(qc_on(b1), b1, 2, payload=b"")
+    deliver(core, "n1", propose(b1))
+    deliver(core, "n2", propose(b2))
+    effects = []
+    for author in ("n0", "n1", "n2"):
+        effects += deliver(core, author, vote(b2, author))
+    assert core.round == 3  # n3 leads round 3, with nothing to order and no tx to commit
+    timers = {e.timer: e.at_ms for e in effects if isinstance(e, SetTimer)}
+    assert timers[ProposeTimer(1, Round(3))] == NOW + 30_000  # the heartbeat, not 0 ms
+    assert timers[RoundTimer(1, Round(3))] == NOW + 31_000  # replicas wait as long, and more
+    assert sends(effects, Proposal) == []
+    payloads.work = True
+    later = core.step(PayloadAvailable(NOW + 5_000))
+    assert [p.message.block.payload for p in sends(later, Proposal)] == [b"tx"]
+    assert SetTimer(RoundTimer(1, Round(3)), NOW + 6_000) in later  # a silent leader: 1 timeout
+
+
+def test_a_core_behind_is_sent_the_latest_proposal_when_it_times_out() -> None:
+    core = make_core("n3")
+    deliver(core, "n1", propose(B1))
+    deliver(core, "n2", propose(B2))
+    for author in ("n0", "n1", "n2"):
+        deliver(core, author, vote(B2, author))
+    stale = Timeout(1, Round(1), GENESIS_QC, None, None, NodeId("n0"), b"")
+    stale = Timeout(
+        1, Round(1), GENESIS_QC, None, None, NodeId("n0"),
+        KEYS.signer(NodeId("n0"))(stale.sign_bytes(CHAIN)),
+    )  # fmt: skip
+    effects = deliver(core, "n0", stale)
+    # The latest accepted: n3's own proposal of round 3, carrying QC2 (which commits B1).
+    [sent] = sends(effects, Proposal)
+    assert sent.to == "n0" and sent.message.block.round == 3 == core.round
+    assert sent.message.block.qc.block_id == B2.id
+    assert sends(deliver(core, "n0", stale), Proposal) == []  # once per peer and round
 
 
 def test_qc_on_non_consecutive_rounds_commits_nothing() -> None:

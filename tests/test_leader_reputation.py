@@ -153,6 +153,9 @@ def _core(window: int, blocks: list[Block], root_qc: QuorumCert, validators: Val
         def next_payload(self, pending: object) -> bytes:
             return b""
 
+        def has_payload(self, pending: object) -> bool:
+            return True
+
         def is_valid_payload(self, payload: bytes, pending: object) -> bool:
             return True
 

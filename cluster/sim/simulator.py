@@ -48,6 +48,7 @@ from kledger.consensus.core import (
     Effect,
     Equivocation,
     Input,
+    PayloadAvailable,
     Persist,
     RequestSync,
     RestoredState,
@@ -76,7 +77,7 @@ from kledger.consensus.types import (
 )
 from kledger.consensus.validators import NodeId, ValidatorSet
 
-FAULT_KINDS = ("drop", "delay", "reorder", "duplicate", "partition", "crash", "skew")
+FAULT_KINDS = ("drop", "delay", "reorder", "duplicate", "partition", "crash", "skew", "idle")
 BYZANTINE_KINDS = (
     "twins", "equivocate", "double_vote", "forge", "replay", "fork", "junk_payload",
 )  # fmt: skip
@@ -170,6 +171,8 @@ class SimPayloads:
         self._node = node
 
     def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        if self._sim.idle:
+            return b""
         rng = self._sim.rng
         if rng.random() < 0.2:
             return b""
@@ -177,6 +180,9 @@ class SimPayloads:
         if self._sim.config.reconfigure and rng.random() < 0.1:
             return f"reconfig/{self._node.label}/{self._node.counter}".encode()
         return f"p/{self._node.label}/{self._node.counter}".encode()
+
+    def has_payload(self, pending: Sequence[bytes]) -> bool:
+        return not self._sim.idle  # between idle periods there is always something to order
 
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
         if payload == b"":
@@ -251,6 +257,7 @@ class Simulation:
         self.votes_signed: dict[tuple[NodeId, int, int], VoteData] = {}
         self._replay_pool: list[tuple[NodeId, Message]] = []
         self._heal_ms = config.fault_phase_ms
+        self.idle = False  # an idle period: no txs to order (fault kind "idle")
         # Committed blocks below the root handed to a restarted core: all leader reputation reads.
         self._recent_blocks = config.core.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
         self._healed = False
@@ -362,6 +369,16 @@ class Simulation:
             self._trace("partition heals")
         elif kind == "replay":
             self._replay()
+        elif kind == "idle":
+            self.idle = True
+            self._trace("idle: no txs to order")
+        elif kind == "work":
+            # Txs arrive after an idle period: every node's driver says so (PayloadAvailable).
+            self.idle = False
+            self._trace("txs arrive")
+            for node in self.nodes:
+                if node.alive and node.core is not None:
+                    self._input(node, PayloadAvailable(self._local_ms(node)))
 
     def _input(self, node: SimNode, event: Input) -> None:
         assert node.core is not None
@@ -605,6 +622,17 @@ class Simulation:
                 at = rng.randint(0, phase)
                 self._push(at, "crash", (node.index,))
                 self._push(min(at + rng.randint(200, 5_000), phase), "restart", (node.index,))
+        if "idle" in config.faults:
+            # Idle periods (nothing to order), some longer than a heartbeat, then work again.
+            at = 0
+            while True:
+                at += rng.randint(1_000, 8_000)
+                if at >= phase:
+                    break
+                self.result.faults["idle"] += 1
+                self._push(at, "idle", ())
+                at += rng.randint(500, 2 * max(config.core.idle_heartbeat_ms, 1_000))
+                self._push(min(at, phase), "work", ())
         if "replay" in config.byzantine:
             at = 0
             while at < phase + config.liveness_bound_ms:

@@ -54,6 +54,9 @@ class ByzantinePayloads:
         self.junk_txs += JUNK_TXS_PER_PROPOSAL
         return encode_payload(txs)
 
+    def has_payload(self, pending: Sequence[bytes]) -> bool:
+        return self._honest.has_payload(pending)
+
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
         return self._honest.is_valid_payload(payload, pending)
 

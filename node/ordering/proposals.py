@@ -86,6 +86,11 @@ class MempoolPayloads:
         txs = self._mempool.batch(self._max_txs, self._max_bytes, self._in_flight(pending))
         return encode_payload(txs)
 
+    def has_payload(self, pending: Sequence[bytes]) -> bool:
+        if not len(self._mempool):
+            return False  # the idle case, answered without decoding anything in flight
+        return bool(self._mempool.batch(1, None, self._in_flight(pending)))
+
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
         try:
             # Txs this node admitted come from the mempool (with their decoded bodies, which
