@@ -76,7 +76,7 @@ from node.proposals import MempoolPayloads
 from node.receipt import OK, Receipt
 from node.registry import Registry
 from node.registry_service import add_registry_service
-from node.server import ClientService, NodeServers, start_servers
+from node.server import ClientService, NodeServers, check_bindable, start_servers
 from node.store import LedgerStore
 from node.tls import TlsMaterial
 from node.tx import decode_tx
@@ -240,6 +240,9 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The metrics port is bound after the gRPC servers start: checked first (start_servers
+        # checks its two), so a taken port refuses the start before anything runs.
+        check_bindable("listen.metrics", self.config.listen.metrics)
         material = TlsMaterial.load(self.config.tls.ca, self.config.tls.cert, self.config.tls.key)
         peer_servicer = PeerServicer(
             on_message=self._on_peer_message,
