@@ -43,8 +43,8 @@ def _init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-port",
         type=int,
-        help="node i uses ports BASE+3i (client), +1 (peer), +2 (metrics); default: free "
-        "ephemeral ports",
+        help="node i uses ports BASE+3i (client), +1 (peer), +2 (metrics); default: the first "
+        "free block from 20000 up, below the OS's ephemeral port range",
     )
 
 
