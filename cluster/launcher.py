@@ -61,6 +61,9 @@ def node_pid(layout: ClusterLayout, org: str) -> int | None:
         pid = int(_pid_file(layout, org).read_text().strip())
     except (OSError, ValueError):
         return None
+    child = _children.get(pid)
+    if child is not None:  # started here: until it has exec'd, its cmdline is this process's
+        return pid if child.poll() is None else None
     config = str(layout.node_config(org).resolve())
     return pid if config in _cmdline(pid) else None
 
@@ -88,8 +91,8 @@ def start_node(layout: ClusterLayout, org: str) -> int:
 
 
 def _exited(layout: ClusterLayout, org: str) -> int | None:
-    """The pid of org's started node (pid file) if that process has ended. Not by its cmdline:
-    a child just started shows this process's cmdline until it has exec'd."""
+    """The pid of org's started node (pid file) if that process has ended: a child of this
+    process by its Popen, any other by /proc (gone, or a zombie)."""
     try:
         pid = int(_pid_file(layout, org).read_text().strip())
     except (OSError, ValueError):
