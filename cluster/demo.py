@@ -10,7 +10,9 @@ on 127.0.0.1, each with its own LevelDB, talking gRPC over mutual TLS:
   5. fetch certified proofs and verify them offline against the genesis file only
   6. kill -9 one node: the others keep committing; restart it: it catches up to the same root
 
-The cluster is left running; the last lines say how to explore and stop it.
+The cluster is left running; the last lines say how to explore and stop it. If a step fails,
+the demo prints what failed and the log tail of the node that did (a node that is down, else
+the node the commands asked), stops every node and exits 1.
 """
 
 from __future__ import annotations
@@ -63,13 +65,16 @@ def run(args: list[str], *, show: int = SHOWN_LINES, check: bool = True, tail: b
     )
     output = (done.stdout + done.stderr).rstrip()
     lines = output.splitlines()
-    if tail:
+    failed = check and done.returncode != 0
+    if failed:
+        show = len(lines)  # all of it: the reason is often at the end
+    elif tail:
         lines = lines[-show:]
     for line in lines[:show]:
         print(f"  {line}")
     if len(lines) > show:
         print(f"  ... ({len(lines) - show} more lines)")
-    if check and done.returncode != 0:
+    if failed:
         raise SystemExit(f"demo: `{printable}` failed with exit {done.returncode}")
     return done.stdout
 
@@ -113,8 +118,22 @@ def distribution(layout: ClusterLayout, c: list[str]) -> str:
         ["tx", "submit", str(request), "--key", str(layout.client_key("KOMCA")), "--wait", *c]
     )
     tx_hash: str = json.loads(out)["tx_hash"]
+    wait_queryable(layout, int(json.loads(out)["receipt"]["height"]))
     run(["query", "distribution", "KR-2026-01", "--recompute", *c])
     return tx_hash
+
+
+def wait_queryable(layout: ClusterLayout, height: int, timeout_s: float = 60) -> None:
+    """Until the node the commands ask has a certificate for `height`. Queries answer from the
+    newest certified state (node/certified_state.py) while `tx submit --wait` returns at
+    commit, when the height's certificate (header signatures of a quorum of nodes) may still be
+    on its way: asked then, the node does not know the tx yet (NOT_FOUND)."""
+    node = layout.nodes()[0]  # the one `--cluster` picks (cluster/connect.py)
+    deadline = time.monotonic() + timeout_s
+    while launcher.node_status(layout, node).certified_height < height:
+        if time.monotonic() > deadline:
+            return  # the query below then fails, saying what it does not find
+        time.sleep(0.2)
 
 
 def wait_certified(layout: ClusterLayout, tx_hash: str, c: list[str], out: Path) -> None:
@@ -177,11 +196,27 @@ def survive_a_crash(layout: ClusterLayout, c: list[str]) -> None:
     run(["cluster", "status", str(layout.root)])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
-    parser.add_argument("--dir", type=Path, default=ROOT / ".cluster" / "demo")
-    args = parser.parse_args(argv)
-    directory = args.dir.resolve()
+def report_failure(layout: ClusterLayout) -> None:
+    """After a failed step: the log tail of each node that is down (or, when all run, of the
+    node the commands ask), then stop every node."""
+    try:
+        nodes = layout.nodes()
+    except ValueError:
+        return  # no cluster yet: nothing was started
+    down = [n.org for n in nodes if launcher.node_pid(layout, n.org) is None]
+    if len(down) == len(nodes):
+        print("  no node is running (`cluster up` above says why)", flush=True)
+        return
+    for org in down or [nodes[0].org]:
+        state = "is down" if org in down else "is running (the node the commands ask)"
+        tail = launcher.log_tail(layout, org)
+        print(f"  {org} {state}; last {len(tail)} lines of {layout.node_dir(org)}/node.log:")
+        for line in tail:
+            print(f"  | {line}")
+    print(f"  stopped: {', '.join(launcher.down(layout))}", flush=True)
+
+
+def walkthrough(directory: Path) -> int:
     c = ["--cluster", str(directory)]
 
     heading("1. Six organizations, six nodes: keys, CA, TLS certificates, genesis; start")
@@ -216,6 +251,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  logs:     {directory}/nodes/*/node.log")
     print(f"  stop:     .venv/bin/kledger cluster down {directory}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=ROOT / ".cluster" / "demo")
+    args = parser.parse_args(argv)
+    directory = args.dir.resolve()
+    try:
+        return walkthrough(directory)
+    except SystemExit as failed:  # a step's command failed (run)
+        print(failed, file=sys.stderr, flush=True)
+        heading("The demo failed")
+        report_failure(ClusterLayout(directory))
+        return 1
+    except BaseException:  # a bug here, or Ctrl-C: still leave no node running
+        report_failure(ClusterLayout(directory))
+        raise
 
 
 if __name__ == "__main__":

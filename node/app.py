@@ -36,7 +36,7 @@ from kledger.node.api.ledger_service import (
     NodeStatusView,
 )
 from kledger.node.api.registry_service import add_registry_service
-from kledger.node.api.server import ClientService, NodeServers, start_servers
+from kledger.node.api.server import ClientService, NodeServers, check_bindable, start_servers
 from kledger.node.chain import keys
 from kledger.node.chain.genesis import Genesis, load_genesis
 from kledger.node.chain.header import CommitCertificate, Header, certificate_problem, sign_header
@@ -207,6 +207,9 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The metrics port is bound after the gRPC servers start: checked first (start_servers
+        # checks its two), so a taken port refuses the start before anything runs.
+        check_bindable("listen.metrics", self.config.listen.metrics)
         material = TlsMaterial.load(self.config.tls.ca, self.config.tls.cert, self.config.tls.key)
         peer_servicer = PeerServicer(
             on_message=self._on_peer_message,

@@ -1,6 +1,9 @@
 """A local cluster of real node processes for integration tests: `kledger cluster init` in a
 temporary directory, processes started and stopped by cluster/local/launcher.py, clients over
-gRPC/TLS on 127.0.0.1 with ephemeral ports. Every process it starts is stopped in `close`.
+gRPC/TLS on 127.0.0.1. Ports are chosen as `cluster init` chooses them (cluster/local/ports.py): a
+block below the OS's ephemeral range, free and claimed, so clusters created one after another
+(or by test runs side by side) each get their own. Every process it starts is stopped in
+`close`; a node that does not serve fails the test with its log tail.
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ class LocalCluster:
     # -- processes ----------------------------------------------------------------------------
 
     def up(self) -> None:
-        late = launcher.up(self.layout, timeout_s=90)
-        assert not late, f"not serving: {late}; logs in {self.layout.root}/nodes/*/node.log"
+        failures = launcher.up(self.layout, timeout_s=90)
+        assert not failures, "\n".join(failure.report() for failure in failures)
 
     def kill(self, org: str) -> None:
         assert launcher.kill_node(self.layout, org), f"{org} was not running"
@@ -72,7 +75,8 @@ class LocalCluster:
 
     def start(self, org: str) -> None:
         launcher.start_node(self.layout, org)
-        assert not launcher.wait_serving(self.layout, [org], timeout_s=90), f"{org} not serving"
+        if launcher.wait_serving(self.layout, [org], timeout_s=90):
+            raise AssertionError(launcher.failure(self.layout, org, 90).report())
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -49,8 +49,8 @@ def _init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-port",
         type=int,
-        help="node i uses ports BASE+3i (client), +1 (peer), +2 (metrics); default: free "
-        "ephemeral ports",
+        help="node i uses ports BASE+3i (client), +1 (peer), +2 (metrics); default: the first "
+        "free block from 20000 up, below the OS's ephemeral port range",
     )
 
 
@@ -86,9 +86,15 @@ def _layout(args: argparse.Namespace) -> ClusterLayout:
 
 def _run_up(args: argparse.Namespace) -> int:
     layout = _layout(args)
-    late = launcher.up(layout)
-    if late:
-        print(f"not serving in time: {', '.join(late)} (see nodes/ORG/node.log)", file=sys.stderr)
+    failures = launcher.up(layout)
+    if failures:
+        for failed in failures:
+            print(f"kledger cluster up: {failed.report()}", file=sys.stderr)
+        print(
+            f"kledger cluster up: not serving: {', '.join(f.org for f in failures)}; "
+            "stopped every node this command started",
+            file=sys.stderr,
+        )
         return 1
     print(f"{len(layout.nodes())} nodes serving; kledger cluster status {layout.root}")
     return 0
@@ -111,10 +117,13 @@ def _run_kill(args: argparse.Namespace) -> int:
 def _run_restart(args: argparse.Namespace) -> int:
     layout = _layout(args)
     launcher.stop_node(layout, args.node)
+    launcher.check_ports(layout, [args.node])
     launcher.start_node(layout, args.node)
     late = launcher.wait_serving(layout, [args.node])
     if late:
-        print(f"{args.node} not serving in time (see its node.log)", file=sys.stderr)
+        failed = launcher.failure(layout, args.node, launcher.READY_TIMEOUT_S)
+        print(f"kledger cluster restart: {failed.report()}", file=sys.stderr)
+        launcher.stop_node(layout, args.node)
         return 1
     print(f"{args.node} restarted and serving")
     return 0

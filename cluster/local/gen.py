@@ -8,8 +8,9 @@ holding every role):
 - genesis.json, one node.json per node (paths relative to the node's directory, addresses as
   data), and cluster.json with every node's ports.
 
-Ports are free ephemeral ports on 127.0.0.1 found at init time unless a base port is given
-(then node i uses base + 3i, +1, +2 for client, peer and metrics).
+Node i uses ports base + 3i, +1, +2 for client, peer and metrics. The base is given, or else
+the first free block below the OS's ephemeral range (cluster/local/ports.py says why not ephemeral
+ports); either way every port is checked free here, and again by `kledger cluster up`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kledger.cluster.layout import ClusterLayout, NodeAddress
+from kledger.cluster.local.ports import check_free, claim_block
 from kledger.node.chain.genesis import ORG_ID, BlockLimits, Genesis, OrgSpec, save_genesis
 from kledger.node.chain.keys import KeyPair, save_key
 from kledger.node.chain.tx import TxLimits
@@ -78,6 +80,17 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return ports
 
 
+def port_purposes(
+    orgs: tuple[tuple[str, str, tuple[str, ...]], ...], ports: list[int]
+) -> dict[int, str]:
+    """port -> what it is for ('KOMCA client'), in the order init assigns them."""
+    kinds = ("client", "peer", "metrics")
+    return {
+        port: f"{orgs[i // PORTS_PER_NODE][0]} {kinds[i % PORTS_PER_NODE]}"
+        for i, port in enumerate(ports)
+    }
+
+
 def init_cluster(root: Path, spec: ClusterSpec = ClusterSpec()) -> ClusterLayout:
     """Create a cluster directory. ValueError if it already holds a cluster or the spec is bad."""
     layout = ClusterLayout(Path(root))
@@ -93,8 +106,9 @@ def init_cluster(root: Path, spec: ClusterSpec = ClusterSpec()) -> ClusterLayout
         if not 1024 <= spec.base_port <= 65_535 - PORTS_PER_NODE * count:
             raise ValueError(f"--base-port: {spec.base_port} leaves no room for {count} nodes")
         ports = list(range(spec.base_port, spec.base_port + PORTS_PER_NODE * count))
+        check_free(spec.host, port_purposes(spec.orgs, ports))
     else:
-        ports = free_ports(PORTS_PER_NODE * count)
+        ports = claim_block(PORTS_PER_NODE * count, spec.host, layout.root)
 
     layout.root.mkdir(parents=True, exist_ok=True)
     authority = make_ca()

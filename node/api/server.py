@@ -7,11 +7,13 @@
 
 Health reports NOT_SERVING until the node calls `set_serving(True)` (store checked, driver
 running), so `cluster up` and load balancers wait for a ready node. Ports given as 0 are chosen
-by the OS and reported back.
+by the OS and reported back. A port that cannot be bound (taken, or not an address of this host)
+is a ValueError naming the setting and the address, before either server starts.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +36,10 @@ CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CLIENT_SYNC_THREADS = 4
 LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
+# gRPC sets SO_REUSEPORT on its listeners unless told not to, and then a server binds without
+# error a port another gRPC server already listens on, the kernel splitting connections between
+# the two. A node must own its ports: a taken one is a bind error.
+EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +79,29 @@ class NodeServers:
         await self.peer.stop(grace_s)
 
 
-def _bind(server: grpc.aio.Server, address: Address, credentials: grpc.ServerCredentials) -> int:
+def check_bindable(setting: str, address: Address) -> None:
+    """ValueError naming the setting and address if a listener cannot bind it now. Tried with a
+    plain socket (SO_REUSEADDR, as gRPC and the metrics server set it) before gRPC binds, so a
+    taken port is one line with the reason: gRPC's own failure is a line from its C core and a
+    RuntimeError without the reason."""
+    host = address.host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, address.port))
+        except OSError as exc:
+            raise ValueError(f"{setting}: cannot bind {address}: {exc.strerror or exc}") from None
+
+
+def _bind(
+    server: grpc.aio.Server, setting: str, address: Address, credentials: grpc.ServerCredentials
+) -> int:
     try:
         port: int = server.add_secure_port(str(address), credentials)
     except RuntimeError:
         port = 0
-    if port == 0:
-        raise ValueError(f"listen: cannot bind {address}")
+    if port == 0:  # taken between the check and here
+        raise ValueError(f"{setting}: cannot bind {address}")
     return port
 
 
@@ -93,12 +115,15 @@ async def start_servers(
     peer_settings: PeerSettings,
     extra_services: Sequence[ClientService] = (),
 ) -> NodeServers:
+    check_bindable("listen.client", client_address)
+    check_bindable("listen.peer", peer_address)
     client = grpc.aio.server(
         migration_thread_pool=ThreadPoolExecutor(CLIENT_SYNC_THREADS, "kledger-query"),
         interceptors=[RejectMalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", CLIENT_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", CLIENT_MAX_MESSAGE_BYTES),
+            EXCLUSIVE_PORT,
         ],
     )
     ledger_pb2_grpc.add_LedgerServicer_to_server(ledger, client)  # type: ignore[no-untyped-call]
@@ -110,15 +135,16 @@ async def start_servers(
     reflection.enable_server_reflection(
         (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), client
     )
-    client_port = _bind(client, client_address, client_port_credentials(material))
+    client_port = _bind(client, "listen.client", client_address, client_port_credentials(material))
 
     peer_server = grpc.aio.server(
-        options=server_options(peer_settings), interceptors=[RejectMalformedRequests()]
+        options=[*server_options(peer_settings), EXCLUSIVE_PORT],
+        interceptors=[RejectMalformedRequests()],
     )
     peer_pb2_grpc.add_PeerServicer_to_server(peer, peer_server)  # type: ignore[no-untyped-call]
     peer_health = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(peer_health, peer_server)
-    peer_port = _bind(peer_server, peer_address, peer_server_credentials(material))
+    peer_port = _bind(peer_server, "listen.peer", peer_address, peer_server_credentials(material))
 
     servers = NodeServers(
         client=client,
