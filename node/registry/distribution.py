@@ -128,9 +128,13 @@ def compute(
                 }
             )
 
-    def split(pool_amount: Fraction, split_: shares.Split) -> None:
+    def split(line: dict[str, Any], pool: str, pool_amount: Fraction, split_: shares.Split) -> None:
         for who, weight in split_.weights:
-            credit(who, pool_amount * weight / split_.denominator)
+            amount = pool_amount * weight / split_.denominator
+            if who == shares.UNKNOWN_RECIPIENT:
+                undistributed(line, pool, amount, "share of a party the registration does not name")
+            else:
+                credit(who, amount)
         rest = split_.denominator - sum(w for _, w in split_.weights)
         assert rest == 0
 
@@ -181,7 +185,7 @@ def compute(
                         line, pool["pool"], pool_amount, f"no {pool['right']} shares for {isrc}"
                     )
                 else:
-                    split(pool_amount, found)
+                    split(line, pool["pool"], pool_amount, found)
                 continue
             if not works:
                 undistributed(line, pool["pool"], pool_amount, f"no confirmed work link for {isrc}")
@@ -217,7 +221,7 @@ def compute(
                             f"no {pool['right']} shares for work {work_id}",
                         )
                     else:
-                        split(per_work, found)
+                        split(line, pool["pool"], per_work, found)
     paid = apportion(amounts) if amounts else {}
     payouts = sorted(
         [who.removeprefix("party:"), amount]
