@@ -78,8 +78,24 @@ def apportion(amounts: dict[str, Fraction]) -> dict[str, int]:
 def _match(
     reader: StateReader, line: dict[str, Any], now_ms: int
 ) -> tuple[str | None, list[str], str]:
-    """(recording ISRC or None, work ids, reason when nothing matched)."""
-    kind, code = line["code_kind"], line["code"]
+    """(recording ISRC or None, work ids, reason when nothing matched), trying the line's codes
+    in order (its own code first): the first that matches decides."""
+    reasons = []
+    for kind, code in [(line["code_kind"], line["code"])] + [
+        (c["kind"], c["value"]) for c in line.get("codes", ())
+    ]:
+        isrc, works, reason = _match_code(reader, kind, code, now_ms)
+        if not reason:
+            return isrc, works, ""
+        reasons.append(reason)
+    return None, [], "; ".join(reasons)
+
+
+def _match_code(
+    reader: StateReader, kind: str, code: str, now_ms: int
+) -> tuple[str | None, list[str], str]:
+    if kind == "proprietary":
+        return None, [], f"proprietary id {code} names nothing registered"
     if kind == "iswc":
         target = reader.get(state.code_key("iswc", code))
         if target is None:
@@ -154,7 +170,10 @@ def compute(
                 f"{period} {territory}",
                 "payload.period",
             )
-        revenue = Fraction(report["net_revenue_minor"] * line["usages"], report["total_usages"])
+        if "revenue_minor" in line:  # the report gives the line's own revenue (DSR SU03)
+            revenue = Fraction(line["revenue_minor"])
+        else:
+            revenue = Fraction(report["net_revenue_minor"] * line["usages"], report["total_usages"])
         isrc, works, reason = _match(reader, line, now_ms)
         if reason:
             for pool in tariff["pools"]:
