@@ -118,7 +118,7 @@ def _work_payload(header: FileHeader, tx: Transaction, work: Work, origin: str) 
         "provenance": {
             "creation_type": "human",
             "human_contribution": f"written by the registered writers ({names or 'unknown'})"[:512],
-            "warranty_ref": f"CWR {origin} {header.sender} {work.submitter_work_number}"[:128],
+            "warranty_ref": f"CWR {header.sender} {work.submitter_work_number}"[:128],
         },
         "submitter": {"sender": header.sender, "work_number": work.submitter_work_number},
     }
