@@ -30,9 +30,12 @@ ORGS = {
     "KMCA": ("ID_AGENCY", "REPORTER"),
 }
 LOAD_ORDER = [
-    ("KOMCA", "komca-works.cwr"), ("KOSCAP", "koscap-works.cwr"), ("FKMP", "fkmp-parties.jsonl"),
-    ("RIAK", "riak-recordings.jsonl"), ("KOMCA", "komca-links.jsonl"), ("KMCA", "kmca-links.jsonl"),
-    ("FKMP", "fkmp-rights.jsonl"), ("KOSCAP", "koscap-overclaim.jsonl"), ("KMCA", "usage-2026-01.tsv"),  # noqa: E501
+    ("KOMCA", "works", "CW260001301_118.V22"), ("KOSCAP", "works", "CW260001WR0_000.V22"),
+    ("KOMCA", "txs", "komca-ai.jsonl"), ("FKMP", "txs", "fkmp-parties.jsonl"),
+    ("RIAK", "txs", "riak-recordings.jsonl"), ("KOMCA", "txs", "komca-links.jsonl"),
+    ("KMCA", "txs", "kmca-links.jsonl"), ("FKMP", "txs", "fkmp-rights.jsonl"),
+    ("KOSCAP", "txs", "koscap-overclaim.jsonl"),
+    ("KMCA", "usage", "DSR_KMCA_MELON_Subscription_2026-01_KR_1of1_20260205T090000.tsv"),
 ]  # fmt: skip
 
 
@@ -89,15 +92,13 @@ def main() -> None:
     node = Node()
     start = time.perf_counter()
     nonce = 1
-    for org, name in LOAD_ORDER:
-        text = (SAMPLE / name).read_text(encoding="utf-8")
-        plan = {".cwr": bulk.plan_cwr, ".tsv": bulk.plan_dsr}.get(
-            Path(name).suffix, bulk.plan_jsonl
-        )(text, name)
-        summary = bulk.submit_plan(
+    for org, kind, name in LOAD_ORDER:
+        path = SAMPLE / name
+        plan = bulk.plan_file(lambda path=path: path.read_bytes().splitlines(True), kind, org, name)
+        summary = bulk.submit_file(
             plan, key(org), node.genesis.chain_id, node.submit, first_nonce=nonce
         )
-        nonce += len(plan.txs)
+        nonce += 100_000
         print(
             f"  {name}: accepted {summary.accepted}, refused {len(summary.refused)}, not sent {len(summary.not_sent)}"  # noqa: E501
         )

@@ -82,6 +82,13 @@ class Unit:
     def refused(self) -> bool:
         return not self.txs and any(p.level in "EGT" for p in self.problems)
 
+    @property
+    def weight(self) -> int:
+        """What the progress bar counts: a work, the usage lines of a batch, a JSON line."""
+        return self.usage_lines if self.usage_lines or self.row_problems else 1
+
+    row_problems: bool = False  # a unit that only carries a DSR file's row refusals
+
 
 @dataclass(slots=True)
 class FilePlan:
@@ -200,7 +207,10 @@ def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> 
         if header is None or end.rejected:
             return
         if row_problems:
-            yield Unit(row_problems[0].line, row_problems[0].record, problems=list(row_problems))
+            yield Unit(
+                row_problems[0].line, row_problems[0].record, problems=list(row_problems),
+                row_problems=True,
+            )  # fmt: skip
         batch: list[dsr.UsageLine] = []
 
         def flush() -> Iterator[Unit]:
@@ -224,7 +234,7 @@ def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> 
                 continue
             if item.summary_id in end.refused_summaries:
                 yield Unit(
-                    item.line, item.record,
+                    item.line, item.record, usage_lines=1,
                     problems=[Refusal(item.line, item.record, "SummaryRecordId", f"summary {item.summary_id} is refused", "T")],
                 )  # fmt: skip
                 continue
@@ -236,8 +246,7 @@ def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> 
             batch.append(item)
         yield from flush()
 
-    total = (end.usage_lines + batch_lines - 1) // batch_lines
-    return FilePlan(name, "DSR", header, 0, end.usage_lines, problems, units, total)
+    return FilePlan(name, "DSR", header, 0, end.usage_lines, problems, units, end.usage_lines)
 
 
 # -- JSON lines ------------------------------------------------------------------------------
@@ -381,7 +390,7 @@ def submit_file(
     started = time.monotonic()
     summary = Summary(plan.name, plan.format, plan.works, plan.usage_lines)
     summary.not_sent += plan.problems
-    noun = "works" if plan.works else "usage batches" if plan.usage_lines else "lines"
+    noun = "works" if plan.works else "usage lines" if plan.usage_lines else "lines"
     nonce = first_nonce
     done_units = 0
     seen_parties: set[str] = set()
@@ -390,7 +399,10 @@ def submit_file(
     def send(units: list[Unit]) -> None:
         nonlocal nonce, done_units
         txs = [tx for unit in units for tx in unit.txs]
-        ordered = sorted(txs, key=lambda tx: TYPE_ORDER.get(tx.type, 9))
+        # A CWR transaction's txs go parties first, then works, shares and links; other files
+        # are sent in their own order (a JSON-lines file orders its txs itself).
+        cwr_units = all(unit.transaction is not None for unit in units)
+        ordered = sorted(txs, key=lambda tx: TYPE_ORDER.get(tx.type, 9)) if cwr_units else txs
         for batch in batches(ordered, max_batch_txs):
             encodings = []
             for tx in batch:
@@ -409,7 +421,7 @@ def submit_file(
             _account(summary, unit)
             if on_unit is not None:
                 on_unit(unit)
-        done_units += len(units)
+        done_units += sum(unit.weight for unit in units)
         if progress is not None:
             progress.write(progress_line(done_units, plan.total_units, noun, started))
             progress.flush()

@@ -159,8 +159,15 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
         "next_version": 1,
     }
     shares.require_versions_left(current)
+    # A new claim supersedes the org's claims it overlaps (territory and dates): an org may
+    # hold different shares in different territories (a sub-publisher's in Japan, its own
+    # elsewhere) as claims side by side.
     for claim in current["claims"]:
-        if claim["org"] == env.signer.org and claim["status"] == "active":
+        if (
+            claim["org"] == env.signer.org
+            and claim["status"] == "active"
+            and shares.overlaps(claim, {**p, "org": env.signer.org})
+        ):
             same = [claim[k] for k in ("territories", "valid_from", "valid_to", "entries")]
             same.append(claim.get("excluded_territories", []))
             if same == [

@@ -147,7 +147,7 @@ UNKNOWN = "?unknown"
 UNKNOWN_RECIPIENT = "unknown"
 
 
-def _overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
     worldwide = "Worldwide"
     ta, tb = set(a["territories"]), set(b["territories"])
     xa, xb = set(a.get("excluded_territories", ())), set(b.get("excluded_territories", ()))
@@ -189,7 +189,7 @@ def conflicting_claims(record: dict[str, Any], new_claim: dict[str, Any]) -> lis
     others = [
         c
         for c in record["claims"]
-        if c["status"] == "active" and c["org"] != new_claim["org"] and _overlaps(c, new_claim)
+        if c["status"] == "active" and c["org"] != new_claim["org"] and overlaps(c, new_claim)
     ]
     if others and overclaim_total([*others, new_claim]) > FULL + TOLERANCE:
         return others
