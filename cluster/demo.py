@@ -94,7 +94,7 @@ def load_catalog(layout: ClusterLayout, c: list[str]) -> None:
         ack = ["--ack", str(acks / f"{name}.ACK")] if kind == "works" else []
         run(
             ["import", kind, str(SAMPLE / name), "--key", str(layout.client_key(org)),
-             "--org", org, "--quiet", *ack, *c],
+             "--as", org, "--quiet", *ack, *c],
             show=1,
             tail=True,
             check=False,  # the usage report holds one bad ISRC on purpose; the summary says so

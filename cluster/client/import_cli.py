@@ -1,7 +1,7 @@
 """`kledger import ...`: bulk-load the societies' files as signed batches, with a progress bar
 and a summary (formats: node/registry/formats/, node/registry/bulk.py, docs/registry.md).
 
-    kledger import works FILE  --key KEY [--org ORG] [--ack ACK] [--cluster DIR | --node H:P --ca CA]
+    kledger import works FILE  (--key KEY | --as ORG) [--ack ACK] [--cluster DIR | --node ...]
     kledger import usage FILE  --key KEY ...
     kledger import txs   FILE  --key KEY ...
     kledger import ...   FILE  --dry-run [--json]     plan and check only; needs no node
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("file", type=Path)
     parser.add_argument("--key", type=Path, help="member key file of the submitting org")
     parser.add_argument(
-        "--org", help="the submitting org (default: the key file's name, e.g. KOMCA.key)"
+        "--as",
+        dest="as_org",
+        help="the submitting org (default: the key file's name, e.g. KOMCA.key); with --cluster "
+        "and no --key, its client key",
     )
     parser.add_argument("--chain-id", help="default: from the cluster's or --genesis file")
     parser.add_argument("--genesis", type=Path)
@@ -84,8 +87,8 @@ def _chain_id(args: argparse.Namespace) -> str:
 
 
 def _org(args: argparse.Namespace) -> str:
-    if args.org:
-        return str(args.org)
+    if args.as_org:
+        return str(args.as_org)
     if args.key is not None:
         return Path(args.key).stem.split("-")[0]
     return "IMPORTER"
@@ -183,8 +186,10 @@ def main(argv: list[str], submit_factory: SubmitFactory | None = None) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0 if not report["refused"] else 1
     try:
+        if args.key is None and args.as_org and args.cluster:
+            args.key = ClusterLayout(Path(args.cluster)).client_key(args.as_org)
         if args.key is None:
-            raise ValueError("--key is required unless --dry-run")
+            raise ValueError("--key (or --as ORG with --cluster) is required unless --dry-run")
         key = load_key(args.key)
         chain_id = _chain_id(args)
         submit = (submit_factory or make_submitter)(args)
