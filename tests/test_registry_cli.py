@@ -160,5 +160,3 @@ def test_import_cli_dry_run_and_signed_submission(tmp_path, capsys, monkeypatch)
     again = json.loads(capsys.readouterr().out)
     assert again["accepted"] == 0 and again["ack"]["DU"] == 35
     assert {r["type"] for r in again["refused"]} == {"RegisterWork"}
-
-

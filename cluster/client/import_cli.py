@@ -131,17 +131,9 @@ class AckFile:
         tx = unit.transaction
         if tx is None:
             return
-        status, problems = bulk.ack_status(unit)
+        self._write(bulk.ack_lines(self.writer, unit))
+        status = bulk.ack_status(unit)[0]
         work = tx.work
-        self._write(
-            self.writer.transaction(
-                group_id=tx.group_id, sequence=tx.sequence, transaction_type=tx.type,
-                title=work.title if work else tx.header.text("title"),
-                submitter_number=work.submitter_work_number if work else "",
-                recipient_number=unit.work_id if status in ("AS", "AC", "CO", "DU") else "",
-                status=status, problems=problems, first_line=tx.header.line,
-            )
-        )  # fmt: skip
         self.references.append(
             {
                 "group": tx.group_id,

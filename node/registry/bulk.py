@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import TxBody, sign_tx
-from kledger.node.registry.formats import cwr, cwr_ledger, dsr
+from kledger.node.registry.formats import cwr, cwr_ledger, cwr_write, dsr
 from kledger.node.registry.formats.cwr_layout import WORK_HEADERS
 from kledger.node.registry.formats.problems import Refusal
 from kledger.node.registry.tx_file import check_body
@@ -504,3 +504,22 @@ def ack_status(unit: Unit) -> tuple[str, list[Refusal]]:
     if status == "AS" and any(p.level in "RF" for p in problems):
         status = "AC"
     return status, problems
+
+
+ACCEPTED = frozenset({"AS", "AC", "CO", "DU"})
+
+
+def ack_lines(writer: cwr_write.AckWriter, unit: Unit) -> list[str]:
+    """The ACK and MSG records of one CWR unit, with the ledger's work id when accepted."""
+    tx = unit.transaction
+    if tx is None:
+        return []
+    status, problems = ack_status(unit)
+    work = tx.work
+    return writer.transaction(
+        group_id=tx.group_id, sequence=tx.sequence, transaction_type=tx.type,
+        title=work.title if work else tx.header.text("title"),
+        submitter_number=work.submitter_work_number if work else tx.header.text("submitter_work_number"),
+        recipient_number=unit.work_id if status in ACCEPTED else "",
+        status=status, problems=problems, first_line=tx.header.line,
+    )  # fmt: skip

@@ -416,8 +416,9 @@ class _Reader:
                 number, "GRH", "transaction_type", f"{values['transaction_type']!r} is unknown"
             )
         elif values["transaction_type"] in self.seen_group_types:
-            self.group_problem(
-                number, "GRH", "transaction_type", "each transaction type has one group a file"
+            # GR in the specification; societies' own ACK files repeat the type (PRS): noted.
+            self.problems.append(
+                Refusal(number, "GRH", "transaction_type", "a second group of this type", "F")
             )
         self.seen_group_types.add(values["transaction_type"])
         want = GROUP_VERSIONS[self.version]
@@ -500,8 +501,9 @@ class _Reader:
             if record_sequence != 0:
                 self.file_problem(number, record_type, "record_sequence", "must be 0 on a header")
             if record_type != group.type and group.type != "ACK":
-                self.group_problem(
-                    number, record_type, "record_type", f"inside a {group.type} group"
+                # GR in the specification; real files mix NWR and REV in one group: noted.
+                self.problems.append(
+                    Refusal(number, record_type, "record_type", f"inside a {group.type} group", "F")
                 )
             group.transactions += 1
             self.transactions += 1
@@ -529,12 +531,12 @@ class _Reader:
                 f"is {tx_sequence}, its transaction has {current.sequence}",
             )
         if record_sequence != self.last_record_sequence + 1:
-            self.file_problem(
-                number,
-                record_type,
-                "record_sequence",
-                f"is {record_sequence}, expected {self.last_record_sequence + 1}",
-            )
+            # ER in the specification; real senders leave gaps where they dropped a record and
+            # repeat numbers (PRS, Curve): the records still belong to their transaction by its
+            # sequence #, so this is noted, not rejected.
+            self.problems.append(
+                Refusal(number, record_type, "record_sequence", f"is {record_sequence}, expected {self.last_record_sequence + 1}", "F")
+            )  # fmt: skip
         self.last_record_sequence = record_sequence
         if len(current.details) >= MAX_RECORDS_PER_TRANSACTION:
             current.problems.append(

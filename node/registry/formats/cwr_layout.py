@@ -41,7 +41,7 @@ PREFIX_CHARS = 19
 HDR = _fields(
     ("record_type", 1, 3, "A", "M"),
     ("sender_type", 4, 2, "A", "M"),
-    ("sender_id", 6, 9, "N", "M"),
+    ("sender_id", 6, 9, "A", "M"),  # N in the specification; real senders use codes (DP1)
     ("sender_name", 15, 45, "A", "M"),
     ("edi_version", 60, 5, "A", "M"),
     ("creation_date", 65, 8, "D", "M"),
