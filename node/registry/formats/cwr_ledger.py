@@ -110,14 +110,13 @@ def _work_payload(header: FileHeader, tx: Transaction, work: Work, origin: str) 
         else:
             entry["chain"] = party.chain
             publishers.append(entry)
-    names = ", ".join(p.display_name for p in work.parties if p.kind == "writer" and p.display_name)
     payload: dict[str, Any] = {
         "work_id": work_id(header, work),
         "titles": [work.title],
         "creators": creators,
         "provenance": {
             "creation_type": "human",
-            "human_contribution": f"written by the registered writers ({names or 'unknown'})"[:512],
+            "human_contribution": f"written by the writers {header.sender} registers"[:512],
             "warranty_ref": f"CWR {header.sender} {work.submitter_work_number}"[:128],
         },
         "submitter": {"sender": header.sender, "work_number": work.submitter_work_number},

@@ -14,7 +14,7 @@ records actually written.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,18 +219,18 @@ def sender_fields(sender: str) -> tuple[str, str]:
 
 
 def registration_lines(
-    works: list[dict[str, Any]],
+    works: Iterable[dict[str, Any]],
     *,
     sender: str,
     sender_name: str,
     created: str,
+    charset: str = "UTF-8",
 ) -> Iterator[str]:
     """A CWR 2.2 file of NWR transactions, one per work: {work, parties: {id: party record},
     shares: {right: claim}, isrcs: [...]}, as `kledger export cwr` reads them from the ledger.
     Parties: each share entry becomes an SPU (publisher) or SWR (writer) with its IPI name and
     base numbers and an SPT/SWT per territory (inclusions, then exclusions); unknown parties
     become OPU/OWR with the unknown indicator."""
-    charset = "UTF-8" if any(not _all_roman(w) for w in works) else ""
     sender_type, sender_id = sender_fields(sender)
     yield hdr(sender_type, sender_id, sender_name, created, charset)
     yield grh("NWR", 1)
@@ -243,14 +243,6 @@ def registration_lines(
         yield from lines
     yield grt(1, count, records)
     yield trl(1, count, records + 2)
-
-
-def _all_roman(item: dict[str, Any]) -> bool:
-    work = item["work"]
-    texts = [*work.get("titles", []), *(t["title"] for t in work.get("alternate_titles", []))]
-    for party in item.get("parties", {}).values():
-        texts += [n["name"] for n in party.get("names", [])]
-    return all(is_roman(t) for t in texts)
 
 
 def _work_lines(item: dict[str, Any], sequence: int, sender: str) -> Iterator[str]:
