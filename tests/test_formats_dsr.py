@@ -61,17 +61,28 @@ def test_the_youtube_ugc_file_carries_every_identifier_usage_and_revenue() -> No
     assert len(lines) == 6
     first = lines[0]
     assert first.report == {
-        "report_id": "1453417766009915-1", "period": "2015-10", "territory": "IS",
-        "service": "AdSupport-music", "commercial_model": "ad_supported", "use_type": "stream",
-        "currency": "USD", "net_revenue_minor": 409_05 + 359_71 + 3424_29 + 11570_53,
+        "report_id": "1453417766009915-1",
+        "period": "2015-10",
+        "territory": "IS",
+        "service": "AdSupport-music",
+        "commercial_model": "ad_supported",
+        "use_type": "stream",
+        "currency": "USD",
+        "net_revenue_minor": 409_05 + 359_71 + 3424_29 + 11570_53,
         "total_usages": 1036181 + 575732 + 3834450 + 21613409,
-    }  # fmt: skip
+    }
     assert first.usage == {
-        "line_id": "1.1.U1", "code_kind": "isrc", "code": "USSM19803037", "usages": 7810,
-        "codes": [{"kind": "cid", "value": "A935917475088049"},
-                  {"kind": "proprietary", "value": "myns::4534"}],
-        "revenue_minor": 200, "title": "Sexual Healing",
-    }  # fmt: skip
+        "line_id": "1.1.U1",
+        "code_kind": "isrc",
+        "code": "USSM19803037",
+        "usages": 7810,
+        "codes": [
+            {"kind": "cid", "value": "A935917475088049"},
+            {"kind": "proprietary", "value": "myns::4534"},
+        ],
+        "revenue_minor": 200,
+        "title": "Sexual Healing",
+    }
     second = lines[1].usage
     assert {"kind": "iswc", "value": "T9109247316"} in second["codes"]
     assert [line.usage["line_id"] for line in lines[2:]] == ["1.3.U1", "1.3.U2", "1.3.U3", "1.3.U4"]
@@ -79,7 +90,7 @@ def test_the_youtube_ugc_file_carries_every_identifier_usage_and_revenue() -> No
     plan = plan_of(data, YOUTUBE)
     summary = bulk.submit_file(
         plan, key("KMCA/client"), chain.genesis.chain_id, submitter(chain), first_nonce=1
-    )  # noqa: E501
+    )
     assert summary.accepted == 1 and summary.matched_lines == 0 and len(summary.unmatched) == 6
     assert "ISRC USSM19803037 is not registered" in summary.unmatched[0]["reason"]
     again = bulk.submit_file(
@@ -88,14 +99,17 @@ def test_the_youtube_ugc_file_carries_every_identifier_usage_and_revenue() -> No
         chain.genesis.chain_id,
         submitter(chain),
         first_nonce=99,
-    )  # noqa: E501
+    )
     assert again.accepted == 0 and again.refused[0]["status"] == "ALREADY_EXISTS"
 
 
 def test_a_foot_that_does_not_add_up_rejects_the_file() -> None:
     data = (HERE / YOUTUBE).read_bytes()
-    for cell, name, value in ((2, "NumberOfLinesInFile", b"36"), (4, "NumberOfSummaryRecords", b"3"),
-                              (5, "NumberOfBlocksInFile", b"4")):  # fmt: skip
+    for cell, name, value in (
+        (2, "NumberOfLinesInFile", b"36"),
+        (4, "NumberOfSummaryRecords", b"3"),
+        (5, "NumberOfBlocksInFile", b"4"),
+    ):
         report = bulk.dry_run(plan_of(replace_row(data, b"FOOT", cell, value)))
         assert ("file", "FOOT", name) in levels(report), name
         assert report["planned"] == 0
@@ -133,13 +147,13 @@ def test_escapes_multi_values_and_namespaces() -> None:
     assert (
         dsr.minor_units("409.05", "USD") == 40905
         and dsr.minor_units("1850000000", "KRW") == 1850000000
-    )  # noqa: E501
+    )
     assert dsr.minor_units("1.005", "USD") == 100 and dsr.minor_units("x", "USD") is None
 
 
 def _report(file_number: int, files: int, block: str, usages: int, foot_report: bool) -> bytes:
     rows = [
-        f"HEAD\tdsrf/1.1/1.4.1/1.3\tBasicAudioProfile\t1.3\tMSG-7\t2026-02-01T00:00:00Z\t{file_number}\t{files}\t2026-01-01\t2026-01-31\tPADPIDA1\tMelon\tStreams",  # noqa: E501
+        f"HEAD\tdsrf/1.1/1.4.1/1.3\tBasicAudioProfile\t1.3\tMSG-7\t2026-02-01T00:00:00Z\t{file_number}\t{files}\t2026-01-01\t2026-01-31\tPADPIDA1\tMelon\tStreams",
         "SY01.02\tS1\tMelon\t\tSubscriptionModel\tOnDemandStream\tKR\tStreams\t3000\t\tKRW\t9000000",
         f"AS01.01\t{block}\tR1\tM{block}\tKRA40260000{block}\tSong {block}\t\tArtist\t\tPT3M\tSoundRecording",  # noqa: E501
         f"SU02.02\t{block}\tS1\tT1\t\tR1\ttrue\t{usages}",
@@ -161,13 +175,13 @@ def test_a_report_in_two_files_is_one_report() -> None:
             chain.genesis.chain_id,
             submitter(chain),
             first_nonce=nonce,
-        )  # noqa: E501
+        )
         assert summary.accepted == 1 and summary.refused == []
     ids = [line.usage["line_id"] for data in (first, second) for line in usage_lines(data)]
     assert ids == ["1.1.T1", "2.2.T1"]
     assert {line.report["report_id"] for data in (first, second) for line in usage_lines(data)} == {
         "MSG-7-S1"
-    }  # noqa: E501
+    }
 
 
 # -- totality --------------------------------------------------------------------------------
@@ -183,7 +197,7 @@ def _check_total(data: bytes) -> None:
             "transaction",
             "record",
             "field",
-        )  # noqa: E501
+        )
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -117,11 +117,17 @@ class AckFile:
         if plan.rejected:  # the file as a whole: one ACK for its HDR or TRL
             self._write(
                 self.writer.transaction(
-                    group_id=0, sequence=0, transaction_type="HDR", title="",
-                    submitter_number="", recipient_number="", status="RJ",
-                    problems=plan.problems, first_line=1,
+                    group_id=0,
+                    sequence=0,
+                    transaction_type="HDR",
+                    title="",
+                    submitter_number="",
+                    recipient_number="",
+                    status="RJ",
+                    problems=plan.problems,
+                    first_line=1,
                 )
-            )  # fmt: skip
+            )
 
     def _write(self, lines: list[str]) -> None:
         for line in lines:
@@ -150,7 +156,7 @@ class AckFile:
                     }
                     for t in unit.txs
                 ],
-            }  # fmt: skip
+            }
         )
 
     def close(self) -> dict[str, Any]:
@@ -215,9 +221,13 @@ def main(argv: list[str], submit_factory: SubmitFactory | None = None) -> int:
     print(
         f"accepted {summary.accepted}, already in the ledger {summary.already}, "
         f"refused {len(summary.refused)}, not sent {len(summary.not_sent)}"
-        + (f"; {summary.matched_lines} of {summary.usage_lines} usage lines match a registered "
-           "recording or work" if summary.usage_lines else "")
+        + (
+            f"; {summary.matched_lines} of {summary.usage_lines} usage lines match a registered "
+            "recording or work"
+            if summary.usage_lines
+            else ""
+        )
         + (f"; ACK {report['ack']['ack']}" if ack else ""),
         file=sys.stderr,
-    )  # fmt: skip
+    )
     return 0 if not summary.refused and not summary.not_sent else 1

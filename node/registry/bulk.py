@@ -167,8 +167,14 @@ def _plan_cwr(lines: Lines, org: str, name: str) -> FilePlan:
             if item.rejected or item.type == "EXC":
                 if item.type == "EXC":
                     unit.problems.append(
-                        Refusal(item.header.line, "EXC", "", "a work in conflict is information, not a registration", "T")
-                    )  # fmt: skip
+                        Refusal(
+                            item.header.line,
+                            "EXC",
+                            "",
+                            "a work in conflict is information, not a registration",
+                            "T",
+                        )
+                    )
                 yield unit
                 continue
             origin = f"{name}:{item.header.line}"
@@ -208,9 +214,11 @@ def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> 
             return
         if row_problems:
             yield Unit(
-                row_problems[0].line, row_problems[0].record, problems=list(row_problems),
+                row_problems[0].line,
+                row_problems[0].record,
+                problems=list(row_problems),
                 row_problems=True,
-            )  # fmt: skip
+            )
         batch: list[dsr.UsageLine] = []
 
         def flush() -> Iterator[Unit]:
@@ -223,8 +231,14 @@ def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> 
             payload = {**report, "lines": [line.usage for line in batch]}
             unit = Unit(first.line, first.record, usage_lines=len(batch))
             unit.txs.append(
-                Planned(f"{name}:{first.line}..{batch[-1].line}", "ReportUsage", payload, first.line, first.record)
-            )  # fmt: skip
+                Planned(
+                    f"{name}:{first.line}..{batch[-1].line}",
+                    "ReportUsage",
+                    payload,
+                    first.line,
+                    first.record,
+                )
+            )
             _check_unit(unit)
             batch.clear()
             yield unit
@@ -234,9 +248,19 @@ def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> 
                 continue
             if item.summary_id in end.refused_summaries:
                 yield Unit(
-                    item.line, item.record, usage_lines=1,
-                    problems=[Refusal(item.line, item.record, "SummaryRecordId", f"summary {item.summary_id} is refused", "T")],
-                )  # fmt: skip
+                    item.line,
+                    item.record,
+                    usage_lines=1,
+                    problems=[
+                        Refusal(
+                            item.line,
+                            item.record,
+                            "SummaryRecordId",
+                            f"summary {item.summary_id} is refused",
+                            "T",
+                        )
+                    ],
+                )
                 continue
             if batch and (
                 len(batch) >= batch_lines
@@ -272,7 +296,9 @@ def _plan_jsonl(lines: Lines, name: str) -> FilePlan:
                 yield unit
                 continue
             if not isinstance(document, dict) or set(document) != {"type", "payload"}:
-                unit.problems.append(Refusal(number, "", "", 'a line is {"type": NAME, "payload": {...}}', "R"))  # fmt: skip
+                unit.problems.append(
+                    Refusal(number, "", "", 'a line is {"type": NAME, "payload": {...}}', "R")
+                )
                 yield unit
                 continue
             tx_type = str(document["type"])
@@ -463,9 +489,14 @@ def _account(summary: Summary, unit: Unit) -> None:
             summary.already += 1
         else:
             summary.refused.append(
-                {"line": tx.line, "record": tx.record, "type": tx.type,
-                 "status": result.status, "reason": result.message}
-            )  # fmt: skip
+                {
+                    "line": tx.line,
+                    "record": tx.record,
+                    "type": tx.type,
+                    "status": result.status,
+                    "reason": result.message,
+                }
+            )
     if unit.transaction is not None:
         summary.statuses[ack_status(unit)[0]] += 1
 
@@ -483,7 +514,15 @@ def ack_status(unit: Unit) -> tuple[str, list[Refusal]]:
     if work is not None and work.result is not None and not work.result.ok:
         if work.result.status == "ALREADY_EXISTS":
             return "DU", problems
-        problems.append(Refusal(work.line, work.record, "", f"ledger: {work.result.status}: {work.result.message}", "T"))  # fmt: skip
+        problems.append(
+            Refusal(
+                work.line,
+                work.record,
+                "",
+                f"ledger: {work.result.status}: {work.result.message}",
+                "T",
+            )
+        )
         return "RJ", problems
     for tx in unit.txs:
         result = tx.result
@@ -497,10 +536,25 @@ def ack_status(unit: Unit) -> tuple[str, list[Refusal]]:
         ):
             status = "CO"
             problems.append(
-                Refusal(tx.line, "SPU", "", f"shares conflict with another org's claim: dispute {result.output.get('dispute_id', '')}", "R")
-            )  # fmt: skip
+                Refusal(
+                    tx.line,
+                    "SPU",
+                    "",
+                    "shares conflict with another org's claim: dispute "
+                    f"{result.output.get('dispute_id', '')}",
+                    "R",
+                )
+            )
         elif not result.ok and result.status != "ALREADY_EXISTS":
-            problems.append(Refusal(tx.line, tx.record, "", f"ledger: {tx.type}: {result.status}: {result.message}", "R"))  # fmt: skip
+            problems.append(
+                Refusal(
+                    tx.line,
+                    tx.record,
+                    "",
+                    f"ledger: {tx.type}: {result.status}: {result.message}",
+                    "R",
+                )
+            )
     if status == "AS" and any(p.level in "RF" for p in problems):
         status = "AC"
     return status, problems
@@ -517,9 +571,15 @@ def ack_lines(writer: cwr_write.AckWriter, unit: Unit) -> list[str]:
     status, problems = ack_status(unit)
     work = tx.work
     return writer.transaction(
-        group_id=tx.group_id, sequence=tx.sequence, transaction_type=tx.type,
+        group_id=tx.group_id,
+        sequence=tx.sequence,
+        transaction_type=tx.type,
         title=work.title if work else tx.header.text("title"),
-        submitter_number=work.submitter_work_number if work else tx.header.text("submitter_work_number"),
+        submitter_number=work.submitter_work_number
+        if work
+        else tx.header.text("submitter_work_number"),
         recipient_number=unit.work_id if status in ACCEPTED else "",
-        status=status, problems=problems, first_line=tx.header.line,
-    )  # fmt: skip
+        status=status,
+        problems=problems,
+        first_line=tx.header.line,
+    )

@@ -328,7 +328,9 @@ class _Group:
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, structure_only: bool = False) -> None:
+        # The first of a consumer's two passes needs the file's structure and counts only.
+        self.structure_only = structure_only
         self.header: FileHeader | None = None
         self.problems: list[Refusal] = []
         self.rejected_groups: set[int] = set()
@@ -358,7 +360,7 @@ class _Reader:
 
     def close_transaction(self) -> Transaction | None:
         finished, self.current = self.current, None
-        if finished is not None:
+        if finished is not None and not self.structure_only:
             validate_transaction(finished, self.version)
         return finished
 
@@ -500,7 +502,7 @@ class _Reader:
                 )
             if record_sequence != 0:
                 self.file_problem(number, record_type, "record_sequence", "must be 0 on a header")
-            if record_type != group.type and group.type != "ACK":
+            if group.type not in (record_type, "ACK"):
                 # GR in the specification; real files mix NWR and REV in one group: noted.
                 self.problems.append(
                     Refusal(number, record_type, "record_type", f"inside a {group.type} group", "F")
@@ -535,8 +537,14 @@ class _Reader:
             # repeat numbers (PRS, Curve): the records still belong to their transaction by its
             # sequence #, so this is noted, not rejected.
             self.problems.append(
-                Refusal(number, record_type, "record_sequence", f"is {record_sequence}, expected {self.last_record_sequence + 1}", "F")
-            )  # fmt: skip
+                Refusal(
+                    number,
+                    record_type,
+                    "record_sequence",
+                    f"is {record_sequence}, expected {self.last_record_sequence + 1}",
+                    "F",
+                )
+            )
         self.last_record_sequence = record_sequence
         if len(current.details) >= MAX_RECORDS_PER_TRANSACTION:
             current.problems.append(
@@ -557,6 +565,8 @@ class _Reader:
     def fields_of(
         self, text: str, record_type: str, number: int
     ) -> tuple[dict[str, Any], list[Refusal]]:
+        if self.structure_only:
+            return {}, []
         if record_type in layout.WORK_HEADERS:
             fields = layout.WORK
         elif record_type == "ACK":
@@ -659,9 +669,11 @@ class _Reader:
 Item = FileHeader | Transaction | FileEnd
 
 
-def read_cwr(lines: Iterable[bytes]) -> Iterator[Item]:
-    """FileHeader (when the HDR reads), each Transaction as it ends, and FileEnd last."""
-    reader = _Reader()
+def read_cwr(lines: Iterable[bytes], structure_only: bool = False) -> Iterator[Item]:
+    """FileHeader (when the HDR reads), each Transaction as it ends, and FileEnd last;
+    `structure_only` reads records, sequence numbers and counts but not the transactions'
+    fields (their `work` stays None)."""
+    reader = _Reader(structure_only)
     header_sent = False
     number = 0
     for number, raw in enumerate(lines, start=1):
@@ -683,7 +695,7 @@ def scan(lines: Iterable[bytes]) -> tuple[FileHeader | None, FileEnd, int]:
     header: FileHeader | None = None
     works = 0
     end = FileEnd([], set(), 0, 0, 0)
-    for item in read_cwr(lines):
+    for item in read_cwr(lines, structure_only=True):
         if isinstance(item, FileHeader):
             header = item
         elif isinstance(item, Transaction):
@@ -898,10 +910,21 @@ def _publisher(tx: Transaction, record: Record) -> Party:
     unknown = record.text("unknown_indicator") == "Y" or not name
     ownership = _shares(record, "ownership")
     party = Party(
-        record.line, record.type, "publisher", controlled, record.text("ip_number"), name, "",
-        role, unknown and not controlled, ipi, base, _societies(record), ownership,
+        record.line,
+        record.type,
+        "publisher",
+        controlled,
+        record.text("ip_number"),
+        name,
+        "",
+        role,
+        unknown and not controlled,
+        ipi,
+        base,
+        _societies(record),
+        ownership,
         chain=record.number("publisher_sequence"),
-    )  # fmt: skip
+    )
     if controlled:
         for name_field in ("ip_number", "name"):
             if not record.text(name_field):
@@ -954,9 +977,20 @@ def _writer(tx: Transaction, record: Record) -> Party:
     role = record.text("designation")
     ownership = _shares(record, "ownership")
     party = Party(
-        record.line, record.type, "writer", controlled, record.text("ip_number"), last, first,
-        role, unknown and not controlled, ipi, base, _societies(record), ownership,
-    )  # fmt: skip
+        record.line,
+        record.type,
+        "writer",
+        controlled,
+        record.text("ip_number"),
+        last,
+        first,
+        role,
+        unknown and not controlled,
+        ipi,
+        base,
+        _societies(record),
+        ownership,
+    )
     if controlled:
         for name_field in ("ip_number", "last_name", "designation"):
             if not record.text(name_field):
@@ -1056,9 +1090,13 @@ def _title(tx: Transaction, record: Record, work: Work) -> None:
     if not record.text("title"):
         return
     work.alternate_titles.append(
-        {"title": record.text("title"), "type": title_type, "language": language,
-         "non_roman": "Y" if record.type == "NAT" else ""}
-    )  # fmt: skip
+        {
+            "title": record.text("title"),
+            "type": title_type,
+            "language": language,
+            "non_roman": "Y" if record.type == "NAT" else "",
+        }
+    )
 
 
 def _recording(tx: Transaction, record: Record, work: Work) -> None:

@@ -303,11 +303,29 @@ MSG = _fields(
 # Detail records the ledger reads; the other valid CWR detail records are accepted and passed
 # over (their content has no place in the ledger yet).
 DETAIL_LAYOUTS: dict[str, tuple[Field, ...]] = {
-    "SPU": PUBLISHER, "OPU": PUBLISHER, "SPT": PUBLISHER_TERRITORY, "OPT": PUBLISHER_TERRITORY,
-    "SWR": WRITER, "OWR": WRITER, "SWT": WRITER_TERRITORY, "OWT": WRITER_TERRITORY, "PWR": PWR,
-    "ALT": ALT, "NAT": NAT, "VER": VER, "EWT": VER, "PER": PER, "NPR": NPR, "NPN": NPN,
-    "NWN": NWN, "NOW": NOW, "REC": REC, "ORN": ORN, "XRF": XRF, "MSG": MSG,
-}  # fmt: skip
+    "SPU": PUBLISHER,
+    "OPU": PUBLISHER,
+    "SPT": PUBLISHER_TERRITORY,
+    "OPT": PUBLISHER_TERRITORY,
+    "SWR": WRITER,
+    "OWR": WRITER,
+    "SWT": WRITER_TERRITORY,
+    "OWT": WRITER_TERRITORY,
+    "PWR": PWR,
+    "ALT": ALT,
+    "NAT": NAT,
+    "VER": VER,
+    "EWT": VER,
+    "PER": PER,
+    "NPR": NPR,
+    "NPN": NPN,
+    "NWN": NWN,
+    "NOW": NOW,
+    "REC": REC,
+    "ORN": ORN,
+    "XRF": XRF,
+    "MSG": MSG,
+}
 PASSED_OVER = frozenset({"NET", "NCT", "NVT", "INS", "IND", "COM", "ARI", "TER", "IPA", "NPA"})
 WORK_HEADERS = frozenset({"NWR", "REV", "ISW", "EXC"})
 TRANSACTION_HEADERS = WORK_HEADERS | {"ACK", "AGR"}

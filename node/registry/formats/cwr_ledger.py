@@ -172,9 +172,14 @@ def _entries(
         pid = party_id(header, party)
         if not pid:
             unknown.append(
-                {"unknown": True, "kind": party.kind, "role": _role(party),
-                 "ownership": ownership, "collection": collection}
-            )  # fmt: skip
+                {
+                    "unknown": True,
+                    "kind": party.kind,
+                    "role": _role(party),
+                    "ownership": ownership,
+                    "collection": collection,
+                }
+            )
             continue
         key = (pid, party.kind)
         if key in merged:
@@ -182,18 +187,26 @@ def _entries(
             merged[key]["collection"] += collection
         else:
             merged[key] = {
-                "party_id": pid, "kind": party.kind, "role": _role(party),
-                "ownership": ownership, "collection": collection,
-            }  # fmt: skip
+                "party_id": pid,
+                "kind": party.kind,
+                "role": _role(party),
+                "ownership": ownership,
+                "collection": collection,
+            }
     entries = [*merged.values(), *unknown]
     if not any(e["ownership"] or e["collection"] for e in entries):
         return None
     collected = sum(e["collection"] for e in entries)
     if collected and collected < cwr.FULL - cwr.TOLERANCE:
         entries.append(
-            {"unknown": True, "kind": "publisher", "role": "E", "ownership": 0,
-             "collection": cwr.FULL - collected}
-        )  # fmt: skip
+            {
+                "unknown": True,
+                "kind": "publisher",
+                "role": "E",
+                "ownership": 0,
+                "collection": cwr.FULL - collected,
+            }
+        )
     for entry in entries:  # a party the ledger sees once per kind: keep the CWR caps
         entry["ownership"] = min(entry["ownership"], cwr.FULL)
         entry["collection"] = min(entry["collection"], cwr.FULL)

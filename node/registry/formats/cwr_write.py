@@ -71,37 +71,57 @@ def hdr(sender_type: str, sender_id: str, sender_name: str, created: str, charse
     return record(
         layout.HDR,
         {
-            "record_type": "HDR", "sender_type": sender_type, "sender_id": sender_id.zfill(9),
-            "sender_name": roman(sender_name), "edi_version": "01.10",
-            "creation_date": created[:8], "creation_time": created[8:14],
-            "transmission_date": created[:8], "character_set": charset, "version": "2.2",
-            "revision": 2, "software_package": SOFTWARE, "software_version": SOFTWARE_VERSION,
+            "record_type": "HDR",
+            "sender_type": sender_type,
+            "sender_id": sender_id.zfill(9),
+            "sender_name": roman(sender_name),
+            "edi_version": "01.10",
+            "creation_date": created[:8],
+            "creation_time": created[8:14],
+            "transmission_date": created[:8],
+            "character_set": charset,
+            "version": "2.2",
+            "revision": 2,
+            "software_package": SOFTWARE,
+            "software_version": SOFTWARE_VERSION,
         },
-    )  # fmt: skip
+    )
 
 
 def grh(transaction_type: str, group_id: int) -> str:
     return record(
         layout.GRH,
-        {"record_type": "GRH", "transaction_type": transaction_type, "group_id": group_id,
-         "version_number": "02.20"},
-    )  # fmt: skip
+        {
+            "record_type": "GRH",
+            "transaction_type": transaction_type,
+            "group_id": group_id,
+            "version_number": "02.20",
+        },
+    )
 
 
 def grt(group_id: int, transactions: int, records: int) -> str:
     return record(
         layout.GRT,
-        {"record_type": "GRT", "group_id": group_id, "transaction_count": transactions,
-         "record_count": records},
-    )  # fmt: skip
+        {
+            "record_type": "GRT",
+            "group_id": group_id,
+            "transaction_count": transactions,
+            "record_count": records,
+        },
+    )
 
 
 def trl(groups: int, transactions: int, records: int) -> str:
     return record(
         layout.TRL,
-        {"record_type": "TRL", "group_count": groups, "transaction_count": transactions,
-         "record_count": records},
-    )  # fmt: skip
+        {
+            "record_type": "TRL",
+            "group_count": groups,
+            "transaction_count": transactions,
+            "record_count": records,
+        },
+    )
 
 
 # -- acknowledgements ------------------------------------------------------------------------
@@ -262,16 +282,19 @@ def _work_lines(item: dict[str, Any], sequence: int, sender: str) -> Iterator[st
     yield record(
         layout.WORK,
         {
-            "title": roman(title)[:60], "language": work.get("language", ""),
-            "submitter_work_number": submitter[:14], "iswc": work.get("iswc", ""),
+            "title": roman(title)[:60],
+            "language": work.get("language", ""),
+            "submitter_work_number": submitter[:14],
+            "iswc": work.get("iswc", ""),
             "distribution_category": work.get("category") or "POP",
-            "duration": _hhmmss(work.get("duration_s", 0)), "recorded_indicator": "U",
+            "duration": _hhmmss(work.get("duration_s", 0)),
+            "recorded_indicator": "U",
             "version_type": "MOD" if modified else "ORI",
             "music_arrangement": "UNS" if modified else "",
             "lyric_adaptation": "UNS" if modified else "",
         },
         prefix("NWR", sequence, 0),
-    )  # fmt: skip
+    )
     ip_numbers: dict[str, str] = {}
     used: set[str] = set()
     unknown_seen = {"publisher": 0, "writer": 0}
@@ -301,25 +324,30 @@ def _work_lines(item: dict[str, Any], sequence: int, sender: str) -> Iterator[st
         yield record(
             layout.PUBLISHER,
             {
-                "publisher_sequence": entry.get("chain") or index, "ip_number": ip,
+                "publisher_sequence": entry.get("chain") or index,
+                "ip_number": ip,
                 "name": roman(name.get("name", ""))[:45] if controlled else "",
                 "unknown_indicator": "" if controlled else "Y",
-                "publisher_type": entry["role"], "ipi_name_number": name.get("ipi", ""),
+                "publisher_type": entry["role"],
+                "ipi_name_number": name.get("ipi", ""),
                 "ipi_base_number": name.get("ipi_base", ""),
                 **_ownership(found, _societies(party)),
             },
             next_prefix("SPU" if controlled else "OPU"),
-        )  # fmt: skip
+        )
         if controlled:
             yield from _territory_lines(layout.PUBLISHER_TERRITORY, "SPT", ip, found, next_prefix)
             for other in party.get("names", [])[1:2]:
                 if not is_roman(other["name"]):
                     yield record(
                         layout.NPN,
-                        {"publisher_sequence": entry.get("chain") or index, "ip_number": ip,
-                         "name": other["name"]},
+                        {
+                            "publisher_sequence": entry.get("chain") or index,
+                            "ip_number": ip,
+                            "name": other["name"],
+                        },
                         next_prefix("NPN"),
-                    )  # fmt: skip
+                    )
     for index, entry in enumerate(work.get("creators", []), start=1):
         found = shares_of("writer", entry)
         controlled = not entry.get("unknown")
@@ -330,14 +358,17 @@ def _work_lines(item: dict[str, Any], sequence: int, sender: str) -> Iterator[st
         yield record(
             layout.WRITER,
             {
-                "ip_number": ip, "last_name": roman(last)[:45], "first_name": roman(first)[:30],
-                "unknown_indicator": "" if controlled else "Y", "designation": entry["role"],
+                "ip_number": ip,
+                "last_name": roman(last)[:45],
+                "first_name": roman(first)[:30],
+                "unknown_indicator": "" if controlled else "Y",
+                "designation": entry["role"],
                 "ipi_name_number": name.get("ipi", ""),
                 "ipi_base_number": name.get("ipi_base", ""),
                 **_ownership(found, _societies(party)),
             },
             next_prefix("SWR" if controlled else "OWR"),
-        )  # fmt: skip
+        )
         if not controlled:
             continue
         yield from _territory_lines(layout.WRITER_TERRITORY, "SWT", ip, found, next_prefix)
@@ -360,41 +391,53 @@ def _work_lines(item: dict[str, Any], sequence: int, sender: str) -> Iterator[st
             owner_name = parties.get(owner["party_id"], {}).get("names", [{}])[0].get("name", "")
             yield record(
                 layout.PWR,
-                {"publisher_ip_number": ip_numbers[owner["party_id"]],
-                 "publisher_name": roman(owner_name)[:45], "writer_ip_number": ip,
-                 "publisher_sequence": chain},
+                {
+                    "publisher_ip_number": ip_numbers[owner["party_id"]],
+                    "publisher_name": roman(owner_name)[:45],
+                    "writer_ip_number": ip,
+                    "publisher_sequence": chain,
+                },
                 next_prefix("PWR"),
-            )  # fmt: skip
+            )
     for alternate in work.get("alternate_titles", []):
         if alternate.get("non_roman") or not is_roman(alternate["title"]):
             yield record(
                 layout.NAT,
-                {"title": alternate["title"], "title_type": alternate["type"],
-                 "language": alternate.get("language", "")},
+                {
+                    "title": alternate["title"],
+                    "title_type": alternate["type"],
+                    "language": alternate.get("language", ""),
+                },
                 next_prefix("NAT"),
-            )  # fmt: skip
+            )
         else:
             yield record(
                 layout.ALT,
-                {"title": roman(alternate["title"])[:60], "title_type": alternate["type"],
-                 "language": alternate.get("language", "")},
+                {
+                    "title": roman(alternate["title"])[:60],
+                    "title_type": alternate["type"],
+                    "language": alternate.get("language", ""),
+                },
                 next_prefix("ALT"),
-            )  # fmt: skip
+            )
     if modified:
         original = work.get("original", {})
         yield record(
             layout.VER,
             {"title": roman(original.get("title") or title)[:60], "iswc": original.get("iswc", "")},
             next_prefix("VER"),
-        )  # fmt: skip
+        )
     for performer in work.get("performers", []):
         last, first = _split_name(performer["name"])
         yield record(
             layout.PER,
-            {"last_name": roman(last)[:45], "first_name": roman(first)[:30],
-             "ipi_name_number": performer.get("ipi", "")},
+            {
+                "last_name": roman(last)[:45],
+                "first_name": roman(first)[:30],
+                "ipi_name_number": performer.get("ipi", ""),
+            },
             next_prefix("PER"),
-        )  # fmt: skip
+        )
     for isrc in item.get("isrcs", []):
         yield record(layout.REC, {"isrc": isrc, "recording_format": "A"}, next_prefix("REC"))
     origin = work.get("origin", {})
@@ -480,19 +523,29 @@ def _territory_lines(
             sequence += 1
             yield record(
                 fields,
-                {"ip_number": ip, "pr_collection_share": _share(collection.get("PR", 0)),
-                 "mr_collection_share": _share(collection.get("MR", 0)),
-                 "sr_collection_share": _share(collection.get("SR", 0)),
-                 "inclusion_exclusion": "I", "tis_code": code, "shares_change": "N",
-                 "sequence": sequence},
+                {
+                    "ip_number": ip,
+                    "pr_collection_share": _share(collection.get("PR", 0)),
+                    "mr_collection_share": _share(collection.get("MR", 0)),
+                    "sr_collection_share": _share(collection.get("SR", 0)),
+                    "inclusion_exclusion": "I",
+                    "tis_code": code,
+                    "shares_change": "N",
+                    "sequence": sequence,
+                },
                 next_prefix(record_type),
-            )  # fmt: skip
+            )
         for country in excluded:
             if country in tis_of:
                 sequence += 1
                 yield record(
                     fields,
-                    {"ip_number": ip, "inclusion_exclusion": "E", "tis_code": tis_of[country],
-                     "shares_change": "N", "sequence": sequence},
+                    {
+                        "ip_number": ip,
+                        "inclusion_exclusion": "E",
+                        "tis_code": tis_of[country],
+                        "shares_change": "N",
+                        "sequence": sequence,
+                    },
                     next_prefix(record_type),
-                )  # fmt: skip
+                )

@@ -28,6 +28,7 @@ and proprietary ids.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -67,25 +68,66 @@ USE_TYPES = {
 }
 # Summary records: cell positions (1-based as in the DSR pages) of what a report header needs.
 SUMMARY_CELLS: dict[str, dict[str, int]] = {
-    "SY01": {"id": 2, "model": 5, "use": 6, "territory": 7, "service": 8, "usages": 9,
-             "currency": 11, "revenue": 12},
-    "SY02": {"id": 2, "model": 5, "use": 6, "territory": 7, "service": 8, "usages": 9,
-             "currency": 11, "revenue": 12},
-    "SY04": {"id": 2, "model": 5, "use": 6, "territory": 7, "service": 8, "usages": 14,
-             "currency": 15, "revenue": 19},
-    "SY05": {"id": 2, "model": 5, "use": 6, "territory": 7, "service": 8, "usages": 12,
-             "currency": 18, "revenue": 16},
-    "SY09": {"id": 2, "model": 3, "use": 4, "territory": 5, "service": 6, "usages": 11,
-             "currency": 16, "revenue": 13},
-}  # fmt: skip
+    "SY01": {
+        "id": 2,
+        "model": 5,
+        "use": 6,
+        "territory": 7,
+        "service": 8,
+        "usages": 9,
+        "currency": 11,
+        "revenue": 12,
+    },
+    "SY02": {
+        "id": 2,
+        "model": 5,
+        "use": 6,
+        "territory": 7,
+        "service": 8,
+        "usages": 9,
+        "currency": 11,
+        "revenue": 12,
+    },
+    "SY04": {
+        "id": 2,
+        "model": 5,
+        "use": 6,
+        "territory": 7,
+        "service": 8,
+        "usages": 14,
+        "currency": 15,
+        "revenue": 19,
+    },
+    "SY05": {
+        "id": 2,
+        "model": 5,
+        "use": 6,
+        "territory": 7,
+        "service": 8,
+        "usages": 12,
+        "currency": 18,
+        "revenue": 16,
+    },
+    "SY09": {
+        "id": 2,
+        "model": 3,
+        "use": 4,
+        "territory": 5,
+        "service": 6,
+        "usages": 11,
+        "currency": 16,
+        "revenue": 13,
+    },
+}
 # Usage records: (summary id, sales transaction id, release ref, resource ref, usages, revenue)
 USAGE_CELLS: dict[str, dict[str, int]] = {
     "SU01": {"summary": 3, "id": 4, "release": 5, "resource": 6, "usages": 9},
     "SU02": {"summary": 3, "id": 4, "release": 5, "resource": 6, "usages": 8},
     "SU03": {"summary": 4, "id": 3, "dsp_resource": 5, "usages": 6, "revenue": 7},
 }
-DETAIL_TYPES = frozenset({"RE01", "RE02", "RE03", "AS01", "AS02", "AS03", "MW01", "RU01",
-                          "RU02", "LI01", "CU01"})  # fmt: skip
+DETAIL_TYPES = frozenset(
+    {"RE01", "RE02", "RE03", "AS01", "AS02", "AS03", "MW01", "RU01", "RU02", "LI01", "CU01"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,20 +309,30 @@ class _Reader:
             return _cell(cells, position)
 
         file_number, files = _integer(cell(7)), _integer(cell(8))
-        for name, value in (("FileNumber", file_number), ("NumberOfFiles", files)):
-            if value is None:
-                self.refuse(number, "HEAD", name, f"{value!r} is not a number", "E")
+        for name, position in (("FileNumber", 7), ("NumberOfFiles", 8)):
+            if _integer(cell(position)) is None:
+                self.refuse(number, "HEAD", name, f"{cell(position)!r} is not a number", "E")
         start, end = cell(9), cell(10)
-        for name, value in (("UsageStartDate", start), ("UsageEndDate", end)):
-            match = _DATE.match(value)
+        for name, text in (("UsageStartDate", start), ("UsageEndDate", end)):
+            match = _DATE.match(text)
             if not match or not 1 <= int(match.group(2)) <= 12:
-                self.refuse(number, "HEAD", name, f"{value!r} is not a date YYYY-MM-DD", "E")
+                self.refuse(number, "HEAD", name, f"{text!r} is not a date YYYY-MM-DD", "E")
         if not cell(5):
             self.refuse(number, "HEAD", "MessageId", "is mandatory", "E")
         self.header = DsrHeader(
-            number, cell(2), cell(3), cell(4), cell(5), file_number or 0, files or 0,
-            start, end, cell(11), cell(12), cell(13),
-        )  # fmt: skip
+            number,
+            cell(2),
+            cell(3),
+            cell(4),
+            cell(5),
+            file_number or 0,
+            files or 0,
+            start,
+            end,
+            cell(11),
+            cell(12),
+            cell(13),
+        )
 
     def read_summary(self, number: int, record: str, base: str, cells: list[str]) -> None:
         spec = SUMMARY_CELLS[base]
@@ -295,12 +347,17 @@ class _Reader:
             return
         currency = cell("currency")
         summary = Summary(
-            number, summary_id, record,
+            number,
+            summary_id,
+            record,
             COMMERCIAL_MODELS.get(cell("model").lower(), "other"),
             USE_TYPES.get(cell("use").lower(), "other"),
-            cell("territory"), cell("service") or (self.header.service if self.header else ""),
-            currency, 0, 0,
-        )  # fmt: skip
+            cell("territory"),
+            cell("service") or (self.header.service if self.header else ""),
+            currency,
+            0,
+            0,
+        )
         usages = _integer(cell("usages") or "0")
         revenue = minor_units(cell("revenue") or "0", currency)
         if usages is None:
@@ -317,7 +374,8 @@ class _Reader:
                     number,
                     record,
                     "CurrencyOfReporting",
-                    f"{currency!r} is not one the ledger books ({', '.join(sorted(CURRENCY_DIGITS))})",
+                    f"{currency!r} is not one the ledger books "
+                    f"({', '.join(sorted(CURRENCY_DIGITS))})",
                     "T",
                 )
             )
@@ -544,12 +602,10 @@ class _Reader:
             codes += [{"kind": "isrc", "value": v} for v in resource["isrcs"]]
             codes += [{"kind": "iswc", "value": v} for v in resource["iswcs"]]
             if header.youtube and resource["dsp_id"]:
-                try:
+                with contextlib.suppress(Refused):  # not a Content ID: the DSP's id only
                     codes.append(
                         {"kind": "cid", "value": identifiers.parse_cid(resource["dsp_id"], "cid")}
                     )
-                except Refused:
-                    pass
             codes += [{"kind": "proprietary", "value": v[:128]} for v in resource["proprietary"]]
         elif release is not None:
             codes += (
@@ -668,7 +724,8 @@ class _Reader:
                         summary.line,
                         summary.record,
                         "Usages",
-                        f"the usage records add up to {usages}, more than the summary's {summary.usages}",
+                        f"the usage records add up to {usages}, "
+                        f"more than the summary's {summary.usages}",
                         "T",
                     )
                 )
@@ -678,7 +735,8 @@ class _Reader:
                         summary.line,
                         summary.record,
                         "NetRevenue",
-                        f"the usage records' revenue adds up to {revenue} minor units, more than the summary's {summary.revenue_minor}",
+                        f"the usage records' revenue adds up to {revenue} minor units, "
+                        f"more than the summary's {summary.revenue_minor}",
                         "T",
                     )
                 )
@@ -686,9 +744,14 @@ class _Reader:
                 refused.add(summary.summary_id)
                 self.problems += problems
         return DsrEnd(
-            self.problems, refused, self.lines, self.summary_records, len(self.blocks_seen),
-            self.usage_lines, self.used,
-        )  # fmt: skip
+            self.problems,
+            refused,
+            self.lines,
+            self.summary_records,
+            len(self.blocks_seen),
+            self.usage_lines,
+            self.used,
+        )
 
     def check_foot(self) -> None:
         assert self.foot is not None and self.header is not None
