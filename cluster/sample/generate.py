@@ -188,6 +188,32 @@ def _writer(rng: random.Random, number: int, society: str) -> dict[str, Any]:
     }
 
 
+def _territories(  # noqa: PLR0917 (a record's fields, in the record's order)
+    cwr: CwrFile,
+    fields: tuple[layout.Field, ...],
+    record_type: str,
+    ip: str,
+    territories: list[tuple[str, str, int, int]],
+    shares_change: str,
+) -> None:
+    """SPT or SWT records: (inclusion, TIS code, PR collection, MR collection) each."""
+    for sequence, (inclusion, tis, pr_collection, mr_collection) in enumerate(territories, 1):
+        cwr.add(
+            fields,
+            record_type,
+            {
+                "ip_number": ip,
+                "pr_collection_share": pr_collection,
+                "mr_collection_share": mr_collection,
+                "sr_collection_share": 0,
+                "inclusion_exclusion": inclusion,
+                "tis_code": tis,
+                "shares_change": shares_change,
+                "sequence": sequence,
+            },
+        )
+
+
 def _swr(  # noqa: PLR0917 (a record's fields, in the record's order)
     cwr: CwrFile,
     writer: dict[str, Any],
@@ -214,21 +240,7 @@ def _swr(  # noqa: PLR0917 (a record's fields, in the record's order)
             "sr_ownership_share": 0,
         },
     )
-    for sequence, (inclusion, tis, pr_collection, mr_collection) in enumerate(territories, 1):
-        cwr.add(
-            layout.WRITER_TERRITORY,
-            "SWT",
-            {
-                "ip_number": writer["ip"],
-                "pr_collection_share": pr_collection,
-                "mr_collection_share": mr_collection,
-                "sr_collection_share": 0,
-                "inclusion_exclusion": inclusion,
-                "tis_code": tis,
-                "shares_change": "N",
-                "sequence": sequence,
-            },
-        )
+    _territories(cwr, layout.WRITER_TERRITORY, "SWT", writer["ip"], territories, "N")
     cwr.add(layout.NWN, "NWN", {"ip_number": writer["ip"], "last_name": writer["hangul"]})
     if publisher is not None:
         cwr.add(
@@ -269,21 +281,10 @@ def _spu(  # noqa: PLR0917 (a record's fields, in the record's order)
             "sr_ownership_share": 0,
         },
     )
-    for sequence, (inclusion, tis, pr_collection, mr_collection) in enumerate(territories, 1):
-        cwr.add(
-            layout.PUBLISHER_TERRITORY,
-            "SPT",
-            {
-                "ip_number": publisher["ip"],
-                "pr_collection_share": pr_collection,
-                "mr_collection_share": mr_collection,
-                "sr_collection_share": 0,
-                "inclusion_exclusion": inclusion,
-                "tis_code": tis,
-                "shares_change": "Y" if role == "SE" else "N",
-                "sequence": sequence,
-            },
-        )
+    _territories(
+        cwr, layout.PUBLISHER_TERRITORY, "SPT", publisher["ip"], territories,
+        "Y" if role == "SE" else "N",
+    )  # fmt: skip
 
 
 def generate(out: Path) -> None:

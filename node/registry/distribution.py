@@ -154,6 +154,25 @@ def compute(
         rest = split_.denominator - sum(w for _, w in split_.weights)
         assert rest == 0
 
+    def pay(
+        line: dict[str, Any],
+        pool: dict[str, Any],
+        subject: tuple[str, str],
+        amount: Fraction,
+        missing: str,
+    ) -> None:
+        """Split `amount` by the subject's (kind, id) shares in effect, or keep it
+        undistributed."""
+        kind, subject_id = subject
+        found = shares.effective_split(
+            reader, kind, subject_id, pool["right"], territory=territory, date=usage_date,
+            now_ms=now_ms,
+        )  # fmt: skip
+        if found is None:
+            undistributed(line, pool["pool"], amount, missing)
+        else:
+            split(line, pool["pool"], amount, found)
+
     for _, line in reader.iterate(state.usage_prefix(period, territory)):
         report = reports.get(line["report_id"])
         if report is None:
@@ -190,21 +209,13 @@ def compute(
                         line, pool["pool"], pool_amount, "usage names a work, not a recording"
                     )
                     continue
-                found = shares.effective_split(
-                    reader,
-                    "recording",
-                    isrc,
-                    pool["right"],
-                    territory=territory,
-                    date=usage_date,
-                    now_ms=now_ms,
+                pay(
+                    line,
+                    pool,
+                    ("recording", isrc),
+                    pool_amount,
+                    f"no {pool['right']} shares for {isrc}",
                 )
-                if found is None:
-                    undistributed(
-                        line, pool["pool"], pool_amount, f"no {pool['right']} shares for {isrc}"
-                    )
-                else:
-                    split(line, pool["pool"], pool_amount, found)
                 continue
             if not works:
                 undistributed(line, pool["pool"], pool_amount, f"no confirmed work link for {isrc}")
@@ -223,24 +234,13 @@ def compute(
                 elif held:
                     credit(f"held:{held}", per_work)
                 else:
-                    found = shares.effective_split(
-                        reader,
-                        "work",
-                        work_id,
-                        pool["right"],
-                        territory=territory,
-                        date=usage_date,
-                        now_ms=now_ms,
+                    pay(
+                        line,
+                        pool,
+                        ("work", work_id),
+                        per_work,
+                        f"no {pool['right']} shares for work {work_id}",
                     )
-                    if found is None:
-                        undistributed(
-                            line,
-                            pool["pool"],
-                            per_work,
-                            f"no {pool['right']} shares for work {work_id}",
-                        )
-                    else:
-                        split(line, pool["pool"], per_work, found)
     paid = apportion(amounts) if amounts else {}
     payouts = sorted(
         [who.removeprefix("party:"), amount]

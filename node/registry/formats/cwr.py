@@ -784,23 +784,7 @@ def validate_transaction(tx: Transaction, version: str) -> None:
             if publisher.ip_number:
                 by_ip.setdefault(publisher.ip_number, publisher)
         elif kind in ("SPT", "OPT"):
-            owner = publisher
-            if owner is None or (kind == "SPT") != owner.controlled:
-                _t(
-                    tx,
-                    record,
-                    "record_type",
-                    f"{kind} must follow an {'SPU' if kind == 'SPT' else 'OPU'}",
-                )
-                continue
-            if record.text("ip_number") != owner.ip_number:
-                _t(
-                    tx,
-                    record,
-                    "ip_number",
-                    f"is {record.text('ip_number')!r}, its {owner.record} has {owner.ip_number!r}",
-                )
-            _territory(tx, record, owner)
+            _territory_record(tx, record, publisher, "SPU" if kind == "SPT" else "OPU")
         elif kind in ("SWR", "OWR"):
             writer = _writer(tx, record)
             publisher = None
@@ -808,23 +792,7 @@ def validate_transaction(tx: Transaction, version: str) -> None:
             if writer.ip_number:
                 by_ip.setdefault(writer.ip_number, writer)
         elif kind in ("SWT", "OWT"):
-            owner = writer
-            if owner is None or (kind == "SWT") != owner.controlled:
-                _t(
-                    tx,
-                    record,
-                    "record_type",
-                    f"{kind} must follow an {'SWR' if kind == 'SWT' else 'OWR'}",
-                )
-                continue
-            if record.text("ip_number") != owner.ip_number:
-                _t(
-                    tx,
-                    record,
-                    "ip_number",
-                    f"is {record.text('ip_number')!r}, its {owner.record} has {owner.ip_number!r}",
-                )
-            _territory(tx, record, owner)
+            _territory_record(tx, record, writer, "SWR" if kind == "SWT" else "OWR")
         elif kind == "PWR":
             _pwr(tx, record, writer, by_ip, version)
         elif kind == "NPN":
@@ -1008,6 +976,21 @@ def _writer(tx: Transaction, record: Record) -> Party:
                 f"{_pct(ownership[right])} % is over 100 %",
             )
     return party
+
+
+def _territory_record(tx: Transaction, record: Record, owner: Party | None, parent: str) -> None:
+    """An SPT/OPT/SWT/OWT: it follows its party's record and names the same party."""
+    if owner is None or owner.record != parent:
+        _t(tx, record, "record_type", f"{record.type} must follow an {parent}")
+        return
+    if record.text("ip_number") != owner.ip_number:
+        _t(
+            tx,
+            record,
+            "ip_number",
+            f"is {record.text('ip_number')!r}, its {parent} has {owner.ip_number!r}",
+        )
+    _territory(tx, record, owner)
 
 
 def _territory(tx: Transaction, record: Record, owner: Party) -> None:

@@ -556,36 +556,27 @@ class _Reader:
         block.seen_ids.add(transaction)
         resource: dict[str, Any] | None = None
         release: dict[str, Any] | None = None
-        if "dsp_resource" in spec:
-            resource = block.by_dsp_id.get(cell("dsp_resource"))
-            if resource is None:
+        # What the usage points at: the DSP's resource id (SU03), else its resource or its
+        # release reference in the block (SU01, SU02: exactly one of the two).
+        pointers = (
+            ("dsp_resource", "DspResourceId", block.by_dsp_id, "resource"),
+            ("resource", "TransactedResource", block.resources, "resource"),
+            ("release", "TransactedRelease", block.releases, "release"),
+        )
+        for name, cell_name, table, what in pointers:
+            if name not in spec or (name != "dsp_resource" and not cell(name)):
+                continue
+            target = table.get(cell(name))
+            if target is None:
                 self.refuse(
                     number,
                     record,
-                    "DspResourceId",
-                    f"{cell('dsp_resource')!r} is no resource of block {block.block_id}",
+                    cell_name,
+                    f"{cell(name)!r} is no {what} of block {block.block_id}",
                 )
                 return None
-        elif cell("resource"):
-            resource = block.resources.get(cell("resource"))
-            if resource is None:
-                self.refuse(
-                    number,
-                    record,
-                    "TransactedResource",
-                    f"{cell('resource')!r} is no resource of block {block.block_id}",
-                )
-                return None
-        elif cell("release"):
-            release = block.releases.get(cell("release"))
-            if release is None:
-                self.refuse(
-                    number,
-                    record,
-                    "TransactedRelease",
-                    f"{cell('release')!r} is no release of block {block.block_id}",
-                )
-                return None
+            resource, release = (target, None) if what == "resource" else (None, target)
+            break
         else:
             self.refuse(
                 number, record, "TransactedResource", "names neither a release nor a resource"
