@@ -41,8 +41,8 @@ from kledger.node.registry.tx_file import check_body
 
 MAX_JSON_LINES = 200_000
 USAGE_BATCH_LINES = 200
-SUBMIT_BATCH_TXS = 50
-CHUNK_TXS = 200  # planned txs gathered before they are sent in type order
+SUBMIT_BATCH_TXS = 500  # one SubmitBatch call, committed before the next
+CHUNK_TXS = 2_000  # planned txs gathered before they are sent in type order
 TYPE_ORDER = {
     "RegisterParty": 0,
     "RegisterWork": 1,
