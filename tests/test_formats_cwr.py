@@ -1,8 +1,9 @@
 """CWR 2.1 / 2.2 in: the real sample files (tests/samples/, and the project's shared
-formats/samples folder when it is beside the checkout) read and import with the works, parties, shares, territories and links
-they declare; tampered copies are refused at the CWR error level with line, record and field;
-REV makes a new version and a re-sent file changes nothing; the ACK reads back as CWR; a
-distribution pays the shares the file declared; the reader never raises, whatever the bytes."""
+formats/samples folder when it is beside the checkout) read and import with the works, parties,
+shares, territories and links they declare; tampered copies are refused at the CWR error level
+with line, record and field; REV makes a new version and a re-sent file changes nothing; the ACK
+reads back as CWR; a distribution pays the shares the file declared; the export round-trips;
+a big file is planned in bounded memory; the reader never raises, whatever the bytes."""
 
 from __future__ import annotations
 
