@@ -17,6 +17,7 @@ from kledger.node.chain.genesis import save_genesis
 from kledger.node.chain.keys import save_key
 from kledger.node.errors import Refused
 from kledger.node.proof import verify_cli as verify
+from kledger.node.registry import bulk
 from kledger.node.registry.tx_file import body_from_file, body_from_json
 from kledger.node.registry.txtypes import TX_TYPES
 from tests.helpers import key
@@ -160,3 +161,32 @@ def test_import_cli_dry_run_and_signed_submission(tmp_path, capsys, monkeypatch)
     again = json.loads(capsys.readouterr().out)
     assert again["accepted"] == 0 and again["ack"]["DU"] == 35
     assert {r["type"] for r in again["refused"]} == {"RegisterWork"}
+
+
+def test_export_cli_reads_works_over_grpc(tmp_path, capsys):
+    from kledger.cluster.client import export_cli
+
+    chain = Chain()
+    plan = bulk.plan_file(
+        lambda: (SAMPLE / WORKS_FILE).read_bytes().splitlines(keepends=True), "works", "KOMCA", "w"
+    )
+    bulk.submit_file(
+        plan, key("KOMCA/client"), chain.genesis.chain_id, submitter(chain), first_nonce=1
+    )
+    server, port = serve(chain)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        out = tmp_path / "out.V22"
+        assert export_cli.main(["cwr", "--out", str(out), "--of", "KOMCA"], channel=channel) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary == {"out": str(out), "sender": "PB301", "works": 35, "left_out": []}
+        report = bulk.dry_run(
+            bulk.plan_file(
+                lambda: out.read_bytes().splitlines(keepends=True), "works", "KOMCA", "o"
+            )
+        )
+        assert report["works"] == 35 and report["refused"] == []
+        assert report["planned_by_type"] == bulk.dry_run(plan)["planned_by_type"]
+        channel.close()
+    finally:
+        server.stop(None)

@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def grpc_fetch(args: argparse.Namespace) -> Fetch:
+def grpc_fetch(args: argparse.Namespace, channel: grpc.Channel | None = None) -> Fetch:
     from kledger.v1 import registry_pb2, registry_pb2_grpc
 
-    stub = registry_pb2_grpc.RegistryServiceStub(channel_from_args(args))  # type: ignore[no-untyped-call]
+    stub = registry_pb2_grpc.RegistryServiceStub(channel or channel_from_args(args))  # type: ignore[no-untyped-call]
 
     def fetch(org: str, sender: str, after: str) -> dict[str, Any]:
         request = registry_pb2.WorksRequest(
@@ -111,11 +111,11 @@ def export(fetch: Fetch, out: Path, org: str, sender: str, name: str) -> dict[st
     return {"out": str(out), "sender": sender, "works": written, "left_out": left_out}
 
 
-def main(argv: list[str], fetch: Fetch | None = None) -> int:
+def main(argv: list[str], fetch: Fetch | None = None, channel: grpc.Channel | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = export(
-            fetch or grpc_fetch(args), args.out, args.registered_by, args.sender, args.name
+            fetch or grpc_fetch(args, channel), args.out, args.registered_by, args.sender, args.name
         )
     except (OSError, ValueError) as error:
         print(f"kledger export: {error}", file=sys.stderr)
