@@ -864,10 +864,8 @@ def _societies(record: Record) -> dict[str, str]:
     }
 
 
-def _publisher(tx: Transaction, record: Record) -> Party:
-    controlled = record.type == "SPU"
-    name = record.text("name")
-    role = record.text("publisher_type")
+def _ipi_numbers(tx: Transaction, record: Record) -> tuple[str, str]:
+    """A party record's IPI name and base numbers ('' when unknown or refused as a field)."""
     ipi, problems = ipi_name(
         record.text("ipi_name_number"), record.line, record.type, "ipi_name_number"
     )
@@ -875,6 +873,14 @@ def _publisher(tx: Transaction, record: Record) -> Party:
         record.text("ipi_base_number"), record.line, record.type, "ipi_base_number"
     )
     tx.problems += problems + more
+    return ipi, base
+
+
+def _publisher(tx: Transaction, record: Record) -> Party:
+    controlled = record.type == "SPU"
+    name = record.text("name")
+    role = record.text("publisher_type")
+    ipi, base = _ipi_numbers(tx, record)
     unknown = record.text("unknown_indicator") == "Y" or not name
     ownership = _shares(record, "ownership")
     party = Party(
@@ -934,13 +940,7 @@ def _publisher(tx: Transaction, record: Record) -> Party:
 def _writer(tx: Transaction, record: Record) -> Party:
     controlled = record.type == "SWR"
     last, first = record.text("last_name"), record.text("first_name")
-    ipi, problems = ipi_name(
-        record.text("ipi_name_number"), record.line, record.type, "ipi_name_number"
-    )
-    base, more = ipi_base(
-        record.text("ipi_base_number"), record.line, record.type, "ipi_base_number"
-    )
-    tx.problems += problems + more
+    ipi, base = _ipi_numbers(tx, record)
     unknown = record.text("unknown_indicator") == "Y" or not last
     role = record.text("designation")
     ownership = _shares(record, "ownership")

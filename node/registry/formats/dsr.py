@@ -194,14 +194,15 @@ class DsrEnd:
         return any(p.level == "E" for p in self.problems)
 
 
-def split_cells(text: str, separator: str) -> list[str]:
-    """Split on unescaped `separator`; a backslash makes the next character literal."""
+def split_cells(text: str, separator: str, keep_escapes: bool = False) -> list[str]:
+    """Split on unescaped `separator`; a backslash makes the next character literal. With
+    `keep_escapes` (TAB cells) escapes of other characters stay, for the multi-value split."""
     cells: list[str] = []
     current: list[str] = []
     escaped = False
     for char in text:
         if escaped:
-            current.append(char)
+            current.append(char if not keep_escapes or char == separator else "\\" + char)
             escaped = False
         elif char == "\\":
             escaped = True
@@ -218,24 +219,7 @@ def split_cells(text: str, separator: str) -> list[str]:
 
 def _raw_cells(text: str) -> list[str]:
     """TAB-separated cells, the multi-value escapes left in place for `values`."""
-    cells: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in text:
-        if escaped:
-            current.append(char if char == "\t" else "\\" + char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "\t":
-            cells.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    if escaped:
-        current.append("\\")
-    cells.append("".join(current))
-    return cells
+    return split_cells(text, "\t", keep_escapes=True)
 
 
 def values(cell: str) -> list[str]:
