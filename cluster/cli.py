@@ -34,7 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": (
         "kledger.cluster.client.import_cli",
-        "bulk-load works (CWR-style) and usage (DSR-style) files",
+        "bulk-load works (CISAC CWR 2.1/2.2, with the ACK back), usage (DDEX DSR), JSON-line txs",
+    ),
+    "export": (
+        "kledger.cluster.client.export_cli",
+        "write the registry's works as a CWR 2.2 file",
     ),
     "bench": (
         "kledger.cluster.bench.main",

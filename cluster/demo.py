@@ -4,8 +4,9 @@ Every step runs the real `kledger` command (printed before it runs) against real
 on 127.0.0.1, each with its own LevelDB, talking gRPC over mutual TLS:
 
   1. create the cluster (keys, CA, certificates, genesis) and start six nodes
-  2. load the sample catalog: works (CWR-style), parties, recordings, links, shares, an overclaim
-  3. report usage (DSR-style) and run a distribution
+  2. load the sample catalog: works (CWR 2.2, with the ACK back), parties, recordings, links,
+     shares, an overclaim
+  3. report usage (a DDEX DSR file) and run a distribution
   4. resolve one song from each of its four codes, read a statement, ask the AI-training question
   5. fetch certified proofs and verify them offline against the genesis file only
   6. kill -9 one node: the others keep committing; restart it: it catches up to the same root
@@ -34,18 +35,20 @@ SHOWN_LINES = 14
 KILLED = "KEPA"
 # The load order of docs/registry.md: each file signed by the org that owns the data.
 IMPORTS = (
-    ("works", "komca-works.cwr", "KOMCA"),
-    ("works", "koscap-works.cwr", "KOSCAP"),
+    ("works", "CW260001301_118.V22", "KOMCA"),  # CWR 2.2 from the publisher Hanbit Music
+    ("works", "CW260001WR0_000.V22", "KOSCAP"),  # CWR 2.2 from a self-publishing writer
+    ("txs", "komca-ai.jsonl", "KOMCA"),
     ("txs", "fkmp-parties.jsonl", "FKMP"),
     ("txs", "riak-recordings.jsonl", "RIAK"),
     ("txs", "komca-links.jsonl", "KOMCA"),
     ("txs", "kmca-links.jsonl", "KMCA"),
     ("txs", "fkmp-rights.jsonl", "FKMP"),
     ("txs", "koscap-overclaim.jsonl", "KOSCAP"),
-    ("usage", "usage-2026-01.tsv", "KMCA"),
+    ("usage", "DSR_KMCA_MELON_Subscription_2026-01_KR_1of1_20260205T090000.tsv", "KMCA"),  # DSR
 )
-SONG = {"iswc": "T3170000003", "isrc": "KRA402500001", "cid": "A8240682943942862"}
+SONG = {"iswc": "T3170000003", "isrc": "KRA402500001", "cid": "A1486348446056643"}
 SONG_UCI = "G8011+RIAK-20260001"
+PUBLISHER = "IPI-79349878153"  # Hanbit Music Publishing: its CWR shares, paid
 
 
 def kledger_command() -> list[str]:
@@ -90,13 +93,21 @@ def fresh_cluster(directory: Path) -> ClusterLayout:
 
 
 def load_catalog(layout: ClusterLayout, c: list[str]) -> None:
+    acks = layout.root / "acks"
+    acks.mkdir(exist_ok=True)
     for kind, name, org in IMPORTS:
+        ack = ["--ack", str(acks / f"{name}.ACK")] if kind == "works" else []
         run(
-            ["import", kind, str(SAMPLE / name), "--key", str(layout.client_key(org)), *c],
+            ["import", kind, str(SAMPLE / name), "--key", str(layout.client_key(org)),
+             "--as", org, "--quiet", *ack, *c],
             show=1,
             tail=True,
-            check=False,  # the sample holds one bad ISRC on purpose; the summary says so
-        )
+            check=False,  # the usage report holds one bad ISRC on purpose; the summary says so
+        )  # fmt: skip
+    first_ack = acks / f"{IMPORTS[0][1]}.ACK"
+    print(f"  (the ACK KOMCA returns to the publisher, {first_ack.name}:)")
+    for line in first_ack.read_text().splitlines()[:4]:
+        print(f"  {line.rstrip()}")
 
 
 def distribution(layout: ClusterLayout, c: list[str]) -> str:
@@ -235,6 +246,7 @@ def walkthrough(directory: Path) -> int:
         run(["query", "resolve", kind, code, *c, "--proofs", proofs], show=4)
     run(["query", "resolve", "uci", SONG_UCI, *c], show=4)
     run(["query", "statement", "RIAK-L01", "2026-01", *c], show=10)
+    run(["query", "statement", PUBLISHER, "2026-01", *c], show=10)
     run(["query", "ai", "isrc", SONG["isrc"], "--territory", "KR", *c], show=10)
 
     heading("5. Verify offline, trusting only genesis.json")

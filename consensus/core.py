@@ -961,9 +961,12 @@ class Core:
                 (timeout.high_qc, timeout.commit_qc), timeout.last_tc, sender, out
             ):
                 return
+        if timeout.high_qc.round < self._high_qc.round:
+            # Its sender has not seen our highest QC (it restarted or was cut off, maybe in the
+            # very round we are in): bring it up, whatever the round of its timeout.
+            self._help_behind(sender, out)
         if timeout.round < self._round:
             self._drop("old_round")
-            self._help_behind(sender, out)
             return
         if timeout.round > self._round + self.config.max_rounds_ahead:
             self._drop("future_round")
@@ -987,10 +990,10 @@ class Core:
             self._process_tc(TimeoutCert(self.epoch, timeout.round, entries, high_qc), out)
 
     def _help_behind(self, sender: NodeId, out: list[Effect]) -> None:
-        """A validator times out a round we left (it restarted, or was cut off): send it the
-        latest proposal we accepted, whose certificates bring it up (as Aptos helps a remote
-        behind with its sync info). Without it, a node behind in an idle cluster would wait
-        for the next heartbeat. Once per peer and round of ours, so it costs bounded work."""
+        """A validator's timeout shows it behind our highest QC (it restarted, or was cut off):
+        send it the latest proposal we accepted, whose certificates bring it up (as Aptos helps
+        a remote behind with its sync info). Without it, a node behind in an idle cluster would
+        wait for the next heartbeat. Once per peer and round of ours: bounded work."""
         if sender == self.me or self._latest_proposal is None:
             return
         helped = self._helped.setdefault(self._round, set())

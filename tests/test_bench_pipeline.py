@@ -36,10 +36,11 @@ def test_tiny_run_commits_every_tx_ok_and_reports_every_figure() -> None:
 
 # What the tiny run above computes, as the code before any hot-path optimisation computed it:
 # state values, receipts and the log are pinned; the state root is left to the state tree's own
-# tests (tests/test_smt.py).
+# tests (tests/test_smt.py). The receipts changed once on purpose: a ReportUsage receipt says how
+# many of its lines match a registered work or recording (state values and the log did not).
 TINY_RUN_FINGERPRINT = {
     "state_values_sha256": "39b8eefc97ae5a427a3ebcc3279bb14b283d4bcafe83399754d97312b7a2c352",
-    "receipts_sha256": "b482e22f4f3ab197c178b0bca0a712db9c353344fa1254011953e2bfca0e9d17",
+    "receipts_sha256": "5365fa7dea0a3bc1253d9b70b67fa483917ebfad8d4f959a033e97fe32cc9b0a",
     "tx_log_root": "e39c2b407f904ab99eabf40939e0cc8462a28b929de913c332cec4a17619b4ec",
 }
 

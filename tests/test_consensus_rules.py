@@ -346,6 +346,15 @@ def test_a_core_behind_is_sent_the_latest_proposal_when_it_times_out() -> None:
     assert sent.to == "n0" and sent.message.block.round == 3 == core.round
     assert sent.message.block.qc.block_id == B2.id
     assert sends(deliver(core, "n0", stale), Proposal) == []  # once per peer and round
+    # Behind in the very round we are in (killed and restarted within one idle round): its
+    # high QC gives it away.
+    current = Timeout(1, Round(3), GENESIS_QC, None, None, NodeId("n1"), b"")
+    current = Timeout(
+        1, Round(3), GENESIS_QC, None, None, NodeId("n1"),
+        KEYS.signer(NodeId("n1"))(current.sign_bytes(CHAIN)),
+    )  # fmt: skip
+    [helped] = sends(deliver(core, "n1", current), Proposal)
+    assert helped.to == "n1" and helped.message.block.round == 3
 
 
 def test_qc_on_non_consecutive_rounds_commits_nothing() -> None:

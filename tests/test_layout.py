@@ -2,7 +2,8 @@
 rooms): every package installs under the one name `kledger`; each room imports only rooms below
 it, so the import direction stays one way; the consensus core imports no I/O, time or
 randomness; the verifier's trusted core (node/proof and node/chain) imports neither plyvel nor
-grpc; generated protobuf code is imported only at the edge."""
+grpc; generated protobuf code is imported only at the edge; the readers of the societies' files
+(node/registry/formats) do no I/O."""
 
 from __future__ import annotations
 
@@ -140,6 +141,32 @@ def test_the_trusted_core_imports_no_store_or_network() -> None:
             roots = {imported.split(".")[0] for _, imported in imports_of(path)}
             if roots & FORBIDDEN_IN_TRUSTED_CORE:
                 offenders[module] = sorted(roots & FORBIDDEN_IN_TRUSTED_CORE)
+    assert offenders == {}
+
+
+# The readers and writers of the societies' files (CWR, DSR) are pure: lines in, values out.
+# Opening, signing and sending is the client's (cluster/client/import_cli.py).
+FORMATS = "kledger.node.registry.formats"
+FORBIDDEN_IN_FORMATS = {
+    "asyncio", "grpc", "plyvel", "socket", "os", "io", "pathlib", "shutil", "subprocess",
+    "threading", "time", "random", "msgpack", "kledger.node.storage", "kledger.node.chain",
+}  # fmt: skip
+
+
+def test_the_format_readers_do_no_io() -> None:
+    offenders = {}
+    for module, path in modules():
+        if not f"kledger.{module}".startswith(FORMATS):
+            continue
+        found = {imported for _, imported in imports_of(path)}
+        bad = sorted(
+            name
+            for name in found
+            if name.split(".")[0] in FORBIDDEN_IN_FORMATS
+            or any(name.startswith(room) for room in FORBIDDEN_IN_FORMATS if "." in room)
+        )
+        if bad:
+            offenders[module] = bad
     assert offenders == {}
 
 

@@ -17,10 +17,11 @@ from kledger.node.chain.genesis import save_genesis
 from kledger.node.chain.keys import save_key
 from kledger.node.errors import Refused
 from kledger.node.proof import verify_cli as verify
+from kledger.node.registry import bulk
 from kledger.node.registry.tx_file import body_from_file, body_from_json
 from kledger.node.registry.txtypes import TX_TYPES
 from tests.helpers import key
-from tests.test_import import SAMPLE, submitter
+from tests.test_import import SAMPLE, USAGE_FILE, WORKS_FILE, submitter
 from tests.test_registry import ISRC, Chain, catalog
 from tests.test_registry_queries import serve
 
@@ -114,20 +115,29 @@ def test_query_cli_writes_proofs_that_verify_state_checks(tmp_path, capsys):
         server.stop(None)
 
 
-def test_import_cli_dry_run_and_signed_submission(tmp_path, capsys):
-    usage = SAMPLE / "usage-2026-01.tsv"
-    assert import_cli.main(["usage", str(usage), "--dry-run"]) == 1  # one bad line on purpose
+def test_import_cli_dry_run_and_signed_submission(tmp_path, capsys, monkeypatch):
+    usage = SAMPLE / USAGE_FILE
+    assert import_cli.main(["usage", str(usage), "--dry-run", "--json"]) == 1  # one bad ISRC
     report = json.loads(capsys.readouterr().out)
-    assert report["planned"] == 2 and len(report["not_sent"]) == 1
+    assert report["format"] == "DSR" and report["usage_lines"] == 276
+    assert report["planned"] == 2 and report["works"] == 0
+    assert [(r["line"], r["record"], r["field"]) for r in report["refused"]] == [
+        (367, "AS01.01", "ISRC")
+    ]
+    assert import_cli.main(["works", str(SAMPLE / WORKS_FILE), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["format"] == "CWR 2.2" and plan["works"] == 35 and plan["refused"] == []
+    assert plan["planned_by_type"]["RegisterWork"] == 35
     chain = Chain()
-    save_key(tmp_path / "komca.key", key("KOMCA/client"))
+    save_key(tmp_path / "KOMCA.key", key("KOMCA/client"))
     genesis_path = tmp_path / "genesis.json"
     save_genesis(genesis_path, chain.genesis)
+    monkeypatch.chdir(tmp_path)
     argv = [
         "works",
-        str(SAMPLE / "komca-works.cwr"),
+        str(SAMPLE / WORKS_FILE),
         "--key",
-        str(tmp_path / "komca.key"),
+        str(tmp_path / "KOMCA.key"),
         "--genesis",
         str(genesis_path),
         "--nonce",
@@ -136,10 +146,47 @@ def test_import_cli_dry_run_and_signed_submission(tmp_path, capsys):
     assert import_cli.main(argv, submit_factory=lambda args: submitter(chain)) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
-    assert summary["accepted"] == 118 and summary["refused"] == []
-    assert "txs\n" in captured.err  # the progress bar finished
-    assert (
-        import_cli.main(argv, submit_factory=lambda args: submitter(chain)) == 1
-    )  # all refused now
+    assert summary["accepted"] == plan["planned"] and summary["refused"] == []
+    assert "35/35 works" in captured.err  # the progress bar finished
+    ack = tmp_path / f"{WORKS_FILE}.ACK"
+    assert summary["ack"]["ack"] == str(ack) and summary["ack"]["AS"] == 35
+    statuses = [line[157:159] for line in ack.read_text().splitlines() if line.startswith("ACK")]
+    assert statuses == ["AS"] * 35
+    references = json.loads((tmp_path / f"{WORKS_FILE}.ACK.json").read_text())
+    first = references["transactions"][0]
+    assert first["work_id"] == "PB301-HB0001" and len(first["txs"][0]["tx_hash"]) == 64
+    # The same file again: nothing changes, every work is a duplicate (DU), nothing is refused.
+    argv[-1] = "100000"
+    assert import_cli.main(argv, submit_factory=lambda args: submitter(chain)) == 1
     again = json.loads(capsys.readouterr().out)
-    assert again["accepted"] == 0 and "ALREADY_EXISTS" in again["refused"][0]["reason"]
+    assert again["accepted"] == 0 and again["ack"]["DU"] == 35
+    assert {r["type"] for r in again["refused"]} == {"RegisterWork"}
+
+
+def test_export_cli_reads_works_over_grpc(tmp_path, capsys):
+    from kledger.cluster.client import export_cli
+
+    chain = Chain()
+    plan = bulk.plan_file(
+        lambda: (SAMPLE / WORKS_FILE).read_bytes().splitlines(keepends=True), "works", "KOMCA", "w"
+    )
+    bulk.submit_file(
+        plan, key("KOMCA/client"), chain.genesis.chain_id, submitter(chain), first_nonce=1
+    )
+    server, port = serve(chain)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        out = tmp_path / "out.V22"
+        assert export_cli.main(["cwr", "--out", str(out), "--of", "KOMCA"], channel=channel) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary == {"out": str(out), "sender": "PB301", "works": 35, "left_out": []}
+        report = bulk.dry_run(
+            bulk.plan_file(
+                lambda: out.read_bytes().splitlines(keepends=True), "works", "KOMCA", "o"
+            )
+        )
+        assert report["works"] == 35 and report["refused"] == []
+        assert report["planned_by_type"] == bulk.dry_run(plan)["planned_by_type"]
+        channel.close()
+    finally:
+        server.stop(None)

@@ -77,9 +77,11 @@ def test_epoch_changes_keep_safety_and_liveness() -> None:
     )
     # Epoch changes under message faults still fail liveness in about one seed in ten (a node
     # left an epoch behind cannot always catch up: docs/consensus.md, "Known limits", measured
-    # at 19-22 of 200 seeds); these seeds pass, and safety holds in all of them.
-    results = [run_seed(config, seed) for seed in range(1, 21)]
-    assert [r.seed for r in results if not r.ok] == []
+    # at 19-22 of 200 seeds). Safety must hold in every seed; liveness in most.
+    results = [run_seed(config, seed) for seed in range(20)]
+    assert [r.seed for r in results if r.safety_violations] == []
+    stalled = [r.seed for r in results if r.liveness_failure]
+    assert len(stalled) <= 4, f"liveness failed in seeds {stalled} (replay: kledger sim --seed N)"
     assert max(r.epoch for r in results) > 3
 
 

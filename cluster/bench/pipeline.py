@@ -153,7 +153,11 @@ class PhaseClock:
 
     def per_tx_us(self) -> dict[str, float]:
         assert self.txs > 0
-        self.seconds["background_threads"] = _background_cpu_s() - self._background_start_s
+        # Process CPU minus the main thread's, read at two instants: a few µs of noise can make
+        # an idle window's difference negative; there is no negative CPU to report.
+        self.seconds["background_threads"] = max(
+            0.0, _background_cpu_s() - self._background_start_s
+        )
         return {phase: round(s * 1e6 / self.txs, 1) for phase, s in self.seconds.items()}
 
 

@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Sequence
 
 from kledger.cluster.client.connect import channel_from_args
-from kledger.node.chain.receipt import OK, TxResult
+from kledger.node.chain.receipt import OK, Receipt, TxResult
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-Submit = Callable[[list[bytes]], list[TxResult]]
+Submit = Callable[[list[bytes]], Sequence[TxResult | Receipt]]
 DEFAULT_COMMIT_TIMEOUT_S = 60.0
 
 
@@ -21,11 +21,12 @@ def submit_and_wait(
     stub: ledger_pb2_grpc.LedgerStub,
     encodings: Sequence[bytes],
     timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
-) -> list[TxResult]:
-    """One TxResult per tx, in order: the admission refusal, or the committed receipt's
-    result. A tx accepted but not committed within timeout_s is reported UNAVAILABLE."""
+) -> list[TxResult | Receipt]:
+    """One result per tx, in order: the admission refusal (a TxResult), or the committed
+    receipt (a Receipt: height, leaf index and result). A tx accepted but not committed within
+    timeout_s is reported UNAVAILABLE."""
     reply = stub.SubmitBatch(ledger_pb2.SubmitBatchRequest(txs=list(encodings)), timeout=timeout_s)
-    results: list[TxResult] = []
+    results: list[TxResult | Receipt] = []
     for submitted in reply.results:
         if submitted.status != OK:
             results.append(TxResult(submitted.status, submitted.message))
@@ -37,7 +38,10 @@ def submit_and_wait(
             timeout=timeout_s + 5,
         )
         output = json.loads(receipt.output_json) if receipt.output_json else None
-        results.append(TxResult(receipt.status, receipt.message, output))
+        result = TxResult(receipt.status, receipt.message, output)
+        results.append(
+            Receipt(receipt.height, receipt.leaf_index, result) if receipt.height else result
+        )
     assert len(results) == len(encodings)
     return results
 

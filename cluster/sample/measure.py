@@ -3,12 +3,14 @@ loading the whole sample catalog, and a distribution over its usage report. Prin
 never asserts on time.
 
     python -m kledger.cluster.sample.measure
+    python -m kledger.cluster.sample.measure --cwr-works 100000   # a big CWR file, imported
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
@@ -30,9 +32,12 @@ ORGS = {
     "KMCA": ("ID_AGENCY", "REPORTER"),
 }
 LOAD_ORDER = [
-    ("KOMCA", "komca-works.cwr"), ("KOSCAP", "koscap-works.cwr"), ("FKMP", "fkmp-parties.jsonl"),
-    ("RIAK", "riak-recordings.jsonl"), ("KOMCA", "komca-links.jsonl"), ("KMCA", "kmca-links.jsonl"),
-    ("FKMP", "fkmp-rights.jsonl"), ("KOSCAP", "koscap-overclaim.jsonl"), ("KMCA", "usage-2026-01.tsv"),  # noqa: E501
+    ("KOMCA", "works", "CW260001301_118.V22"), ("KOSCAP", "works", "CW260001WR0_000.V22"),
+    ("KOMCA", "txs", "komca-ai.jsonl"), ("FKMP", "txs", "fkmp-parties.jsonl"),
+    ("RIAK", "txs", "riak-recordings.jsonl"), ("KOMCA", "txs", "komca-links.jsonl"),
+    ("KMCA", "txs", "kmca-links.jsonl"), ("FKMP", "txs", "fkmp-rights.jsonl"),
+    ("KOSCAP", "txs", "koscap-overclaim.jsonl"),
+    ("KMCA", "usage", "DSR_KMCA_MELON_Subscription_2026-01_KR_1of1_20260205T090000.tsv"),
 ]  # fmt: skip
 
 
@@ -89,15 +94,17 @@ def main() -> None:
     node = Node()
     start = time.perf_counter()
     nonce = 1
-    for org, name in LOAD_ORDER:
-        text = (SAMPLE / name).read_text(encoding="utf-8")
-        plan = {".cwr": bulk.plan_cwr, ".tsv": bulk.plan_dsr}.get(
-            Path(name).suffix, bulk.plan_jsonl
-        )(text, name)
-        summary = bulk.submit_plan(
+    for org, kind, name in LOAD_ORDER:
+        path = SAMPLE / name
+
+        def lines(path: Path = path) -> list[bytes]:
+            return path.read_bytes().splitlines(keepends=True)
+
+        plan = bulk.plan_file(lines, kind, org, name)
+        summary = bulk.submit_file(
             plan, key(org), node.genesis.chain_id, node.submit, first_nonce=nonce
         )
-        nonce += len(plan.txs)
+        nonce += 100_000
         print(
             f"  {name}: accepted {summary.accepted}, refused {len(summary.refused)}, not sent {len(summary.not_sent)}"  # noqa: E501
         )
@@ -121,5 +128,53 @@ def main() -> None:
     print(f"RunDistribution over the sample usage: {_ms(start)} -> {result}")
 
 
+def measure_cwr(works: int) -> None:
+    """Write a CWR 2.2 file of `works` works (cluster/sample/big.py), plan it (the dry run),
+    then sign, admit and execute every tx in an in-process registry: works per second and the
+    process's peak resident memory, which stays flat as files grow (the import reads a file
+    twice, unit by unit; the in-process registry's state is the rest)."""
+    import resource
+    import sys
+    import tempfile
+
+    from kledger.cluster.sample.big import write
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "BIG.V22"
+        write(path, works)
+
+        def lines() -> Iterator[bytes]:
+            with path.open("rb") as file:
+                yield from file
+
+        start = time.perf_counter()
+        report = bulk.dry_run(bulk.plan_file(lines, "works", "KOMCA", path.name))
+        planned = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        print(
+            f"CWR {works} works ({path.stat().st_size // 1_000_000} MB): dry run {planned:.1f} s, "
+            f"{works / planned:,.0f} works/s, {report['planned']} txs planned, "
+            f"{len(report['refused'])} refused; peak RSS {peak} MiB"
+        )
+        node = Node()
+        start = time.perf_counter()
+        summary = bulk.submit_file(
+            bulk.plan_file(lines, "works", "KOMCA", path.name), key("KOMCA"),
+            node.genesis.chain_id, node.submit, first_nonce=1, progress=sys.stderr,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        print(
+            f"imported (signed, admitted, executed in-process): {elapsed:.1f} s, "
+            f"{works / elapsed:,.0f} works/s, {summary.accepted / elapsed:,.0f} txs/s, "
+            f"accepted {summary.accepted}, refused {len(summary.refused)}; peak RSS "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB"
+        )
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--cwr-works":
+        measure_cwr(int(sys.argv[2]))
+    else:
+        main()

@@ -128,6 +128,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             context, request.with_proof, lambda q: q.persona_claims(request.kind, request.value)
         )
 
+    def Works(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        return self._reply(
+            context,
+            request.with_proof,
+            lambda q: q.works(
+                request.registered_by, request.sender, request.after, request.limit or 100
+            ),
+        )
+
 
 def add_registry_service(server: grpc.Server, snapshot: Callable[[], Snapshot]) -> None:
     add = registry_pb2_grpc.add_RegistryServiceServicer_to_server

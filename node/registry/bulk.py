@@ -1,317 +1,342 @@
-"""Bulk input people really have: works from a CWR-style file, usage from a DSR-style file, and
-any transactions from a JSON-lines file, turned into transaction bodies; then signed and
-submitted in batches with a progress bar and a summary of accepted and refused lines.
+"""Bulk input the societies really have, turned into signed batches: works from CISAC CWR 2.1 /
+2.2 files, usage from DDEX DSR flat files (readers: node/registry/formats/), and any
+transactions from a JSON-lines file; with a progress bar, a summary, and for CWR the
+acknowledgement a society sends back.
 
-CWR-style (after CISAC CWR 2.2 record names; tab-separated instead of fixed width, UTF-8):
-    HDR  sender  file_id                                          header (optional)
-    PTY  party_id  kind(person|company)  name  ipi  society      -> RegisterParty
-    NWR  work_id  title  iswc  version(ORI|MOD)  original_work_id  creation_type
-         warranty_ref  human_contribution                        -> RegisterWork
-    ALT  title                                                   alternate title of the work
-    SWR  party_id  role(CA|A|C|AR|AD|SR|SA|TR|PA)  pr_share  mr_share     writer
-    SPU  party_id  role(E|AQ|AM|SE|ES|PA)  pr_share  mr_share  [pr_collection  mr_collection]
-    TER  territory[,territory...]                                 territories of the shares
-    TRL                                                           trailer (optional)
-  Shares are CWR's 5-digit 1/100 % (05000 = 50.00 %). Each NWR group yields a RegisterWork and,
-  when its shares are not all 0, one SetShares per right (PR, MR). Publishers of roles other
-  than E/AQ get collection shares only (ownership 0), as CWR requires; an E/AQ publisher's
-  collection share defaults to its ownership share unless the collection columns are given.
+    plan_file(open_lines, kind, org, name) -> FilePlan     the format read from the content
+    dry_run(plan) -> dict                                   what would be sent, every refusal
+    submit_file(plan, key, chain_id, submit, ...) -> Summary
 
-DSR-style (after DDEX DSR flat files; tab-separated, UTF-8):
-    HEAD  report_id  period(YYYY-MM)  territory  service  commercial_model  use_type
-          currency  net_revenue_minor  total_usages(0 = sum of the lines)
-    RU    line_id  isrc  iswc  cid  uci  usages  [title  artist]
-  A line's code is the first non-empty of ISRC, CID, UCI, ISWC. Lines are sent as ReportUsage
-  batches of at most `usage_batch_lines` lines.
+`open_lines` opens the file again on each call: a file is read twice, once to check what
+rejects it as a whole (CWR TRL and GRT counts, DSR FOOT counts and summary totals) and once to
+plan and send it, unit by unit (one CWR transaction, or one ReportUsage batch), so memory stays
+bounded whatever the file's size.
+
+Rules kept here: nothing of a file the specification rejects as a whole is sent; a unit's
+transactions go in type order (parties, works, shares, links), batches never mix types and each
+is committed before the next; a party already planned earlier in the import is not sent again;
+every refusal names the line, the record and the field; ALREADY_EXISTS on a party, a share set
+or a link means the ledger holds it already (a re-sent file changes nothing), on a work it is a
+duplicate (CWR status DU).
 
 JSON lines: one {"type", "payload"} per line (blank lines and lines starting with # skipped).
-
-Every line that cannot become a valid transaction is reported with its line number and reason
-(the same stateless checks as node admission) and the rest goes on. Batches never mix
-transaction types, and each batch is committed before the next is sent, so parties exist before
-the works that name them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from kledger.node.chain.keys import KeyPair
-from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import TxBody, sign_tx
-from kledger.node.errors import Refused
-from kledger.node.registry import identifiers
+from kledger.node.registry.formats import cwr, cwr_ledger, cwr_write, dsr
+from kledger.node.registry.formats.cwr_layout import WORK_HEADERS
+from kledger.node.registry.formats.problems import Refusal
 from kledger.node.registry.tx_file import check_body
 
-MAX_LINES = 200_000
+MAX_JSON_LINES = 200_000
 USAGE_BATCH_LINES = 200
-SUBMIT_BATCH_TXS = 50
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    origin: str  # "file:line" of the record(s) it came from
-    type: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    origin: str
-    reason: str
+SUBMIT_BATCH_TXS = 500  # one SubmitBatch call, committed before the next
+CHUNK_TXS = 2_000  # planned txs gathered before they are sent in type order
+TYPE_ORDER = {
+    "RegisterParty": 0,
+    "RegisterWork": 1,
+    "ReviseWork": 1,
+    "SetShares": 2,
+    "LinkIdentifiers": 3,
+}
+Lines = Callable[[], Iterable[bytes]]
+Submit = Callable[[list[bytes]], Sequence[TxResult | Receipt]]
 
 
 @dataclass(slots=True)
-class Plan:
+class Planned:
+    origin: str  # "file:line" of the record it came from
+    type: str
+    payload: dict[str, Any]
+    line: int = 0
+    record: str = ""
+    result: TxResult | None = None
+    tx_hash: str = ""
+    height: int = 0
+
+
+@dataclass(slots=True)
+class Unit:
+    """What is decided together: one CWR transaction, one usage batch, one JSON line."""
+
+    line: int
+    record: str
     txs: list[Planned] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Refusal] = field(default_factory=list)
+    transaction: cwr.Transaction | None = None
+    work_id: str = ""
+    usage_lines: int = 0
 
-    def add(self, origin: str, tx_type: str, payload: dict[str, Any]) -> None:
-        refusal = check_body(tx_type, payload)
-        if refusal is None:
-            self.txs.append(Planned(origin, tx_type, payload))
-        else:
-            self.problems.append(Problem(origin, f"{tx_type}: {refusal.message}"))
+    @property
+    def refused(self) -> bool:
+        return not self.txs and any(p.level in "EGT" for p in self.problems)
 
+    @property
+    def weight(self) -> int:
+        """What the progress bar counts: a work, the usage lines of a batch, a JSON line."""
+        return self.usage_lines if self.usage_lines or self.row_problems else 1
 
-def _rows(text: str, name: str) -> list[tuple[str, list[str]]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if number > MAX_LINES:
-            raise ValueError(f"{name}: more than {MAX_LINES} lines")
-        if line.strip() and not line.startswith("#"):
-            rows.append((f"{name}:{number}", [cell.strip() for cell in line.split("\t")]))
-    return rows
+    row_problems: bool = False  # a unit that only carries a DSR file's row refusals
 
 
-def _cell(cells: list[str], index: int) -> str:
-    return cells[index] if index < len(cells) else ""
+@dataclass(slots=True)
+class FilePlan:
+    name: str
+    format: str  # "CWR 2.1", "CWR 2.2", "DSR", "JSON lines"
+    header: Any
+    works: int
+    usage_lines: int
+    problems: list[Refusal]  # what the first pass found about the file as a whole
+    units: Callable[[], Iterator[Unit]]
+    total_units: int
+
+    @property
+    def rejected(self) -> bool:
+        return any(p.level == "E" for p in self.problems)
 
 
-def _share(text: str, origin: str) -> int:
-    if not text:
-        return 0
-    if not text.isdigit() or int(text) > 10_000:
-        raise ValueError(f"{origin}: share {text!r} is not 00000..10000 (1/100 %)")
-    return int(text)
+def detect(first_record: bytes) -> str:
+    """The format from a file's first non-blank line: cwr, dsr, jsonl or unknown."""
+    text = first_record.lstrip(b"\xef\xbb\xbf").rstrip(b"\r\n")
+    if text.startswith(b"HDR") and b"\t" not in text[:20]:
+        return "cwr"
+    if text.startswith(b"HEAD\t"):
+        return "dsr"
+    if text.lstrip().startswith(b"{"):
+        return "jsonl"
+    return "unknown"
 
 
-# -- CWR-style works -------------------------------------------------------------------------
+def _first_record(lines: Lines) -> bytes:
+    for raw in lines():
+        if raw.strip() and not raw.startswith(b"#"):
+            return raw
+    return b""
 
 
-def plan_cwr(text: str, name: str = "works.cwr") -> Plan:
-    plan = Plan()
-    parties: list[tuple[str, dict[str, Any]]] = []
-    works: list[tuple[str, dict[str, Any]]] = []
-    shares: list[tuple[str, dict[str, Any]]] = []
-    current: dict[str, Any] | None = None
+def plan_file(lines: Lines, kind: str, org: str, name: str) -> FilePlan:
+    """`kind` is what the user asked for (works, usage, txs); the format comes from the
+    content, and a file of another kind is refused naming what it is."""
+    found = detect(_first_record(lines))
+    wanted = {"works": "cwr", "usage": "dsr", "txs": "jsonl"}[kind]
+    if found != wanted:
+        names = {"cwr": "a CWR file", "dsr": "a DDEX DSR file", "jsonl": "JSON lines"}
+        what = names.get(found, "no format this command reads")
+        problem = Refusal(1, "", "", f"this is {what}; `import {kind}` reads {names[wanted]}", "E")
+        return FilePlan(name, found, None, 0, 0, [problem], lambda: iter(()), 0)
+    if found == "cwr":
+        return _plan_cwr(lines, org, name)
+    if found == "dsr":
+        return _plan_dsr(lines, name)
+    return _plan_jsonl(lines, name)
 
-    def close() -> None:
-        nonlocal current
-        if current is None:
+
+# -- CWR -------------------------------------------------------------------------------------
+
+
+def _plan_cwr(lines: Lines, org: str, name: str) -> FilePlan:
+    header, end, works = cwr.scan(lines())
+    version = f"CWR {header.version}" if header else "CWR"
+    problems = list(end.problems)
+
+    def units() -> Iterator[Unit]:
+        if header is None or end.rejected:
             return
-        work, group = current["work"], current
-        works.append((group["origin"], work))
-        for right, column in (("PR", "pr"), ("MR", "mr")):
-            entries = []
-            for kind, party_id, role, values in group["interested"]:
-                ownership, collection = values[column], values[f"{column}_collection"]
-                assert ownership is not None
-                entry: dict[str, Any] = {
-                    "party_id": party_id,
-                    "kind": kind,
-                    "role": role,
-                    "ownership": ownership,
-                }
-                if kind == "publisher" and role not in ("E", "AQ"):
-                    entry["ownership"] = 0
-                    entry["collection"] = ownership if collection is None else collection
-                elif collection is not None:
-                    entry["collection"] = collection
-                entries.append(entry)
-            if any(e.get("collection", e["ownership"]) for e in entries):
-                payload = {
-                    "subject": {"kind": "work", "id": work["work_id"]},
-                    "right": right,
-                    "territories": group["territories"],
-                    "shares": entries,
-                }
-                shares.append((group["origin"], payload))
-        current = None
-
-    for origin, cells in _rows(text, name):
-        record = cells[0].upper()
-        try:
-            if record in ("HDR", "TRL"):
+        for item in cwr.read_cwr(lines()):
+            if not isinstance(item, cwr.Transaction) or item.type not in WORK_HEADERS:
                 continue
-            if record == "PTY":
-                close()
-                payload: dict[str, Any] = {
-                    "party_id": _cell(cells, 1),
-                    "kind": _cell(cells, 2) or "person",
-                    "names": [
-                        {
-                            "name": _cell(cells, 3),
-                            **({"ipi": _cell(cells, 4)} if _cell(cells, 4) else {}),
-                        }
+            unit = Unit(item.header.line, item.type, transaction=item)
+            unit.problems = list(item.problems)
+            if item.group_id in end.rejected_groups:
+                unit.problems += [p for p in end.problems if p.level == "G"]
+                yield unit
+                continue
+            if item.work is not None:
+                unit.work_id = cwr_ledger.work_id(header, item.work)
+            if item.rejected or item.type == "EXC":
+                if item.type == "EXC":
+                    unit.problems.append(
+                        Refusal(
+                            item.header.line,
+                            "EXC",
+                            "",
+                            "a work in conflict is information, not a registration",
+                            "T",
+                        )
+                    )
+                yield unit
+                continue
+            origin = f"{name}:{item.header.line}"
+            for tx_type, payload in cwr_ledger.plan_work(item, header, org, name):
+                unit.txs.append(Planned(origin, tx_type, payload, item.header.line, item.type))
+            _check_unit(unit)
+            yield unit
+
+    return FilePlan(name, version, header, works, 0, problems, units, works)
+
+
+def _check_unit(unit: Unit) -> None:
+    """The node's stateless checks, before anything is sent: a unit with a tx the node would
+    refuse is not sent at all (its problems say why)."""
+    for tx in unit.txs:
+        refusal = check_body(tx.type, tx.payload)
+        if refusal is not None:
+            unit.problems.append(
+                Refusal(
+                    tx.line, tx.record, refusal.field or "", f"{tx.type}: {refusal.message}", "T"
+                )
+            )
+    if any(p.level in "EGT" for p in unit.problems):
+        unit.txs = []
+
+
+# -- DSR -------------------------------------------------------------------------------------
+
+
+def _plan_dsr(lines: Lines, name: str, batch_lines: int = USAGE_BATCH_LINES) -> FilePlan:
+    header, end = dsr.scan(lines())
+    problems = [p for p in end.problems if p.level == "E"]
+    row_problems = [p for p in end.problems if p.level != "E"]
+
+    def units() -> Iterator[Unit]:
+        if header is None or end.rejected:
+            return
+        if row_problems:
+            yield Unit(
+                row_problems[0].line,
+                row_problems[0].record,
+                problems=list(row_problems),
+                row_problems=True,
+            )
+        batch: list[dsr.UsageLine] = []
+
+        def flush() -> Iterator[Unit]:
+            if not batch:
+                return
+            first = batch[0]
+            report = dict(first.report)
+            if report["total_usages"] == 0:  # the summary gives none: the lines' sum
+                report["total_usages"] = end.used.get(first.summary_id, [0, 0])[0]
+            payload = {**report, "lines": [line.usage for line in batch]}
+            unit = Unit(first.line, first.record, usage_lines=len(batch))
+            unit.txs.append(
+                Planned(
+                    f"{name}:{first.line}..{batch[-1].line}",
+                    "ReportUsage",
+                    payload,
+                    first.line,
+                    first.record,
+                )
+            )
+            _check_unit(unit)
+            batch.clear()
+            yield unit
+
+        for item in dsr.read_dsr(lines()):
+            if not isinstance(item, dsr.UsageLine):
+                continue
+            if item.summary_id in end.refused_summaries:
+                yield Unit(
+                    item.line,
+                    item.record,
+                    usage_lines=1,
+                    problems=[
+                        Refusal(
+                            item.line,
+                            item.record,
+                            "SummaryRecordId",
+                            f"summary {item.summary_id} is refused",
+                            "T",
+                        )
                     ],
-                    "memberships": [{"society": _cell(cells, 5)}],
-                }
-                parties.append((origin, payload))
-            elif record == "NWR":
-                close()
-                creation = _cell(cells, 6) or "human"
-                provenance: dict[str, Any] = {"creation_type": creation}
-                if _cell(cells, 7):
-                    provenance["warranty_ref"] = _cell(cells, 7)
-                if _cell(cells, 8):
-                    provenance["human_contribution"] = _cell(cells, 8)
-                work: dict[str, Any] = {
-                    "work_id": _cell(cells, 1),
-                    "titles": [_cell(cells, 2)],
-                    "provenance": provenance,
-                    "creators": [],
-                    "publishers": [],
-                }
-                if _cell(cells, 3):
-                    work["iswc"] = _cell(cells, 3)
-                if _cell(cells, 4).upper() == "MOD":
-                    work["version"] = "modified"
-                    work["original_work_id"] = _cell(cells, 5)
-                current = {
-                    "origin": origin,
-                    "work": work,
-                    "interested": [],
-                    "territories": ["Worldwide"],
-                }
-            elif current is None:
-                raise ValueError(f"{origin}: {record} outside a work (no NWR before it)")
-            elif record == "ALT":
-                current["work"]["titles"].append(_cell(cells, 1))
-            elif record in ("SWR", "SPU"):
-                kind = "writer" if record == "SWR" else "publisher"
-                party_id, role = _cell(cells, 1), _cell(cells, 2).upper()
-                values: dict[str, int | None] = {
-                    "pr": _share(_cell(cells, 3), origin),
-                    "mr": _share(_cell(cells, 4), origin),
-                    "pr_collection": _share(_cell(cells, 5), origin) if _cell(cells, 5) else None,
-                    "mr_collection": _share(_cell(cells, 6), origin) if _cell(cells, 6) else None,
-                }
-                current["interested"].append((kind, party_id, role, values))
-                current["work"]["creators" if kind == "writer" else "publishers"].append(
-                    {"party_id": party_id, "role": role}
-                )
-            elif record == "TER":
-                current["territories"] = [
-                    t.strip() for t in _cell(cells, 1).split(",") if t.strip()
-                ]
-            else:
-                raise ValueError(f"{origin}: unknown record type {record!r}")
-        except ValueError as error:
-            plan.problems.append(Problem(origin, str(error).removeprefix(f"{origin}: ")))
-    close()
-    for origin, payload in parties:
-        plan.add(origin, "RegisterParty", payload)
-    for origin, payload in works:
-        if not payload["publishers"]:
-            del payload["publishers"]
-        plan.add(origin, "RegisterWork", payload)
-    for origin, payload in shares:
-        plan.add(origin, "SetShares", payload)
-    return plan
-
-
-# -- DSR-style usage -------------------------------------------------------------------------
-
-_CODE_COLUMNS = (("isrc", 2), ("cid", 4), ("uci", 5), ("iswc", 3))
-
-
-def plan_dsr(
-    text: str, name: str = "usage.tsv", usage_batch_lines: int = USAGE_BATCH_LINES
-) -> Plan:
-    plan = Plan()
-    reports: list[dict[str, Any]] = []
-    for origin, cells in _rows(text, name):
-        record = cells[0].upper()
-        if record == "HEAD":
-            try:
-                names = ("report_id", "period", "territory", "service", "commercial_model")
-                header: dict[str, Any] = {n: _cell(cells, i) for i, n in enumerate(names, start=1)}
-                header["use_type"] = _cell(cells, 6)
-                header["currency"] = _cell(cells, 7)
-                header["net_revenue_minor"] = int(_cell(cells, 8) or "-1")
-                header["total_usages"] = int(_cell(cells, 9) or "0")
-            except ValueError:
-                plan.problems.append(
-                    Problem(origin, "net_revenue_minor and total_usages must be integers")
-                )
-                reports.append({"header": None, "lines": []})
-                continue
-            reports.append({"origin": origin, "header": header, "lines": []})
-        elif record == "RU":
-            if not reports or reports[-1]["header"] is None:
-                plan.problems.append(Problem(origin, "RU line without a valid HEAD before it"))
-                continue
-            try:
-                usages = int(_cell(cells, 6))
-            except ValueError:
-                plan.problems.append(
-                    Problem(origin, f"usages {_cell(cells, 6)!r} is not an integer")
                 )
                 continue
-            code = next(((k, _cell(cells, i)) for k, i in _CODE_COLUMNS if _cell(cells, i)), None)
-            if code is None:
-                plan.problems.append(Problem(origin, "no ISRC, CID, UCI or ISWC on the line"))
-                continue
-            try:
-                canonical = identifiers.parse_code(code[0], code[1])
-            except Refused as refusal:
-                plan.problems.append(Problem(origin, refusal.message))
-                continue
-            line = {
-                "line_id": _cell(cells, 1),
-                "code_kind": code[0],
-                "code": canonical,
-                "usages": usages,
-            }
-            reports[-1]["lines"].append((origin, line))
-        else:
-            plan.problems.append(Problem(origin, f"unknown record type {record!r} (HEAD or RU)"))
-    for report in reports:
-        if report["header"] is None:
-            continue
-        header, lines = report["header"], report["lines"]
-        if not lines:
-            plan.problems.append(Problem(report["origin"], "report has no valid RU lines"))
-            continue
-        if header["total_usages"] == 0:
-            header["total_usages"] = sum(line["usages"] for _, line in lines)
-        for start in range(0, len(lines), usage_batch_lines):
-            chunk = lines[start : start + usage_batch_lines]
-            origin = f"{chunk[0][0]}..{chunk[-1][0].rsplit(':', 1)[1]}"
-            plan.add(origin, "ReportUsage", {**header, "lines": [line for _, line in chunk]})
-    return plan
+            if batch and (
+                len(batch) >= batch_lines
+                or batch[0].report["report_id"] != item.report["report_id"]
+            ):
+                yield from flush()
+            batch.append(item)
+        yield from flush()
+
+    return FilePlan(name, "DSR", header, 0, end.usage_lines, problems, units, end.usage_lines)
 
 
 # -- JSON lines ------------------------------------------------------------------------------
 
 
-def plan_jsonl(text: str, name: str = "txs.jsonl") -> Plan:
-    plan = Plan()
-    for origin, cells in _rows(text, name):
-        try:
-            document = json.loads("\t".join(cells))
-        except ValueError as error:
-            plan.problems.append(Problem(origin, f"not JSON: {error}"))
-            continue
-        if not isinstance(document, dict) or set(document) != {"type", "payload"}:
-            plan.problems.append(Problem(origin, 'a line is {"type": NAME, "payload": {...}}'))
-            continue
-        plan.add(origin, str(document["type"]), document["payload"])
-    return plan
+def _plan_jsonl(lines: Lines, name: str) -> FilePlan:
+    count = sum(1 for raw in lines() if raw.strip() and not raw.startswith(b"#"))
+    problems = []
+    if count > MAX_JSON_LINES:
+        problems.append(Refusal(0, "", "", f"more than {MAX_JSON_LINES} lines", "E"))
+
+    def units() -> Iterator[Unit]:
+        if problems:
+            return
+        for number, raw in enumerate(lines(), start=1):
+            if not raw.strip() or raw.startswith(b"#"):
+                continue
+            unit = Unit(number, "")
+            try:
+                document = json.loads(raw)
+            except ValueError as error:
+                unit.problems.append(Refusal(number, "", "", f"not JSON: {error}", "R"))
+                yield unit
+                continue
+            if not isinstance(document, dict) or set(document) != {"type", "payload"}:
+                unit.problems.append(
+                    Refusal(number, "", "", 'a line is {"type": NAME, "payload": {...}}', "R")
+                )
+                yield unit
+                continue
+            tx_type = str(document["type"])
+            unit.record = tx_type
+            unit.txs.append(
+                Planned(f"{name}:{number}", tx_type, document["payload"], number, tx_type)
+            )
+            _check_unit(unit)
+            yield unit
+
+    return FilePlan(name, "JSON lines", None, 0, 0, problems, units, count)
+
+
+# -- dry run ---------------------------------------------------------------------------------
+
+
+def dry_run(plan: FilePlan) -> dict[str, Any]:
+    """The plan as one JSON object: what the file holds, what would be sent, every refusal."""
+    planned: Counter[str] = Counter()
+    refused = list(plan.problems)
+    seen_parties: set[str] = set()
+    for unit in plan.units():
+        refused += unit.problems
+        for tx in unit.txs:
+            if tx.type == "RegisterParty":
+                if tx.payload["party_id"] in seen_parties:
+                    continue
+                seen_parties.add(tx.payload["party_id"])
+            planned[tx.type] += 1
+    return {
+        "file": plan.name,
+        "format": plan.format,
+        "works": plan.works,
+        "usage_lines": plan.usage_lines,
+        "planned": sum(planned.values()),
+        "planned_by_type": dict(sorted(planned.items())),
+        "refused": [p.to_json() for p in refused],
+    }
 
 
 # -- signing and submitting ------------------------------------------------------------------
@@ -319,16 +344,40 @@ def plan_jsonl(text: str, name: str = "txs.jsonl") -> Plan:
 
 @dataclass(slots=True)
 class Summary:
+    file: str = ""
+    format: str = ""
+    works: int = 0
+    usage_lines: int = 0
     accepted: int = 0
-    refused: list[Problem] = field(default_factory=list)
-    not_sent: list[Problem] = field(default_factory=list)
+    already: int = 0  # ALREADY_EXISTS of parties, shares, links: the ledger holds them
+    refused: list[dict[str, Any]] = field(default_factory=list)  # the ledger said no
+    not_sent: list[Refusal] = field(default_factory=list)  # the file's own refusals
+    matched_lines: int = 0
+    unmatched: list[dict[str, Any]] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)  # CWR ACK statuses
+    elapsed_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
+            "file": self.file,
+            "format": self.format,
+            "works": self.works,
+            "usage_lines": self.usage_lines,
             "accepted": self.accepted,
-            "refused": [{"origin": p.origin, "reason": p.reason} for p in self.refused],
-            "not_sent": [{"origin": p.origin, "reason": p.reason} for p in self.not_sent],
+            "already_in_ledger": self.already,
+            "refused": self.refused,
+            "not_sent": [p.to_json() for p in self.not_sent],
         }
+        if self.usage_lines:
+            out["matched_lines"] = self.matched_lines
+            out["unmatched_lines"] = self.unmatched
+        if self.statuses:
+            out["ack_statuses"] = dict(sorted(self.statuses.items()))
+        if self.elapsed_s:
+            per_s = (self.works or self.usage_lines) / self.elapsed_s
+            out["elapsed_s"] = round(self.elapsed_s, 2)
+            out["per_s"] = round(per_s, 1)
+        return out
 
 
 def batches(txs: Sequence[Planned], max_txs: int = SUBMIT_BATCH_TXS) -> list[list[Planned]]:
@@ -342,45 +391,195 @@ def batches(txs: Sequence[Planned], max_txs: int = SUBMIT_BATCH_TXS) -> list[lis
     return out
 
 
-def _progress(stream: TextIO | None, done: int, total: int, width: int = 30) -> None:
-    if stream is None or total == 0:
-        return
-    filled = width * done // total
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} txs")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
+def progress_line(done: int, total: int, unit: str, started: float, width: int = 30) -> str:
+    filled = width * done // total if total else width
+    elapsed = max(time.monotonic() - started, 1e-9)
+    return (
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}  {done / elapsed:,.0f}/s"
+    )
 
 
-def submit_plan(
-    plan: Plan,
+def submit_file(
+    plan: FilePlan,
     key: KeyPair,
     chain_id: str,
-    submit: Callable[[list[bytes]], list[TxResult]],
+    submit: Submit,
     *,
     first_nonce: int,
     max_batch_txs: int = SUBMIT_BATCH_TXS,
     progress: TextIO | None = None,
+    on_unit: Callable[[Unit], None] | None = None,
 ) -> Summary:
-    """Sign each planned tx (nonces first_nonce, first_nonce+1, ...) and send batch by batch.
-    `submit` takes signed tx encodings and returns one committed TxResult per tx, in order."""
-    summary = Summary(not_sent=list(plan.problems))
+    """Sign each planned tx (nonces first_nonce, first_nonce+1, ...) and send chunk by chunk;
+    `on_unit` sees every unit once its txs are decided (in file order), e.g. to write the ACK.
+    `submit` returns one TxResult (or Receipt, which adds the height) per encoding, in order."""
+    started = time.monotonic()
+    summary = Summary(plan.name, plan.format, plan.works, plan.usage_lines)
+    summary.not_sent += plan.problems
+    noun = "works" if plan.works else "usage lines" if plan.usage_lines else "lines"
     nonce = first_nonce
-    done = 0
-    for batch in batches(plan.txs, max_batch_txs):
-        encodings = []
-        for tx in batch:
-            encodings.append(sign_tx(key, TxBody(chain_id, tx.type, nonce, tx.payload)).encoding)
-            nonce += 1
-        results = submit(encodings)
-        assert len(results) == len(batch), "submit returns one result per tx"
-        for tx, result in zip(batch, results, strict=True):
-            if result.ok:
-                summary.accepted += 1
-            else:
-                summary.refused.append(
-                    Problem(tx.origin, f"{tx.type}: {result.status}: {result.message}")
-                )
-        done += len(batch)
-        _progress(progress, done, len(plan.txs))
+    done_units = 0
+    seen_parties: set[str] = set()
+    chunk: list[Unit] = []
+
+    def send(units: list[Unit]) -> None:
+        nonlocal nonce, done_units
+        txs = [tx for unit in units for tx in unit.txs]
+        # A CWR transaction's txs go parties first, then works, shares and links; other files
+        # are sent in their own order (a JSON-lines file orders its txs itself).
+        cwr_units = all(unit.transaction is not None for unit in units)
+        ordered = sorted(txs, key=lambda tx: TYPE_ORDER.get(tx.type, 9)) if cwr_units else txs
+        for batch in batches(ordered, max_batch_txs):
+            encodings = []
+            for tx in batch:
+                signed = sign_tx(key, TxBody(chain_id, tx.type, nonce, tx.payload))
+                tx.tx_hash = signed.tx_hash.hex()
+                encodings.append(signed.encoding)
+                nonce += 1
+            results = submit(encodings)
+            assert len(results) == len(batch), "submit returns one result per tx"
+            for tx, outcome in zip(batch, results, strict=True):
+                if isinstance(outcome, Receipt):
+                    tx.result, tx.height = outcome.result, outcome.height
+                else:
+                    tx.result = outcome
+        for unit in units:
+            _account(summary, unit)
+            if on_unit is not None:
+                on_unit(unit)
+        done_units += sum(unit.weight for unit in units)
+        if progress is not None:
+            progress.write(progress_line(done_units, plan.total_units, noun, started))
+            progress.flush()
+
+    for unit in plan.units():
+        kept = []
+        for tx in unit.txs:
+            if tx.type == "RegisterParty":
+                if tx.payload["party_id"] in seen_parties:
+                    continue
+                seen_parties.add(tx.payload["party_id"])
+            kept.append(tx)
+        unit.txs = kept
+        chunk.append(unit)
+        if sum(len(u.txs) for u in chunk) >= CHUNK_TXS:
+            send(chunk)
+            chunk = []
+    send(chunk)
+    if progress is not None:
+        progress.write("\n")
+        progress.flush()
+    summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _account(summary: Summary, unit: Unit) -> None:
+    summary.not_sent += unit.problems
+    for tx in unit.txs:
+        result = tx.result
+        assert result is not None
+        if result.ok:
+            summary.accepted += 1
+            if tx.type == "ReportUsage" and result.output:
+                summary.matched_lines += int(result.output.get("matched", 0))
+                summary.unmatched += [
+                    {"origin": tx.origin, **u} for u in result.output.get("unmatched", [])
+                ][: max(0, 1_000 - len(summary.unmatched))]
+        elif result.status == "ALREADY_EXISTS" and tx.type not in ("RegisterWork", "ReportUsage"):
+            summary.already += 1
+        else:
+            summary.refused.append(
+                {
+                    "line": tx.line,
+                    "record": tx.record,
+                    "type": tx.type,
+                    "status": result.status,
+                    "reason": result.message,
+                }
+            )
+    if unit.transaction is not None:
+        summary.statuses[ack_status(unit)[0]] += 1
+
+
+def ack_status(unit: Unit) -> tuple[str, list[Refusal]]:
+    """The CWR transaction status of a unit and the problems its MSG records report: RJ
+    rejected (by the file's rules or the ledger's), DU a work the ledger already holds as
+    sent, CO shares in conflict with another org's claim (an overclaim), AC accepted with a
+    field or record rejected on the way, AS accepted."""
+    problems = list(unit.problems)
+    if not unit.txs:
+        return "RJ", problems
+    work = next((tx for tx in unit.txs if tx.type in ("RegisterWork", "ReviseWork")), None)
+    status = "AS"
+    if work is not None and work.result is not None and not work.result.ok:
+        if work.result.status == "ALREADY_EXISTS":
+            return "DU", problems
+        problems.append(
+            Refusal(
+                work.line,
+                work.record,
+                "",
+                f"ledger: {work.result.status}: {work.result.message}",
+                "T",
+            )
+        )
+        return "RJ", problems
+    for tx in unit.txs:
+        result = tx.result
+        if result is None or tx is work:
+            continue
+        if (
+            result.ok
+            and tx.type == "SetShares"
+            and result.output
+            and result.output.get("overclaim")
+        ):
+            status = "CO"
+            problems.append(
+                Refusal(
+                    tx.line,
+                    "SPU",
+                    "",
+                    "shares conflict with another org's claim: dispute "
+                    f"{result.output.get('dispute_id', '')}",
+                    "R",
+                )
+            )
+        elif not result.ok and result.status != "ALREADY_EXISTS":
+            problems.append(
+                Refusal(
+                    tx.line,
+                    tx.record,
+                    "",
+                    f"ledger: {tx.type}: {result.status}: {result.message}",
+                    "R",
+                )
+            )
+    if status == "AS" and any(p.level in "RF" for p in problems):
+        status = "AC"
+    return status, problems
+
+
+ACCEPTED = frozenset({"AS", "AC", "CO", "DU"})
+
+
+def ack_lines(writer: cwr_write.AckWriter, unit: Unit) -> list[str]:
+    """The ACK and MSG records of one CWR unit, with the ledger's work id when accepted."""
+    tx = unit.transaction
+    if tx is None:
+        return []
+    status, problems = ack_status(unit)
+    work = tx.work
+    return writer.transaction(
+        group_id=tx.group_id,
+        sequence=tx.sequence,
+        transaction_type=tx.type,
+        title=work.title if work else tx.header.text("title"),
+        submitter_number=work.submitter_work_number
+        if work
+        else tx.header.text("submitter_work_number"),
+        recipient_number=unit.work_id if status in ACCEPTED else "",
+        status=status,
+        problems=problems,
+        first_line=tx.header.line,
+    )

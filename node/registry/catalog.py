@@ -10,9 +10,10 @@ A recording's UCIs, Content IDs and works become links asserted by the registeri
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from kledger.node.errors import invalid
+from kledger.node.errors import Refused, Status, invalid
 from kledger.node.registry import fields, links, state
 from kledger.node.registry.env import (
     Env,
@@ -32,6 +33,10 @@ from kledger.node.registry.state import TxState
 CREATION_TYPES = frozenset({"human", "ai_assisted", "ai_generated"})
 COMPONENTS = frozenset({"composition", "lyrics", "vocals", "instrumentation", "post_production"})
 PARTY_KINDS = frozenset({"person", "company"})
+OPTIONAL_WORK_FIELDS = frozenset(
+    {"alternate_titles", "language", "duration_s", "category", "submitter", "original",
+     "performers", "origin"}
+)  # fmt: skip
 
 
 # -- RegisterParty ---------------------------------------------------------------------------
@@ -41,13 +46,14 @@ def check_register_party(p: dict[str, Any]) -> dict[str, Any]:
     fields.obj(p, "payload", frozenset({"party_id", "kind", "names", "isni", "memberships"}))
     names = []
     for i, raw in enumerate(fields.items(p, "names", "")):
-        entry = fields.obj(raw, f"names[{i}]", frozenset({"name", "ipi"}))
-        names.append(
-            {
-                "name": fields.text(entry, "name", f"names[{i}]."),
-                "ipi": fields.code(entry, "ipi", "ipi", f"names[{i}].", required=False),
-            }
-        )
+        entry = fields.obj(raw, f"names[{i}]", frozenset({"name", "ipi", "ipi_base"}))
+        name = {
+            "name": fields.text(entry, "name", f"names[{i}]."),
+            "ipi": fields.code(entry, "ipi", "ipi", f"names[{i}].", required=False),
+        }
+        if entry.get("ipi_base") is not None:  # kept only when given: older records stay as
+            name["ipi_base"] = fields.code(entry, "ipi_base", "ipi_base", f"names[{i}].")
+        names.append(name)
     memberships = []
     for i, raw in enumerate(fields.items(p, "memberships", "")):
         path = f"memberships[{i}]."
@@ -158,18 +164,119 @@ def check_provenance(raw: Any, path: str = "provenance") -> dict[str, Any]:
 # -- RegisterWork ----------------------------------------------------------------------------
 
 
+MAX_CHAIN = 99
+TITLE_TYPES = frozenset({"AL", "AT", "ET", "FT", "IT", "OL", "OT", "PT", "RT", "TE", "TT"})
+LANGUAGE = re.compile(r"^[A-Z]{2}$")
+ORIGIN_FIELDS = frozenset({"intended_purpose", "production_title", "library", "cd_identifier"})
+MAX_WORK_REVISIONS = 64
+
+
 def _parties(
     p: dict[str, Any], name: str, roles: frozenset[str], required: bool
-) -> list[dict[str, str]]:
-    out = []
+) -> list[dict[str, Any]]:
+    """Creators or publishers: {party_id, role}, or {unknown: true, role} for a party the
+    registration does not identify (CWR: unknown indicator, no name, all-zero IPI); a publisher
+    may name its chain (CWR publisher sequence #), a creator the chains it belongs to."""
+    out: list[dict[str, Any]] = []
+    chain_field = "chain" if name == "publishers" else "chains"
     for i, raw in enumerate(fields.items(p, name, "", required=required)):
-        entry = fields.obj(raw, f"{name}[{i}]", frozenset({"party_id", "role"}))
+        path = f"{name}[{i}]."
+        entry = fields.obj(
+            raw, f"{name}[{i}]", frozenset({"party_id", "role", "unknown", chain_field})
+        )
+        if fields.boolean(entry, "unknown", path):
+            if "party_id" in entry:
+                raise invalid("an unknown party has no party_id", f"payload.{path}party_id")
+            item: dict[str, Any] = {
+                "unknown": True,
+                "role": fields.choice(entry, "role", path, roles),
+            }
+        else:
+            item = {
+                "party_id": fields.token(entry, "party_id", path),
+                "role": fields.choice(entry, "role", path, roles),
+            }
+        if chain_field == "chain" and "chain" in entry:
+            item["chain"] = fields.integer(entry, "chain", path, 1, MAX_CHAIN)
+        elif chain_field == "chains" and "chains" in entry:
+            item["chains"] = sorted(
+                {
+                    fields.integer({"c": c}, "c", f"{path}chains[{j}]", 1, MAX_CHAIN)
+                    for j, c in enumerate(fields.items(entry, "chains", path))
+                }
+            )
+        out.append(item)
+    return out
+
+
+def _language(p: dict[str, Any], name: str, path: str) -> str:
+    value = p.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not LANGUAGE.match(value):
+        raise invalid(
+            "must be a language code of two capital letters", fields.where(f"{path}{name}")
+        )
+    return value
+
+
+def _alternate_titles(p: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, raw in enumerate(fields.items(p, "alternate_titles", "", required=False)):
+        path = f"alternate_titles[{i}]."
+        entry = fields.obj(
+            raw, f"alternate_titles[{i}]", frozenset({"title", "type", "language", "non_roman"})
+        )
         out.append(
             {
-                "party_id": fields.token(entry, "party_id", f"{name}[{i}]."),
-                "role": fields.choice(entry, "role", f"{name}[{i}].", roles),
+                "title": fields.text(entry, "title", path, max_chars=640),
+                "type": fields.choice(entry, "type", path, TITLE_TYPES, "AT"),
+                "language": _language(entry, "language", path),
+                "non_roman": fields.boolean(entry, "non_roman", path),
             }
         )
+    return out
+
+
+def _registration_details(p: dict[str, Any]) -> dict[str, Any]:
+    """The optional fields a CWR registration brings (kept only when given)."""
+    out: dict[str, Any] = {}
+    if "alternate_titles" in p:
+        out["alternate_titles"] = _alternate_titles(p)
+    if "language" in p:
+        out["language"] = _language(p, "language", "")
+    if "duration_s" in p:
+        out["duration_s"] = fields.integer(p, "duration_s", "", 0, 86_400)
+    if "category" in p:
+        out["category"] = fields.text(p, "category", "", max_chars=3)
+    if "submitter" in p:
+        raw = fields.obj(p["submitter"], "submitter", frozenset({"sender", "work_number"}))
+        out["submitter"] = {
+            "sender": fields.text(raw, "sender", "submitter.", max_chars=64),
+            "work_number": fields.text(raw, "work_number", "submitter.", max_chars=64),
+        }
+    if "original" in p:
+        raw = fields.obj(p["original"], "original", frozenset({"title", "iswc"}))
+        out["original"] = {
+            "title": fields.text(raw, "title", "original."),
+            "iswc": fields.code(raw, "iswc", "iswc", "original.", required=False),
+        }
+    if "performers" in p:
+        performers = []
+        for i, raw in enumerate(fields.items(p, "performers", "")):
+            entry = fields.obj(raw, f"performers[{i}]", frozenset({"name", "ipi"}))
+            performers.append(
+                {
+                    "name": fields.text(entry, "name", f"performers[{i}]."),
+                    "ipi": fields.code(entry, "ipi", "ipi", f"performers[{i}].", required=False),
+                }
+            )
+        out["performers"] = performers
+    if "origin" in p:
+        raw = fields.obj(p["origin"], "origin", ORIGIN_FIELDS)
+        out["origin"] = {
+            name: fields.text(raw, name, "origin.", max_chars=128) for name in sorted(raw)
+        }
     return out
 
 
@@ -189,6 +296,7 @@ def check_register_work(p: dict[str, Any]) -> dict[str, Any]:
                 "creators",
                 "publishers",
                 "provenance",
+                *OPTIONAL_WORK_FIELDS,
             }
         ),
     )
@@ -201,15 +309,20 @@ def check_register_work(p: dict[str, Any]) -> dict[str, Any]:
     creators = _parties(
         p, "creators", WRITER_ROLES, required=provenance["creation_type"] != "ai_generated"
     )
+    details = _registration_details(p)
     out = {
         "work_id": fields.token(p, "work_id"),
         "iswc": fields.code(p, "iswc", "iswc", required=False),
         "titles": titles,
         "version": version,
-        "original_work_id": fields.token(p, "original_work_id", required=version == "modified"),
+        # a modified work names its original: a registered work, or (CWR VER) its title
+        "original_work_id": fields.token(
+            p, "original_work_id", required=version == "modified" and "original" not in details
+        ),
         "creators": creators,
         "publishers": _parties(p, "publishers", PUBLISHER_ROLES, required=False),
         "provenance": provenance,
+        **details,
     }
     return out
 
@@ -219,13 +332,7 @@ def apply_register_work(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, A
         raise exists(f"work {p['work_id']} is already registered", "payload.work_id")
     if p["iswc"] and st.has(state.code_key("iswc", p["iswc"])):
         raise exists(f"ISWC {p['iswc']} is already registered", "payload.iswc")
-    if p["version"] == "modified" and not st.has(state.work_key(p["original_work_id"])):
-        raise precondition(
-            f"original work {p['original_work_id']} is not registered", "payload.original_work_id"
-        )
-    for name in ("creators", "publishers"):
-        for i, entry in enumerate(p[name]):
-            require_party_registered(st, entry["party_id"], f"payload.{name}[{i}].party_id")
+    _require_named(st, p)
     record = {
         **p,
         "registered_by": env.signer.org,
@@ -236,6 +343,78 @@ def apply_register_work(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, A
     if p["iswc"]:
         st.put(state.code_key("iswc", p["iswc"]), {"kind": "work", "id": p["work_id"]})
     return {"work_id": p["work_id"]}
+
+
+def _require_named(st: TxState, p: dict[str, Any]) -> None:
+    """The original of a modified version and every identified party are registered."""
+    if p["original_work_id"] and not st.has(state.work_key(p["original_work_id"])):
+        raise precondition(
+            f"original work {p['original_work_id']} is not registered", "payload.original_work_id"
+        )
+    for name in ("creators", "publishers"):
+        for i, entry in enumerate(p[name]):
+            if not entry.get("unknown"):
+                require_party_registered(st, entry["party_id"], f"payload.{name}[{i}].party_id")
+
+
+# -- ReviseWork ------------------------------------------------------------------------------
+
+WORK_CONTENT = ("iswc", "titles", "version", "original_work_id", "creators", "publishers",
+                "provenance", *("alternate_titles", "language", "duration_s", "category",
+                                "submitter", "original", "performers", "origin"))  # fmt: skip
+
+
+def check_revise_work(p: dict[str, Any]) -> dict[str, Any]:
+    return check_register_work(p)
+
+
+def apply_revise_work(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
+    """A new version of a work (CWR REV: the whole registration again), the earlier versions
+    kept in `revisions`; a work not yet in the ledger is registered as its first version, as a
+    REV carries everything an NWR does. Only the registering org revises."""
+    key = state.work_key(p["work_id"])
+    record = st.get(key)
+    if record is None:
+        output = apply_register_work(st, env, p)
+        return {**output, "revision": 1}
+    if record["registered_by"] != env.signer.org:
+        raise denied(f"only the registering org ({record['registered_by']}) revises the work")
+    current = {name: record.get(name) for name in WORK_CONTENT if name in record}
+    revised = {name: p[name] for name in WORK_CONTENT if name in p}
+    if current == revised:
+        raise exists(
+            f"identical to revision {record.get('revision', 1)} of {p['work_id']}", "payload"
+        )
+    revisions = record.get("revisions", [])
+    if len(revisions) >= MAX_WORK_REVISIONS:
+        raise Refused(
+            Status.RESOURCE_EXHAUSTED,
+            f"work already has {MAX_WORK_REVISIONS} revisions (MAX_WORK_REVISIONS)",
+            "payload.work_id",
+        )
+    if p["iswc"] != record["iswc"]:
+        if p["iswc"] and st.has(state.code_key("iswc", p["iswc"])):
+            raise exists(f"ISWC {p['iswc']} is already registered", "payload.iswc")
+        if record["iswc"]:
+            st.delete(state.code_key("iswc", record["iswc"]))
+        if p["iswc"]:
+            st.put(state.code_key("iswc", p["iswc"]), {"kind": "work", "id": p["work_id"]})
+    _require_named(st, p)
+    revision = record.get("revision", 1) + 1
+    earlier = {**current, "revision": revision - 1, "height": record["height"]}
+    st.put(
+        key,
+        {
+            **revised,
+            "work_id": p["work_id"],
+            "registered_by": record["registered_by"],
+            "height": env.ctx.height,
+            "performance_statement": record["performance_statement"],
+            "revision": revision,
+            "revisions": [*revisions, earlier],
+        },
+    )
+    return {"work_id": p["work_id"], "revision": revision}
 
 
 # -- RegisterRecording -----------------------------------------------------------------------

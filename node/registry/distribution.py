@@ -78,8 +78,24 @@ def apportion(amounts: dict[str, Fraction]) -> dict[str, int]:
 def _match(
     reader: StateReader, line: dict[str, Any], now_ms: int
 ) -> tuple[str | None, list[str], str]:
-    """(recording ISRC or None, work ids, reason when nothing matched)."""
-    kind, code = line["code_kind"], line["code"]
+    """(recording ISRC or None, work ids, reason when nothing matched), trying the line's codes
+    in order (its own code first): the first that matches decides."""
+    reasons = []
+    for kind, code in [(line["code_kind"], line["code"])] + [
+        (c["kind"], c["value"]) for c in line.get("codes", ())
+    ]:
+        isrc, works, reason = _match_code(reader, kind, code, now_ms)
+        if not reason:
+            return isrc, works, ""
+        reasons.append(reason)
+    return None, [], "; ".join(reasons)
+
+
+def _match_code(
+    reader: StateReader, kind: str, code: str, now_ms: int
+) -> tuple[str | None, list[str], str]:
+    if kind == "proprietary":
+        return None, [], f"proprietary id {code} names nothing registered"
     if kind == "iswc":
         target = reader.get(state.code_key("iswc", code))
         if target is None:
@@ -128,29 +144,34 @@ def compute(
                 }
             )
 
-    def split(pool_amount: Fraction, split_: shares.Split) -> None:
+    def split(line: dict[str, Any], pool: str, pool_amount: Fraction, split_: shares.Split) -> None:
         for who, weight in split_.weights:
-            credit(who, pool_amount * weight / split_.denominator)
+            amount = pool_amount * weight / split_.denominator
+            if who == shares.UNKNOWN_RECIPIENT:
+                undistributed(line, pool, amount, "share of a party the registration does not name")
+            else:
+                credit(who, amount)
         rest = split_.denominator - sum(w for _, w in split_.weights)
         assert rest == 0
 
-    def pay_shares(
+    def pay(
         line: dict[str, Any],
         pool: dict[str, Any],
         subject: tuple[str, str],
         amount: Fraction,
-        named: str,
+        missing: str,
     ) -> None:
-        """Split `amount` by the subject's effective shares in the pool's right, or record it
-        undistributed when there are none."""
+        """Split `amount` by the subject's (kind, id) shares in effect, or keep it
+        undistributed."""
+        kind, subject_id = subject
         found = shares.effective_split(
-            reader, subject[0], subject[1], pool["right"], territory=territory, date=usage_date,
+            reader, kind, subject_id, pool["right"], territory=territory, date=usage_date,
             now_ms=now_ms,
         )  # fmt: skip
         if found is None:
-            undistributed(line, pool["pool"], amount, f"no {pool['right']} shares for {named}")
+            undistributed(line, pool["pool"], amount, missing)
         else:
-            split(amount, found)
+            split(line, pool["pool"], amount, found)
 
     for _, line in reader.iterate(state.usage_prefix(period, territory)):
         report = reports.get(line["report_id"])
@@ -168,7 +189,10 @@ def compute(
                 f"{period} {territory}",
                 "payload.period",
             )
-        revenue = Fraction(report["net_revenue_minor"] * line["usages"], report["total_usages"])
+        if "revenue_minor" in line:  # the report gives the line's own revenue (DSR SU03)
+            revenue = Fraction(line["revenue_minor"])
+        else:
+            revenue = Fraction(report["net_revenue_minor"] * line["usages"], report["total_usages"])
         isrc, works, reason = _match(reader, line, now_ms)
         if reason:
             for pool in tariff["pools"]:
@@ -185,7 +209,13 @@ def compute(
                         line, pool["pool"], pool_amount, "usage names a work, not a recording"
                     )
                     continue
-                pay_shares(line, pool, ("recording", isrc), pool_amount, isrc)
+                pay(
+                    line,
+                    pool,
+                    ("recording", isrc),
+                    pool_amount,
+                    f"no {pool['right']} shares for {isrc}",
+                )
                 continue
             if not works:
                 undistributed(line, pool["pool"], pool_amount, f"no confirmed work link for {isrc}")
@@ -204,7 +234,13 @@ def compute(
                 elif held:
                     credit(f"held:{held}", per_work)
                 else:
-                    pay_shares(line, pool, ("work", work_id), per_work, f"work {work_id}")
+                    pay(
+                        line,
+                        pool,
+                        ("work", work_id),
+                        per_work,
+                        f"no {pool['right']} shares for work {work_id}",
+                    )
     paid = apportion(amounts) if amounts else {}
     payouts = sorted(
         [who.removeprefix("party:"), amount]

@@ -11,6 +11,8 @@ Canonical forms:
                accepted and dropped; RFC 4179 syntax, opaque beyond it)
     CID        opaque YouTube asset id           A123456789012345 (charset and length only)
     IPI        11 digits                         00662307358
+    IPI base   I-NNNNNNNNN-C                     I-001635620-7 (the person or company behind
+               its IPI name numbers; shape only, the check digit is not verified)
     ISNI       16 chars, last may be X           000000012281955X (display 0000 0001 2281 955X)
     territory  ISO 3166-1 alpha-2, or Worldwide  KR
 """
@@ -29,6 +31,7 @@ Isrc = NewType("Isrc", str)
 Uci = NewType("Uci", str)
 Cid = NewType("Cid", str)
 Ipi = NewType("Ipi", str)
+IpiBase = NewType("IpiBase", str)
 Isni = NewType("Isni", str)
 Territory = NewType("Territory", str)
 
@@ -66,6 +69,7 @@ _UCI = re.compile(
 )
 _CID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DIGITS = re.compile(r"^\d+$")
+_IPI_BASE = re.compile(r"^I-?([0-9]{9})-?([0-9])$")
 
 
 def _text(value: object, field: str) -> str:
@@ -157,6 +161,14 @@ def parse_ipi(value: object, field: str = "ipi") -> Ipi:
     return Ipi(text)
 
 
+def parse_ipi_base(value: object, field: str = "ipi_base") -> IpiBase:
+    text = _text(value, field).upper().replace(" ", "")
+    match = _IPI_BASE.match(text)
+    if not match:
+        raise invalid(f"{value!r} is not an IPI base number (I-NNNNNNNNN-C)", field)
+    return IpiBase(f"I-{match.group(1)}-{match.group(2)}")
+
+
 def isni_check(fifteen_digits: str) -> str:
     """ISO 7064 MOD 11-2 check character."""
     total = 0
@@ -196,6 +208,7 @@ PARSERS: dict[str, Callable[[object, str], str]] = {
     "uci": parse_uci,
     "cid": parse_cid,
     "ipi": parse_ipi,
+    "ipi_base": parse_ipi_base,
     "isni": parse_isni,
     "territory": parse_territory,
 }

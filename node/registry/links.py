@@ -73,18 +73,25 @@ def _order(
     return a, b, relation
 
 
-def _exists_endpoint(st: StateReader, end: tuple[str, str], field: str) -> None:
+def _exists_endpoint(
+    st: StateReader, end: tuple[str, str], field: str, pending_isrc: bool = False
+) -> None:
     if end[0] == "work" and not st.has(state.work_key(end[1])):
         raise Refused(Status.NOT_FOUND, f"no work {end[1]}", field)
-    if end[0] == "isrc" and not st.has(state.recording_key(end[1])):
+    if end[0] == "isrc" and not pending_isrc and not st.has(state.recording_key(end[1])):
         raise Refused(Status.NOT_FOUND, f"no recording with ISRC {end[1]}", field)
 
 
 def assert_link(st: TxState, env: Env, a: tuple[str, str], b: tuple[str, str]) -> dict[str, str]:
-    """Assert a new link, or confirm one asserted by another org. Returns {link_id, status}."""
+    """Assert a new link, or confirm one asserted by another org. Returns {link_id, status}.
+    The author side may assert that a work is embodied in an ISRC no one has registered yet (a
+    CWR registration names its recordings before the producers register them); the link
+    waits, asserted, until the recording side confirms it, which registering the recording
+    with the work does."""
     a, b, relation = _order(st, a, b)
+    pending = relation == "embodies" and "author" in org_side(env.signer.roles)
     _exists_endpoint(st, a, "payload.from")
-    _exists_endpoint(st, b, "payload.to")
+    _exists_endpoint(st, b, "payload.to", pending_isrc=pending)
     lid = link_id(a, b)
     key = state.link_key(lid)
     link = st.get(key)

@@ -21,6 +21,17 @@ from kledger.node.registry.state import StateReader
 from kledger.node.storage.keyspace import ReadView
 
 MAX_SCAN_RESULTS = 1_000
+MAX_WORKS_PAGE = 200
+
+
+def submitter_of(work: dict[str, Any]) -> dict[str, str]:
+    """Where a work's CWR registration came from: its sender and submitter work number; a work
+    registered another way is its org's, numbered by its id less the org's prefix."""
+    found = work.get("submitter")
+    if found:
+        return {"sender": found["sender"], "work_number": found["work_number"]}
+    org = work["registered_by"]
+    return {"sender": org, "work_number": work["work_id"].removeprefix(f"{org}-")}
 
 
 class _Recorder(StateReader):
@@ -246,6 +257,64 @@ class RegistryQueries:
             if len(unmatched) >= MAX_SCAN_RESULTS:
                 break
         return {"period": period, "territory": territory, "lines": lines, "unmatched": unmatched}
+
+    def works(
+        self, registered_by: str = "", sender: str = "", after: str = "", limit: int = 100
+    ) -> dict[str, Any]:
+        """A page of works in id order (for `kledger export cwr`): each with the parties it
+        names, the registering org's active share claims per work right, and the ISRCs of its
+        embodies links. `next` is the last id of a full page ('' at the end). Filters: the
+        registering org, the CWR sender it came from (works registered another way count as
+        their org's)."""
+        limit = max(1, min(limit, MAX_WORKS_PAGE))
+        prefix = state.work_key("x")[: -len("x")]
+        found: list[dict[str, Any]] = []
+        last = ""
+        for key, record in self._reader.iterate(prefix):
+            work_id = key[len(prefix) :].decode()
+            if work_id <= after:
+                continue
+            if registered_by and record["registered_by"] != registered_by:
+                continue
+            if sender and submitter_of(record)["sender"] != sender:
+                continue
+            found.append(self._work_for_export(record))
+            last = work_id
+            if len(found) >= limit:
+                break
+        return {"works": found, "next": last if len(found) >= limit else ""}
+
+    def _work_for_export(self, record: dict[str, Any]) -> dict[str, Any]:
+        r = self._reader
+        org = record["registered_by"]
+        claims: dict[str, list[dict[str, Any]]] = {}
+        party_ids = {
+            e["party_id"] for e in record["creators"] + record["publishers"] if "party_id" in e
+        }
+        for right in sorted(shares.WORK_RIGHTS):
+            found = r.get(state.shares_key("work", record["work_id"], right))
+            active = [
+                c
+                for c in (found or {}).get("claims", [])
+                if c["status"] == "active" and c["org"] == org
+            ]
+            if active:
+                claims[right] = active
+                party_ids |= {e["party_id"] for c in active for e in c["entries"] if e["party_id"]}
+        parties = {pid: r.get(state.party_key(pid)) for pid in sorted(party_ids)}
+        isrcs = sorted(
+            end[1]
+            for link in links.links_of(r, "work", record["work_id"])
+            if link["relation"] == "embodies" and link["status"] in ("asserted", "confirmed")
+            for end in (link["a"], link["b"])
+            if end[0] == "isrc"
+        )
+        return {
+            "work": {**record, "submitter": submitter_of(record)},
+            "parties": {pid: party for pid, party in parties.items() if party is not None},
+            "shares": claims,
+            "isrcs": isrcs,
+        }
 
     def statement(self, party_id: str, period: str) -> dict[str, Any]:
         _id(party_id, "party_id")

@@ -50,7 +50,17 @@ def check_set_shares(p: dict[str, Any]) -> dict[str, Any]:
     fields.obj(
         p,
         "payload",
-        frozenset({"subject", "right", "territories", "valid_from", "valid_to", "shares"}),
+        frozenset(
+            {
+                "subject",
+                "right",
+                "territories",
+                "excluded_territories",
+                "valid_from",
+                "valid_to",
+                "shares",
+            }
+        ),
     )
     subject = check_subject(p)
     right = fields.choice(p, "right", "", shares.RIGHTS)
@@ -66,10 +76,21 @@ def check_set_shares(p: dict[str, Any]) -> dict[str, Any]:
     raw = fields.items(p, "shares", "")
     # The modified-version rule needs state; check it again in apply with the work's version.
     entries = shares.check_entries(subject["kind"], right, raw, modified=False)
+    territories = fields.territories(p, "territories", "", ["Worldwide"])
+    excluded: list[str] = []
+    if "excluded_territories" in p:
+        excluded = fields.territories(p, "excluded_territories", "", [])
+        if "Worldwide" in excluded:
+            raise invalid("the world cannot be excluded", "payload.excluded_territories")
+        if "Worldwide" not in territories and set(excluded) - set(territories):
+            raise invalid(
+                "excludes territories it does not include", "payload.excluded_territories"
+            )
     return {
         "subject": subject,
         "right": right,
-        "territories": fields.territories(p, "territories", "", ["Worldwide"]),
+        "territories": territories,
+        "excluded_territories": excluded,
         "valid_from": valid_from,
         "valid_to": valid_to,
         "entries": entries,
@@ -124,6 +145,8 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
             )
     affected = False
     for i, entry in enumerate(p["entries"]):
+        if entry.get("unknown"):
+            continue
         party = require_party(st, entry["party_id"], f"payload.shares[{i}].party_id")
         affected = affected or is_member_of(party, env.signer.org)
     if not affected:
@@ -136,10 +159,21 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
         "next_version": 1,
     }
     shares.require_versions_left(current)
+    # A new claim supersedes the org's claims it overlaps (territory and dates): an org may
+    # hold different shares in different territories (a sub-publisher's in Japan, its own
+    # elsewhere) as claims side by side.
     for claim in current["claims"]:
-        if claim["org"] == env.signer.org and claim["status"] == "active":
+        if (
+            claim["org"] == env.signer.org
+            and claim["status"] == "active"
+            and shares.overlaps(claim, {**p, "org": env.signer.org})
+        ):
             same = [claim[k] for k in ("territories", "valid_from", "valid_to", "entries")]
-            if same == [p["territories"], p["valid_from"], p["valid_to"], p["entries"]]:
+            same.append(claim.get("excluded_territories", []))
+            if same == [
+                p["territories"], p["valid_from"], p["valid_to"], p["entries"],
+                p["excluded_territories"],
+            ]:  # fmt: skip
                 raise exists(
                     f"identical to version {claim['version']} of {env.signer.org}", "payload.shares"
                 )
@@ -149,6 +183,9 @@ def apply_set_shares(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]
         "org": env.signer.org,
         "version": version,
         "territories": p["territories"],
+        **(
+            {"excluded_territories": p["excluded_territories"]} if p["excluded_territories"] else {}
+        ),
         "valid_from": p["valid_from"],
         "valid_to": p["valid_to"],
         "entries": p["entries"],

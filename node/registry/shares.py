@@ -68,9 +68,12 @@ def check_entries(
         entry = fields.obj(
             item,
             f"shares[{index}]",
-            frozenset({"party_id", "kind", "role", "ownership", "collection", "share"}),
+            frozenset({"party_id", "kind", "role", "ownership", "collection", "share", "unknown"}),
         )
-        party = fields.token(entry, "party_id", path)
+        unknown = subject_kind == "work" and fields.boolean(entry, "unknown", path)
+        if unknown and "party_id" in entry:
+            raise invalid("an unknown party has no party_id", f"payload.{path}party_id")
+        party = "" if unknown else fields.token(entry, "party_id", path)
         if subject_kind == "recording":
             share = fields.integer(entry, "share", path, 0, FULL)
             normalized = {
@@ -98,7 +101,11 @@ def check_entries(
                 "ownership": ownership,
                 "collection": collection,
             }
-        if (party, normalized["kind"]) in seen:
+        if unknown:
+            # A party the registration does not identify (CWR OPU/OWR unknown): its share is
+            # counted in every total and paid to nobody (undistributed).
+            normalized["unknown"] = True
+        elif (party, normalized["kind"]) in seen:
             raise invalid(f"party {party} appears twice", f"payload.{path}party_id")
         seen.add((party, str(normalized["kind"])))
         entries.append(normalized)
@@ -134,20 +141,46 @@ def check_entries(
     return entries
 
 
-def _overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+# Unknown parties' shares are summed under a key no party id can be (ids start with a letter or
+# digit) and paid to the recipient "unknown", which a distribution keeps undistributed.
+UNKNOWN = "?unknown"
+UNKNOWN_RECIPIENT = "unknown"
+
+
+def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
     worldwide = "Worldwide"
     ta, tb = set(a["territories"]), set(b["territories"])
-    if not (worldwide in ta or worldwide in tb or ta & tb):
+    xa, xb = set(a.get("excluded_territories", ())), set(b.get("excluded_territories", ()))
+    if worldwide in ta and worldwide in tb:
+        shared = True  # the world minus two short lists is never empty
+    elif worldwide in ta:
+        shared = bool(tb - xb - xa)
+    elif worldwide in tb:
+        shared = bool(ta - xa - xb)
+    else:
+        shared = bool((ta - xa) & (tb - xb))
+    if not shared:
         return False
     return bool(a["valid_from"] <= b["valid_to"] and b["valid_from"] <= a["valid_to"])
+
+
+def claimed(claim: dict[str, Any]) -> dict[str, int]:
+    """A claim's collection per party; the unknown parties' shares summed under UNKNOWN."""
+    out: dict[str, int] = {}
+    for entry in claim["entries"]:
+        if entry.get("unknown"):
+            out[UNKNOWN] = out.get(UNKNOWN, 0) + entry["collection"]
+        else:
+            out[entry["party_id"]] = max(out.get(entry["party_id"], 0), entry["collection"])
+    return out
 
 
 def overclaim_total(claims: list[dict[str, Any]]) -> int:
     """Per party the largest claimed collection share, summed."""
     best: dict[str, int] = {}
     for claim in claims:
-        for entry in claim["entries"]:
-            best[entry["party_id"]] = max(best.get(entry["party_id"], 0), entry["collection"])
+        for party, share in claimed(claim).items():
+            best[party] = max(best.get(party, 0), share)
     return sum(best.values())
 
 
@@ -156,7 +189,7 @@ def conflicting_claims(record: dict[str, Any], new_claim: dict[str, Any]) -> lis
     others = [
         c
         for c in record["claims"]
-        if c["status"] == "active" and c["org"] != new_claim["org"] and _overlaps(c, new_claim)
+        if c["status"] == "active" and c["org"] != new_claim["org"] and overlaps(c, new_claim)
     ]
     if others and overclaim_total([*others, new_claim]) > FULL + TOLERANCE:
         return others
@@ -165,6 +198,8 @@ def conflicting_claims(record: dict[str, Any], new_claim: dict[str, Any]) -> lis
 
 def covers(claim: dict[str, Any], territory: str, date: str) -> bool:
     in_territory = "Worldwide" in claim["territories"] or territory in claim["territories"]
+    if territory in claim.get("excluded_territories", ()):
+        return False
     return in_territory and claim["valid_from"] <= date <= claim["valid_to"]
 
 
@@ -199,12 +234,13 @@ def effective_split(
     if not in_effect:
         return None
     if open_disputes:
-        parties = sorted({e["party_id"] for c in in_effect for e in c["entries"]})
+        per_claim = [claimed(c) for c in in_effect]
+        parties = sorted({party for c in per_claim for party in c})
         weights: list[tuple[str, int]] = []
         for party in parties:
-            claimed = [_collection_of(c, party) for c in in_effect]
-            if len(set(claimed)) == 1 and claimed[0] > 0:
-                weights.append((f"party:{party}", claimed[0]))
+            same = [c.get(party, 0) for c in per_claim]
+            if len(set(same)) == 1 and same[0] > 0:
+                weights.append((_recipient(party), same[0]))
         undisputed = sum(w for _, w in weights)
         denominator = max(FULL, undisputed)
         if denominator > undisputed:
@@ -212,16 +248,16 @@ def effective_split(
         return Split(tuple(weights), denominator)
     best: dict[str, int] = {}
     for claim in in_effect:
-        for entry in claim["entries"]:
-            best[entry["party_id"]] = max(best.get(entry["party_id"], 0), entry["collection"])
+        for party, share in claimed(claim).items():
+            best[party] = max(best.get(party, 0), share)
     total = sum(best.values())
     if total == 0:
         return None
-    return Split(tuple((f"party:{p}", w) for p, w in sorted(best.items()) if w), total)
+    return Split(tuple((_recipient(p), w) for p, w in sorted(best.items()) if w), total)
 
 
-def _collection_of(claim: dict[str, Any], party: str) -> int:
-    return sum(e["collection"] for e in claim["entries"] if e["party_id"] == party)
+def _recipient(party: str) -> str:
+    return UNKNOWN_RECIPIENT if party == UNKNOWN else f"party:{party}"
 
 
 def require_versions_left(record: dict[str, Any]) -> None:

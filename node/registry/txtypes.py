@@ -67,6 +67,12 @@ TX_TYPES: dict[str, TxType] = {
             _fixed(AUTHOR_CMO),
         ),
         TxType(
+            "ReviseWork",
+            catalog.check_revise_work,
+            catalog.apply_revise_work,
+            _fixed(AUTHOR_CMO),
+        ),
+        TxType(
             "RegisterRecording",
             catalog.check_register_recording,
             catalog.apply_register_recording,

@@ -19,6 +19,13 @@ from kledger.node.registry.shares import FULL, RIGHTS
 from kledger.node.registry.state import StateReader, TxState
 
 CODE_KINDS = frozenset({"isrc", "iswc", "cid", "uci"})
+# A DSR line may carry only the DSP's or a rights holder's own ids ("ns::value"): kept, never
+# matched to a registered work or recording.
+PROPRIETARY = "proprietary"
+LINE_CODE_KINDS = CODE_KINDS | {PROPRIETARY}
+MAX_LINE_CODES = 32
+MAX_PROPRIETARY_CHARS = 128
+MAX_UNMATCHED_REASONS = 200
 MAX_REVENUE_MINOR = 10**15
 MAX_USAGES = 10**12
 REPORT_HEADER = (
@@ -42,21 +49,44 @@ def check_report_usage(p: dict[str, Any]) -> dict[str, Any]:
     for i, raw in enumerate(fields.items(p, "lines", "")):
         path = f"lines[{i}]."
         entry = fields.obj(
-            raw, f"lines[{i}]", frozenset({"line_id", "code_kind", "code", "usages"})
+            raw,
+            f"lines[{i}]",
+            frozenset(
+                {"line_id", "code_kind", "code", "usages", "codes", "revenue_minor", "title"}
+            ),
         )
-        kind = fields.choice(entry, "code_kind", path, CODE_KINDS)
+        kind = fields.choice(entry, "code_kind", path, LINE_CODE_KINDS)
         line_id = fields.token(entry, "line_id", path)
         if line_id in seen:
             raise invalid(f"line {line_id} appears twice in this batch", f"payload.{path}line_id")
         seen.add(line_id)
-        lines.append(
-            {
-                "line_id": line_id,
-                "code_kind": kind,
-                "code": fields.code(entry, "code", kind, path),
-                "usages": fields.integer(entry, "usages", path, 1, MAX_USAGES),
-            }
-        )
+        line: dict[str, Any] = {
+            "line_id": line_id,
+            "code_kind": kind,
+            "code": _line_code(entry, "code", kind, path),
+            "usages": fields.integer(entry, "usages", path, 1, MAX_USAGES),
+        }
+        if "codes" in entry:  # every other identifier the report gives (kept only when given)
+            codes = []
+            for j, item in enumerate(fields.items(entry, "codes", path)):
+                if j >= MAX_LINE_CODES:
+                    raise invalid(f"at most {MAX_LINE_CODES} codes", f"payload.{path}codes")
+                code = fields.obj(item, f"{path}codes[{j}]", frozenset({"kind", "value"}))
+                code_kind = fields.choice(code, "kind", f"{path}codes[{j}].", LINE_CODE_KINDS)
+                codes.append(
+                    {
+                        "kind": code_kind,
+                        "value": _line_code(code, "value", code_kind, f"{path}codes[{j}]."),
+                    }
+                )
+            line["codes"] = codes
+        if "revenue_minor" in entry:
+            line["revenue_minor"] = fields.integer(
+                entry, "revenue_minor", path, 0, MAX_REVENUE_MINOR
+            )
+        if "title" in entry:
+            line["title"] = fields.text(entry, "title", path, max_chars=256)
+        lines.append(line)
     territory = fields.code(p, "territory", "territory")
     if territory == "Worldwide":
         raise invalid("usage happens in one country: an ISO 3166-1 code", "payload.territory")
@@ -79,6 +109,35 @@ def check_report_usage(p: dict[str, Any]) -> dict[str, Any]:
         "total_usages": fields.integer(p, "total_usages", "", 1, MAX_USAGES),
         "lines": lines,
     }
+
+
+def _line_code(entry: dict[str, Any], name: str, kind: str, path: str) -> str:
+    if kind != PROPRIETARY:
+        return fields.code(entry, name, kind, path)
+    return fields.text(entry, name, path, max_chars=MAX_PROPRIETARY_CHARS)
+
+
+def line_codes(line: dict[str, Any]) -> list[tuple[str, str]]:
+    """A line's identifiers, its own code first."""
+    return [(line["code_kind"], line["code"])] + [
+        (c["kind"], c["value"]) for c in line.get("codes", ())
+    ]
+
+
+def registered_match(reader: StateReader, line: dict[str, Any]) -> str:
+    """'' when one of the line's codes names a registered recording or work (an ISRC, an ISWC,
+    a CID or UCI linked to an ISRC), else why not."""
+    reasons = []
+    for kind, code in line_codes(line):
+        if kind in ("isrc", "iswc"):
+            if reader.has(state.code_key(kind, code)):
+                return ""
+            reasons.append(f"{kind.upper()} {code} is not registered")
+        elif kind in ("cid", "uci"):
+            if reader.get(state.links_of_key(kind, code)):
+                return ""
+            reasons.append(f"{kind.upper()} {code} is linked to no recording")
+    return "; ".join(reasons) or "no ISRC, ISWC, CID or UCI (proprietary ids only)"
 
 
 def apply_report_usage(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +179,17 @@ def apply_report_usage(st: TxState, env: Env, p: dict[str, Any]) -> dict[str, An
             "payload.lines",
         )
     st.put(key, report)
-    return {"report_id": p["report_id"], "lines": len(p["lines"])}
+    unmatched = []
+    for line in p["lines"]:
+        reason = registered_match(st, line)
+        if reason:
+            unmatched.append({"line_id": line["line_id"], "reason": reason})
+    return {
+        "report_id": p["report_id"],
+        "lines": len(p["lines"]),
+        "matched": len(p["lines"]) - len(unmatched),
+        "unmatched": unmatched[:MAX_UNMATCHED_REASONS],
+    }
 
 
 # -- tariffs ---------------------------------------------------------------------------------

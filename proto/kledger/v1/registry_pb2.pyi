@@ -286,3 +286,38 @@ class PersonaClaimsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PersonaClaimsRequest: _TypeAlias = PersonaClaimsRequest  # noqa: Y015
+
+@_typing.final
+class WorksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    WITH_PROOF_FIELD_NUMBER: _builtins.int
+    registered_by: _builtins.str
+    """an org, or "" for every org"""
+    sender: _builtins.str
+    """the CWR sender the works came from (PB301, KOMCA), or "" """
+    after: _builtins.str
+    """the page starts after this work id"""
+    limit: _builtins.int
+    """at most 200"""
+    with_proof: _builtins.bool
+    def __init__(
+        self,
+        *,
+        registered_by: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        with_proof: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit", "registered_by", b"registered_by", "sender", b"sender", "with_proof", b"with_proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorksRequest: _TypeAlias = WorksRequest  # noqa: Y015

@@ -74,6 +74,11 @@ class RegistryServiceStub:
                 request_serializer=kledger_dot_v1_dot_registry__pb2.PersonaClaimsRequest.SerializeToString,
                 response_deserializer=kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
                 _registered_method=True)
+        self.Works = channel.unary_unary(
+                '/kledger.v1.RegistryService/Works',
+                request_serializer=kledger_dot_v1_dot_registry__pb2.WorksRequest.SerializeToString,
+                response_deserializer=kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -127,6 +132,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Works(self, request, context):
+        """A page of works with their parties, shares and ISRCs (kledger export cwr).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +180,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'PersonaClaims': grpc.unary_unary_rpc_method_handler(
                     servicer.PersonaClaims,
                     request_deserializer=kledger_dot_v1_dot_registry__pb2.PersonaClaimsRequest.FromString,
+                    response_serializer=kledger_dot_v1_dot_registry__pb2.QueryReply.SerializeToString,
+            ),
+            'Works': grpc.unary_unary_rpc_method_handler(
+                    servicer.Works,
+                    request_deserializer=kledger_dot_v1_dot_registry__pb2.WorksRequest.FromString,
                     response_serializer=kledger_dot_v1_dot_registry__pb2.QueryReply.SerializeToString,
             ),
     }
@@ -386,6 +403,33 @@ class RegistryService:
             target,
             '/kledger.v1.RegistryService/PersonaClaims',
             kledger_dot_v1_dot_registry__pb2.PersonaClaimsRequest.SerializeToString,
+            kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Works(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kledger.v1.RegistryService/Works',
+            kledger_dot_v1_dot_registry__pb2.WorksRequest.SerializeToString,
             kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
             options,
             channel_credentials,
