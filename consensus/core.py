@@ -671,6 +671,10 @@ class Core:
         round = self._round
         if self.leader_of(round) != self.me or self._proposed_round >= round:
             return
+        if round <= self._safety.data.highest_vote_round:
+            # We voted in this round (for our own proposal, before a restart): a new proposal
+            # would be a second one for the round (as Diem's safety rules refuse to sign).
+            return
         parent = self._blocks.get(self._high_qc.block_id)
         if parent is None:
             self._request_block(self._high_qc.block_id, self._some_signer(self._high_qc), out)
@@ -705,8 +709,10 @@ class Core:
             block, tc, self._commit_qc, self._sign(proposal_sign_bytes(self.chain_id, block.id))
         )
         self._proposed_round = round
-        out.append(Broadcast(proposal))
+        # Our own vote first: its Persist (with the block's SaveBlock) is durable before the
+        # proposal leaves, so a restart can never propose this round again (see above).
         self._on_message(self.me, proposal, out)
+        out.append(Broadcast(proposal))
 
     def _some_signer(self, qc: QuorumCert) -> NodeId | None:
         for author, _ in qc.signatures:

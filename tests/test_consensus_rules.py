@@ -228,6 +228,31 @@ def test_asked_again_after_restart_resends_the_stored_vote_never_a_new_one() -> 
     assert sends(deliver(restarted, "n1", propose(other)), Vote) == []
 
 
+def test_a_leader_restarted_in_its_round_never_proposes_it_again() -> None:
+    """Found by the nemesis: a leader stopped right after proposing restarted into the same
+    round and proposed a second block for it (honest equivocation). Its own vote is now
+    durable before its proposal leaves, and a round it voted in is not proposed again."""
+    first = make_core("n3")
+    deliver(first, "n1", propose(B1))
+    deliver(first, "n2", propose(B2))
+    effects = []
+    for author in ("n0", "n1", "n2"):
+        effects += deliver(first, author, vote(B2, author))
+    [proposal] = sends(effects, Proposal)
+    kinds = [type(e).__name__ for e in effects]
+    assert kinds.index("Persist") < kinds.index("Broadcast")  # our vote, then the proposal
+    stored = [e for e in effects if isinstance(e, Persist)][-1].safety
+    assert stored.highest_vote_round == proposal.message.block.round == 3
+    safety = SafetyData.decode(stored.encode())
+    restarted = Core(
+        CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
+        Payloads(), RestoredState(safety, GENESIS, GENESIS_QC, (B1, B2)),
+    )  # fmt: skip
+    effects = restarted.start(NOW + 1_000)
+    effects += restarted.step(PayloadAvailable(NOW + 1_000))
+    assert [p for p in sends(effects, Proposal) if p.message.block.round == 3] == []
+
+
 def test_lock_refuses_a_proposal_below_a_tc_signers_high_qc() -> None:
     core = make_core("n2")  # votes for round 3 go to n0
     deliver(core, "n1", propose(B1))
