@@ -146,7 +146,10 @@ class Report:
 
 class Nemesis:
     def __init__(self, root: Path, seed: int, fault_s: float, resume_timeout_s: float) -> None:
-        self.rng = random.Random(seed)
+        # The fault schedule has its own RNG, so a seed replays the same faults whatever the
+        # timing does to the load's choices (which use the other).
+        self.schedule = random.Random(seed)
+        self.rng = random.Random(seed + 1)
         self.cluster = LocalCluster(root, nodes=4)
         self.orgs = list(self.cluster.orgs)
         self.proxy = LinkProxy()
@@ -213,8 +216,8 @@ class Nemesis:
     # -- faults ---------------------------------------------------------------------------------
 
     def round(self, index: int) -> None:
-        fault = self.rng.choice(FAULTS)
-        victim = self.rng.choice(self.orgs)
+        fault = self.schedule.choice(FAULTS)
+        victim = self.schedule.choice(self.orgs)
         self.report.faults[fault] += 1
         heal = getattr(self, f"_{fault}")(victim)
         self.load(self.fault_s)
@@ -235,11 +238,11 @@ class Nemesis:
         return lambda: os.kill(pid, signal.SIGCONT)
 
     def _partition(self, org: str) -> Any:
-        if self.rng.random() < 0.5:
+        if self.schedule.random() < 0.5:
             cut = {(a, b) for a in self.orgs for b in self.orgs if a != b and org in (a, b)}
             self.down.add(org)
         else:
-            left = set(self.rng.sample(self.orgs, 2))
+            left = set(self.schedule.sample(self.orgs, 2))
             cut = {(a, b) for a in self.orgs for b in self.orgs if (a in left) != (b in left)}
         self.proxy.cut(cut)
         return self.proxy.heal
@@ -257,17 +260,17 @@ class Nemesis:
         return heal
 
     def _clock(self, org: str) -> Any:
-        offset = self.rng.choice([60_000, -60_000])
+        offset = self.schedule.choice([60_000, -60_000])
         return self._restart_with(org, {"clock_offset_ms": offset})
 
     def _byzantine(self, org: str) -> Any:
         return self._restart_with(
-            org, {"byzantine_proposer": True, "byzantine_seed": self.rng.randrange(1 << 30)}
+            org, {"byzantine_proposer": True, "byzantine_seed": self.schedule.randrange(1 << 30)}
         )
 
     def _flood(self, org: str) -> Any:
         stop = threading.Event()
-        stranger = KeyPair.from_seed(self.rng.randbytes(32))
+        stranger = KeyPair.from_seed(self.schedule.randbytes(32))
         good = self.cluster.party_tx(org)
 
         def flood() -> None:
