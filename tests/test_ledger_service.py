@@ -143,7 +143,7 @@ class MemoryLedger:
         if tx.signer not in self.members:
             raise Refused(Status.PERMISSION_DENIED, "is not a registered member key", "signer")
 
-    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
+    async def submit(self, encodings: Sequence[bytes], source: str) -> list[SubmitResult]:
         results = []
         for data in encodings:
             try:
