@@ -329,14 +329,17 @@ class Node:
 
     # -- peers --------------------------------------------------------------------------------
 
-    def _on_peer_message(self, sender: str, payload: PeerPayload) -> None:
+    def _on_peer_message(self, sender: str, payload: PeerPayload) -> float | None:
+        """Hand a peer's message on; returns how long its stream should pause (gossip from a
+        throttled peer), else None."""
         match payload:
             case ConsensusBytes(data):
                 self.driver.deliver(sender, data)
             case TxGossip(txs):
-                self.admission.gossip(sender, txs)
+                return self.admission.gossip(sender, txs)
             case HeaderVote(height, header_hash, signature):
                 self.certifier.add(HeaderSignature(height, header_hash, sender, signature))
+        return None
 
     def _block_source(self, from_height: int, to_height: int) -> Iterator[SyncedBlockData]:
         for height in range(max(1, from_height), min(to_height, self.store.last_height()) + 1):

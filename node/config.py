@@ -85,8 +85,11 @@ class AdmissionSettings:
     connection_inflight_txs: int = 10_000
     # ...and for all client connections together; txs beyond either get RESOURCE_EXHAUSTED.
     client_inflight_txs: int = 40_000
-    # A source whose batch carried a bad signature is refused without checks this long.
+    # A source whose batch carried a bad signature is refused without checks this long...
     bad_signature_penalty_ms: int = 10_000
+    # ...and each of its refused batches holds its stream (or call) this long at most before
+    # the next is read, so flow control slows the sender instead of the node reading junk.
+    throttled_pause_ms: int = 1_000
     # Refusals are logged as one summary line per source at most this often.
     refusal_log_interval_ms: int = 10_000
 

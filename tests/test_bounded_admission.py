@@ -17,6 +17,7 @@ import pytest
 
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.config import AdmissionSettings
+from kledger.node.errors import Refused, Status
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.mempool import Mempool
 from kledger.node.ordering.sources import SourceBudgets
@@ -44,6 +45,7 @@ class Harness:
     """One node's admission over a mempool, with a state check the test can hold up and count."""
 
     def __init__(self, settings: AdmissionSettings | None = None) -> None:
+        settings = settings or AdmissionSettings(throttled_pause_ms=1)
         self.mempool = Mempool()
         self.metrics = NodeMetrics.create("ORG1")
         self.checked = 0
@@ -58,7 +60,7 @@ class Harness:
             state_check=lambda: self.check_state,
             metrics=self.metrics,
             on_admitted=self.on_admitted,
-            settings=settings or AdmissionSettings(),
+            settings=settings,
         )
 
     def check_state(self, tx: SignedTx, body: TxBody) -> None:
@@ -128,6 +130,8 @@ async def test_a_peer_sending_bad_signatures_is_throttled_counted_and_summarised
     assert await h.admission.admit_gossip("ORG4", [good_tx(n).encoding for n in range(50)]) == 0
     assert h.checked == checked and h.dropped("gossip.throttled") == 250 - bad
     assert h.admission.peers.throttled_s("ORG4") > 0
+    # The stream that brings a throttled peer's gossip is told to pause before reading on.
+    assert 0 < h.admission.gossip("ORG4", [good_tx(60).encoding]) <= 1.0
     # ...while another peer's honest txs, in a batch with a forged one of its own, get in.
     mixed = [good_tx(1000).encoding, forged_tx(1000).encoding, good_tx(1001).encoding]
     assert await h.admission.admit_gossip("ORG2", mixed) == 2
@@ -148,15 +152,16 @@ async def test_a_client_connection_sending_bad_signatures_is_throttled(
     first = [good_tx(1), forged_tx(2), good_tx(3)]
     results = await h.admission.submit("conn-A", [tx.encoding for tx in first])
     assert [r.status for r in results] == ["OK", "UNAUTHENTICATED", "OK"]
-    later = await h.admission.submit("conn-A", [good_tx(4).encoding, good_tx(5).encoding])
-    assert [r.status for r in later] == ["RESOURCE_EXHAUSTED"] * 2
-    assert "throttled" in later[0].message
-    assert h.dropped("client.throttled") == 2
+    # Later batches on that connection are refused whole, before any check.
+    with pytest.raises(Refused) as later:
+        await h.admission.submit("conn-A", [good_tx(4).encoding, good_tx(5).encoding])
+    assert later.value.status is Status.RESOURCE_EXHAUSTED and "throttled" in later.value.message
+    assert h.dropped("client.throttled") == 2 and h.checked == 3
     other = await h.admission.submit("conn-B", [good_tx(6).encoding])
     assert [r.status for r in other] == ["OK"]
     assert len(h.mempool) == 3
     lines = events(logs, "client_txs_refused")
-    assert len(lines) == 1 and lines[0]["client"] == "conn-A"
+    assert len(lines) == 1 and lines[0]["client"] == "conn-A"  # one line, not one per tx
     assert lines[0]["counts"] == {"bad_signature": 1}
     await h.admission.close()
 

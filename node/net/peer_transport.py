@@ -15,7 +15,8 @@ Rules it keeps:
 - the inbound callback must not raise; if it does, the message is dropped, counted
   ("transport.handler_bug") and logged, and the stream stays up; it must not block either
   (gossip is checked in the background), so a peer's consensus messages are read and handled
-  however much gossip arrives with them;
+  however much gossip arrives with them. It may ask the stream to pause before reading on
+  (a throttled peer's gossip): HTTP/2 flow control then slows that one stream's sender;
 - one peer org has at most `connections.max_streams_per_peer` calls open (Stream and
   SyncBlocks, over all its connections): one more is refused with RESOURCE_EXHAUSTED and
   counted ("transport.too_many_streams"), logged as a summary line per peer.
@@ -87,8 +88,10 @@ class SyncedBlockData:
     certificate: bytes
 
 
-# (sender org id from its TLS certificate, payload) -> None; must not block or raise.
-InboundHandler = Callable[[str, PeerPayload], None]
+# (sender org id from its TLS certificate, payload) -> seconds the stream should wait before it
+# reads its next message (backpressure on a stream that floods; None or 0: read on at once).
+# Must not block or raise.
+InboundHandler = Callable[[str, PeerPayload], float | None]
 # (from_height, to_height) -> committed blocks in that range, in order (at most sync_max_blocks).
 BlockSource = Callable[[int, int], Iterable[SyncedBlockData]]
 # Whether an org id is a validator of the current set.
@@ -225,11 +228,14 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                     self._metrics.drop("transport.undecodable")
                     continue
                 try:
-                    self._on_message(sender, payload)
+                    pause_s = self._on_message(sender, payload)
                 except Exception:
                     # The handler's bug must not cut the link; count it and keep reading.
                     self._metrics.drop("transport.handler_bug")
                     log.exception("peer_handler_failed")
+                    continue
+                if pause_s:
+                    await asyncio.sleep(pause_s)
             log_event(log, "peer_stream_closed", peer=sender, received=received)
             return peer_pb2.PeerAck(received=received)
         finally:

@@ -70,6 +70,8 @@ class AdmissionLimits(Protocol):
     def bad_signature_penalty_ms(self) -> int: ...
     @property
     def refusal_log_interval_ms(self) -> int: ...
+    @property
+    def throttled_pause_ms(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,7 @@ class Admission:
         self._state_check = state_check
         self._metrics = metrics
         self._on_admitted = on_admitted
+        self._pause_s = settings.throttled_pause_ms / 1000
         self._verifier = verifier if verifier is not None else FairVerifier(settings.verify_threads)
         penalty_ms = settings.bad_signature_penalty_ms
         self.peers = SourceBudgets(settings.peer_inflight_txs, penalty_ms)
@@ -176,44 +179,48 @@ class Admission:
     # -- clients ------------------------------------------------------------------------------
 
     async def submit(self, source: str, encodings: Sequence[bytes]) -> list[SubmitResult]:
-        """A client's txs from one connection (`source`): one answer each, in order."""
+        """A client's txs from one connection (`source`): one answer each, in order. Raises
+        Refused (RESOURCE_EXHAUSTED) for the whole batch, after a pause, while the connection
+        is throttled: no per-tx work, not even per-tx answers."""
         throttled_s = self.clients.throttled_s(source)
         if throttled_s:
             self._metrics.drop("client.throttled", len(encodings))
-            return self._refuse_client(
-                source, encodings, "throttled", throttled_refusal(throttled_s)
-            )
+            refusal = throttled_refusal(throttled_s)
+            self._client_log.note(source, "throttled", len(encodings), refusal.message)
+            await asyncio.sleep(min(throttled_s, self._pause_s))
+            raise refusal
         granted = self.clients.reserve(source, len(encodings))
         over = encodings[granted:]
         if over:
             self._metrics.drop("client.over_budget", len(over))
-        refused_over = self._refuse_client(
-            source, over, "over_budget", over_budget_refusal(self.clients.per_source_txs)
-        )
+        refused_over = self._refuse_over_budget(source, over)
         results = await self._admit(source, encodings[:granted], self.clients, local=True)
         bad = sum(1 for r in results if r.status == Status.UNAUTHENTICATED.value)
         if bad:
             self._client_log.note(source, "bad_signature", bad, "signature: does not verify")
         return results + refused_over
 
-    def _refuse_client(
-        self, source: str, encodings: Sequence[bytes], cause: str, refusal: Refused
-    ) -> list[SubmitResult]:
+    def _refuse_over_budget(self, source: str, encodings: Sequence[bytes]) -> list[SubmitResult]:
         if not encodings:
             return []
-        self._client_log.note(source, cause, len(encodings), refusal.message)
+        refusal = over_budget_refusal(self.clients.per_source_txs)
+        self._client_log.note(source, "over_budget", len(encodings), refusal.message)
         return [SubmitResult.refused(b"", refusal)] * len(encodings)
 
     # -- peers --------------------------------------------------------------------------------
 
-    def gossip(self, sender: str, encodings: Sequence[bytes]) -> None:
+    def gossip(self, sender: str, encodings: Sequence[bytes]) -> float:
         """A peer's txs (not to be gossiped again), checked in the background. Never blocks:
-        the peer's stream goes on to its next message (consensus messages included)."""
+        the peer's stream goes on to its next message (consensus messages included). Returns
+        how long that stream should pause before reading on: 0.0, or while the peer is
+        throttled up to `throttled_pause_ms`, so a flooding stream's sender is held back by
+        flow control rather than read and dropped at full speed."""
         if not self._gossip_allowed(sender, len(encodings)):
-            return
+            return min(self.peers.throttled_s(sender), self._pause_s)
         task = asyncio.get_running_loop().create_task(self._gossip(sender, encodings))
         self._tasks.add(task)
         task.add_done_callback(self._gossip_done)
+        return 0.0
 
     async def admit_gossip(self, sender: str, encodings: Sequence[bytes]) -> int:
         """As `gossip`, waiting for the outcome: how many txs were new."""
