@@ -2,7 +2,8 @@
 submitted txs run on the verifier's threads while the event loop goes on; a source whose batch
 carries a bad signature is throttled, counted and logged as one summary line, and the txs of
 other sources are still admitted; a peer's or a client connection's txs in flight are bounded
-and what goes beyond is refused and counted; the verifier serves its sources in turn."""
+and what goes beyond is refused and counted; the verifier serves its sources in turn; a
+flooding peer's consensus messages are still handled, over the real peer transport."""
 
 from __future__ import annotations
 
@@ -11,20 +12,28 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
+import grpc
 import pytest
 
+from kledger.cluster.layout import ClusterLayout
+from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
-from kledger.node.config import AdmissionSettings
+from kledger.node.config import Address, AdmissionSettings
 from kledger.node.errors import Refused, Status
+from kledger.node.net.peer_transport import ConsensusBytes, PeerPayload, TxGossip, channel_options
+from kledger.node.net.tls import peer_channel_credentials
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.mempool import Mempool
 from kledger.node.ordering.sources import SourceBudgets
 from kledger.node.ordering.verifier import FairVerifier
 from kledger.node.telemetry.logs import SummaryLog, configure_logging
 from kledger.node.telemetry.metrics import NodeMetrics
+from kledger.v1 import peer_pb2, peer_pb2_grpc
 from tests.helpers import key, make_genesis
+from tests.test_peer_transport import SETTINGS, PeerNode, material_of
 
 CHAIN = "bounded-test"
 GENESIS = make_genesis(chain_id=CHAIN)
@@ -260,3 +269,66 @@ def test_summary_log_counts_between_lines(logs: io.StringIO) -> None:
     summary.flush()  # nothing new since
     lines = events(logs, "refused")
     assert [line["counts"] for line in lines] == [{"bad_signature": 64}, {"throttled": 500_000}]
+
+
+@pytest.mark.asyncio
+async def test_a_flooding_peers_consensus_messages_are_still_handled(tmp_path: Path) -> None:
+    """Over the real peer transport: the stream that floods bad signatures pauses after each
+    throttled batch (its sender is held back) and still delivers the consensus message behind
+    them; the same peer's consensus on another stream is not held up by that pause."""
+    layout = init_cluster(tmp_path / "c", ClusterSpec(orgs=generic_orgs(2), chain_id=CHAIN))
+    h = Harness(AdmissionSettings(throttled_pause_ms=500))
+    consensus: list[bytes] = []
+
+    def on_message(sender: str, payload: PeerPayload) -> float | None:
+        match payload:
+            case ConsensusBytes(data):
+                consensus.append(data)
+            case TxGossip(txs):
+                return h.admission.gossip(sender, txs)
+        return None
+
+    node = PeerNode(layout, "ORG1", on_message)
+    address = await node.serve()
+    flooding = asyncio.Event()
+
+    async def flood() -> AsyncIterator[peer_pb2.PeerMessage]:
+        for batch in range(4):
+            junk = [forged_tx(100 * batch + n).encoding for n in range(100)]
+            yield peer_pb2.PeerMessage(txs=peer_pb2.TxBatch(txs=junk))
+            if batch == 0:  # the first batch's bad signatures throttle ORG2
+                await wait_until_throttled("ORG2")
+                flooding.set()
+        yield peer_pb2.PeerMessage(consensus=b"vote behind the flood")
+
+    async def wait_until_throttled(org: str) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not h.admission.peers.throttled_s(org):
+                await asyncio.sleep(0.01)
+
+    async def vote() -> AsyncIterator[peer_pb2.PeerMessage]:
+        yield peer_pb2.PeerMessage(consensus=b"vote on another stream")
+
+    channels = [peer_channel(layout, "ORG2", address) for _ in range(2)]
+    try:
+        stubs = [peer_pb2_grpc.PeerStub(c) for c in channels]  # type: ignore[no-untyped-call]
+        flood_call = stubs[0].Stream(flood())
+        await asyncio.wait_for(flooding.wait(), WAIT_S)
+        await asyncio.wait_for(stubs[1].Stream(vote()), WAIT_S)
+        assert (await asyncio.wait_for(flood_call, WAIT_S)).received == 5
+        assert consensus == [b"vote on another stream", b"vote behind the flood"]
+        assert h.dropped("gossip.bad_signature") > 0 and h.dropped("gossip.throttled") > 0
+    finally:
+        for channel in channels:
+            await channel.close()
+        await node.close()
+        await h.admission.close()
+
+
+def peer_channel(layout: ClusterLayout, org: str, address: Address) -> grpc.aio.Channel:
+    """A channel holding `org`'s peer identity to a peer port (ORG1's)."""
+    return grpc.aio.secure_channel(
+        str(address),
+        peer_channel_credentials(material_of(layout, org)),
+        options=channel_options(SETTINGS, "ORG1"),
+    )

@@ -10,6 +10,7 @@ wait, never a speed assertion."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 import signal
@@ -57,25 +58,38 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> ClusterLayout:
     )
 
 
-async def health_server(
-    layout: ClusterLayout, connections: ConnectionSettings, max_connections: int
-) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=connection_options(connections, max_connections))
+CAP = 4  # connections of the test servers' port
+
+
+@contextlib.asynccontextmanager
+async def serving(layout: ClusterLayout, connections: ConnectionSettings) -> AsyncIterator[int]:
+    """A health server on a TLS port with the node's connection options; yields its port."""
+    server = grpc.aio.server(options=connection_options(connections, CAP))
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_secure_port(
         "127.0.0.1:0", client_port_credentials(material_of(layout, "ORG1"))
     )
     await server.start()
-    return server, port
+    try:
+        yield port
+    finally:
+        await server.stop(0)
 
 
-def tls_channel(layout: ClusterLayout, port: int, *options: tuple[str, int]) -> grpc.aio.Channel:
+@contextlib.asynccontextmanager
+async def health_client(
+    layout: ClusterLayout, port: int, *options: tuple[str, int]
+) -> AsyncIterator[tuple[grpc.aio.Channel, health_pb2_grpc.HealthStub]]:
     credentials = grpc.ssl_channel_credentials(root_certificates=layout.ca_cert.read_bytes())
-    return grpc.aio.secure_channel(
+    channel = grpc.aio.secure_channel(
         f"127.0.0.1:{port}",
         credentials,
         options=[("grpc.ssl_target_name_override", CLUSTER_TLS_NAME), *options],
     )
+    try:
+        yield channel, health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        await channel.close()
 
 
 def raw_connections(port: int, count: int) -> list[socket.socket]:
@@ -108,95 +122,79 @@ async def wait_until(what: str, check: Callable[[], bool]) -> None:
 async def test_a_port_caps_its_connections_and_closes_handshakeless_ones(
     layout: ClusterLayout,
 ) -> None:
-    settings = ConnectionSettings(handshake_timeout_ms=4_000)
-    server, port = await health_server(layout, settings, max_connections=4)
-    sockets = raw_connections(port, 10)
-    try:
-        # Beyond the cap a connection is closed at once, before the handshake timeout...
-        await wait_until("6 connections closed", lambda: sum(map(closed_by_server, sockets)) >= 6)
-        still_open = [s for s in sockets if not closed_by_server(s)]
-        assert len(still_open) == 4
-        # ...and the 4 within it are closed when their handshake times out.
-        await wait_until("the rest closed", lambda: all(map(closed_by_server, still_open)))
-    finally:
-        for sock in sockets:
-            sock.close()
-        await server.stop(0)
+    async with serving(layout, ConnectionSettings(handshake_timeout_ms=4_000)) as port:
+        sockets = raw_connections(port, CAP + 6)
+        try:
+            # Beyond the cap a connection is closed at once, before the handshake timeout...
+            await wait_until("6 closed", lambda: sum(map(closed_by_server, sockets)) >= 6)
+            still_open = [s for s in sockets if not closed_by_server(s)]
+            assert len(still_open) == CAP
+            # ...and those within it are closed when their handshake times out.
+            await wait_until("the rest closed", lambda: all(map(closed_by_server, still_open)))
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 @pytest.mark.asyncio
 async def test_an_idle_connection_is_closed(layout: ClusterLayout) -> None:
-    server, port = await health_server(
-        layout, ConnectionSettings(idle_timeout_ms=1_000), max_connections=4
-    )
-    channel = tls_channel(layout, port)
-    try:
-        stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+    async with (
+        serving(layout, ConnectionSettings(idle_timeout_ms=1_000)) as port,
+        health_client(layout, port) as (channel, stub),
+    ):
         await stub.Check(health_pb2.HealthCheckRequest(), timeout=WAIT_S)
         assert channel.get_state() is grpc.ChannelConnectivity.READY
         await wait_until(
             "the server to close the idle connection",
             lambda: channel.get_state() is not grpc.ChannelConnectivity.READY,
         )
-    finally:
-        await channel.close()
-        await server.stop(0)
 
 
 @pytest.mark.asyncio
 async def test_calls_per_connection_are_capped(layout: ClusterLayout) -> None:
-    server, port = await health_server(
-        layout, ConnectionSettings(max_streams_per_connection=2), max_connections=4
-    )
-    channel = tls_channel(layout, port)
-    stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
-    calls = [stub.Watch(health_pb2.HealthCheckRequest()) for _ in range(3)]
-    answered: list[int] = []
+    async with (
+        serving(layout, ConnectionSettings(max_streams_per_connection=2)) as port,
+        health_client(layout, port) as (_, stub),
+    ):
+        calls = [stub.Watch(health_pb2.HealthCheckRequest()) for _ in range(3)]
+        answered: list[int] = []
 
-    async def first_answer(index: int) -> None:
-        await calls[index].read()
-        answered.append(index)
+        async def first_answer(index: int) -> None:
+            await calls[index].read()
+            answered.append(index)
 
-    tasks = [asyncio.create_task(first_answer(i)) for i in range(3)]
-    try:
-        await wait_until("two calls answered", lambda: len(answered) == 2)
-        await asyncio.sleep(0.5)
-        assert len(answered) == 2  # the third waits for a stream of the connection
-        calls[answered[0]].cancel()
-        await wait_until("the third call answered", lambda: len(answered) == 3)
-    finally:
-        for call in calls:
-            call.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await channel.close()
-        await server.stop(0)
+        tasks = [asyncio.create_task(first_answer(i)) for i in range(3)]
+        try:
+            await wait_until("two calls answered", lambda: len(answered) == 2)
+            await asyncio.sleep(0.5)
+            assert len(answered) == 2  # the third waits for a stream of the connection
+            calls[answered[0]].cancel()
+            await wait_until("the third call answered", lambda: len(answered) == 3)
+        finally:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @pytest.mark.asyncio
 async def test_a_client_pinging_too_often_is_closed(layout: ClusterLayout) -> None:
     # The node's own peers ping every KEEPALIVE_TIME_MS: the default must let them.
     assert ConnectionSettings().min_ping_interval_ms < KEEPALIVE_TIME_MS
-    server, port = await health_server(
-        layout, ConnectionSettings(min_ping_interval_ms=5_000), max_connections=4
-    )
-    channel = tls_channel(
-        layout,
-        port,
+    pinging = (
         ("grpc.keepalive_time_ms", 200),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     )
-    try:
-        stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+    async with (
+        serving(layout, ConnectionSettings(min_ping_interval_ms=5_000)) as port,
+        health_client(layout, port, *pinging) as (_, stub),
+    ):
         watch = stub.Watch(health_pb2.HealthCheckRequest())
         await watch.read()
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             async with asyncio.timeout(WAIT_S):
                 await watch.read()
         assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
-    finally:
-        await channel.close()
-        await server.stop(0)
 
 
 def test_the_metrics_port_caps_its_connections() -> None:

@@ -20,6 +20,7 @@ from kledger.node.config import Address, PeerSettings
 from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
+    InboundHandler,
     PeerPayload,
     PeerServicer,
     PeerTransport,
@@ -77,7 +78,7 @@ class PeerNode:
         self,
         layout: ClusterLayout,
         org: str,
-        on_message: Callable[[str, PeerPayload], None] | None = None,
+        on_message: InboundHandler | None = None,
     ) -> None:
         self.org = org
         self.material = material_of(layout, org)
