@@ -27,7 +27,7 @@ from kledger.node.net.peer_transport import ConsensusBytes, PeerPayload, TxGossi
 from kledger.node.net.tls import peer_channel_credentials
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.mempool import Mempool
-from kledger.node.ordering.sources import SourceBudgets
+from kledger.node.ordering.sources import PROBATION_PENALTIES, SourceBudgets
 from kledger.node.ordering.verifier import FairVerifier
 from kledger.node.telemetry.logs import SummaryLog, configure_logging
 from kledger.node.telemetry.metrics import NodeMetrics
@@ -248,9 +248,12 @@ def test_source_budgets_and_penalties_with_a_clock() -> None:
     budgets.release("a", 10)
     assert budgets.inflight("a") == 0 and budgets.inflight() == 5
     budgets.penalize("a")
-    assert budgets.throttled_s("a") == pytest.approx(2.0)
+    assert budgets.throttled_s("a") == pytest.approx(2.0) and budgets.on_probation("a")
     now[0] += 2.5
-    assert budgets.throttled_s("a") == 0.0
+    assert budgets.throttled_s("a") == 0.0 and budgets.on_probation("a")
+    now[0] += 2.0 * PROBATION_PENALTIES
+    assert budgets.throttled_s("a") == 0.0 and not budgets.on_probation("a")
+    assert not budgets.on_probation("b")
     with pytest.raises(AssertionError):
         budgets.release("b", 6)
 

@@ -17,7 +17,10 @@ Rules it keeps (docs/design.md §3.1, docs/node.md "Admission"):
   a peer's batch is dropped and counted ("gossip.over_budget");
 - a batch carrying a bad signature throttles its source for `bad_signature_penalty_ms`: its
   queued chunks are dropped, and until the window ends its batches are refused before any
-  check (RESOURCE_EXHAUSTED, "client.throttled"; "gossip.throttled");
+  check (RESOURCE_EXHAUSTED, "client.throttled"; "gossip.throttled"), each after a pause of up
+  to `throttled_pause_ms` (a peer's stream stops reading, so flow control holds the sender
+  back); a peer on probation (it offended in the last few windows) gets that pause for a batch
+  over its budget too, so a flood cannot burst while its next batch waits to be found bad;
 - the batches of one peer are checked in arrival order (their txs keep it in the mempool);
 - refusals that mean abuse are logged as one summary line per source and
   `refusal_log_interval_ms` (SummaryLog), never one line per tx.
@@ -216,7 +219,9 @@ class Admission:
         throttled up to `throttled_pause_ms`, so a flooding stream's sender is held back by
         flow control rather than read and dropped at full speed."""
         if not self._gossip_allowed(sender, len(encodings)):
-            return min(self.peers.throttled_s(sender), self._pause_s)
+            if self.peers.on_probation(sender):
+                return self._pause_s
+            return 0.0
         task = asyncio.get_running_loop().create_task(self._gossip(sender, encodings))
         self._tasks.add(task)
         task.add_done_callback(self._gossip_done)

@@ -6,7 +6,9 @@ Rules it keeps:
   and with `total_txs` all sources' together are at most that; a grant never exceeds either;
 - penalty: a source whose batch carried a bad signature is refused for `penalty_ms` (an
   honest peer never gossips one: it checked every tx it forwards; an honest client rarely
-  sends one). A new offence while throttled starts the window again;
+  sends one). A new offence while throttled starts the window again. After the window the
+  source stays on probation for PROBATION_PENALTIES more windows (`on_probation`): the caller
+  may treat it more strictly than a source that never offended;
 - bounded memory: a source is remembered while it has txs in flight or a penalty running, and
   at most MAX_THROTTLED_SOURCES penalties are kept (the oldest is forgotten first).
 """
@@ -18,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 MAX_THROTTLED_SOURCES = 10_000
+# How many penalty windows a source stays on probation after its last offence.
+PROBATION_PENALTIES = 6
 
 
 class SourceBudgets:
@@ -46,10 +50,14 @@ class SourceBudgets:
         if until is None:
             return 0.0
         left = until - self._clock()
-        if left <= 0:
-            del self._throttled_until[source]
-            return 0.0
-        return left
+        if left <= -PROBATION_PENALTIES * self._penalty_s:
+            del self._throttled_until[source]  # probation over too: forget it
+        return max(left, 0.0)
+
+    def on_probation(self, source: str) -> bool:
+        """Whether `source` offended within the last PROBATION_PENALTIES penalty windows."""
+        until = self._throttled_until.get(source)
+        return until is not None and self._clock() < until + PROBATION_PENALTIES * self._penalty_s
 
     def penalize(self, source: str) -> None:
         self._throttled_until.pop(source, None)
