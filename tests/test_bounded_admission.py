@@ -169,8 +169,14 @@ async def test_a_client_connection_sending_bad_signatures_is_throttled(
     other = await h.admission.submit("conn-B", [good_tx(6).encoding])
     assert [r.status for r in other] == ["OK"]
     assert len(h.mempool) == 3
+    # A batch of junk throttles its connection midway: refused whole, its answers would only
+    # repeat that nothing of it was admitted.
+    with pytest.raises(Refused) as junk:
+        await h.admission.submit("conn-C", [forged_tx(n).encoding for n in range(10, 300)])
+    assert junk.value.status is Status.RESOURCE_EXHAUSTED and "none was admitted" in str(junk.value)
+    assert h.dropped("client.throttled") == 2 + 300 - 10 - 64
     lines = events(logs, "client_txs_refused")
-    assert len(lines) == 1 and lines[0]["client"] == "conn-A"  # one line, not one per tx
+    assert [line["client"] for line in lines] == ["conn-A", "conn-C"]  # not one per tx
     assert lines[0]["counts"] == {"bad_signature": 1}
     await h.admission.close()
 

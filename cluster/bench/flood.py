@@ -4,11 +4,12 @@ org (the last, ORG4) flooding the others with bad-signature txs, as issue 13 des
     kledger bench-flood [--phase-s S] [--rounds R] [--no-peer-flood] [--no-client-flood]
                         [--reconnect] [--json] [--keep DIR]
 
-R rounds of two phases each, undisturbed then flooded (on a shared machine the undisturbed
-rate drifts with the other jobs; alternating phases puts each flooded one beside its own
-reference). Every phase runs the cluster benchmark's soak load (cluster/bench/main.py
-`Bench.load`: client processes signing and submitting valid registry txs to every node at full
-rate for S seconds). In each flooded phase, flood processes run beside it:
+R flooded phases, each between two undisturbed ones (2R + 1 phases): on a shared machine the
+undisturbed rate drifts with the other jobs and falls as the ledger grows, so each flooded
+phase is compared with the mean of the two beside it. Every phase runs the cluster
+benchmark's soak load (cluster/bench/main.py `Bench.load`: client processes signing and
+submitting valid registry txs to every node at full rate for S seconds). In each flooded
+phase, flood processes run beside it:
 
 - peer flood: a process holding ORG4's peer TLS identity (its node.json certificate and key)
   opens a `Peer.Stream` to each other node's peer port and writes gossip batches of
@@ -23,7 +24,7 @@ The junk txs are well-formed registry txs (RegisterParty) by ORG4's member key w
 signatures: they pass every check but the Ed25519 one, the most expensive path.
 
 Figures: committed tx/s of the honest nodes (ORG1..3, from the growth of their tx log) in each
-phase and, per round and over all rounds, the flooded rate as a fraction of the undisturbed;
+phase; per flooded phase, and their mean and minimum, its rate as a fraction of the undisturbed;
 GetStatus latency of the honest nodes during each phase (p50/p99/max, one probe thread); what
 the flooders sent and how it was answered; the honest nodes' drop counters from their metrics
 port; CPU seconds of every node and flooder. Rules it keeps: those of `kledger bench` (every
@@ -397,32 +398,36 @@ class FloodBench:
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Phases undisturbed, flooded, undisturbed, ... ending undisturbed: R flooded phases, each
+    between two undisturbed ones."""
     flood = FloodBench(root, args)
+    phases: list[dict[str, Any]] = []
     try:
         sys.stderr.write(f"bench-flood: starting {NODES} nodes in {root}\n")
         flood.bench.start()
-        rounds: list[dict[str, Any]] = []
-        for number in range(args.rounds):
-            song = 2 * number * SONGS_PER_PHASE
-            undisturbed = flood.phase("undisturbed", song, flood=False)
-            flooded = flood.phase("flooded", song + SONGS_PER_PHASE, flood=True)
-            rounds.append(
-                {
-                    "undisturbed": undisturbed,
-                    "flooded": flooded,
-                    "commit_rate_fraction": fraction(flooded, undisturbed),
-                }
+        for number in range(2 * args.rounds + 1):
+            flooded = number % 2 == 1
+            name = "flooded" if flooded else "undisturbed"
+            phases.append(
+                {"phase": name, **flood.phase(name, number * SONGS_PER_PHASE, flood=flooded)}
             )
     finally:
         flood.close()
-    total = {
-        name: round(
-            sum(r[name]["honest_committed_txs"] for r in rounds)
-            / sum(r[name]["elapsed_s"] for r in rounds),
-            1,
+    rounds = [
+        {
+            "flooded_tx_per_s": phases[i]["honest_committed_tx_per_s"],
+            "undisturbed_tx_per_s": round(
+                (phases[i - 1]["honest_committed_tx_per_s"]
+                 + phases[i + 1]["honest_committed_tx_per_s"]) / 2, 1
+            ),
+        }
+        for i in range(1, len(phases), 2)
+    ]  # fmt: skip
+    for one in rounds:
+        one["commit_rate_fraction"] = round(
+            one["flooded_tx_per_s"] / max(one["undisturbed_tx_per_s"], 1e-9), 3
         )
-        for name in ("undisturbed", "flooded")
-    }
+    fractions = [one["commit_rate_fraction"] for one in rounds]
     return {
         "nodes": NODES,
         "flooding_org": flood.flooder.org,
@@ -432,19 +437,15 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "reconnect": args.reconnect,
         "gossip_batch_txs": args.gossip_batch_txs,
         "client_batch_txs": args.client_batch_txs,
+        "phases": phases,
         "rounds": rounds,
-        "undisturbed_tx_per_s": total["undisturbed"],
-        "flooded_tx_per_s": total["flooded"],
-        "commit_rate_fraction": round(total["flooded"] / max(total["undisturbed"], 1e-9), 3),
-        "get_status_ms_flooded_max": max(r["flooded"]["get_status_ms"]["max"] for r in rounds),
+        "commit_rate_fraction": round(sum(fractions) / len(fractions), 3),
+        "commit_rate_fraction_min": min(fractions),
+        "get_status_ms_max": {
+            name: max(p["get_status_ms"]["max"] for p in phases if p["phase"] == name)
+            for name in ("undisturbed", "flooded")
+        },
     }
-
-
-def fraction(flooded: dict[str, Any], undisturbed: dict[str, Any]) -> float:
-    rate = float(flooded["honest_committed_tx_per_s"]) / max(
-        float(undisturbed["honest_committed_tx_per_s"]), 1e-9
-    )
-    return round(rate, 3)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -452,7 +453,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="kledger bench-flood", description="one org floods a loaded 4-node cluster"
     )
     parser.add_argument("--phase-s", type=float, default=DEFAULT_PHASE_S, help="seconds per phase")
-    parser.add_argument("--rounds", type=int, default=1, help="undisturbed + flooded rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="flooded phases (each between undisturbed ones)"
+    )
     parser.add_argument("--no-peer-flood", dest="peer_flood", action="store_false")
     parser.add_argument("--no-client-flood", dest="client_flood", action="store_false")
     parser.add_argument(
@@ -498,25 +501,27 @@ def report(result: dict[str, Any]) -> str:
         f"flooding org {result['flooding_org']}: peer flood {result['peer_flood']}, "
         f"client flood {result['client_flood']} (reconnect {result['reconnect']})"
     ]
+    for phase in result["phases"]:
+        status = phase["get_status_ms"]
+        lines.append(
+            f"{phase['phase']:<12} honest nodes commit {phase['honest_committed_tx_per_s']:>7} "
+            f"tx/s; GetStatus p50 {status['p50']} ms, p99 {status['p99']} ms, "
+            f"max {status['max']} ms"
+        )
     for number, one in enumerate(result["rounds"], 1):
-        for name in ("undisturbed", "flooded"):
-            phase = one[name]
-            status = phase["get_status_ms"]
-            lines.append(
-                f"round {number} {name:<12} honest nodes commit "
-                f"{phase['honest_committed_tx_per_s']:>7} tx/s; GetStatus p50 {status['p50']} ms, "
-                f"p99 {status['p99']} ms, max {status['max']} ms"
-            )
-        lines.append(f"round {number} flooded / undisturbed: {one['commit_rate_fraction']}")
+        lines.append(
+            f"flooded phase {number}: {one['flooded_tx_per_s']} / {one['undisturbed_tx_per_s']} "
+            f"tx/s (the undisturbed phases beside it) = {one['commit_rate_fraction']}"
+        )
     lines.append(
-        f"all rounds: {result['flooded_tx_per_s']} / {result['undisturbed_tx_per_s']} tx/s = "
-        f"{result['commit_rate_fraction']}"
+        f"flooded / undisturbed commit rate: mean {result['commit_rate_fraction']}, "
+        f"min {result['commit_rate_fraction_min']}"
     )
-    last = result["rounds"][-1]["flooded"]
+    last = [p for p in result["phases"] if p["phase"] == "flooded"][-1]
     for flooder in last["flooders"]:
         lines.append(
             f"  {flooder['kind']} flooder: {flooder['batches']} batches, "
             f"{flooder['txs']} txs, cpu {flooder['cpu_s']} s, answers {flooder['answers']}"
         )
-    lines.append(f"  honest nodes' drops while flooded (last round): {last['drops']}")
+    lines.append(f"  honest nodes' drops while flooded (last phase): {last['drops']}")
     return "\n".join(lines)

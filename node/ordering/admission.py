@@ -184,7 +184,9 @@ class Admission:
     async def submit(self, source: str, encodings: Sequence[bytes]) -> list[SubmitResult]:
         """A client's txs from one connection (`source`): one answer each, in order. Raises
         Refused (RESOURCE_EXHAUSTED) for the whole batch, after a pause, while the connection
-        is throttled: no per-tx work, not even per-tx answers."""
+        is throttled: no per-tx work, not even per-tx answers; and for a batch whose bad
+        signatures throttled it midway when nothing of it was admitted (the per-tx answers
+        would only repeat that)."""
         throttled_s = self.clients.throttled_s(source)
         if throttled_s:
             self._metrics.drop("client.throttled", len(encodings))
@@ -201,6 +203,16 @@ class Admission:
         bad = sum(1 for r in results if r.status == Status.UNAUTHENTICATED.value)
         if bad:
             self._client_log.note(source, "bad_signature", bad, "signature: does not verify")
+        unchecked = sum(1 for r in results if r.field == SOURCE_FIELD)
+        if unchecked:
+            self._metrics.drop("client.throttled", unchecked)
+            if not any(r.ok for r in results):
+                raise Refused(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"throttled: {bad} txs of this batch carried a bad signature, "
+                    f"{unchecked} were not checked, none was admitted",
+                    SOURCE_FIELD,
+                )
         return results + refused_over
 
     def _refuse_over_budget(self, source: str, encodings: Sequence[bytes]) -> list[SubmitResult]:
