@@ -58,6 +58,7 @@ from kledger.node.net.gossip import run_gossip
 from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
+    InboundStream,
     PeerPayload,
     PeerServicer,
     PeerTransport,
@@ -329,14 +330,16 @@ class Node:
 
     # -- peers --------------------------------------------------------------------------------
 
-    def _on_peer_message(self, sender: str, payload: PeerPayload) -> float | None:
-        """Hand a peer's message on; returns how long its stream should pause (gossip from a
-        throttled peer), else None."""
+    def _on_peer_message(
+        self, sender: str, payload: PeerPayload, stream: InboundStream
+    ) -> float | None:
+        """Hand a peer's message on; returns how long its stream should pause (a stream that
+        floods), else None."""
         match payload:
             case ConsensusBytes(data):
                 self.driver.deliver(sender, data)
             case TxGossip(txs):
-                return self.admission.gossip(sender, txs)
+                return self.admission.gossip(sender, txs, stream)
             case HeaderVote(height, header_hash, signature):
                 self.certifier.add(HeaderSignature(height, header_hash, sender, signature))
         return None

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,13 @@ from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.config import Address, AdmissionSettings
 from kledger.node.errors import Refused, Status
-from kledger.node.net.peer_transport import ConsensusBytes, PeerPayload, TxGossip, channel_options
+from kledger.node.net.peer_transport import (
+    ConsensusBytes,
+    InboundStream,
+    PeerPayload,
+    TxGossip,
+    channel_options,
+)
 from kledger.node.net.tls import peer_channel_credentials
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.mempool import Mempool
@@ -139,8 +146,12 @@ async def test_a_peer_sending_bad_signatures_is_throttled_counted_and_summarised
     assert await h.admission.admit_gossip("ORG4", [good_tx(n).encoding for n in range(50)]) == 0
     assert h.checked == checked and h.dropped("gossip.throttled") == 250 - bad
     assert h.admission.peers.throttled_s("ORG4") > 0
-    # The stream that brings a throttled peer's gossip is told to pause before reading on.
-    assert 0 < h.admission.gossip("ORG4", [good_tx(60).encoding]) <= 1.0
+    # Of a throttled peer's streams, only those that flood are told to pause before reading
+    # on: a stream opened since it offended; not one it had before (its consensus flows).
+    older, newer = InboundStream("ORG4", 0.0), InboundStream("ORG4", time.monotonic())
+    assert h.admission.gossip("ORG4", [good_tx(60).encoding], older) == 0.0
+    assert 0 < h.admission.gossip("ORG4", [good_tx(61).encoding], newer) <= 1.0
+    assert h.admission.gossip("ORG4", [good_tx(62).encoding]) == 0.0  # no stream: no pause
     # ...while another peer's honest txs, in a batch with a forged one of its own, get in.
     mixed = [good_tx(1000).encoding, forged_tx(1000).encoding, good_tx(1001).encoding]
     assert await h.admission.admit_gossip("ORG2", mixed) == 2
@@ -289,12 +300,12 @@ async def test_a_flooding_peers_consensus_messages_are_still_handled(tmp_path: P
     h = Harness(AdmissionSettings(throttled_pause_ms=500))
     consensus: list[bytes] = []
 
-    def on_message(sender: str, payload: PeerPayload) -> float | None:
+    def on_message(sender: str, payload: PeerPayload, stream: InboundStream) -> float | None:
         match payload:
             case ConsensusBytes(data):
                 consensus.append(data)
             case TxGossip(txs):
-                return h.admission.gossip(sender, txs)
+                return h.admission.gossip(sender, txs, stream)
         return None
 
     node = PeerNode(layout, "ORG1", on_message)

@@ -228,7 +228,7 @@ def test_the_metrics_port_caps_its_connections() -> None:
 async def test_a_peer_org_has_a_bounded_number_of_open_calls(layout: ClusterLayout) -> None:
     metrics = NodeMetrics.create("ORG1")
     servicer = PeerServicer(
-        on_message=lambda _sender, _payload: None,
+        on_message=lambda _sender, _payload, _stream: None,
         block_source=blocks,
         is_validator=load_genesis(layout.genesis).validator_set.contains,
         metrics=metrics,

@@ -298,7 +298,7 @@ class Harness:
             peer_address=Address("127.0.0.1", 0),
             ledger=LedgerServicer(self.ledger, metrics),
             peer=PeerServicer(
-                on_message=lambda s, p: None,
+                on_message=lambda s, p, _: None,
                 block_source=lambda a, b: [],
                 is_validator=self.ledger.validators.contains,
                 metrics=metrics,

@@ -16,7 +16,7 @@ Rules it keeps:
   ("transport.handler_bug") and logged, and the stream stays up; it must not block either
   (gossip is checked in the background), so a peer's consensus messages are read and handled
   however much gossip arrives with them. It may ask the stream to pause before reading on
-  (a throttled peer's gossip): HTTP/2 flow control then slows that one stream's sender;
+  (a stream that floods): HTTP/2 flow control then slows that one stream's sender;
 - one peer org has at most `connections.max_streams_per_peer` calls open (Stream and
   SyncBlocks, over all its connections): one more is refused with RESOURCE_EXHAUSTED and
   counted ("transport.too_many_streams"), logged as a summary line per peer.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,10 +89,19 @@ class SyncedBlockData:
     certificate: bytes
 
 
-# (sender org id from its TLS certificate, payload) -> seconds the stream should wait before it
-# reads its next message (backpressure on a stream that floods; None or 0: read on at once).
-# Must not block or raise.
-InboundHandler = Callable[[str, PeerPayload], float | None]
+@dataclass(eq=False, slots=True)
+class InboundStream:
+    """One inbound `Peer.Stream` call, as the handler sees it: admission holds back the stream
+    that floods, not the peer's other streams."""
+
+    peer: str
+    opened_s: float  # time.monotonic() when the call was accepted
+
+
+# (sender org id from its TLS certificate, payload, the stream it came on) -> seconds that
+# stream should wait before it reads its next message (backpressure on a stream that floods;
+# None or 0: read on at once). Must not block or raise.
+InboundHandler = Callable[[str, PeerPayload, InboundStream], float | None]
 # (from_height, to_height) -> committed blocks in that range, in order (at most sync_max_blocks).
 BlockSource = Callable[[int, int], Iterable[SyncedBlockData]]
 # Whether an org id is a validator of the current set.
@@ -215,6 +225,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         context: grpc.aio.ServicerContext,
     ) -> peer_pb2.PeerAck:
         sender = await self._open_call(context)
+        stream = InboundStream(sender, time.monotonic())
         try:
             log_event(log, "peer_stream_open", peer=sender)
             received = 0
@@ -228,7 +239,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                     self._metrics.drop("transport.undecodable")
                     continue
                 try:
-                    pause_s = self._on_message(sender, payload)
+                    pause_s = self._on_message(sender, payload, stream)
                 except Exception:
                     # The handler's bug must not cut the link; count it and keep reading.
                     self._metrics.drop("transport.handler_bug")

@@ -18,9 +18,11 @@ Rules it keeps (docs/design.md §3.1, docs/node.md "Admission"):
 - a batch carrying a bad signature throttles its source for `bad_signature_penalty_ms`: its
   queued chunks are dropped, and until the window ends its batches are refused before any
   check (RESOURCE_EXHAUSTED, "client.throttled"; "gossip.throttled"), each after a pause of up
-  to `throttled_pause_ms` (a peer's stream stops reading, so flow control holds the sender
-  back); a peer on probation (it offended in the last few windows) gets that pause for a batch
-  over its budget too, so a flood cannot burst while its next batch waits to be found bad;
+  to `throttled_pause_ms` for a client's call and, for a peer, for the stream that floods: the
+  stream that brought the bad signatures, or one the peer opened after offending (the peer's
+  older streams, with its consensus messages, are not held). While the peer is on probation
+  (it offended in the last few windows) such a stream pauses for a batch over its budget too,
+  so the flood cannot burst while its next batch waits to be found bad;
 - the batches of one peer are checked in arrival order (their txs keep it in the mempool);
 - refusals that mean abuse are logged as one summary line per source and
   `refusal_log_interval_ms` (SummaryLog), never one line per tx.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,6 +59,18 @@ INTERNAL = "INTERNAL"
 VERIFY_CHUNK_TXS = 64
 # The field of a refusal that is about the source (throttled, over budget), not the tx.
 SOURCE_FIELD = "source"
+
+
+class StreamRef(Protocol):
+    """The peer stream a gossip batch came on (kledger.node.net.peer_transport.InboundStream):
+    compared by identity, with the time it opened."""
+
+    @property
+    def opened_s(self) -> float: ...
+
+
+# Streams remembered per peer as having brought bad signatures (the oldest are forgotten).
+MAX_OFFENDING_STREAMS = 64
 
 
 class AdmissionLimits(Protocol):
@@ -177,6 +192,7 @@ class Admission:
         self._peer_log = SummaryLog(log, "gossip_txs_refused", "peer", interval_s)
         self._client_log = SummaryLog(log, "client_txs_refused", "client", interval_s)
         self._turns: dict[str, asyncio.Lock] = {}  # one per peer org: its batches in order
+        self._offending: dict[str, OrderedDict[StreamRef, None]] = {}
         self._tasks: set[asyncio.Task[int]] = set()
 
     # -- clients ------------------------------------------------------------------------------
@@ -224,17 +240,17 @@ class Admission:
 
     # -- peers --------------------------------------------------------------------------------
 
-    def gossip(self, sender: str, encodings: Sequence[bytes]) -> float:
+    def gossip(
+        self, sender: str, encodings: Sequence[bytes], stream: StreamRef | None = None
+    ) -> float:
         """A peer's txs (not to be gossiped again), checked in the background. Never blocks:
         the peer's stream goes on to its next message (consensus messages included). Returns
-        how long that stream should pause before reading on: 0.0, or while the peer is
-        throttled up to `throttled_pause_ms`, so a flooding stream's sender is held back by
-        flow control rather than read and dropped at full speed."""
+        how long that stream should pause before reading on: 0.0, or `throttled_pause_ms` for
+        a refused batch on a stream that floods, so its sender is held back by flow control
+        rather than read and dropped at full speed."""
         if not self._gossip_allowed(sender, len(encodings)):
-            if self.peers.on_probation(sender):
-                return self._pause_s
-            return 0.0
-        task = asyncio.get_running_loop().create_task(self._gossip(sender, encodings))
+            return self._pause_s if self._floods(sender, stream) else 0.0
+        task = asyncio.get_running_loop().create_task(self._gossip(sender, encodings, stream))
         self._tasks.add(task)
         task.add_done_callback(self._gossip_done)
         return 0.0
@@ -244,6 +260,14 @@ class Admission:
         if not self._gossip_allowed(sender, len(encodings)):
             return 0
         return await self._gossip(sender, encodings)
+
+    def _floods(self, sender: str, stream: StreamRef | None) -> bool:
+        """Whether `stream` is one of the peer's streams that flood: it brought bad signatures,
+        or the peer opened it while on probation."""
+        since = self.peers.offending_since(sender)
+        if stream is None or since is None:
+            return False
+        return stream in self._offending.get(sender, ()) or stream.opened_s >= since
 
     def _gossip_allowed(self, sender: str, count: int) -> bool:
         """Throttle and budget, before any per-tx work; reserves `count` txs when allowed."""
@@ -262,7 +286,9 @@ class Admission:
             return False
         return True
 
-    async def _gossip(self, sender: str, encodings: Sequence[bytes]) -> int:
+    async def _gossip(
+        self, sender: str, encodings: Sequence[bytes], stream: StreamRef | None = None
+    ) -> int:
         """Check a reserved batch after the peer's earlier ones; count what was refused."""
         turn = self._turns.setdefault(sender, asyncio.Lock())
         started = False
@@ -284,6 +310,11 @@ class Admission:
                 refused[cause] = (refused.get(cause, (0, ""))[0] + 1, result.message)
         for cause, (count, message) in refused.items():
             self._peer_log.note(sender, cause, count, message)
+        if stream is not None and "bad_signature" in refused:
+            offending = self._offending.setdefault(sender, OrderedDict())
+            offending[stream] = None
+            while len(offending) > MAX_OFFENDING_STREAMS:
+                offending.popitem(last=False)
         return admitted
 
     def _count_gossip_refusal(self, result: SubmitResult) -> str | None:

@@ -39,6 +39,7 @@ class SourceBudgets:
         self._clock = clock
         self._inflight: dict[str, int] = {}
         self._throttled_until: OrderedDict[str, float] = OrderedDict()
+        self._offending_since: dict[str, float] = {}  # first offence of the current probation
         self._inflight_total = 0
 
     def inflight(self, source: str | None = None) -> int:
@@ -52,6 +53,7 @@ class SourceBudgets:
         left = until - self._clock()
         if left <= -PROBATION_PENALTIES * self._penalty_s:
             del self._throttled_until[source]  # probation over too: forget it
+            self._offending_since.pop(source, None)
         return max(left, 0.0)
 
     def on_probation(self, source: str) -> bool:
@@ -59,11 +61,19 @@ class SourceBudgets:
         until = self._throttled_until.get(source)
         return until is not None and self._clock() < until + PROBATION_PENALTIES * self._penalty_s
 
+    def offending_since(self, source: str) -> float | None:
+        """When `source` first offended in its current probation (clock seconds), or None."""
+        return self._offending_since.get(source) if self.on_probation(source) else None
+
     def penalize(self, source: str) -> None:
+        now = self._clock()
+        if not self.on_probation(source):
+            self._offending_since[source] = now
         self._throttled_until.pop(source, None)
-        self._throttled_until[source] = self._clock() + self._penalty_s
+        self._throttled_until[source] = now + self._penalty_s
         while len(self._throttled_until) > MAX_THROTTLED_SOURCES:
-            self._throttled_until.popitem(last=False)
+            forgotten, _ = self._throttled_until.popitem(last=False)
+            self._offending_since.pop(forgotten, None)
 
     def reserve(self, source: str, wanted: int) -> int:
         """Grant up to `wanted` txs in flight for `source`; returns how many (maybe 0)."""
