@@ -223,6 +223,7 @@ class Admission:
         if unchecked:
             self._metrics.drop("client.throttled", unchecked)
             if not any(r.ok for r in results):
+                await asyncio.sleep(self._pause_s)  # as for a call refused at its start
                 raise Refused(
                     Status.RESOURCE_EXHAUSTED,
                     f"throttled: {bad} txs of this batch carried a bad signature, "
