@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "kledger.cluster.bench.main",
         "benchmark a fresh local cluster against this machine's limit",
     ),
+    "bench-flood": (
+        "kledger.cluster.bench.flood",
+        "one org floods a loaded 4-node cluster: the others' commit rate and GetStatus latency",
+    ),
     "bench-pipeline": (
         "kledger.cluster.bench.pipeline",
         "one node's admission, execution and commit path in one process, µs per tx",

@@ -11,14 +11,21 @@ Start-up order (each step refuses to go on with a clear ValueError / StoreCorrup
 
 Everything runs on one asyncio loop, except block execution and its synced write: committed
 blocks go to the commit pipeline (node/commit/pipeline.py), which applies them on its one worker
-thread, in order, and announces each on the loop after its write. The consensus core is touched
-only by the driver task.
+thread, in order, and announces each on the loop after its write; and the signature and state
+checks of admission, on the verifier's threads (node/ordering/verifier.py). The consensus core
+is touched only by the driver task.
+
+Descriptors: at start the open-files soft limit is raised to the hard limit, and the node
+refuses to start when its connection limits (node.json `connections`) could not all be held
+at once within it; periodic work survives a failing system call (EMFILE included) and says so
+in a summary log line, so a node out of descriptors refuses connections and keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,13 +51,14 @@ from kledger.node.commit.certified_state import CertifiedState
 from kledger.node.commit.certifier import Certifier, HeaderSignature
 from kledger.node.commit.committer import CommittedHeight, Committer
 from kledger.node.commit.pipeline import CommitPipeline
-from kledger.node.config import NodeConfig
+from kledger.node.config import RESERVED_DESCRIPTORS, ConnectionSettings, NodeConfig
 from kledger.node.errors import Refused, StoreCorrupt
 from kledger.node.net.block_sync import BlockSync
 from kledger.node.net.gossip import run_gossip
 from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
+    InboundStream,
     PeerPayload,
     PeerServicer,
     PeerTransport,
@@ -66,13 +74,15 @@ from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.restore import restored_state
 from kledger.node.registry import Registry
 from kledger.node.storage.store import LedgerStore
-from kledger.node.telemetry.logs import log_event
+from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from kledger.v1 import registry_pb2
 
 log = logging.getLogger("kledger.node")
 
 METRICS_INTERVAL_S = 1.0
+# A failing periodic system call (EMFILE, a vanished file) is logged at most this often.
+PERIODIC_FAILURE_LOG_INTERVAL_S = 60.0
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
@@ -187,6 +197,7 @@ class Node:
             state_check=self._state_check,
             metrics=self.metrics,
             on_admitted=self.driver.payload_available,
+            settings=config.admission,
         )
         self.ledger = NodeLedger(self.store, self.admission, self._status)
         self.block_sync = BlockSync(
@@ -202,7 +213,11 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None
         self._metrics_server: MetricsServer | None = None
+        self._peer_servicer: PeerServicer | None = None
         self.certified_state = CertifiedState(self.store)
+        self._periodic_failures = SummaryLog(
+            log, "periodic_work_failed", "work", PERIODIC_FAILURE_LOG_INTERVAL_S
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -217,7 +232,9 @@ class Node:
             is_validator=self.validators.contains,
             metrics=self.metrics,
             settings=self.config.peer,
+            max_streams_per_peer=self.config.connections.max_streams_per_peer,
         )
+        self._peer_servicer = peer_servicer
         self.servers = await start_servers(
             material=material,
             client_address=self.config.listen.client,
@@ -225,11 +242,15 @@ class Node:
             ledger=LedgerServicer(self.ledger, self.metrics),
             peer=peer_servicer,
             peer_settings=self.config.peer,
+            connections=self.config.connections,
             extra_services=self._extra_services(),
         )
         metrics_address = self.config.listen.metrics
         self._metrics_server = start_metrics_server(
-            self.metrics, metrics_address.host, metrics_address.port
+            self.metrics,
+            metrics_address.host,
+            metrics_address.port,
+            self.config.connections.metrics_max_connections,
         )
         self.transport.start()
         loop = asyncio.get_running_loop()
@@ -296,6 +317,7 @@ class Node:
         await self.transport.stop()
         if self.servers is not None:
             await self.servers.stop()
+        await self.admission.close()
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self.ledger.close()
@@ -311,14 +333,19 @@ class Node:
 
     # -- peers --------------------------------------------------------------------------------
 
-    def _on_peer_message(self, sender: str, payload: PeerPayload) -> None:
+    def _on_peer_message(
+        self, sender: str, payload: PeerPayload, stream: InboundStream
+    ) -> float | None:
+        """Hand a peer's message on; returns how long its stream should pause (a stream that
+        floods), else None."""
         match payload:
             case ConsensusBytes(data):
                 self.driver.deliver(sender, data)
             case TxGossip(txs):
-                self.admission.gossip(sender, txs)
+                return self.admission.gossip(sender, txs, stream)
             case HeaderVote(height, header_hash, signature):
                 self.certifier.add(HeaderSignature(height, header_hash, sender, signature))
+        return None
 
     def _block_source(self, from_height: int, to_height: int) -> Iterator[SyncedBlockData]:
         for height in range(max(1, from_height), min(to_height, self.store.last_height()) + 1):
@@ -350,7 +377,14 @@ class Node:
             self.metrics.round.set(self.core.round)
             self.metrics.mempool_txs.set(len(self.mempool))
             self.metrics.mempool_bytes.set(self.mempool.size_bytes)
-            self.metrics.store_bytes.set(self.store.size_bytes())
+            try:
+                self.metrics.store_bytes.set(self.store.size_bytes())
+            except OSError as exc:  # e.g. EMFILE: the gauge waits for the next second
+                self._periodic_failures.note("store_bytes", type(exc).__name__, example=str(exc))
+            self.admission.flush_logs()
+            if self._peer_servicer is not None:
+                self._peer_servicer.flush_logs()
+            self._periodic_failures.flush()
             await asyncio.sleep(METRICS_INTERVAL_S)
 
     # -- commit -------------------------------------------------------------------------------
@@ -430,10 +464,44 @@ class Node:
         )
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's open-files soft limit to its hard limit; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit; the budget check below says whether it is enough
+    return soft
+
+
+def check_descriptor_budget(connections: ConnectionSettings, limit: int) -> None:
+    """Refuse to start when every port full would not fit the open-files limit: running out of
+    descriptors must refuse connections, never fail the store or the node."""
+    needed = connections.descriptors_needed()
+    if needed > limit:
+        raise ValueError(
+            f"connections: client_max_connections + peer_max_connections + "
+            f"metrics_max_connections + {RESERVED_DESCRIPTORS} reserved = {needed} open files, "
+            f"over this process's limit of {limit} (ulimit -n); lower them or raise the limit"
+        )
+
+
 async def run_node(config: NodeConfig) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    limit = raise_open_files_limit()
+    check_descriptor_budget(config.connections, limit)
     node = Node(config)
     await node.start()
+    # After the start, so a node refusing to start says so in its one line alone.
+    log_event(
+        log,
+        "open_files_limit",
+        limit=limit,
+        needed_at_most=config.connections.descriptors_needed(),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

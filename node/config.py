@@ -73,6 +73,66 @@ class PeerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionSettings:
+    """Bounded work per source (docs/node.md "Admission"): a source is a peer org (its TLS
+    certificate) or a client connection (its address)."""
+
+    # Threads checking registry state and Ed25519 signatures off the event loop.
+    verify_threads: int = 2
+    # Txs of one peer's gossip waiting for or in their checks; a batch beyond it is dropped.
+    peer_inflight_txs: int = 4_000
+    # The same per client connection (one SubmitBatch of MAX_BATCH_TXS fits)...
+    connection_inflight_txs: int = 10_000
+    # ...and for all client connections together; txs beyond either get RESOURCE_EXHAUSTED.
+    client_inflight_txs: int = 40_000
+    # A source whose batch carried a bad signature is refused without checks this long...
+    bad_signature_penalty_ms: int = 10_000
+    # ...and each of its refused batches holds its stream (or call) this long at most before
+    # the next is read, so flow control slows the sender instead of the node reading junk.
+    throttled_pause_ms: int = 1_000
+    # Refusals are logged as one summary line per source at most this often.
+    refusal_log_interval_ms: int = 10_000
+
+
+# Descriptors a node needs besides its connections: LevelDB's files, gRPC's own (epoll,
+# wakeup fds), the links it dials to its peers, logs, /proc reads. Checked at start-up against
+# the open-files limit together with the connection limits below.
+RESERVED_DESCRIPTORS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Connections are a limited resource (docs/node.md "Connections"): every port has a cap,
+    and the caps plus RESERVED_DESCRIPTORS must fit the process's open-files limit."""
+
+    # Concurrent TCP connections per port, handshaking ones included; more are closed at once.
+    client_max_connections: int = 256
+    peer_max_connections: int = 32
+    metrics_max_connections: int = 8
+    # Concurrent calls (HTTP/2 streams) on one connection, either gRPC port.
+    max_streams_per_connection: int = 64
+    # Open Peer calls (Stream, SyncBlocks) of one peer org, over all its connections.
+    max_streams_per_peer: int = 4
+    # A connection that has not finished its TLS handshake by then is closed.
+    handshake_timeout_ms: int = 10_000
+    # A connection without a call for this long is closed (GOAWAY).
+    idle_timeout_ms: int = 300_000
+    # The server pings each connection this often and closes it when the ping goes unanswered.
+    keepalive_time_ms: int = 60_000
+    # A client pinging more often than this is closed (too_many_pings); peers ping every 10 s.
+    min_ping_interval_ms: int = 5_000
+
+    def descriptors_needed(self) -> int:
+        """Open files the node may hold at once with every port full."""
+        return (
+            self.client_max_connections
+            + self.peer_max_connections
+            + self.metrics_max_connections
+            + RESERVED_DESCRIPTORS
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TestingSettings:
     """Fault injection for tests and campaigns, never for production (docs/node.md)."""
 
@@ -94,6 +154,8 @@ class NodeConfig:
     mempool: MempoolSettings = field(default_factory=MempoolSettings)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
     peer: PeerSettings = field(default_factory=PeerSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
     log_level: str = "INFO"
     testing: TestingSettings = field(default_factory=TestingSettings)
 
@@ -133,6 +195,8 @@ class NodeConfig:
             "mempool": _settings_json(self.mempool),
             "batching": _settings_json(self.batching),
             "peer": _settings_json(self.peer),
+            "admission": _settings_json(self.admission),
+            "connections": _settings_json(self.connections),
             "log_level": self.log_level,
             **(
                 {"testing": dataclasses.asdict(self.testing)}
@@ -179,6 +243,8 @@ _TOP_LEVEL = frozenset(
         "mempool",
         "batching",
         "peer",
+        "admission",
+        "connections",
         "log_level",
         "testing",
     }
@@ -262,6 +328,10 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
         mempool=_positive_settings(MempoolSettings, _section(raw, "mempool"), "mempool"),
         batching=_positive_settings(BatchingSettings, _section(raw, "batching"), "batching"),
         peer=peer_settings,
+        admission=_positive_settings(AdmissionSettings, _section(raw, "admission"), "admission"),
+        connections=_positive_settings(
+            ConnectionSettings, _section(raw, "connections"), "connections"
+        ),
         log_level=log_level,
         testing=TestingSettings(**testing_raw),
     )

@@ -41,9 +41,11 @@ from typing import Any
 
 import grpc
 
+from kledger.cluster.client.connect import open_channel
 from kledger.cluster.local import launcher
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.cluster_harness import CHAIN_ID, LocalCluster
 
 FAULTS = ("kill9", "pause", "partition", "clock", "byzantine", "flood")
@@ -272,6 +274,12 @@ class Nemesis:
         stop = threading.Event()
         stranger = KeyPair.from_seed(self.schedule.randbytes(32))
         good = self.cluster.party_tx(org)
+        # The flood's own connection, as an attacker's: the node throttles it, not the load's.
+        node = next(n for n in self.cluster.layout.nodes() if n.org == org)
+        channel = open_channel(
+            f"{node.host}:{node.client_port}", self.cluster.layout.ca_cert.read_bytes()
+        )
+        stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
 
         def flood() -> None:
             nonce = 0
@@ -282,9 +290,10 @@ class Nemesis:
                     body = TxBody(CHAIN_ID, "RegisterParty", nonce, {"n": nonce})
                     tx = sign_tx(stranger, body)
                     txs.append(SignedTx(tx.body, good.signer, tx.signature))  # bad signature
+                request = ledger_pb2.SubmitBatchRequest(txs=[tx.encoding for tx in txs])
                 try:
-                    self.cluster.submit(org, txs)
-                except grpc.RpcError:
+                    stub.SubmitBatch(request, timeout=10)
+                except grpc.RpcError:  # throttled: RESOURCE_EXHAUSTED after a pause
                     time.sleep(0.05)
 
         thread = threading.Thread(target=flood, daemon=True)
@@ -293,6 +302,7 @@ class Nemesis:
         def heal() -> None:
             stop.set()
             thread.join(30)
+            channel.close()
 
         return heal
 

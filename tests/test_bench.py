@@ -1,7 +1,8 @@
 """`kledger bench`: the workload is valid registry traffic; a preloaded ledger is one a real node
 accepts and resumes exactly as after a restart (one copy older for the catch-up); small real runs
 (4 real node processes, real gRPC, client processes) commit every tx and report every figure:
-pre-signed load with a kill-restart catch-up, and preload + soak + catch-up from the older copy.
+pre-signed load with a kill-restart catch-up, and preload + soak + catch-up from the older copy;
+a tiny flood run's junk is refused and its sources throttled (`kledger bench-flood`).
 Never a speed threshold: the figures are only checked for presence and consistency."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from kledger.cluster.bench import flood
 from kledger.cluster.bench import main as bench
 from kledger.cluster.bench import probe as bench_probe
 from kledger.cluster.bench.client import _Sample
@@ -210,6 +212,37 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
                     assert found[1].result.status == "OK"
         finally:
             node.store.close()
+
+
+def test_a_tiny_flood_run_is_refused_throttled_and_reports_every_figure(tmp_path: Path) -> None:
+    args = flood._parser().parse_args(["--phase-s", "3", "--client-batch-txs", "500"])
+    report = flood.run(args, tmp_path / "cluster")
+    assert report["flooding_org"] == "ORG4" and len(report["rounds"]) == 1
+    assert [p["phase"] for p in report["phases"]] == ["undisturbed", "flooded", "undisturbed"]
+    before, flooded, after = report["phases"]
+    assert before["flooders"] == after["flooders"] == []
+    assert before["honest_committed_txs"] > 0 and after["honest_committed_txs"] > 0
+    assert {f["kind"] for f in flooded["flooders"]} == {"peer", "client"}
+    assert all(f["batches"] > 0 for f in flooded["flooders"])
+    # The honest nodes refused the junk and throttled its sources; the cluster went on.
+    assert flooded["drops"].get("gossip.bad_signature", 0) > 0
+    assert (
+        flooded["drops"].get("gossip.throttled", 0) + flooded["drops"].get("gossip.over_budget", 0)
+        > 0
+    )
+    [client] = [f for f in flooded["flooders"] if f["kind"] == "client"]
+    assert (
+        client["answers"].get("UNAUTHENTICATED", 0)
+        + client["answers"].get("call:RESOURCE_EXHAUSTED", 0)
+        > 0
+    )
+    [one] = report["rounds"]
+    assert one["commit_rate_fraction"] == report["commit_rate_fraction"] >= 0
+    for phase in report["phases"]:
+        assert phase["get_status_ms"]["p50"] > 0 and phase["get_status_ms"]["failures"] == 0
+    assert "flooded / undisturbed" in flood.report(report)
+    layout = ClusterLayout(tmp_path / "cluster")
+    assert all(not p.running for p in launcher.processes(layout))
 
 
 def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import grpc
 import plyvel
 import pytest
 
+from kledger.cluster.client.connect import open_channel
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain import canonical
 from kledger.node.chain.header import Header
@@ -29,7 +30,7 @@ from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.net.tls import TLS_NAME, TlsMaterial, peer_channel_credentials
 from kledger.node.storage.store import HEADERS
-from kledger.v1 import ledger_pb2, peer_pb2, peer_pb2_grpc
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2, peer_pb2_grpc
 from tests.cluster_harness import CHAIN_ID, LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -200,11 +201,6 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
     cases = [
         (b"\x93\x01", grpc.StatusCode.INVALID_ARGUMENT, "tx: not valid msgpack"),
         (
-            SignedTx(tampered_body, good.signer, good.signature).encoding,
-            grpc.StatusCode.UNAUTHENTICATED,
-            "signature",
-        ),
-        (
             cluster.party_tx("ORG1", key=stranger).encoding,
             grpc.StatusCode.PERMISSION_DENIED,
             "signer",
@@ -223,6 +219,21 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
         error = _refusal(cluster, data)
         assert error.code() == code, (words, error)  # type: ignore[attr-defined]
         assert words in error.details(), error  # type: ignore[attr-defined]
+    # A bad signature is refused, and throttles its connection (another one is not).
+    node = next(n for n in cluster.layout.nodes() if n.org == "ORG1")
+    with open_channel(
+        f"{node.host}:{node.client_port}", cluster.layout.ca_cert.read_bytes()
+    ) as own:
+        stub = ledger_pb2_grpc.LedgerStub(own)  # type: ignore[no-untyped-call]
+        for data, code, words in (
+            (SignedTx(tampered_body, good.signer, good.signature).encoding,
+             grpc.StatusCode.UNAUTHENTICATED, "signature"),
+            (cluster.party_tx("ORG1").encoding, grpc.StatusCode.RESOURCE_EXHAUSTED, "throttled"),
+        ):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as info:
+                stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=data), timeout=10)
+            assert info.value.code() == code, (words, info.value)  # type: ignore[attr-defined]
+            assert words in info.value.details(), info.value  # type: ignore[attr-defined]
     assert cluster.status("ORG1").mempool_txs == before.mempool_txs
 
     # A list where a choice belongs raised TypeError at admission (INTERNAL for the whole

@@ -48,6 +48,8 @@ def test_round_trip(tmp_path: Path) -> None:
         "mempool": {"max_txs": 10},
         "batching": {"gossip_flush_ms": 5},
         "peer": {"queue_max_messages": 7},
+        "admission": {"peer_inflight_txs": 9},
+        "connections": {"client_max_connections": 11},
         "log_level": "DEBUG",
     }
     path = tmp_path / "node" / "node.json"
@@ -61,6 +63,8 @@ def test_round_trip(tmp_path: Path) -> None:
     assert config.consensus["round_timeout_ms"] == 800
     assert config.mempool.max_txs == 10 and config.mempool.max_bytes == MempoolSettings().max_bytes
     assert config.peer.queue_max_messages == 7
+    assert config.admission.peer_inflight_txs == 9
+    assert config.connections.client_max_connections == 11
     save_config(tmp_path / "copy" / "node.json", config)
     again = load_config(tmp_path / "copy" / "node.json")
     for name in ("genesis", "validator_key", "data_dir"):
@@ -80,6 +84,7 @@ def test_round_trip(tmp_path: Path) -> None:
         config.peer,
         config.log_level,
     )
+    assert (again.admission, again.connections) == (config.admission, config.connections)
 
 
 @pytest.mark.parametrize(
@@ -102,6 +107,10 @@ def test_round_trip(tmp_path: Path) -> None:
         ({"mempool": {"max_tx": 5}}, "mempool.max_tx"),
         ({"batching": {"proposal_max_txs": "10"}}, "batching.proposal_max_txs"),
         ({"peer": {"reconnect_min_ms": 9000}}, "peer.reconnect_min_ms"),
+        ({"admission": {"verify_threads": 0}}, "admission.verify_threads"),
+        ({"admission": {"verify_thread": 2}}, "admission.verify_thread"),
+        ({"connections": {"idle_timeout_ms": -5}}, "connections.idle_timeout_ms"),
+        ({"connections": {"max_connections": 5}}, "connections.max_connections"),
         ({"tls": {"ca": ""}}, "tls.ca"),
         ({"genesis": 5}, "genesis"),
         ({"log_level": "LOUD"}, "log_level"),

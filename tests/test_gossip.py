@@ -9,6 +9,7 @@ import pytest
 
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.config import AdmissionSettings
 from kledger.node.net.gossip import flush_gossip
 from kledger.node.net.peer_transport import TxGossip
 from kledger.node.ordering.admission import Admission
@@ -29,6 +30,7 @@ def admission(mempool: Mempool, metrics: NodeMetrics) -> Admission:
         state_check=lambda: lambda _tx, _body: None,
         metrics=metrics,
         on_admitted=lambda: None,
+        settings=AdmissionSettings(),
     )
 
 
@@ -55,16 +57,17 @@ async def test_local_txs_reach_the_peer_mempool_once(tmp_path: Path) -> None:
             sender, payload = await two.receive()
             assert sender == "ORG1" and isinstance(payload, TxGossip)
             sizes.append(len(payload.txs))
-            admission(remote, two.metrics).gossip(sender, payload.txs)
+            await admission(remote, two.metrics).admit_gossip(sender, payload.txs)
         assert sizes == [3, 3, 1]
         assert remote.batch(100) == txs
         assert remote.take_gossip(100) == []  # gossiped txs are not forwarded again
 
         forged = SignedTx(txs[0].body, txs[0].signer, bytes(64))
         mixed = TxGossip((txs[1].encoding, forged.encoding, make_tx(99).encoding))
-        assert admission(remote, two.metrics).gossip("ORG1", mixed.txs) == 1
+        assert await admission(remote, two.metrics).admit_gossip("ORG1", mixed.txs) == 1
         assert (
-            two.metrics.value("kledger_dropped_messages_total", reason="gossip.invalid_tx") == 1.0
+            two.metrics.value("kledger_dropped_messages_total", reason="gossip.bad_signature")
+            == 1.0
         )
     finally:
         await one.close()

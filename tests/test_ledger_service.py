@@ -143,7 +143,7 @@ class MemoryLedger:
         if tx.signer not in self.members:
             raise Refused(Status.PERMISSION_DENIED, "is not a registered member key", "signer")
 
-    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
+    async def submit(self, encodings: Sequence[bytes], source: str) -> list[SubmitResult]:
         results = []
         for data in encodings:
             try:
@@ -298,7 +298,7 @@ class Harness:
             peer_address=Address("127.0.0.1", 0),
             ledger=LedgerServicer(self.ledger, metrics),
             peer=PeerServicer(
-                on_message=lambda s, p: None,
+                on_message=lambda s, p, _: None,
                 block_source=lambda a, b: [],
                 is_validator=self.ledger.validators.contains,
                 metrics=metrics,

@@ -20,6 +20,8 @@ from kledger.node.config import Address, PeerSettings
 from kledger.node.net.peer_transport import (
     ConsensusBytes,
     HeaderVote,
+    InboundHandler,
+    InboundStream,
     PeerPayload,
     PeerServicer,
     PeerTransport,
@@ -77,7 +79,7 @@ class PeerNode:
         self,
         layout: ClusterLayout,
         org: str,
-        on_message: Callable[[str, PeerPayload], None] | None = None,
+        on_message: InboundHandler | None = None,
     ) -> None:
         self.org = org
         self.material = material_of(layout, org)
@@ -85,7 +87,7 @@ class PeerNode:
         self.inbox: asyncio.Queue[tuple[str, PeerPayload]] = asyncio.Queue()
         validators = load_genesis(layout.genesis).validator_set
         self.servicer = PeerServicer(
-            on_message=on_message or (lambda sender, p: self.inbox.put_nowait((sender, p))),
+            on_message=on_message or (lambda sender, p, _: self.inbox.put_nowait((sender, p))),
             block_source=blocks,
             is_validator=validators.contains,
             metrics=self.metrics,
@@ -294,7 +296,7 @@ async def test_oversize_messages_are_refused(layout: ClusterLayout) -> None:
 async def test_failing_handler_does_not_cut_the_stream(layout: ClusterLayout) -> None:
     seen: list[bytes] = []
 
-    def handler(sender: str, payload: PeerPayload) -> None:
+    def handler(sender: str, payload: PeerPayload, _stream: InboundStream) -> None:
         assert isinstance(payload, ConsensusBytes)
         if payload.data == b"boom":
             raise ValueError("handler bug")

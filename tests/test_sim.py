@@ -129,7 +129,7 @@ def test_ignoring_the_lock_is_caught() -> None:
         nodes=4, faults=frozenset({"partition"}), byzantine=frozenset({"fork"}),
         core_factory=IgnoreLockCore,
     )  # fmt: skip
-    seed = first_violation(config, budget=100)
+    seed = first_violation(config, budget=200)  # seed 128 since leaders vote before proposing
     assert seed is not None
     violations = run_seed(config, seed).safety_violations
     assert any("different block at height" in v for v in violations)

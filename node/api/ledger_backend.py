@@ -53,8 +53,8 @@ class NodeLedger:
     def chain_id(self) -> str:
         return self._store.genesis.chain_id
 
-    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
-        return self._admission.submit(encodings)
+    async def submit(self, encodings: Sequence[bytes], source: str) -> list[SubmitResult]:
+        return await self._admission.submit(source, encodings)
 
     async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
         stored = self._store.get_tx(tx_hash)

@@ -80,8 +80,9 @@ class LedgerBackend(Protocol):
     @property
     def chain_id(self) -> str: ...
 
-    async def submit(self, encodings: Sequence[bytes]) -> list[SubmitResult]:
-        """Admit each tx (all checks, then mempool); one result per input, in order."""
+    async def submit(self, encodings: Sequence[bytes], source: str) -> list[SubmitResult]:
+        """Admit each tx (all checks, then mempool); one result per input, in order. `source`
+        names the client connection (its budget and penalty are its own)."""
         ...
 
     async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
@@ -239,22 +240,26 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         self._backend = backend
         self._metrics = metrics
 
-    async def _admit(self, txs: Sequence[bytes]) -> list[SubmitResult]:
-        results = await self._backend.submit(txs)
+    async def _admit(
+        self, txs: Sequence[bytes], context: grpc.aio.ServicerContext
+    ) -> list[SubmitResult]:
+        results = await self._backend.submit(txs, connection_of(context))
         assert len(results) == len(txs), "the backend answers every tx"
         if self._metrics is not None:
             for result in results:
                 self._metrics.count_submission(result.status)
         return results
 
-    async def _submit(self, txs: Sequence[bytes]) -> ledger_pb2.SubmitBatchResponse:
+    async def _submit(
+        self, txs: Sequence[bytes], context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.SubmitBatchResponse:
         if len(txs) > MAX_BATCH_TXS:
             raise Refused(
                 Status.RESOURCE_EXHAUSTED,
                 f"{len(txs)} txs exceed MAX_BATCH_TXS={MAX_BATCH_TXS}",
                 "txs",
             )
-        results = await self._admit(list(txs))
+        results = await self._admit(list(txs), context)
         return ledger_pb2.SubmitBatchResponse(
             results=[
                 ledger_pb2.TxSubmitResult(tx_hash=r.tx_hash, status=r.status, message=r.message)
@@ -266,7 +271,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     async def SubmitTx(
         self, request: ledger_pb2.SubmitTxRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.SubmitTxResponse:
-        (result,) = await self._admit([request.tx])
+        (result,) = await self._admit([request.tx], context)
         if not result.ok:
             raise _refusal_of(result)
         return ledger_pb2.SubmitTxResponse(tx_hash=result.tx_hash)
@@ -275,7 +280,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     async def SubmitBatch(
         self, request: ledger_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.SubmitBatchResponse:
-        return await self._submit(request.txs)
+        return await self._submit(request.txs, context)
 
     async def SubmitStream(
         self,
@@ -284,7 +289,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     ) -> AsyncIterator[ledger_pb2.SubmitBatchResponse]:
         try:
             async for request in request_iterator:
-                yield await self._submit(request.txs)
+                yield await self._submit(request.txs, context)
         except Refused as refusal:
             await context.abort(refusal_code(refusal), refusal.message)
         except (grpc.aio.AbortError, grpc.RpcError):
@@ -416,6 +421,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         except Exception:
             log.exception("ledger_service_internal_error")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+
+
+def connection_of(context: grpc.aio.ServicerContext) -> str:
+    """A client connection's name: its address as gRPC reports it ("ipv4:127.0.0.1:50412"),
+    the same for every call on that connection (clients have no TLS identity)."""
+    peer: str = context.peer() or "unknown"
+    return peer
 
 
 def _refusal_of(result: SubmitResult) -> Refused:

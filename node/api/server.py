@@ -9,6 +9,11 @@ Health reports NOT_SERVING until the node calls `set_serving(True)` (store check
 running), so `cluster up` and load balancers wait for a ready node. Ports given as 0 are chosen
 by the OS and reported back. A port that cannot be bound (taken, or not an address of this host)
 is a ValueError naming the setting and the address, before either server starts.
+
+Connections are a limited resource (`connection_options`, docs/node.md "Connections"): each
+port caps its concurrent connections (handshaking ones included; gRPC closes one more at
+once), the calls per connection, the time to finish a TLS handshake and to stay idle, and how
+often a client may ping; the server pings each connection and drops one that does not answer.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from kledger.node.api.ledger_service import LedgerServicer
 from kledger.node.api.malformed import RejectMalformedRequests
-from kledger.node.config import Address, PeerSettings
+from kledger.node.config import Address, ConnectionSettings, PeerSettings
 from kledger.node.net.peer_transport import PeerServicer, server_options
 from kledger.node.net.tls import TlsMaterial, client_port_credentials, peer_server_credentials
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2, peer_pb2_grpc
@@ -34,6 +39,9 @@ CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Threads for synchronous handlers (the registry queries read LevelDB snapshots, so they never
 # touch state the event loop is changing).
 CLIENT_SYNC_THREADS = 4
+# How long a server keepalive ping may go unanswered before the connection is dropped.
+SERVER_KEEPALIVE_TIMEOUT_MS = 20_000
+DEFAULT_CONNECTIONS = ConnectionSettings()
 LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 # gRPC sets SO_REUSEPORT on its listeners unless told not to, and then a server binds without
@@ -113,6 +121,7 @@ async def start_servers(
     ledger: LedgerServicer,
     peer: PeerServicer,
     peer_settings: PeerSettings,
+    connections: ConnectionSettings = DEFAULT_CONNECTIONS,
     extra_services: Sequence[ClientService] = (),
 ) -> NodeServers:
     check_bindable("listen.client", client_address)
@@ -124,6 +133,7 @@ async def start_servers(
             ("grpc.max_receive_message_length", CLIENT_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", CLIENT_MAX_MESSAGE_BYTES),
             EXCLUSIVE_PORT,
+            *connection_options(connections, connections.client_max_connections),
         ],
     )
     ledger_pb2_grpc.add_LedgerServicer_to_server(ledger, client)  # type: ignore[no-untyped-call]
@@ -138,7 +148,11 @@ async def start_servers(
     client_port = _bind(client, "listen.client", client_address, client_port_credentials(material))
 
     peer_server = grpc.aio.server(
-        options=[*server_options(peer_settings), EXCLUSIVE_PORT],
+        options=[
+            *server_options(peer_settings),
+            *connection_options(connections, connections.peer_max_connections),
+            EXCLUSIVE_PORT,
+        ],
         interceptors=[RejectMalformedRequests()],
     )
     peer_pb2_grpc.add_PeerServicer_to_server(peer, peer_server)  # type: ignore[no-untyped-call]
@@ -159,3 +173,23 @@ async def start_servers(
     await client.start()
     await peer_server.start()
     return servers
+
+
+def connection_options(
+    connections: ConnectionSettings, max_connections: int
+) -> list[tuple[str, int]]:
+    """The gRPC core channel arguments (grpc_types.h) that bound one port's connections; each
+    is checked against a real server in tests/test_connection_limits.py."""
+    return [
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.max_concurrent_streams", connections.max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", connections.handshake_timeout_ms),
+        ("grpc.max_connection_idle_ms", connections.idle_timeout_ms),
+        ("grpc.keepalive_time_ms", connections.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", SERVER_KEEPALIVE_TIMEOUT_MS),
+        # Pings from a client: without calls too, but not more often than the interval; two
+        # strikes and the connection is closed (GOAWAY too_many_pings).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", connections.min_ping_interval_ms),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]

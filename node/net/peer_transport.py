@@ -13,7 +13,13 @@ Rules it keeps:
 - messages larger than `max_message_bytes` are refused: not sent (counted "transport.oversize"), and
   gRPC rejects them on receipt (RESOURCE_EXHAUSTED);
 - the inbound callback must not raise; if it does, the message is dropped, counted
-  ("transport.handler_bug") and logged, and the stream stays up.
+  ("transport.handler_bug") and logged, and the stream stays up; it must not block either
+  (gossip is checked in the background), so a peer's consensus messages are read and handled
+  however much gossip arrives with them. It may ask the stream to pause before reading on
+  (a stream that floods): HTTP/2 flow control then slows that one stream's sender;
+- one peer org has at most `connections.max_streams_per_peer` calls open (Stream and
+  SyncBlocks, over all its connections): one more is refused with RESOURCE_EXHAUSTED and
+  counted ("transport.too_many_streams"), logged as a summary line per peer.
 
 Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +37,7 @@ import grpc
 
 from kledger.node.config import Address, PeerSettings
 from kledger.node.net.tls import TlsMaterial, org_tls_name, peer_channel_credentials, peer_org_of
-from kledger.node.telemetry.logs import log_event
+from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import NodeMetrics
 from kledger.v1 import peer_pb2, peer_pb2_grpc
 
@@ -41,6 +48,8 @@ CONNECT_TIMEOUT_S = 5.0
 # Keepalive pings detect a silently dead peer on an idle stream.
 KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
+# Refused calls are logged as one summary line per peer at most this often.
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +89,19 @@ class SyncedBlockData:
     certificate: bytes
 
 
-# (sender org id from its TLS certificate, payload) -> None; must not block or raise.
-InboundHandler = Callable[[str, PeerPayload], None]
+@dataclass(eq=False, slots=True)
+class InboundStream:
+    """One inbound `Peer.Stream` call, as the handler sees it: admission holds back the stream
+    that floods, not the peer's other streams."""
+
+    peer: str
+    opened_s: float  # time.monotonic() when the call was accepted
+
+
+# (sender org id from its TLS certificate, payload, the stream it came on) -> seconds that
+# stream should wait before it reads its next message (backpressure on a stream that floods;
+# None or 0: read on at once). Must not block or raise.
+InboundHandler = Callable[[str, PeerPayload, InboundStream], float | None]
 # (from_height, to_height) -> committed blocks in that range, in order (at most sync_max_blocks).
 BlockSource = Callable[[int, int], Iterable[SyncedBlockData]]
 # Whether an org id is a validator of the current set.
@@ -130,14 +150,11 @@ def channel_options(settings: PeerSettings, peer: str) -> list[tuple[str, int | 
 
 
 def server_options(settings: PeerSettings) -> list[tuple[str, int]]:
-    """Options for the peer port's server (node/api/server.py)."""
+    """Message limits of the peer port's server (node/api/server.py adds the connection
+    limits; `connections.min_ping_interval_ms` must allow a ping every KEEPALIVE_TIME_MS)."""
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # Accept the clients' keepalive pings instead of closing the link as abusive.
-        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
     ]
 
 
@@ -152,12 +169,23 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         is_validator: MembershipCheck,
         metrics: NodeMetrics,
         settings: PeerSettings,
+        max_streams_per_peer: int = 4,
     ) -> None:
         self._on_message = on_message
         self._block_source = block_source
         self._is_validator = is_validator
         self._metrics = metrics
         self._settings = settings
+        self._max_streams_per_peer = max_streams_per_peer
+        self._open_calls: dict[str, int] = {}
+        self._refusals = SummaryLog(log, "peer_calls_refused", "peer", REFUSAL_LOG_INTERVAL_S)
+
+    def open_calls(self, org: str) -> int:
+        return self._open_calls.get(org, 0)
+
+    def flush_logs(self) -> None:
+        """Write the refusal summaries that are due (the node calls this every second)."""
+        self._refusals.flush()
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> str:
         org = peer_org_of(context)
@@ -172,50 +200,79 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         assert org is not None
         return org
 
+    async def _open_call(self, context: grpc.aio.ServicerContext) -> str:
+        """Authenticate a call and take one of its peer's call slots (give it back with
+        `_close_call`); refuse it when the peer has all of them open."""
+        org = await self._authenticate(context)
+        if self._open_calls.get(org, 0) >= self._max_streams_per_peer:
+            self._metrics.drop("transport.too_many_streams")
+            rule = f"at most connections.max_streams_per_peer={self._max_streams_per_peer} open"
+            self._refusals.note(org, "too_many_streams", example=rule)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{org}: {rule}")
+        self._open_calls[org] = self._open_calls.get(org, 0) + 1
+        return org
+
+    def _close_call(self, org: str) -> None:
+        left = self._open_calls[org] - 1
+        if left:
+            self._open_calls[org] = left
+        else:
+            del self._open_calls[org]
+
     async def Stream(
         self,
         request_iterator: AsyncIterator[peer_pb2.PeerMessage],
         context: grpc.aio.ServicerContext,
     ) -> peer_pb2.PeerAck:
-        sender = await self._authenticate(context)
-        log_event(log, "peer_stream_open", peer=sender)
-        received = 0
-        async for message in request_iterator:
-            received += 1
-            if not self._is_validator(sender):
-                # The validator set changed under an open stream (epoch change): cut it.
-                await self._authenticate(context)
-            payload = decode_payload(message)
-            if payload is None:
-                self._metrics.drop("transport.undecodable")
-                continue
-            try:
-                self._on_message(sender, payload)
-            except Exception:
-                # The handler's bug must not cut the link; count it and keep reading.
-                self._metrics.drop("transport.handler_bug")
-                log.exception("peer_handler_failed")
-        log_event(log, "peer_stream_closed", peer=sender, received=received)
-        return peer_pb2.PeerAck(received=received)
+        sender = await self._open_call(context)
+        stream = InboundStream(sender, time.monotonic())
+        try:
+            log_event(log, "peer_stream_open", peer=sender)
+            received = 0
+            async for message in request_iterator:
+                received += 1
+                if not self._is_validator(sender):
+                    # The validator set changed under an open stream (epoch change): cut it.
+                    await self._authenticate(context)
+                payload = decode_payload(message)
+                if payload is None:
+                    self._metrics.drop("transport.undecodable")
+                    continue
+                try:
+                    pause_s = self._on_message(sender, payload, stream)
+                except Exception:
+                    # The handler's bug must not cut the link; count it and keep reading.
+                    self._metrics.drop("transport.handler_bug")
+                    log.exception("peer_handler_failed")
+                    continue
+                if pause_s:
+                    await asyncio.sleep(pause_s)
+            log_event(log, "peer_stream_closed", peer=sender, received=received)
+            return peer_pb2.PeerAck(received=received)
+        finally:
+            self._close_call(sender)
 
     async def SyncBlocks(
         self, request: peer_pb2.SyncRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[peer_pb2.SyncedBlock]:
-        await self._authenticate(context)
-        if request.to_height < request.from_height:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "to_height: must be >= from_height"
-            )
-        # A named limit on blocks per request: a lagging node asks again from where it got to.
-        last = min(request.to_height, request.from_height + self._settings.sync_max_blocks - 1)
-        for block in self._block_source(request.from_height, last):
-            yield peer_pb2.SyncedBlock(
-                height=block.height,
-                consensus_block=block.consensus_block,
-                commit_qc=block.commit_qc,
-                header=block.header,
-                certificate=block.certificate,
-            )
+        org = await self._open_call(context)
+        try:
+            if request.to_height < request.from_height:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "to_height: must be >= from_height"
+                )
+            # A named limit on blocks per request: a lagging node asks again from where it got.
+            last = min(request.to_height, request.from_height + self._settings.sync_max_blocks - 1)
+            for block in self._block_source(request.from_height, last):
+                yield peer_pb2.SyncedBlock(
+                    height=block.height,
+                    consensus_block=block.consensus_block,
+                    commit_qc=block.commit_qc,
+                    header=block.header,
+                    certificate=block.certificate,
+                )
+        finally:
+            self._close_call(org)
 
 
 @dataclass(slots=True)

@@ -89,6 +89,25 @@ class Mempool:
         Cheap checks come first so a flood of duplicates or junk costs no signature work:
         size and shape, dedup (mempool, then committed), chain id, capacity, state, signature.
         """
+        tx, body = self.screen(data, chain_id, limits=limits, is_committed=is_committed)
+        if check_state is not None:
+            check_state(tx, body)
+        if not self.is_verified(tx.tx_hash):
+            check_signature(tx)
+        self.add(tx, local=local)
+        return tx
+
+    def screen(
+        self,
+        data: bytes,
+        chain_id: str,
+        *,
+        limits: TxLimits = DEFAULT_TX_LIMITS,
+        is_committed: Callable[[bytes], bool] = lambda _hash: False,
+    ) -> tuple[SignedTx, TxBody]:
+        """The cheap checks, in order: size and shape, dedup (mempool, then committed), chain
+        id, capacity. Raises Refused naming the field. What remains (state, signature) may run
+        on another thread; `add` then checks dedup and capacity again."""
         tx = decode_tx(data, limits)
         if tx.tx_hash in self._txs:
             raise Refused(Status.ALREADY_EXISTS, "is already in the mempool", "tx_hash")
@@ -102,12 +121,7 @@ class Mempool:
                 "chain_id",
             )
         self._check_capacity(len(tx.encoding))
-        if check_state is not None:
-            check_state(tx, body)
-        if not self.is_verified(tx.tx_hash):
-            check_signature(tx)
-        self.add(tx, local=local)
-        return tx
+        return tx, body
 
     def add(self, tx: SignedTx, *, local: bool) -> None:
         """Add a tx whose signature the caller has verified. Raises Refused when held or full."""

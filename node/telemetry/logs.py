@@ -6,6 +6,9 @@
 Code logs an event name and fields: `log_event(log, "peer_connected", peer=org)`. Plain
 `log.info("text")` calls still work (the text becomes the event). Field values that JSON cannot
 hold are written with repr(), so logging never raises.
+
+What a hostile source can repeat at will (refused txs, throttled batches) is logged through a
+`SummaryLog`: one line per source and interval with counts, never one line per event.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 _FIELDS_ATTR = "kledger_fields"
@@ -52,3 +58,74 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     root.setLevel(level)
     root.propagate = False
     return handler
+
+
+# Sources a SummaryLog keeps counts for at once; beyond, the oldest is logged and forgotten.
+MAX_SUMMARY_SOURCES = 1_024
+
+
+@dataclass(slots=True)
+class _Summary:
+    last_logged_s: float
+    counts: Counter[str] = field(default_factory=Counter)
+    example: str = ""
+
+
+class SummaryLog:
+    """Rate-limited summary lines, one per source: the first event of a source is logged at
+    once; later ones are counted and logged together (`counts` by cause, `example` the last
+    message) once `interval_s` has passed since that source's last line, by the next event or
+    by `flush` (called periodically). Memory is bounded by MAX_SUMMARY_SOURCES."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        event: str,
+        source_field: str,
+        interval_s: float,
+        *,
+        level: int = logging.WARNING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._event = event
+        self._source_field = source_field
+        self._interval_s = interval_s
+        self._level = level
+        self._clock = clock
+        self._sources: dict[str, _Summary] = {}
+
+    def note(self, source: str, cause: str, count: int = 1, example: str = "") -> None:
+        now = self._clock()
+        summary = self._sources.get(source)
+        if summary is None:
+            if len(self._sources) >= MAX_SUMMARY_SOURCES:
+                oldest = next(iter(self._sources))
+                self._emit(oldest, self._sources.pop(oldest), now)
+            summary = self._sources[source] = _Summary(now - self._interval_s)
+        summary.counts[cause] += count
+        summary.example = example or summary.example
+        if now - summary.last_logged_s >= self._interval_s:
+            self._emit(source, summary, now)
+
+    def flush(self) -> None:
+        """Log every source whose interval has passed with counts waiting; forget quiet ones."""
+        now = self._clock()
+        for source, summary in list(self._sources.items()):
+            if now - summary.last_logged_s < self._interval_s:
+                continue
+            if summary.counts:
+                self._emit(source, summary, now)
+            else:
+                del self._sources[source]
+
+    def _emit(self, source: str, summary: _Summary, now: float) -> None:
+        if summary.counts:
+            fields = {
+                self._source_field: source,
+                "counts": dict(sorted(summary.counts.items())),
+                "example": summary.example,
+            }
+            log_event(self._logger, self._event, self._level, **fields)
+        summary.counts.clear()
+        summary.last_logged_s = now

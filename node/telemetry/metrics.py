@@ -8,11 +8,14 @@ Label sets are bounded: `reason` takes values from DROP_REASONS, `status` the re
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 # Why a message was dropped: the `reason` label of kledger_dropped_messages_total, one name per
 # cause, "<where>.<cause>". The consensus core, the driver and the certifier count in their own
@@ -27,9 +30,15 @@ DROP_REASONS: dict[str, str] = {
     "transport.no_link": "a message for an org that is no peer",
     "transport.link_down": "queued messages lost with a broken link",
     "transport.handler_bug": "a bug of ours while handling a peer message (logged with stack)",
+    "transport.too_many_streams": "a peer call beyond connections.max_streams_per_peer open",
     "gossip.invalid_tx": "a gossiped tx refused by admission (the peer should have refused it)",
+    "gossip.bad_signature": "a gossiped tx whose signature does not verify (throttles the peer)",
+    "gossip.throttled": "a gossiped tx from a peer throttled for a recent bad signature",
+    "gossip.over_budget": "a gossiped tx beyond admission.peer_inflight_txs waiting",
     "gossip.mempool_full": "a gossiped tx with no room in the mempool",
     "gossip.admission_bug": "a gossiped tx that hit a bug of ours (logged with stack)",
+    "client.throttled": "a client tx from a connection throttled for a recent bad signature",
+    "client.over_budget": "a client tx beyond the connection's or all clients' txs in flight",
     "driver.inbox_full": "consensus messages beyond max_inbox_messages waiting",
     "driver.malformed": "consensus bytes that do not decode",
     "driver.sync_failed": "a block sync from a peer that failed",
@@ -191,9 +200,60 @@ class MetricsServer:
         self.thread.join()
 
 
-def start_metrics_server(metrics: NodeMetrics, host: str, port: int) -> MetricsServer:
-    """Serve /metrics over HTTP on host:port (port 0 picks a free one) in a daemon thread."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+# A metrics request that has not arrived whole by then is dropped with its connection.
+METRICS_REQUEST_TIMEOUT_S = 10.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = METRICS_REQUEST_TIMEOUT_S  # an idle connection cannot hold its thread forever
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most `max_connections` at once: one more is closed at once
+    (connections are a limited resource, docs/node.md "Connections")."""
+
+    daemon_threads = True
+    max_connections = 8
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self._slots.release()
+
+
+def start_metrics_server(
+    metrics: NodeMetrics, host: str, port: int, max_connections: int = 8
+) -> MetricsServer:
+    """Serve /metrics over HTTP on host:port (port 0 picks a free one) in a daemon thread, at
+    most `max_connections` connections at once."""
+
+    class Server(_BoundedServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    Server.max_connections = max_connections
+    server = make_server(
+        host, port, make_wsgi_app(metrics.registry), Server, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)
 
 
