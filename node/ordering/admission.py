@@ -43,9 +43,9 @@ from typing import Protocol
 
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.receipt import OK
-from kledger.node.chain.tx import SignedTx, TxBody, check_signature, decode_tx
+from kledger.node.chain.tx import SignedTx, TxBody, decode_tx
 from kledger.node.errors import Refused, Status, StoreCorrupt
-from kledger.node.ordering.mempool import Mempool, StateCheck
+from kledger.node.ordering.mempool import Mempool, StateCheck, check_costly
 from kledger.node.ordering.sources import SourceBudgets
 from kledger.node.ordering.verifier import Dropped, FairVerifier
 from kledger.node.telemetry.logs import SummaryLog
@@ -128,9 +128,7 @@ def check_screened(screened: Sequence[Screened], check_state: StateCheck) -> lis
     outcomes: list[Outcome] = []
     for item in screened:
         try:
-            check_state(item.tx, item.body)
-            if item.verify_signature:
-                check_signature(item.tx)
+            check_costly(item.tx, item.body, check_state, verify_signature=item.verify_signature)
             outcomes.append(None)
         except Refused as refusal:
             outcomes.append(refusal)

@@ -51,6 +51,18 @@ class MempoolLimits:
     max_decoded_bodies: int = 20_000
 
 
+def check_costly(
+    tx: SignedTx, body: TxBody, check_state: StateCheck | None, *, verify_signature: bool
+) -> None:
+    """The costly admission checks, in order: the registry's state check, then the Ed25519
+    signature (skipped for a tx this node verified before). Reads only, so any thread may run
+    it. Raises Refused naming the field."""
+    if check_state is not None:
+        check_state(tx, body)
+    if verify_signature:
+        check_signature(tx)
+
+
 class Mempool:
     def __init__(self, limits: MempoolLimits = MempoolLimits()) -> None:
         assert limits.max_txs > 0 and limits.max_bytes > 0 and limits.max_verified_cache > 0
@@ -90,10 +102,7 @@ class Mempool:
         size and shape, dedup (mempool, then committed), chain id, capacity, state, signature.
         """
         tx, body = self.screen(data, chain_id, limits=limits, is_committed=is_committed)
-        if check_state is not None:
-            check_state(tx, body)
-        if not self.is_verified(tx.tx_hash):
-            check_signature(tx)
+        check_costly(tx, body, check_state, verify_signature=not self.is_verified(tx.tx_hash))
         self.add(tx, local=local)
         return tx
 
