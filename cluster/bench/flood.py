@@ -83,6 +83,7 @@ STATUS_PROBE_EVERY_S = 0.2
 STATUS_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 60.0
 RECONNECT_PAUSE_S = 0.1
+FLOODER_READY_TIMEOUT_S = 300.0  # building 20,000 junk txs takes seconds, minutes when loaded
 DROP_LINE = re.compile(r'^kledger_dropped_messages_total\{org="\w+",reason="([\w.]+)"\} (\S+)$')
 
 
@@ -129,10 +130,18 @@ class FloodResult:
     error: str = ""
 
 
-def run_peer_flood(job: PeerFloodJob, stop: ProcessEvent, out: ProcessQueue[FloodResult]) -> None:
+def run_peer_flood(
+    job: PeerFloodJob,
+    ready: ProcessQueue[str],
+    go: ProcessEvent,
+    stop: ProcessEvent,
+    out: ProcessQueue[FloodResult],
+) -> None:
     """Process entry point: one stream per target, writing junk gossip until `stop`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     junk = junk_txs(job.chain_id, job.member_seed, JUNK_TXS)
+    ready.put("peer")  # the phase starts once every flooder has its junk (slow on a busy box)
+    go.wait()
     sent = Counter[str]()
     ends = Counter[str]()
 
@@ -179,18 +188,25 @@ def run_peer_flood(job: PeerFloodJob, stop: ProcessEvent, out: ProcessQueue[Floo
 
 
 def run_client_flood(
-    job: ClientFloodJob, stop: ProcessEvent, out: ProcessQueue[FloodResult]
+    job: ClientFloodJob,
+    ready: ProcessQueue[str],
+    go: ProcessEvent,
+    stop: ProcessEvent,
+    out: ProcessQueue[FloodResult],
 ) -> None:
-    """Process entry point: SubmitBatch of junk to each target in turn until `stop`."""
+    """Process entry point: SubmitBatch of junk to each target in turn until `stop` (at least
+    one batch, so a short phase on a busy machine still floods)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     junk = junk_txs(job.chain_id, job.member_seed, JUNK_TXS)
+    ready.put("client")
+    go.wait()
     answers = Counter[str]()
     batches = txs = 0
     channels: dict[str, grpc.Channel] = {}
     error = ""
     try:
         first = 0
-        while not stop.is_set():
+        while batches == 0 or not stop.is_set():
             target = job.targets[batches % len(job.targets)]
             if job.reconnect or target not in channels:
                 old = channels.pop(target, None)
@@ -309,11 +325,16 @@ class FloodBench:
 
     def phase(self, name: str, first_song: int, flood: bool) -> dict[str, Any]:
         sys.stderr.write(f"bench-flood: phase {name} ({self.args.phase_s:.0f} s)\n")
+        context = multiprocessing.get_context("spawn")
+        ready: ProcessQueue[str] = context.Queue()
+        go, stop = context.Event(), context.Event()
+        results: ProcessQueue[FloodResult] = context.Queue()
+        flooders = self._start_flooders(ready, go, stop, results) if flood else []
+        for _ in flooders:
+            ready.get(timeout=FLOODER_READY_TIMEOUT_S)
         drops_before, cpu_before = self.drops(), self.cpu()
         sizes_before, started_s = self.honest_log_sizes(), time.monotonic()
-        stop = multiprocessing.get_context("spawn").Event()
-        results: ProcessQueue[FloodResult] = multiprocessing.get_context("spawn").Queue()
-        flooders = self._start_flooders(stop, results) if flood else []
+        go.set()
         targets = [f"{n.host}:{n.client_port}" for n in self.honest]
         with StatusProbe(targets, self.bench.ca_cert) as status_probe:
             load = self.bench.load([], first_song)
@@ -361,7 +382,11 @@ class FloodBench:
         }
 
     def _start_flooders(
-        self, stop: ProcessEvent, results: ProcessQueue[FloodResult]
+        self,
+        ready: ProcessQueue[str],
+        go: ProcessEvent,
+        stop: ProcessEvent,
+        results: ProcessQueue[FloodResult],
     ) -> list[BaseProcess]:
         context = multiprocessing.get_context("spawn")
         seed = load_key(self.layout.client_key(self.flooder.org)).seed
@@ -378,7 +403,9 @@ class FloodBench:
                 member_seed=seed,
                 batch_txs=self.args.gossip_batch_txs,
             )
-            started.append(context.Process(target=run_peer_flood, args=(peer_job, stop, results)))
+            started.append(
+                context.Process(target=run_peer_flood, args=(peer_job, ready, go, stop, results))
+            )
         if self.args.client_flood:
             client_job = ClientFloodJob(
                 targets=tuple(f"{n.host}:{n.client_port}" for n in self.honest),
@@ -389,7 +416,9 @@ class FloodBench:
                 reconnect=self.args.reconnect,
             )
             started.append(
-                context.Process(target=run_client_flood, args=(client_job, stop, results))
+                context.Process(
+                    target=run_client_flood, args=(client_job, ready, go, stop, results)
+                )
             )
         for process in started:
             process.start()

@@ -21,7 +21,7 @@ indicator `Y`) are read as unknown: the party's `unknown` is true and no identif
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -712,6 +712,20 @@ def _t(tx: Transaction, record: Record, field_name: str, reason: str, level: str
     tx.problems.append(Refusal(record.line, record.type, field_name, reason, level))
 
 
+def _code_or_blank(
+    tx: Transaction, record: Record, field_name: str, raw: str, parse: Callable[[str, str], str]
+) -> str:
+    """An optional code (ISWC, ISRC) in its normal form, or "" with a field-level (F) problem
+    when it does not parse: a bad optional code blanks the field, not the record."""
+    if not raw:
+        return ""
+    try:
+        return parse(raw, field_name)
+    except Refused as refusal:
+        _t(tx, record, field_name, refusal.message.split(": ", 1)[-1] + "; blanked", "F")
+        return ""
+
+
 def validate_transaction(tx: Transaction, version: str) -> None:
     """Read a work transaction's records into `tx.work` and apply the record and transaction
     rules; problems go to `tx.problems` at their level."""
@@ -745,13 +759,7 @@ def validate_transaction(tx: Transaction, version: str) -> None:
             )
     header = tx.header
     h = header.values
-    iswc = h.get("iswc", "")
-    if iswc:
-        try:
-            iswc = identifiers.parse_iswc(iswc, "iswc")
-        except Refused as refusal:
-            _t(tx, header, "iswc", refusal.message.split(": ", 1)[-1] + "; blanked", "F")
-            iswc = ""
+    iswc = _code_or_blank(tx, header, "iswc", h.get("iswc", ""), identifiers.parse_iswc)
     version_type = h.get("version_type", "")
     if version_type not in ("ORI", "MOD"):
         _t(tx, header, "version_type", f"{version_type!r} is not ORI or MOD")
@@ -808,13 +816,9 @@ def validate_transaction(tx: Transaction, version: str) -> None:
         elif kind in ("ALT", "NAT"):
             _title(tx, record, work)
         elif kind == "VER":
-            original_iswc = record.text("iswc")
-            if original_iswc:
-                try:
-                    original_iswc = identifiers.parse_iswc(original_iswc, "iswc")
-                except Refused as refusal:
-                    _t(tx, record, "iswc", refusal.message.split(": ", 1)[-1] + "; blanked", "F")
-                    original_iswc = ""
+            original_iswc = _code_or_blank(
+                tx, record, "iswc", record.text("iswc"), identifiers.parse_iswc
+            )
             work.original = {"title": record.text("title"), "iswc": original_iswc}
         elif kind in ("PER", "NPR"):
             name = record.text("last_name") or record.text("name")
@@ -1083,13 +1087,7 @@ def _title(tx: Transaction, record: Record, work: Work) -> None:
 
 
 def _recording(tx: Transaction, record: Record, work: Work) -> None:
-    isrc = record.text("isrc")
-    if isrc:
-        try:
-            isrc = identifiers.parse_isrc(isrc, "isrc")
-        except Refused as refusal:
-            _t(tx, record, "isrc", refusal.message.split(": ", 1)[-1] + "; blanked", "F")
-            isrc = ""
+    isrc = _code_or_blank(tx, record, "isrc", record.text("isrc"), identifiers.parse_isrc)
     entry = {
         "isrc": isrc,
         "title": record.text("recording_title") or record.text("album_title"),
