@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "kledger.cluster.bench.flood",
         "one org floods a loaded 4-node cluster: the others' commit rate and GetStatus latency",
     ),
+    "bench-etcd": (
+        "kledger.cluster.bench.etcd",
+        "the yardstick: a 3-member etcd cluster under the same client machinery, puts/s",
+    ),
     "bench-pipeline": (
         "kledger.cluster.bench.pipeline",
         "one node's admission, execution and commit path in one process, µs per tx",

@@ -41,6 +41,7 @@ from typing import Any
 
 import grpc
 
+from kledger.cluster.bench import etcd as bench_etcd
 from kledger.cluster.bench import probe as bench_probe
 from kledger.cluster.bench import report as bench_report
 from kledger.cluster.bench.client import Batch, ClientJob, ClientResult, SoakWork, run_client
@@ -160,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--keep", type=Path, help="create the cluster here and keep it")
+    parser.add_argument(
+        "--etcd",
+        action="store_true",
+        help="then load a 3-member etcd with as many puts from as many clients (bench-etcd)",
+    )
     return parser
 
 
@@ -928,6 +934,21 @@ def main(argv: list[str]) -> int:
     root = args.keep if args.keep else Path(temporary or "")
     try:
         report = run(settings, root)
+        if args.etcd:
+            _say("the same load shape against a 3-member etcd cluster")
+            report["etcd"] = bench_etcd.run(
+                root / "etcd",
+                clients=settings.clients,
+                puts=max(report["committed_txs"], 1),
+                window=settings.window_txs,
+                value_bytes=bench_probe.VERIFY_MESSAGE_BYTES,
+            )
+            report["ratio_to_etcd"] = round(
+                report["committed_tx_per_s"] / max(report["etcd"]["puts_per_s"], 1e-9), 3
+            )
+    except bench_etcd.EtcdBenchError as exc:
+        print(f"kledger bench: etcd: {exc}", file=sys.stderr)
+        return 1
     except BenchError as exc:
         print(f"kledger bench: {exc}", file=sys.stderr)
         return 1

@@ -173,6 +173,9 @@ def table(report: dict[str, Any]) -> str:
     ]
     if soak:
         rows.append(("soak s / committed tx/s per window", _soak_windows(soak)))
+    if etcd := report.get("etcd"):
+        rows.append(("etcd puts/s, same clients (3 members)", _fmt(etcd["puts_per_s"])))
+        rows.append(("ratio to etcd", _fmt(report["ratio_to_etcd"], 3)))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("")
