@@ -218,6 +218,7 @@ class Pipeline:
         self.ok_txs = 0
         self.committed_txs = 0
         self._receipts = hashlib.sha256()
+        self._headers = hashlib.sha256()
         self.refused_at_admission = 0
 
     def _state_check(self) -> StateCheck:
@@ -278,12 +279,14 @@ class Pipeline:
             self._receipts.update(receipt.encode())
         self._parent = block
         header = committed.header
+        self._headers.update(header.encode())
         self.store.save_certificate(header.height, self._signer.certificate(header))
         return b"".join(tx.tx_hash for tx in committed.txs)
 
     def fingerprint(self) -> dict[str, str]:
-        """What the run computed, to compare two versions of the code: every registry state
-        value (keys and bytes), every receipt, and the last header's roots."""
+        """What the run computed, to compare two versions (or builds) of the code: every registry
+        state value (keys and bytes), every receipt, every header, and the last header's roots
+        (which fix every proof the store can serve)."""
         values = hashlib.sha256()
         for key, value in self.store.view.iterate(keyspace.STATE):
             values.update(canonical.encode([key, value]))
@@ -291,6 +294,7 @@ class Pipeline:
         return {
             "state_values_sha256": values.hexdigest(),
             "receipts_sha256": self._receipts.hexdigest(),
+            "headers_sha256": self._headers.hexdigest(),
             "tx_log_root": header.tx_log_root.hex(),
             "state_root": header.state_root.hex(),
         }

@@ -7,10 +7,16 @@ Rules (a value has exactly one encoding):
   msgpack bin, str as msgpack str (msgpack-python already picks the shortest headers);
 - decoding re-encodes and compares, so a non-canonical input (unsorted keys, long-form ints,
   duplicate keys) is refused instead of silently accepted with another hash.
+
+Two builds of `encode`, one rule: the C extension `_canonical_native` (compiled by `pip install`,
+setup.py) and `encode_pure` here. The native one runs unless KLEDGER_PURE=1 or it is missing;
+tests/test_native.py checks that both give the same bytes and the same refusals.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -100,10 +106,31 @@ def _normalize(value: Any, depth: int) -> Any:
     raise DecodeError(f"type {type(value).__name__} has no canonical encoding")
 
 
-def encode(value: Any) -> bytes:
+def encode_pure(value: Any) -> bytes:
     """The canonical bytes of `value`. Raises DecodeError for values outside the canonical set."""
     packed: bytes = msgpack.packb(_normalize(value, 0), use_bin_type=True)
     return packed
+
+
+PURE_ENV = "KLEDGER_PURE"  # "1": run the pure-Python builds of the native modules
+
+
+def _native_encode() -> Callable[[Any], bytes] | None:
+    if os.environ.get(PURE_ENV) == "1":
+        return None
+    try:
+        from kledger.node.chain import _canonical_native
+    except ImportError:  # not compiled (a source checkout without `pip install`)
+        return None
+    _canonical_native.init(DecodeError)
+    return _canonical_native.encode
+
+
+_native = _native_encode()
+NATIVE = _native is not None
+encode: Callable[[Any], bytes] = _native if _native is not None else encode_pure
+"""The canonical bytes of `value` (the native build unless KLEDGER_PURE=1). Raises DecodeError
+for values outside the canonical set."""
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
