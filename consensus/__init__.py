@@ -33,6 +33,8 @@ from kledger.consensus.core import (
 from kledger.consensus.messages import (
     BlockRequest,
     BlockResponse,
+    EpochProof,
+    EpochRequest,
     Message,
     Proposal,
     Timeout,
@@ -56,8 +58,9 @@ from kledger.consensus.validators import NodeId, ValidatorSet
 
 __all__ = [
     "Applied", "Block", "BlockId", "BlockInfo", "BlockRequest", "BlockResponse", "Broadcast",
-    "Commit", "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "Equivocation", "Height",
-    "Input", "Message", "NodeId", "PayloadAvailable", "PayloadSource", "Persist", "Proposal",
+    "Commit", "Core", "CoreConfig", "DecodeError", "Deliver", "Effect", "EpochProof",
+    "EpochRequest", "Equivocation", "Height", "Input", "Message", "NodeId", "PayloadAvailable",
+    "PayloadSource", "Persist", "Proposal",
     "ProposeTimer", "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer",
     "SafetyData", "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer",
     "TimerFired", "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message",

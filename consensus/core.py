@@ -25,8 +25,11 @@ from typing import Protocol, assert_never
 
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS, CommittedRound, choose_leader
 from kledger.consensus.messages import (
+    MAX_EPOCH_PROOF_QCS,
     BlockRequest,
     BlockResponse,
+    EpochProof,
+    EpochRequest,
     Message,
     Proposal,
     Timeout,
@@ -66,6 +69,11 @@ class PayloadSource(Protocol):
 
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
         """Called on commit, in order. A set ends the epoch at `block`; the next epoch runs it."""
+        ...
+
+    def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+        """The commit certificate (of `epoch`'s set) that committed `epoch`'s last block, from
+        the node's store, or None if that epoch has not ended here. Answers EpochRequest."""
         ...
 
 
@@ -296,6 +304,12 @@ class Core:
         # (height, payload) of blocks committed and not yet applied by the driver (Applied);
         # kept across an epoch change, whose last blocks may still be executing.
         self._unapplied: list[tuple[int, bytes]] = []
+        # Catching up across epochs (EpochRequest/EpochProof): when we last asked, when we last
+        # answered each peer, and epoch-ending certificates received ahead of the set that
+        # checks them (epoch -> QC), held until we reach that epoch.
+        self._epoch_requested_ms: dict[NodeId, int] = {}
+        self._epoch_answered_ms: dict[NodeId, int] = {}
+        self._epoch_backlog: dict[int, QuorumCert] = {}
         self._reset_epoch_state()
         epoch = validators.epoch
         # The unsigned QC that anchors this epoch: the genesis QC, or the one derived from the
@@ -726,6 +740,12 @@ class Core:
         if not self._validators.contains(sender):
             self._drop("not_member")
             return
+        if isinstance(message, EpochRequest):
+            self._on_epoch_request(sender, message, out)
+            return
+        if isinstance(message, EpochProof):
+            self._on_epoch_proof(sender, message, out)
+            return
         if isinstance(message, Proposal):
             epoch = message.block.epoch
         elif isinstance(message, Vote):
@@ -755,15 +775,92 @@ class Core:
         """Drop it, but a message from the next epoch carries the commit certificate of the
         block that ended ours: if we can check it, commit up to there and take the message."""
         self._drop("epoch")
-        if epoch != self.epoch + 1 or not isinstance(message, Proposal | Timeout):
+        if epoch < self.epoch:
             return
-        commit_qc = message.commit_qc
-        if commit_qc is None or commit_qc.epoch != self.epoch or not self._valid_qc(commit_qc):
+        commit_qc = message.commit_qc if isinstance(message, Proposal | Timeout) else None
+        if (
+            epoch == self.epoch + 1
+            and commit_qc is not None
+            and commit_qc.epoch == self.epoch
+            and self._valid_qc(commit_qc)
+        ):
+            self._process_qc(commit_qc, sender, out)
+            if self.epoch == epoch:
+                self.dropped["epoch"] -= 1
+                self._on_message(sender, message, out)
             return
-        self._process_qc(commit_qc, sender, out)
-        if self.epoch == epoch:
-            self.dropped["epoch"] -= 1
-            self._on_message(sender, message, out)
+        # Further ahead, or nothing here proves our epoch's end: ask the sender for the
+        # certificates that ended our epoch and the ones after it — each peer at most once a
+        # round timeout (every message of a later epoch would ask again, and a liar that floods
+        # later-epoch junk must not keep the honest peers from being asked).
+        asked = self._epoch_requested_ms.get(sender)
+        if asked is None or self._now_ms - asked >= self.config.round_timeout_ms:
+            self._epoch_requested_ms[sender] = self._now_ms
+            out.append(Send(sender, EpochRequest(self.epoch, self.me)))
+
+    def _on_epoch_request(self, sender: NodeId, request: EpochRequest, out: list[Effect]) -> None:
+        """A peer in an older epoch asks how its epoch (and the next ones) ended: send the
+        certificates we have, oldest first, at most one answer per peer a round timeout."""
+        if sender != request.author:
+            self._drop("sender_mismatch")
+            return
+        if request.epoch >= self.epoch:
+            self._drop("epoch")
+            return
+        answered = self._epoch_answered_ms.get(sender)
+        if answered is not None and self._now_ms - answered < self.config.round_timeout_ms:
+            self._drop("too_frequent")
+            return
+        qcs: list[QuorumCert] = []
+        for epoch in range(request.epoch, min(self.epoch, request.epoch + MAX_EPOCH_PROOF_QCS)):
+            qc = self._epoch_ending_qc(epoch)
+            if qc is None:
+                break
+            qcs.append(qc)
+        if not qcs:
+            self._drop("unknown_epoch")
+            return
+        self._epoch_answered_ms[sender] = self._now_ms
+        more = request.epoch + len(qcs) < self.epoch
+        out.append(Send(sender, EpochProof(request.epoch, tuple(qcs), more, self.me)))
+
+    def _epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+        if epoch == self.epoch - 1 and self._root_qc.epoch == epoch and self._root_qc.signatures:
+            return self._root_qc  # the certificate that opened this epoch (no store read)
+        return self._payloads.epoch_ending_qc(epoch)
+
+    def _on_epoch_proof(self, sender: NodeId, proof: EpochProof, out: list[Effect]) -> None:
+        """Certificates that ended epochs from `proof.epoch` on: take the one for our epoch
+        (checked with our set: it commits our epoch's last block, syncing it if need be, and
+        the next epoch starts), keep the later ones until we reach their epochs."""
+        if sender != proof.author:
+            self._drop("sender_mismatch")
+            return
+        useful = False
+        for offset, qc in enumerate(proof.qcs):
+            epoch = proof.epoch + offset
+            if qc.epoch != epoch or epoch < self.epoch:
+                continue
+            if epoch <= self.epoch + MAX_EPOCH_PROOF_QCS:
+                self._epoch_backlog.setdefault(epoch, qc)
+                useful = True
+        if not useful:
+            self._drop("epoch")
+            return
+        self._take_epoch_backlog(sender, out)
+
+    def _take_epoch_backlog(self, source: NodeId | None, out: list[Effect]) -> None:
+        """Process the held certificate that ends the current epoch, if any (called again when
+        the next epoch starts, so a page of them carries a node across many epochs)."""
+        for stale in [e for e in self._epoch_backlog if e < self.epoch]:
+            del self._epoch_backlog[stale]
+        qc = self._epoch_backlog.pop(self.epoch, None)
+        if qc is None:
+            return
+        if not self._valid_qc(qc):
+            self._drop("bad_certificate")
+            return
+        self._process_qc(qc, source, out)
 
     def _check_certificates(
         self,
@@ -779,9 +876,17 @@ class Core:
         if tc is not None and not self._valid_tc(tc):
             self._drop("bad_certificate")
             return False
+        epoch = self.epoch
         for qc in qcs:
             if qc is not None and qc.epoch == self.epoch:
                 self._process_qc(qc, source, out)
+        if self.epoch != epoch:
+            # A QC committed the epoch's end and the next epoch started: the rest of the message
+            # (its TC, its round, its vote) belongs to the epoch that ended. Taking its TC here
+            # once set an old-epoch high QC and round in the new epoch, which no peer's timeout
+            # could then back (a liveness failure the simulator found: 4 nodes, seed 187).
+            self._drop("epoch")
+            return False
         if tc is not None:
             self._process_tc(tc, out)
         return True
@@ -1201,3 +1306,4 @@ class Core:
         out.append(Persist(self._safety.data))
         if self._validators.contains(self.me):
             self._enter_round(Round(1), via_tc=False, out=out)
+        self._take_epoch_backlog(None, out)

@@ -111,9 +111,37 @@ class BlockResponse:
         return writer.done()
 
 
-Message = Proposal | Vote | Timeout | BlockRequest | BlockResponse
+@dataclass(frozen=True, slots=True)
+class EpochRequest:
+    """From a node still in `epoch` that hears a later epoch: "send me the certificates that
+    ended `epoch` and the epochs after it". Unsigned on purpose: the answer is public and checks
+    itself, and the requester's key may have changed since (a rotation), so the answerer could
+    not check a signature anyway; the transport authenticates the peer and the answerer bounds
+    how often it answers one peer."""
+
+    epoch: int
+    author: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class EpochProof:
+    """The commit certificates that ended epochs `epoch`, `epoch` + 1, ... (oldest first, at most
+    MAX_EPOCH_PROOF_QCS, like Aptos's EpochChangeProof): `qcs[i]` is signed by the set of epoch
+    `epoch` + i and commits that epoch's last block, so a receiver checks each one only once it
+    has the set before it. `more`: the sender knows later epoch ends. Unsigned: every
+    certificate carries its own quorum's signatures."""
+
+    epoch: int
+    qcs: tuple[QuorumCert, ...]
+    more: bool
+    author: NodeId
+
+
+Message = Proposal | Vote | Timeout | BlockRequest | BlockResponse | EpochRequest | EpochProof
 
 _KIND_PROPOSAL, _KIND_VOTE, _KIND_TIMEOUT, _KIND_REQUEST, _KIND_RESPONSE = 1, 2, 3, 4, 5
+_KIND_EPOCH_REQUEST, _KIND_EPOCH_PROOF = 6, 7
+MAX_EPOCH_PROOF_QCS = 16
 
 
 def encode_message(message: Message) -> bytes:
@@ -143,6 +171,13 @@ def encode_message(message: Message) -> bytes:
             for block in message.blocks:
                 block.write(writer)
             writer.text(message.author).blob(message.signature)
+        case EpochRequest():
+            writer.u8(_KIND_EPOCH_REQUEST).u64(message.epoch).text(message.author)
+        case EpochProof():
+            writer.u8(_KIND_EPOCH_PROOF).u64(message.epoch).u32(len(message.qcs))
+            for qc in message.qcs:
+                qc.write(writer)
+            writer.flag(message.more).text(message.author)
         case _:
             assert_never(message)
     data = writer.done()
@@ -183,6 +218,12 @@ def decode_message(data: bytes) -> Message:
             blocks = tuple(Block.read(reader) for _ in range(reader.count(MAX_BLOCKS_PER_RESPONSE)))
             author = NodeId(reader.text())
             message = BlockResponse(epoch, block_id, blocks, author, _signature(reader))
+        elif kind == _KIND_EPOCH_REQUEST:
+            message = EpochRequest(reader.u64(), NodeId(reader.text()))
+        elif kind == _KIND_EPOCH_PROOF:
+            epoch = reader.u64()
+            qcs = tuple(QuorumCert.read(reader) for _ in range(reader.count(MAX_EPOCH_PROOF_QCS)))
+            message = EpochProof(epoch, qcs, reader.flag(), NodeId(reader.text()))
         else:
             raise DecodeError(f"unknown message kind {kind}")
     except RecursionError as error:  # defensive: the format has no recursion, keep decode total

@@ -56,6 +56,9 @@ class EmptyPayloads:
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
         return None
 
+    def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+        return None
+
 
 def make_core() -> tuple[Core, Block]:
     root, qc = genesis_block(GENESIS.chain_id, GENESIS.validator_set, GENESIS.genesis_time_ms)

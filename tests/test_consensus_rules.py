@@ -20,6 +20,7 @@ from kledger.consensus import (
     Core,
     CoreConfig,
     Deliver,
+    EpochRequest,
     Equivocation,
     PayloadAvailable,
     Persist,
@@ -70,6 +71,9 @@ class Payloads:
         return payload != b"bad"
 
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
+        return None
+
+    def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
         return None
 
 
@@ -469,10 +473,12 @@ def test_bad_messages_are_dropped_and_counted() -> None:
     )
     assert deliver(core, "n2", propose(not_leader)) == []
     other_epoch = Vote(VoteData(2, B1.info, GENESIS.info, None), NodeId("n1"), b"x")
+    # A later epoch: dropped, and its sender asked how our epoch ended (once a round timeout).
+    assert deliver(core, "n1", other_epoch) == [Send(NodeId("n1"), EpochRequest(1, NodeId("n0")))]
     assert deliver(core, "n1", other_epoch) == []
     assert core.dropped == {
         "bad_signature": 1, "not_member": 1, "sender_mismatch": 1, "chain": 1, "not_leader": 1,
-        "epoch": 1,
+        "epoch": 2,
     }  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from kledger.consensus import (
     BlockRequest,
     BlockResponse,
     DecodeError,
+    EpochProof,
+    EpochRequest,
     Message,
     Proposal,
     QuorumCert,
@@ -27,6 +29,7 @@ from kledger.consensus import (
     encode_message,
     genesis_block,
 )
+from kledger.consensus.messages import MAX_EPOCH_PROOF_QCS
 from kledger.consensus.types import BlockId, BlockInfo, Height, Round, vote_sign_bytes
 from kledger.consensus.validators import NodeId, ValidatorSet
 
@@ -62,6 +65,9 @@ def sample_messages() -> list[Message]:
         Timeout(1, Round(3), qc, tc, None, NodeId("n3"), b"t" * 32),
         BlockRequest(1, block.id, 8, NodeId("n0"), b"r" * 32),
         BlockResponse(1, block.id, (block, GENESIS), NodeId("n1"), b"q" * 32),
+        EpochRequest(3, NodeId("n2")),
+        EpochProof(1, (qc, qc), True, NodeId("n1")),
+        EpochProof(4, (), False, NodeId("n1")),
     ]
 
 
@@ -70,6 +76,20 @@ def test_messages_round_trip_canonically(message) -> None:
     data = encode_message(message)
     assert decode_message(data) == message
     assert encode_message(decode_message(data)) == data
+
+
+def test_an_epoch_proof_holds_at_most_a_page_of_certificates() -> None:
+    block = child(GENESIS, 1, GENESIS_QC)
+    qc = signed_qc(block, GENESIS.info, GENESIS.info)
+    page = EpochProof(1, (qc,) * MAX_EPOCH_PROOF_QCS, True, NodeId("n1"))
+    assert decode_message(encode_message(page)) == page
+    # One certificate more than a page, written by hand (encode_message would build it too):
+    # the count is refused before anything is read.
+    data = bytearray(encode_message(page))
+    count_at = 1 + 8
+    data[count_at : count_at + 4] = (MAX_EPOCH_PROOF_QCS + 1).to_bytes(4, "big")
+    with pytest.raises(DecodeError):
+        decode_message(bytes(data))
 
 
 def test_types_round_trip() -> None:

@@ -162,6 +162,9 @@ def _core(window: int, blocks: list[Block], root_qc: QuorumCert, validators: Val
         def validator_set_after(self, block: Block) -> ValidatorSet | None:
             return None
 
+        def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+            return None
+
     return Core(
         CoreConfig(leader_reputation_window_rounds=window),
         "kledger-test",

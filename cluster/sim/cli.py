@@ -69,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reconfigure", action="store_true", help="change epochs now and then")
     parser.add_argument(
+        "--reconfigure-probability",
+        type=float,
+        default=DEFAULTS.reconfigure_probability,
+        help="with --reconfigure: how likely a new payload is an epoch change",
+    )
+    parser.add_argument(
+        "--down-for-epochs",
+        type=int,
+        default=0,
+        metavar="K",
+        help="one honest validator is down until the others are K epochs on, then catches up"
+        " (implies --reconfigure)",
+    )
+    parser.add_argument(
         "--leader-reputation",
         type=int,
         default=0,
@@ -149,6 +163,10 @@ def _replay_command(args: argparse.Namespace, nodes: int, seed: int) -> str:
         parts.append(f"--broken {args.broken}")
     if args.reconfigure:
         parts.append("--reconfigure")
+    if args.reconfigure_probability != DEFAULTS.reconfigure_probability:
+        parts.append(f"--reconfigure-probability {args.reconfigure_probability}")
+    if args.down_for_epochs:
+        parts.append(f"--down-for-epochs {args.down_for_epochs}")
     if args.byzantine_keys is not None:
         parts.append(f"--byzantine-keys {args.byzantine_keys}")
     if args.fault_phase_ms != DEFAULTS.fault_phase_ms:
@@ -169,15 +187,21 @@ def main(argv: list[str]) -> int:
         parser.error(str(error))
     if any(n < 1 for n in node_counts) or args.seeds < 1:
         parser.error("--nodes and --seeds must be positive")
-    if args.leader_reputation < 0 or args.crashed_for_good < 0:
-        parser.error("--leader-reputation and --crashed-for-good must not be negative")
+    if args.leader_reputation < 0 or args.crashed_for_good < 0 or args.down_for_epochs < 0:
+        parser.error(
+            "--leader-reputation, --crashed-for-good and --down-for-epochs must not be negative"
+        )
+    if not 0.0 <= args.reconfigure_probability <= 1.0:
+        parser.error("--reconfigure-probability must be in [0, 1]")
     factory: type[Core] = BROKEN_CORES[args.broken] if args.broken else Core
     base = SimConfig(
         faults=faults,
         byzantine=byzantine,
         fault_phase_ms=args.fault_phase_ms,
         liveness_bound_ms=args.liveness_bound_ms,
-        reconfigure=args.reconfigure,
+        reconfigure=args.reconfigure or args.down_for_epochs > 0,
+        reconfigure_probability=args.reconfigure_probability,
+        down_for_epochs=args.down_for_epochs,
         byzantine_keys=args.byzantine_keys,
         crashed_for_good=args.crashed_for_good,
         core=replace(DEFAULTS.core, leader_reputation_window_rounds=args.leader_reputation),

@@ -20,7 +20,8 @@ Invariants, checked after every step (Byzantine keys excluded):
     signatures of the epoch's set whose commit info names the last block, linked by parent ids;
   - no honest node signs two different votes in one round.
 After the fault phase (partitions healed, crashed nodes restarted, no drops) every honest node
-must commit `min_new_commits` new blocks within `liveness_bound_ms` of simulated time.
+must commit `min_new_commits` blocks above the highest height any honest node had then, within
+`liveness_bound_ms` of simulated time (so a node left behind must catch up, epochs included).
 
 Signatures are HMAC-SHA256 keyed by a per-validator secret; verification recomputes the MAC
 with the secret looked up from the public key. That is 50x faster than Ed25519 and as unforgeable
@@ -103,6 +104,13 @@ class SimConfig:
     partition_length_ms: tuple[int, int] = (300, 3_000)
     byzantine_keys: int | None = None  # Byzantine validator keys; None = f (the most tolerated)
     reconfigure: bool = False  # propose epoch changes (same members, epoch + 1) now and then
+    reconfigure_probability: float = 0.1  # of a new payload being an epoch change, if on
+    # One honest validator (the highest id that is neither Byzantine nor dead) is down from the
+    # start until the others have started this many epochs more; then it comes back with its
+    # genesis disk and the liveness check (from then on) needs it caught up: epochs of
+    # certificates, each checked with its own set, and a sync per epoch.
+    down_for_epochs: int = 0
+    down_phase_max_ms: int = 1_200_000  # the cluster gives up waiting for those epochs then
     # Validators (not Byzantine, highest ids first) that are down from the start and never come
     # back: they count against f like a Byzantine key, and liveness is checked without them.
     crashed_for_good: int = 0
@@ -116,6 +124,8 @@ class SimConfig:
             raise ValueError("SimConfig.nodes must be positive")
         if not 0 <= self.crashed_for_good < self.nodes:
             raise ValueError("SimConfig.crashed_for_good must be in [0, nodes)")
+        if self.down_for_epochs < 0 or (self.down_for_epochs and not self.reconfigure):
+            raise ValueError("SimConfig.down_for_epochs needs reconfigure (and is >= 0)")
         unknown = (self.faults - set(FAULT_KINDS)) | (self.byzantine - set(BYZANTINE_KINDS))
         if unknown:
             raise ValueError(f"unknown fault or Byzantine kinds: {sorted(unknown)}")
@@ -129,6 +139,7 @@ class SimResult:
     rounds: int = 0  # highest round reached
     view_changes: int = 0
     epoch: int = 1  # highest epoch an honest node reached
+    epochs_missed: int = 0  # down_for_epochs: epochs the down node missed before it returned
     steps: int = 0
     simulated_ms: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -177,7 +188,8 @@ class SimPayloads:
         if rng.random() < 0.2:
             return b""
         self._node.counter += 1
-        if self._sim.config.reconfigure and rng.random() < 0.1:
+        config = self._sim.config
+        if config.reconfigure and rng.random() < config.reconfigure_probability:
             return f"reconfig/{self._node.label}/{self._node.counter}".encode()
         return f"p/{self._node.label}/{self._node.counter}".encode()
 
@@ -195,6 +207,17 @@ class SimPayloads:
         if block.payload.startswith(b"reconfig/"):
             current = self._sim.validator_sets[block.epoch]
             return ValidatorSet(block.epoch + 1, current.validators)
+        return None
+
+    def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+        """From this node's disk: the QC that committed the last block of `epoch`."""
+        disk = self._node.disk
+        for height in range(len(disk.chain) - 1, 0, -1):
+            block = disk.chain[height]
+            if block.epoch < epoch:
+                return None
+            if block.epoch == epoch and self._sim.is_epoch_end(block):
+                return disk.commit_qc[height]
         return None
 
 
@@ -257,6 +280,11 @@ class Simulation:
         self.votes_signed: dict[tuple[NodeId, int, int], VoteData] = {}
         self._replay_pool: list[tuple[NodeId, Message]] = []
         self._heal_ms = config.fault_phase_ms
+        # The node down across epochs (down_for_epochs), until the cluster is that far on.
+        self._down: SimNode | None = None
+        if config.down_for_epochs:
+            spare = [n for n in reversed(self.nodes) if n.honest]
+            self._down = spare[0] if spare else None
         self.idle = False  # an idle period: no txs to order (fault kind "idle")
         # Committed blocks below the root handed to a restarted core: all leader reputation reads.
         self._recent_blocks = config.core.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
@@ -310,7 +338,7 @@ class Simulation:
 
     def run(self) -> SimResult:
         for node in self.nodes:
-            if node.node_id in self.dead_ids:
+            if node.node_id in self.dead_ids or node is self._down:
                 node.alive = False
                 continue
             self._boot(node)
@@ -318,11 +346,19 @@ class Simulation:
         end_ms = self._heal_ms + self.config.liveness_bound_ms
         while self._queue and not self.result.safety_violations:
             at_ms, _, kind, payload = heapq.heappop(self._queue)
+            if self._down is not None:
+                end_ms = max(end_ms, at_ms + self.config.liveness_bound_ms)
             if at_ms > end_ms:
                 break
             self.now_ms = at_ms
             if not self._healed and at_ms >= self._heal_ms:
                 self._heal()
+            if self._down is not None and (
+                self.result.epoch >= 1 + self.config.down_for_epochs
+                or at_ms >= self.config.down_phase_max_ms
+            ):
+                self._return_down_node()
+                end_ms = max(self._heal_ms, at_ms) + self.config.liveness_bound_ms
             self.result.steps += 1
             self._dispatch(kind, payload)
             if self._healed and self._liveness_reached():
@@ -358,7 +394,7 @@ class Simulation:
             (index,) = payload
             assert isinstance(index, int)
             node = self.nodes[index]
-            if not node.alive and node.node_id not in self.dead_ids:
+            if not node.alive and node.node_id not in self.dead_ids and node is not self._down:
                 self._trace(f"{node.label} restarts")
                 self._boot(node)
         elif kind == "partition":
@@ -529,11 +565,11 @@ class Simulation:
                 return f"QC with a bad signature of {author}"
         if qc.commit is None:
             return "QC without commit info (not a 2-chain)"
-        if qc.commit.id != last.id and not self._epoch_end(last):
+        if qc.commit.id != last.id and not self.is_epoch_end(last):
             return "QC's commit info does not name the last committed block"
         return None
 
-    def _epoch_end(self, block: Block) -> bool:
+    def is_epoch_end(self, block: Block) -> bool:
         return self.config.reconfigure and block.payload.startswith(b"reconfig/")
 
     def _commit(self, node: SimNode, blocks: Sequence[Block], qc: QuorumCert) -> None:
@@ -582,15 +618,16 @@ class Simulation:
             if peer.node_id != peer_id or not peer.alive or peer.group != node.group:
                 continue
             chain = peer.disk.chain
-            if len(chain) <= commit.height or chain[commit.height].id != commit.id:
+            end = self._committed_end(peer, target)
+            if end is None:
                 continue
             start = len(node.disk.chain)
-            blocks = chain[start : commit.height + 1]
+            blocks = chain[start : end + 1]
             if not blocks or blocks[0].parent_id != node.disk.chain[-1].id:
                 continue
             root_qc = target
             for index, block in enumerate(blocks):
-                if self._epoch_end(block):  # a sync stops at an epoch end
+                if self.is_epoch_end(block):  # a sync stops at an epoch end
                     blocks = blocks[: index + 1]
                     root_qc = peer.disk.commit_qc[block.height]
                     break
@@ -602,6 +639,22 @@ class Simulation:
             assert node.core is not None
             self._input(node, SyncDone(blocks[-1], root_qc, self._local_ms(node), tuple(blocks)))
             return
+
+    def _committed_end(self, peer: SimNode, target: QuorumCert) -> int | None:
+        """The height of the last block `target` commits in `peer`'s chain: the block its commit
+        info names, or, when that block is in the empty suffix past an epoch end (never part of
+        the chain), the epoch's last block, which the peer committed with this same commit info
+        (docs/design.md §4, epochs)."""
+        commit = target.commit
+        assert commit is not None
+        chain, committed_with = peer.disk.chain, peer.disk.commit_qc
+        if len(chain) > commit.height and chain[commit.height].id == commit.id:
+            return commit.height
+        for height in range(min(commit.height, len(chain) - 1), 0, -1):
+            qc = committed_with[height]
+            if qc.commit == commit and self.is_epoch_end(chain[height]):
+                return height
+        return None
 
     # ---- faults ----------------------------------------------------------------------------
 
@@ -672,15 +725,33 @@ class Simulation:
         self._trace("faults stop; network heals")
         for node in self.nodes:
             node.group = 0
-            if not node.alive and node.node_id not in self.dead_ids:
+            if not node.alive and node.node_id not in self.dead_ids and node is not self._down:
                 self._boot(node)
+        self._mark_heights()
+
+    def _return_down_node(self) -> None:
+        """down_for_epochs: the cluster is far enough on (or gave up); the down node comes back
+        (at once if the faults are over, else with the heal) and must catch up from there."""
+        node, self._down = self._down, None
+        assert node is not None
+        self._trace(f"{node.label} returns at epoch {self.result.epoch}")
+        self.result.epochs_missed = self.result.epoch - 1
+        if self._healed:
+            self._boot(node)
+            self._mark_heights()
+
+    def _mark_heights(self) -> None:
+        """Every honest node must get past the highest height any honest node had committed when
+        the faults stopped (or the down node returned): a node left behind, even epochs behind,
+        has to catch up, not just commit a block or two of its own."""
+        top = max((len(n.disk.chain) - 1 for n in self.nodes if n.honest), default=0)
         for node in self.nodes:
             if node.honest:
-                self._height_at_heal[node.index] = len(node.disk.chain) - 1
+                self._height_at_heal[node.index] = top
 
     def _liveness_reached(self) -> bool:
         need = self.config.min_new_commits
-        return all(
+        return self._down is None and all(
             len(node.disk.chain) - 1 >= self._height_at_heal[node.index] + need
             for node in self.nodes
             if node.honest
@@ -863,12 +934,18 @@ def describe(message: Message) -> str:
     match message:
         case Proposal():
             b = message.block
-            return f"Proposal(r={b.round} h={b.height} id={b.id.hex()[:8]} qc={b.qc.round})"
+            short = b.id.hex()[:8]
+            return f"Proposal(e={b.epoch} r={b.round} h={b.height} id={short} qc={b.qc.round})"
         case Vote():
             short = message.data.certified.id.hex()[:8]
-            return f"Vote(r={message.round} by={message.author} id={short})"
+            return f"Vote(e={message.data.epoch} r={message.round} by={message.author} id={short})"
         case Timeout():
-            return f"Timeout(r={message.round} by={message.author} hqc={message.high_qc.round})"
+            commit = message.commit_qc
+            done = f"e{commit.epoch}/h{commit.commit.height}" if commit and commit.commit else "-"
+            return (
+                f"Timeout(e={message.epoch} r={message.round} by={message.author} "
+                f"hqc={message.high_qc.round} cqc={done})"
+            )
         case _:
             return type(message).__name__
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from kledger.consensus.types import Block
+from kledger.consensus.types import Block, QuorumCert
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.keys import KeyPair
@@ -62,6 +62,9 @@ class ByzantinePayloads:
 
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
         return self._honest.validator_set_after(block)
+
+    def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+        return self._honest.epoch_ending_qc(epoch)
 
     def _junk_tx(self) -> SignedTx:
         self._nonce += 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from kledger.consensus.types import Block
+from kledger.consensus.types import Block, QuorumCert
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.payload import decode_payload, encode_payload
@@ -122,4 +122,8 @@ class MempoolPayloads:
         # Validator-set changes are decided by executing governance txs; the live node does not
         # switch epochs yet (docs/design.md §4.8), so the epoch-0 set stays, which every honest
         # node agrees on.
+        return None
+
+    def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
+        # No epoch has ended on a live node yet (see validator_set_after).
         return None

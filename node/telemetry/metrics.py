@@ -62,6 +62,8 @@ DROP_REASONS: dict[str, str] = {
     "consensus.unsafe_timeout": "a timeout the safety rules do not allow",
     "consensus.unsolicited": "a block response no request asked for",
     "consensus.unknown_block": "a request for a block this node does not have",
+    "consensus.unknown_epoch": "an epoch request for an epoch whose end this node does not hold",
+    "consensus.too_frequent": "a second epoch request from one peer within a round timeout",
     "certifier.not_a_validator": "a header signature from a non-validator",
     "certifier.already_certified": "a header signature for a height already certified",
     "certifier.too_far_ahead": "a header signature too far above the executed height",
