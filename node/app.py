@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from kledger.consensus import (
     Core,
     QuorumCert,
+    SafetyData,
     genesis_block,
 )
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
@@ -71,8 +72,9 @@ from kledger.node.ordering.byzantine import ByzantinePayloads
 from kledger.node.ordering.driver import ConsensusDriver, SyncResult, wall_clock_ms
 from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
-from kledger.node.ordering.restore import restored_state
+from kledger.node.ordering.restore import load_floor, restored_state
 from kledger.node.registry import Registry
+from kledger.node.storage.safety_record import SafetyRecord
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
@@ -126,6 +128,12 @@ class Node:
                 f"{config.data_dir}: registry state root {stored_root.hex()} does not match the "
                 f"state_root of header {self.store.last_height()}"
             )
+        self.safety_record = SafetyRecord(config.safety_record_path)
+        try:
+            floor = load_floor(self.store, self.safety_record)
+        except BaseException:
+            self.store.close()
+            raise
         self.metrics = NodeMetrics.create(config.org)
         self.mempool = Mempool(
             MempoolLimits(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
@@ -172,6 +180,7 @@ class Node:
                 self.genesis,
                 self.validators,
                 core_config.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS,
+                floor,
             ),
         )
         self.transport = PeerTransport(
@@ -183,7 +192,7 @@ class Node:
         )
         self.driver = ConsensusDriver(
             self.core,
-            persist=self.store.save_consensus,
+            persist=self._persist_consensus,
             send=self._send_consensus,
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
             commit=self.commit_pipeline.submit,
@@ -293,6 +302,15 @@ class Node:
         """The registry's admission check against the committed state of now."""
         view = self.store.view
         return lambda tx, body: self.registry.check_admission(view, tx, body)
+
+    def _persist_consensus(
+        self, safety: bytes | None, blocks: list[tuple[int, bytes, bytes]]
+    ) -> None:
+        """The driver's Persist/SaveBlock: the store's synced batch, then the safety record
+        raised to it; both durable before the vote or timeout they allow leaves the node."""
+        self.store.save_consensus(safety, blocks)
+        if safety is not None:
+            self.safety_record.raise_to(SafetyData.decode(safety), self.store.last_height())
 
     def _send_consensus(self, to: NodeId, data: bytes) -> None:
         self.transport.send(to, ConsensusBytes(data))
