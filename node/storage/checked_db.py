@@ -48,7 +48,7 @@ def describe_key(key: bytes) -> str:
             rest = key[len(prefix) :]
             if form == _HEIGHT and len(rest) == 8:
                 return f"{family} at height {int.from_bytes(rest, 'big')}"
-            if form == _HASH:
+            if form == _HASH and not (rest.isascii() and rest.isalpha()):
                 return f"{family} {rest[:40].hex()}"
             return f"{family} {rest[:64]!r}"
     return f"key {key[:64]!r}"
