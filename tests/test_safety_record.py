@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def _core(safety: SafetyData | None, floor: SafetyFloor | None) -> Core:
     return core
 
 
-def _votes(effects: list[object]) -> list[Vote]:
+def _votes(effects: Sequence[object]) -> list[Vote]:
     return [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, Vote)]
 
 

@@ -36,7 +36,7 @@ def _build(path: Path, *, compact: bool, blocks: int = 6) -> list[Any]:
     txs: list[Any] = []
     for height in range(1, blocks + 1):
         batch = [make_tx(10 * height + i) for i in range(5)]
-        state = {PARTY_KEY: PARTY} if height == 2 else {}
+        state: dict[bytes, bytes | None] = {PARTY_KEY: PARTY} if height == 2 else {}
         header, _ = commit(store, batch, state)
         store.save_certificate(header.height, certify(header))
         txs += batch
