@@ -88,6 +88,11 @@ PERIODIC_FAILURE_LOG_INTERVAL_S = 60.0
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
+class StoreDamaged(Exception):
+    """The running node met a damaged record in its store and stopped (node/main.py prints it
+    in one line and exits 1)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeIdentity:
     org: str
@@ -227,6 +232,12 @@ class Node:
         self._periodic_failures = SummaryLog(
             log, "periodic_work_failed", "work", PERIODIC_FAILURE_LOG_INTERVAL_S
         )
+        # The first damaged record any read meets (any thread, whoever caught the error):
+        # the node stops rather than go on serving from a store it cannot trust.
+        self._damage: StoreCorrupt | None = None
+        self._damaged = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.store.on_damaged(self._store_damaged)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -263,7 +274,9 @@ class Node:
         )
         self.transport.start()
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._tasks = [
+            loop.create_task(self._stop_on_damage(), name="store-damage"),
             loop.create_task(self.driver.run(), name="consensus-driver"),
             loop.create_task(
                 self.commit_pipeline.run(self._after_commit, self.store.prune_pending_blocks),
@@ -311,6 +324,21 @@ class Node:
         self.store.save_consensus(safety, blocks)
         if safety is not None:
             self.safety_record.raise_to(SafetyData.decode(safety), self.store.last_height())
+
+    def _store_damaged(self, damage: StoreCorrupt) -> None:
+        """A read met a damaged record (see node/storage/checked_db.py): stop the node."""
+        if self._damage is not None:
+            return
+        self._damage = damage
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._damaged.set)
+
+    async def _stop_on_damage(self) -> None:
+        await self._damaged.wait()
+        assert self._damage is not None
+        log_event(log, "store_damaged", logging.ERROR, error=str(self._damage))
+        raise StoreDamaged(str(self._damage))
 
     def _send_consensus(self, to: NodeId, data: bytes) -> None:
         self.transport.send(to, ConsensusBytes(data))

@@ -7,13 +7,18 @@ reports as behind. Never wrong data served, never lost files."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
+from kledger.node.app import Node, StoreDamaged
+from kledger.node.config import load_config
 from kledger.node.errors import StoreCorrupt
 from kledger.node.storage.leveldb_files import check_store_files, is_new_store_dir
 from tests.ledger_builders import certify, commit, make_tx, open_store
@@ -229,12 +234,38 @@ def test_damaged_read_after_open_stops_with_store_corrupt(tmp_path):
     path = tmp_path / "db"
     _build(path, compact=True)
     store = open_store(path)
+    told: list[StoreCorrupt] = []
+    store.on_damaged(told.append)
     try:
         for table in _tables(path):
             data = table.read_bytes()
             if PARTY in data:
                 table.write_bytes(data.replace(PARTY, FORGED))
-        with pytest.raises(StoreCorrupt, match=r"registry state \(s/\) b'party/0042'"):
+        with pytest.raises(StoreCorrupt, match=r"registry state \(s/\) b'party/0042'") as caught:
             store.view.get(PARTY_KEY)
+        # Told to the node even when some caller catches the error (the node then stops).
+        assert told == [caught.value]
     finally:
         store.close()
+
+
+def test_a_running_node_stops_on_the_first_damaged_read(tmp_path):
+    """The node's reaction to a damaged read from any thread: it logs and ends with
+    StoreDamaged, which `kledger node start` prints in one line before exiting 1."""
+    layout = init_cluster(tmp_path / "c", ClusterSpec(orgs=generic_orgs(4), chain_id="kledger-d"))
+    node = Node(load_config(layout.node_config("ORG1")))
+
+    async def scenario() -> None:
+        node._loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(node._stop_on_damage())
+        damage = StoreCorrupt("store: damaged record: tx record (t/) 00ff")
+        reader = threading.Thread(target=lambda: node._store_damaged(damage))
+        reader.start()
+        reader.join()
+        with pytest.raises(StoreDamaged, match=r"damaged record: tx record \(t/\) 00ff"):
+            await asyncio.wait_for(stopping, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        node.store.close()

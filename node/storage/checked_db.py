@@ -10,11 +10,13 @@ Rules kept here:
 - No read bypasses verification: the store, the Merkle log and the registry views all read
   through this class; nothing else in node/ holds the raw plyvel handle.
 - The error names what was being read, never only LevelDB's message.
+- Every damaged read is also told to the listeners (`on_damaged`), whatever thread made it and
+  whoever catches the error: the node stops on the first one (node/app.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +59,25 @@ def describe_key(key: bytes) -> str:
 class CheckedReads:
     """get and iterator of a plyvel DB or snapshot, checksums verified, errors named."""
 
-    def __init__(self, source: Any, where: Path) -> None:
+    def __init__(
+        self,
+        source: Any,
+        where: Path,
+        listeners: list[Callable[[StoreCorrupt], None]] | None = None,
+    ) -> None:
         self._source = source
         self._where = where
+        self._listeners = listeners if listeners is not None else []
+
+    def on_damaged(self, listener: Callable[[StoreCorrupt], None]) -> None:
+        """Call `listener` with every StoreCorrupt a damaged read raises (any thread)."""
+        self._listeners.append(listener)
+
+    def report(self, damage: StoreCorrupt) -> StoreCorrupt:
+        """Tell the listeners; returns `damage` for the caller to raise."""
+        for listener in list(self._listeners):
+            listener(damage)
+        return damage
 
     def get(self, key: bytes) -> bytes | None:
         try:
@@ -94,9 +112,11 @@ class CheckedReads:
             raise self._damaged(f"a scan at {where}", exc) from None
 
     def _damaged(self, what: str, exc: BaseException) -> StoreCorrupt:
-        return StoreCorrupt(
-            f"{self._where}: damaged record: {what}: LevelDB says {exc} (the node stops rather "
-            "than serve it; see docs/node.md, Damage and recovery)"
+        return self.report(
+            StoreCorrupt(
+                f"{self._where}: damaged record: {what}: LevelDB says {exc} (the node stops "
+                "rather than serve it; see docs/node.md, Damage and recovery)"
+            )
         )
 
 
@@ -117,7 +137,7 @@ class CheckedDB(CheckedReads):
         self._db.delete(key, sync=sync)
 
     def snapshot(self) -> CheckedReads:
-        return CheckedReads(self._db.snapshot(), self._where)
+        return CheckedReads(self._db.snapshot(), self._where, self._listeners)
 
     def compact_range(self) -> None:
         self._db.compact_range()

@@ -30,7 +30,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,11 @@ class LedgerStore:
         except LogCorrupt as exc:
             raise StoreCorrupt(f"{self._path}: {exc}") from None
 
+    def on_damaged(self, listener: Callable[[StoreCorrupt], None]) -> None:
+        """Call `listener` (from whatever thread read it) for every damaged record a read
+        meets after the open: the node stops on the first (docs/node.md, Damage and recovery)."""
+        self._db.on_damaged(listener)
+
     def close(self) -> None:
         self._db.close()
 
@@ -433,9 +438,11 @@ class LedgerStore:
         if receipt.leaf_index >= self._log.size or self._node(
             0, receipt.leaf_index
         ) != merkle.leaf_hash(tx.encoding):
-            raise StoreCorrupt(
-                f"{self._path}: damaged record: tx record (t/) {tx_hash.hex()}: its receipt "
-                f"names log leaf {receipt.leaf_index}, which is not this tx"
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: tx record (t/) {tx_hash.hex()}: its receipt "
+                    f"names log leaf {receipt.leaf_index}, which is not this tx"
+                )
             )
         return found
 
@@ -457,9 +464,11 @@ class LedgerStore:
             raise StoreCorrupt(f"{self._path}: certificate at height {height}: {exc}") from None
         header = self._block(height)
         if header is not None and cert.header_hash != header.header.hash():
-            raise StoreCorrupt(
-                f"{self._path}: damaged record: commit certificate (c/): certificate at "
-                f"height {height} signs another header than the one stored there"
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: commit certificate (c/): certificate at "
+                    f"height {height} signs another header than the one stored there"
+                )
             )
         return cert
 
@@ -609,9 +618,11 @@ class LedgerStore:
         if block is not None and self._db.get(keyspace.BLOCK_BY_HASH + block.header.hash()) != _u64(
             height
         ):
-            raise StoreCorrupt(
-                f"{self._path}: damaged record: block record (b/h) at height {height}: its "
-                "header's hash is not indexed at that height"
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: block record (b/h) at height {height}: its "
+                    "header's hash is not indexed at that height"
+                )
             )
         return block
 
