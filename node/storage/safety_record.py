@@ -33,8 +33,8 @@ RECORD_BYTES = _BODY_BYTES + 32
 DAMAGED_RECOVERY = (
     "restore it from a backup. Without a true record this node could sign a second vote in a "
     "round it already voted in; only if it is certain this node never voted (or every peer is "
-    "past the rounds it could have voted in: compare `kledger status` rounds), move the file "
-    "aside and the node writes a new one from its store"
+    "past the rounds it could have voted in: see the rounds `kledger cluster status` shows), "
+    "move the file aside and the node writes a new one from its store"
 )
 
 
