@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,12 @@ import pytest
 
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.app import Node, StoreDamaged
+from kledger.node.chain import canonical
 from kledger.node.config import load_config
 from kledger.node.errors import StoreCorrupt
+from kledger.node.storage import keyspace
 from kledger.node.storage.leveldb_files import check_store_files, is_new_store_dir
+from kledger.node.storage.store import HEADERS, _StoredBlock
 from tests.ledger_builders import certify, commit, make_tx, open_store
 
 PARTY = b"party-name:KIM MIN-SU (KOMCA member 0042)"
@@ -269,3 +273,34 @@ def test_a_running_node_stops_on_the_first_damaged_read(tmp_path):
         asyncio.run(scenario())
     finally:
         node.store.close()
+
+
+def test_records_that_pass_checksums_but_not_their_hashes_are_refused(tmp_path):
+    """Where LevelDB's checksums do not reach (a record rewritten through LevelDB itself): a
+    receipt naming another tx's log leaf, a header not indexed at its height, a certificate of
+    another header are refused at read, named, and told to the node."""
+    path = tmp_path / "db"
+    txs = _build(path, compact=False, blocks=3)
+    store = open_store(path, check_blocks=1)
+    told: list[StoreCorrupt] = []
+    store.on_damaged(told.append)
+    try:
+        tx, receipt = store.get_tx(txs[3].tx_hash) or (None, None)
+        assert tx is not None and receipt is not None
+        moved = replace(receipt, leaf_index=receipt.leaf_index + 1)
+        store._db.put(keyspace.TX + tx.tx_hash, canonical.encode([tx.encoding, moved.encode()]))
+        with pytest.raises(StoreCorrupt, match="its receipt names log leaf 4, which is not"):
+            store.get_tx(tx.tx_hash)
+        header = store.header(1)
+        assert header is not None
+        forged = replace(header, timestamp_ms=header.timestamp_ms + 1)
+        hashes = tuple(t.tx_hash for t in store.block_txs(1))
+        store._db.put(HEADERS + (1).to_bytes(8, "big"), _StoredBlock(forged, hashes).encode())
+        with pytest.raises(StoreCorrupt, match=r"block record \(b/h\) at height 1: its header"):
+            store.header(1)
+        store._db.put(keyspace.CERTIFICATE + (2).to_bytes(8, "big"), certify(forged).encode())
+        with pytest.raises(StoreCorrupt, match="certificate at height 2 signs another header"):
+            store.certificate(2)
+        assert len(told) == 3
+    finally:
+        store.close()

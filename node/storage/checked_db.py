@@ -102,14 +102,14 @@ class CheckedReads:
             kwargs["prefix"] = prefix
         else:
             kwargs["start"], kwargs["stop"] = start, stop
-        where = describe_key(prefix if prefix is not None else start or b"")
+        last = prefix if prefix is not None else start or b""
         try:
             with self._source.iterator(verify_checksums=True, **kwargs) as items:
                 for item in items:
-                    where = describe_key(item[0] if include_value else item)
+                    last = item[0] if include_value else item  # named only if damage follows
                     yield item
         except plyvel.Error as exc:
-            raise self._damaged(f"a scan at {where}", exc) from None
+            raise self._damaged(f"a scan at {describe_key(last)}", exc) from None
 
     def _damaged(self, what: str, exc: BaseException) -> StoreCorrupt:
         return self.report(

@@ -435,13 +435,17 @@ class LedgerStore:
         if found is None:
             return None
         tx, receipt = found
-        if receipt.leaf_index >= self._log.size or self._node(
-            0, receipt.leaf_index
-        ) != merkle.leaf_hash(tx.encoding):
+        # Read whatever the size in memory says: a block's batch holds its txs and leaves, so
+        # a tx visible here has its leaf visible too, also before the commit installs the tip.
+        try:
+            leaf: bytes | None = self._log.node(0, receipt.leaf_index)
+        except LogCorrupt:
+            leaf = None
+        if leaf != merkle.leaf_hash(tx.encoding):
             raise self._db.report(
                 StoreCorrupt(
-                    f"{self._path}: damaged record: tx record (t/) {tx_hash.hex()}: its receipt "
-                    f"names log leaf {receipt.leaf_index}, which is not this tx"
+                    f"{self._path}: damaged record: tx record (t/) {tx_hash.hex()}: its "
+                    f"receipt names log leaf {receipt.leaf_index}, which is not this tx"
                 )
             )
         return found
