@@ -49,6 +49,7 @@ from kledger.consensus.types import (
     QuorumCert,
     Round,
     SafetyData,
+    SafetyFloor,
     TimeoutCert,
     Vote,
     VoteData,
@@ -62,7 +63,7 @@ __all__ = [
     "EpochRequest", "Equivocation", "Height", "Input", "Message", "NodeId", "PayloadAvailable",
     "PayloadSource", "Persist", "Proposal",
     "ProposeTimer", "QuorumCert", "RequestSync", "RestoredState", "Round", "RoundTimer",
-    "SafetyData", "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout", "TimeoutCert", "Timer",
-    "TimerFired", "ValidatorSet", "Vote", "VoteData", "decode_message", "encode_message",
-    "genesis_block",
+    "SafetyData", "SafetyFloor", "SaveBlock", "Send", "SetTimer", "SyncDone", "Timeout",
+    "TimeoutCert", "Timer", "TimerFired", "ValidatorSet", "Vote", "VoteData", "decode_message",
+    "encode_message", "genesis_block",
 ]  # fmt: skip

@@ -44,6 +44,7 @@ from kledger.consensus.types import (
     QuorumCert,
     Round,
     SafetyData,
+    SafetyFloor,
     TimeoutCert,
     Vote,
     VoteData,
@@ -131,6 +132,10 @@ class RestoredState:
     # suffice). Only leader reputation reads them; without them a restarted node may name other
     # leaders than its peers for a while, which costs timeouts, never safety.
     recent_committed: tuple[Block, ...] = ()
+    # The validator's safety record (docs/design.md §6), kept apart from the store the rest
+    # comes from: the core never votes below it, and while its committed chain is below the
+    # record's height (the store was rolled back) it follows without voting. None: no record.
+    floor: SafetyFloor | None = None
 
 
 # Timers (opaque to drivers, hashable; the core ignores stale ones).
@@ -320,10 +325,11 @@ class Core:
         elif restored.root_qc.epoch < epoch:
             self._anchor_qc = epoch_root_qc(restored.root, epoch)
         self._commit_qc: QuorumCert = restored.root_qc
+        self._floor = restored.floor
         safety = restored.safety
         if safety is None or safety.epoch != epoch:
             safety = SafetyData(epoch, Round(0), Round(0), None, None, None)
-        self._safety = self.make_safety_rules(safety)
+        self._safety = self.make_safety_rules(self._floored(safety))
         start_qc = self._anchor_qc if self._anchor_qc is not None else restored.root_qc
         self._high_qc: QuorumCert = start_qc
         if safety.high_qc is not None and safety.high_qc.round > start_qc.round:
@@ -338,6 +344,19 @@ class Core:
 
     def make_safety_rules(self, data: SafetyData) -> SafetyRules:
         return SafetyRules(data)
+
+    def _floored(self, safety: SafetyData) -> SafetyData:
+        return safety if self._floor is None else self._floor.applied_to(safety)
+
+    @property
+    def following(self) -> bool:
+        """True while the committed chain is behind the safety record (epoch or height): the
+        store was rolled back, and the core only follows (processes certificates, commits,
+        syncs) without voting, timing out or proposing, until it is back (docs/design.md §6)."""
+        floor = self._floor
+        return floor is not None and (
+            self.epoch < floor.epoch or self._root.height < floor.committed_height
+        )
 
     def _reset_epoch_state(self) -> None:
         self._round = Round(0)
@@ -661,6 +680,9 @@ class Core:
         if self._my_timeout is not None and self._my_timeout.round == round:
             out.append(Broadcast(self._my_timeout))
             return
+        if self.following:
+            self._drop("following")
+            return
         if not self._safety.is_safe_to_timeout(round, self._high_qc.round, self._last_tc):
             self._drop("unsafe_timeout")
             return
@@ -685,6 +707,8 @@ class Core:
         round = self._round
         if self.leader_of(round) != self.me or self._proposed_round >= round:
             return
+        if self.following:
+            return  # a follower proposes nothing (it may not vote for its own block)
         if round <= self._safety.data.highest_vote_round:
             # We voted in this round (for our own proposal, before a restart): a new proposal
             # would be a second one for the round (as Diem's safety rules refuse to sign).
@@ -999,6 +1023,9 @@ class Core:
         if last is not None and last.round == round and last.data.certified.id == block.id:
             self._send(next_leader, last, out)
             return
+        if self.following:
+            self._drop("following")
+            return
         if not self._safety.is_safe_to_vote(round, qc_round, tc):
             self._drop("unsafe_vote")
             return
@@ -1301,7 +1328,9 @@ class Core:
         self._verified.clear()
         self._reset_epoch_state()
         self._safety = self.make_safety_rules(
-            SafetyData(validators.epoch, Round(0), Round(0), None, self._anchor_qc, None)
+            self._floored(
+                SafetyData(validators.epoch, Round(0), Round(0), None, self._anchor_qc, None)
+            )
         )
         out.append(Persist(self._safety.data))
         if self._validators.contains(self.me):

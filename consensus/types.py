@@ -317,6 +317,54 @@ class SafetyData:
         return SafetyData(epoch, vote_round, qc_round, last_vote, high_qc, last_tc)
 
 
+@dataclass(frozen=True, slots=True)
+class SafetyFloor:
+    """The high-water marks of what this validator once did, kept apart from the store so that
+    a store rolled back (a lost log tail, a restored backup) cannot roll them back too
+    (docs/design.md §6): the highest (epoch, vote round) and lock it persisted, and the highest
+    height its store had committed when it did. The core never votes, times out or proposes at
+    or below them, and votes not at all until its committed chain is back at that height."""
+
+    epoch: int
+    highest_vote_round: Round
+    highest_qc_round: Round
+    committed_height: Height
+
+    def raised(self, safety: SafetyData, committed_height: int) -> SafetyFloor:
+        """The floor after `safety` was persisted at `committed_height`: never lower."""
+        if safety.epoch > self.epoch:
+            vote_round, qc_round, epoch = (
+                safety.highest_vote_round,
+                safety.highest_qc_round,
+                safety.epoch,
+            )
+        elif safety.epoch == self.epoch:
+            epoch = self.epoch
+            vote_round = Round(max(self.highest_vote_round, safety.highest_vote_round))
+            qc_round = Round(max(self.highest_qc_round, safety.highest_qc_round))
+        else:
+            epoch, vote_round, qc_round = self.epoch, self.highest_vote_round, self.highest_qc_round
+        return SafetyFloor(
+            epoch, vote_round, qc_round, Height(max(self.committed_height, committed_height))
+        )
+
+    def applied_to(self, safety: SafetyData) -> SafetyData:
+        """`safety` with its vote round and lock raised to the floor (same epoch only)."""
+        if safety.epoch != self.epoch:
+            return safety
+        return SafetyData(
+            safety.epoch,
+            Round(max(safety.highest_vote_round, self.highest_vote_round)),
+            Round(max(safety.highest_qc_round, self.highest_qc_round)),
+            safety.last_vote,
+            safety.high_qc,
+            safety.last_tc,
+        )
+
+
+NO_FLOOR = SafetyFloor(0, Round(0), Round(0), Height(0))
+
+
 def epoch_root_qc(root: Block, epoch: int) -> QuorumCert:
     """The unsigned QC that opens `epoch` on top of its root block (the genesis block, or the
     committed block that ended the previous epoch). Every node derives it from committed data,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from kledger.consensus import (
     Core,
     QuorumCert,
+    SafetyData,
     genesis_block,
 )
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
@@ -71,8 +72,9 @@ from kledger.node.ordering.byzantine import ByzantinePayloads
 from kledger.node.ordering.driver import ConsensusDriver, SyncResult, wall_clock_ms
 from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
-from kledger.node.ordering.restore import restored_state
+from kledger.node.ordering.restore import load_floor, restored_state
 from kledger.node.registry import Registry
+from kledger.node.storage.safety_record import SafetyRecord
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
@@ -84,6 +86,11 @@ METRICS_INTERVAL_S = 1.0
 # A failing periodic system call (EMFILE, a vanished file) is logged at most this often.
 PERIODIC_FAILURE_LOG_INTERVAL_S = 60.0
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+
+
+class StoreDamaged(Exception):
+    """The running node met a damaged record in its store and stopped (node/main.py prints it
+    in one line and exits 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +133,12 @@ class Node:
                 f"{config.data_dir}: registry state root {stored_root.hex()} does not match the "
                 f"state_root of header {self.store.last_height()}"
             )
+        self.safety_record = SafetyRecord(config.safety_record_path)
+        try:
+            floor = load_floor(self.store, self.safety_record)
+        except BaseException:
+            self.store.close()
+            raise
         self.metrics = NodeMetrics.create(config.org)
         self.mempool = Mempool(
             MempoolLimits(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
@@ -172,6 +185,7 @@ class Node:
                 self.genesis,
                 self.validators,
                 core_config.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS,
+                floor,
             ),
         )
         self.transport = PeerTransport(
@@ -183,7 +197,7 @@ class Node:
         )
         self.driver = ConsensusDriver(
             self.core,
-            persist=self.store.save_consensus,
+            persist=self._persist_consensus,
             send=self._send_consensus,
             broadcast=lambda data: self.transport.broadcast(ConsensusBytes(data)),
             commit=self.commit_pipeline.submit,
@@ -218,6 +232,12 @@ class Node:
         self._periodic_failures = SummaryLog(
             log, "periodic_work_failed", "work", PERIODIC_FAILURE_LOG_INTERVAL_S
         )
+        # The first damaged record any read meets (any thread, whoever caught the error):
+        # the node stops rather than go on serving from a store it cannot trust.
+        self._damage: StoreCorrupt | None = None
+        self._damaged = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.store.on_damaged(self._store_damaged)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -254,7 +274,9 @@ class Node:
         )
         self.transport.start()
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._tasks = [
+            loop.create_task(self._stop_on_damage(), name="store-damage"),
             loop.create_task(self.driver.run(), name="consensus-driver"),
             loop.create_task(
                 self.commit_pipeline.run(self._after_commit, self.store.prune_pending_blocks),
@@ -293,6 +315,30 @@ class Node:
         """The registry's admission check against the committed state of now."""
         view = self.store.view
         return lambda tx, body: self.registry.check_admission(view, tx, body)
+
+    def _persist_consensus(
+        self, safety: bytes | None, blocks: list[tuple[int, bytes, bytes]]
+    ) -> None:
+        """The driver's Persist/SaveBlock: the store's synced batch, then the safety record
+        raised to it; both durable before the vote or timeout they allow leaves the node."""
+        self.store.save_consensus(safety, blocks)
+        if safety is not None:
+            self.safety_record.raise_to(SafetyData.decode(safety), self.store.last_height())
+
+    def _store_damaged(self, damage: StoreCorrupt) -> None:
+        """A read met a damaged record (see node/storage/checked_db.py): stop the node."""
+        if self._damage is not None:
+            return
+        self._damage = damage
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._damaged.set)
+
+    async def _stop_on_damage(self) -> None:
+        await self._damaged.wait()
+        assert self._damage is not None
+        log_event(log, "store_damaged", logging.ERROR, error=str(self._damage))
+        raise StoreDamaged(str(self._damage))
 
     def _send_consensus(self, to: NodeId, data: bytes) -> None:
         self.transport.send(to, ConsensusBytes(data))

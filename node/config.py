@@ -158,6 +158,15 @@ class NodeConfig:
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)
     log_level: str = "INFO"
     testing: TestingSettings = field(default_factory=TestingSettings)
+    # The safety record (node/storage/safety_record.py); None: `safety.bin` beside data_dir, so
+    # moving a damaged data_dir aside keeps it.
+    safety_record: Path | None = None
+
+    @property
+    def safety_record_path(self) -> Path:
+        if self.safety_record is not None:
+            return self.safety_record
+        return self.data_dir.parent / "safety.bin"
 
     def core_config(self) -> CoreConfig:
         """The consensus core's settings: its defaults with this file's `consensus` overrides."""
@@ -180,6 +189,7 @@ class NodeConfig:
             "genesis": path(self.genesis),
             "validator_key": path(self.validator_key),
             "data_dir": path(self.data_dir),
+            "safety_record": path(self.safety_record_path),
             "listen": {
                 "client": str(self.listen.client),
                 "peer": str(self.listen.peer),
@@ -236,6 +246,7 @@ _TOP_LEVEL = frozenset(
         "genesis",
         "validator_key",
         "data_dir",
+        "safety_record",
         "listen",
         "tls",
         "peers",
@@ -321,6 +332,7 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
         genesis=path(raw.get("genesis"), "genesis", "../../genesis.json"),
         validator_key=path(raw.get("validator_key"), "validator_key", "validator.key"),
         data_dir=path(raw.get("data_dir"), "data_dir", "data"),
+        safety_record=path(raw.get("safety_record"), "safety_record", "safety.bin"),
         listen=listen,
         tls=tls,
         peers=peers,

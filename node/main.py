@@ -23,10 +23,14 @@ def main(argv: list[str]) -> int:
         print(f"kledger node: refusing to start: {args.config}: {exc}", file=sys.stderr)
         return 1
     configure_logging(config.log_level)
-    from kledger.node.app import run_node  # the node's heavy imports only when it runs
+    from kledger.node.app import StoreDamaged, run_node  # heavy imports only when it runs
 
     try:
         asyncio.run(run_node(config))
+    except StoreDamaged as exc:
+        # A read met a damaged record while running: the node stopped rather than serve it.
+        print(f"kledger node: stopped: damaged store: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as exc:
         # Bad configuration, a missing key or certificate file, or a store that does not add
         # up (StoreCorrupt is a ValueError): one line naming it, never a traceback.

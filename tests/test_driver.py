@@ -48,6 +48,7 @@ class ScriptedCore:
         self.inputs: list[Any] = []
         self.config = CoreConfig()
         self.validators = GENESIS.validator_set
+        self.following = False
 
     def start(self, now_ms: int) -> list[Effect]:
         return self.scripts.pop(0)

@@ -6,12 +6,15 @@ node's "disk" (persisted SafetyData, committed blocks and their commit QC, the v
 across crash and restart; everything else of a crashed node is lost.
 
 Faults (while the fault phase lasts): message drop, long delays, reorder (jitter), duplication,
-partitions that form and heal, crash and restart, clock skew. Byzantine validators (at most f
-keys): Twins (two honest cores sharing one key, put on different sides of partitions), an
-equivocating leader, double voting, forged and reused signatures, replayed old messages, and a
-"fork" leader that after a timeout proposes on a stale QC. Validators "crashed for good" never
-start (they count against f); a restarted core gets back the committed blocks leader
-reputation reads.
+partitions that form and heal, crash and restart, clock skew, and rollback: a crash whose disk
+comes back as it was some Persists earlier (a lost log tail), safety data and committed chain
+both, while the node's safety record (docs/design.md §6) survives it unless the test-only
+`safety_record=False` leaves it out, which lets the rolled-back node vote twice. Byzantine
+validators (at most f keys): Twins (two honest cores sharing one key, put on different sides of
+partitions), an equivocating leader, double voting, forged and reused signatures, replayed old
+messages, and a "fork" leader that after a timeout proposes on a stale QC. Validators "crashed
+for good" never start (they count against f); a restarted core gets back the committed blocks
+leader reputation reads.
 
 Invariants, checked after every step (Byzantine keys excluded):
   - no two honest nodes commit different blocks at one height, and every honest committed
@@ -70,6 +73,7 @@ from kledger.consensus.types import (
     QuorumCert,
     Round,
     SafetyData,
+    SafetyFloor,
     Vote,
     VoteData,
     genesis_block,
@@ -78,7 +82,11 @@ from kledger.consensus.types import (
 )
 from kledger.consensus.validators import NodeId, ValidatorSet
 
-FAULT_KINDS = ("drop", "delay", "reorder", "duplicate", "partition", "crash", "skew", "idle")
+FAULT_KINDS = (
+    "drop", "delay", "reorder", "duplicate", "partition", "crash", "skew", "idle", "rollback",
+)  # fmt: skip
+# A rolled-back node's disk returns to how it was this many Persists ago, at most.
+MAX_ROLLBACK_PERSISTS = 12
 BYZANTINE_KINDS = (
     "twins", "equivocate", "double_vote", "forge", "replay", "fork", "junk_payload",
 )  # fmt: skip
@@ -118,6 +126,9 @@ class SimConfig:
         default_factory=lambda: CoreConfig(round_timeout_ms=400, max_round_timeout_ms=3_200)
     )
     core_factory: CoreFactory = Core
+    # Test only: False leaves out the safety record, so a rollback also rolls back what the
+    # node voted (the simulator then catches the double votes that follow).
+    safety_record: bool = True
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -227,6 +238,11 @@ class Disk:
 
     validators: ValidatorSet
     safety: SafetyData | None = None
+    # The safety record, outside the store: a rollback does not touch it.
+    record: SafetyFloor | None = None
+    # (safety, committed length, validators) at each Persist, newest last: where a rollback
+    # can take the disk back to.
+    history: list[tuple[SafetyData | None, int, ValidatorSet]] = field(default_factory=list)
     chain: list[Block] = field(default_factory=list)  # index == height
     commit_qc: list[QuorumCert] = field(default_factory=list)  # QC that committed chain[i]
     payloads: set[bytes] = field(default_factory=set)
@@ -317,6 +333,7 @@ class Simulation:
                 disk.commit_qc[-1],
                 tuple(disk.blocks.values()),
                 tuple(disk.chain[-1 - self._recent_blocks : -1]),
+                disk.record if self.config.safety_record else None,
             ),
         )
         node.alive = True
@@ -390,6 +407,10 @@ class Simulation:
             (index,) = payload
             assert isinstance(index, int)
             self._crash(self.nodes[index])
+        elif kind == "rollback":
+            (index,) = payload
+            assert isinstance(index, int)
+            self._rollback(self.nodes[index])
         elif kind == "restart":
             (index,) = payload
             assert isinstance(index, int)
@@ -429,7 +450,7 @@ class Simulation:
         for effect in effects:
             match effect:
                 case Persist():
-                    node.disk.safety = effect.safety  # durable before the sends that follow
+                    self._persist(node, effect.safety)  # durable before the sends that follow
                 case SaveBlock():
                     node.disk.blocks[effect.block.id] = effect.block
                 case Send():
@@ -470,6 +491,28 @@ class Simulation:
             self.result.rounds = max(self.result.rounds, node.core.round)
             if node.honest:
                 self.result.epoch = max(self.result.epoch, node.core.epoch)
+
+    def _persist(self, node: SimNode, safety: SafetyData) -> None:
+        disk = node.disk
+        disk.safety = safety
+        height = len(disk.chain) - 1
+        # The set this safety data and chain run under: a Persist that starts an epoch comes in
+        # the step that committed the epoch's end, before disk.validators follows the core.
+        validators = disk.validators
+        core = node.core
+        if safety.epoch != validators.epoch and core is not None and core.epoch == safety.epoch:
+            validators = core.validators
+        disk.history.append((safety, len(disk.chain), validators))
+        del disk.history[:-MAX_ROLLBACK_PERSISTS]
+        if self.config.safety_record:  # raised before the vote it allows is sent, as a node does
+            floor = disk.record
+            disk.record = (
+                SafetyFloor(
+                    safety.epoch, safety.highest_vote_round, safety.highest_qc_round, Height(height)
+                )
+                if floor is None
+                else floor.raised(safety, height)
+            )
 
     def _delay(self) -> int:
         base = self.config.base_delay_ms
@@ -686,6 +729,12 @@ class Simulation:
                 self._push(at, "idle", ())
                 at += rng.randint(500, 2 * max(config.core.idle_heartbeat_ms, 1_000))
                 self._push(min(at, phase), "work", ())
+        if "rollback" in config.faults:
+            for _ in range(rng.randint(1, 3)):
+                node = rng.choice(self.nodes)
+                at = rng.randint(0, phase)
+                self._push(at, "rollback", (node.index,))
+                self._push(min(at + rng.randint(50, 2_000), phase), "restart", (node.index,))
         if "replay" in config.byzantine:
             at = 0
             while at < phase + config.liveness_bound_ms:
@@ -710,6 +759,24 @@ class Simulation:
         node.alive = False
         node.core = None
         node.incarnation += 1
+
+    def _rollback(self, node: SimNode) -> None:
+        """A crash that loses the disk's newest writes: safety data, committed blocks and saved
+        blocks go back to how they were some Persists ago; the safety record does not."""
+        if not node.alive or not node.disk.history:
+            return
+        self._crash(node)
+        disk = node.disk
+        back = self.rng.randint(1, len(disk.history))
+        safety, length, validators = disk.history[-back]
+        del disk.history[-back:]
+        disk.safety, disk.validators = safety, validators
+        del disk.chain[length:]
+        del disk.commit_qc[length:]
+        disk.payloads = {block.payload for block in disk.chain}
+        disk.blocks = {}
+        self.result.faults["rollback"] += 1
+        self._trace(f"{node.label} rolls back {back} persists, to height {length - 1}")
 
     def _replay(self) -> None:
         if not self._replay_pool:

@@ -131,6 +131,7 @@ class ConsensusDriver:
     # -- the run task -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        following = self.core.following
         self._apply(self.core.start(self._clock_ms()))
         while not self._stopped:
             event = await self._inbox.get()
@@ -139,6 +140,12 @@ class ConsensusDriver:
             elif isinstance(event, PayloadAvailable):
                 self._payload_signal_queued = False
             self._apply(self.core.step(event))
+            if following and not self.core.following:
+                # A store that was behind its safety record is back: the core votes again.
+                following = False
+                log_event(
+                    log, "caught_up", height=self.core.committed_height, round=self.core.round
+                )
 
     def stop(self) -> None:
         self._stopped = True

@@ -1,17 +1,81 @@
 """Where the consensus core starts after a restart: its safety data, the newest stored block
 that a stored QC commits, the blocks stored above it (pending) and the committed history that
-leader reputation reads, all from the store."""
+leader reputation reads, all from the store; and the safety record beside the store
+(node/storage/safety_record.py), which the store's rollback cannot lower (docs/design.md §6).
+
+Rules kept here:
+- The core gets the record's floor whenever there is one: it never votes below it, and it
+  follows without voting while the store is behind the height the record names.
+- A store behind its record is said at start in one warning line, never silently.
+"""
 
 from __future__ import annotations
 
-from kledger.consensus import Block, QuorumCert, RestoredState, SafetyData, genesis_block
+import logging
+
+from kledger.consensus import (
+    Block,
+    Height,
+    QuorumCert,
+    RestoredState,
+    Round,
+    SafetyData,
+    SafetyFloor,
+    genesis_block,
+)
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
+from kledger.node.storage.safety_record import SafetyRecord
 from kledger.node.storage.store import LedgerStore
+from kledger.node.telemetry.logs import log_event
+
+log = logging.getLogger("kledger.restore")
+
+
+def load_floor(store: LedgerStore, record: SafetyRecord) -> SafetyFloor:
+    """The safety floor the core starts with: the record's, raised to what the store holds, and
+    saved, so a record exists (and covers the store) before the node sends anything."""
+    raw = store.load_safety()
+    safety = SafetyData.decode(raw) if raw is not None else None
+    height = store.last_height()
+    floor = record.load()
+    if floor is None:
+        if safety is not None or height > 0:
+            log_event(
+                log,
+                "safety_record_missing",
+                logging.WARNING,
+                path=str(record.path),
+                height=height,
+                note="an existing store without its safety record: a new record is made from "
+                "the store's own safety data, which a lost log tail may have rolled back",
+            )
+        floor = SafetyFloor(0, Round(0), Round(0), Height(height))
+        record.save(floor)
+    elif height < floor.committed_height:
+        log_event(
+            log,
+            "store_behind_safety_record",
+            logging.WARNING,
+            store_height=height,
+            record_height=floor.committed_height,
+            record_epoch=floor.epoch,
+            record_vote_round=floor.highest_vote_round,
+            note="the store lost writes it once had (a cut write-ahead log or an old copy): "
+            "following peers without voting until the store is back at the record's height",
+        )
+    if safety is not None:
+        record.raise_to(safety, height)
+    assert record.floor is not None
+    return record.floor
 
 
 def restored_state(
-    store: LedgerStore, genesis: Genesis, validators: ValidatorSet, history_blocks: int
+    store: LedgerStore,
+    genesis: Genesis,
+    validators: ValidatorSet,
+    history_blocks: int,
+    floor: SafetyFloor | None = None,
 ) -> RestoredState:
     """The core's starting point: the newest stored block whose stored QC commits it (a crash in
     the middle of a multi-block commit leaves later blocks whose QC names a descendant), else
@@ -32,10 +96,11 @@ def restored_state(
                     qc,
                     _pending_blocks(store),
                     _committed_below(store, height, history_blocks),
+                    floor,
                 )
         height -= 1
     root, root_qc = genesis_block(genesis.chain_id, validators, genesis.genesis_time_ms)
-    return RestoredState(safety, root, root_qc, _pending_blocks(store))
+    return RestoredState(safety, root, root_qc, _pending_blocks(store), floor=floor)
 
 
 def _committed_below(store: LedgerStore, height: int, count: int) -> tuple[Block, ...]:

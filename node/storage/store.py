@@ -30,7 +30,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from kledger.node.chain.tx import SignedTx, decode_tx
 from kledger.node.errors import DecodeError, StoreCorrupt
 from kledger.node.proof import merkle
 from kledger.node.storage import keyspace
+from kledger.node.storage.checked_db import CheckedDB, CheckedReads
+from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
 
 FORMAT = b"kledger-store/v1"
@@ -133,25 +135,19 @@ def _decode_body(data: bytes) -> tuple[bytes, bytes]:
 
 
 class LevelView:
-    """The committed registry state, read straight from LevelDB (keyspace.ReadView)."""
+    """The committed registry state, read straight from LevelDB (keyspace.ReadView), checksums
+    verified (a damaged record raises StoreCorrupt naming it)."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: CheckedReads) -> None:
         self._db = db
 
     def get(self, key: bytes) -> bytes | None:
         assert key.startswith(STATE_FAMILIES), "registry reads stay in its key families"
-        try:
-            value: bytes | None = self._db.get(key)
-        except plyvel.Error as exc:
-            raise StoreCorrupt(f"state read of {key[:64]!r}: {exc}") from None
-        return value
+        return self._db.get(key)
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         assert prefix.startswith(STATE_FAMILIES), "registry reads stay in its key families"
-        try:
-            yield from self._db.iterator(prefix=prefix)
-        except plyvel.Error as exc:
-            raise StoreCorrupt(f"state scan of {prefix[:64]!r}: {exc}") from None
+        yield from self._db.iterator(prefix=prefix)
 
 
 class PreparedCommit:
@@ -190,7 +186,7 @@ class LedgerStore:
     def __init__(
         self,
         *,
-        db: Any,
+        db: CheckedDB,
         path: Path,
         genesis: Genesis,
         log: MerkleLog,
@@ -216,24 +212,18 @@ class LedgerStore:
         check_blocks: int | None = None,
         deep_check: bool = False,
     ) -> LedgerStore:
-        """Open (creating on first use) and check the store; raise StoreCorrupt if it does not
-        add up. `genesis_writes`/`genesis_state_root` are used only when creating.
+        """Open (creating it only in a directory that never held a store) and check the store;
+        raise StoreCorrupt if it does not add up. `genesis_writes`/`genesis_state_root` are used
+        only when creating. An existing directory is checked file by file before LevelDB sees
+        it (node/storage/leveldb_files.py) and opened with create_if_missing off and paranoid
+        checks on; every read verifies checksums (node/storage/checked_db.py).
 
         The header chain walk is linear in the height (about 0.1 ms per block): `check_blocks`
         limits it to the genesis header and the last N headers (None = the whole chain).
         `deep_check` rebuilds the whole log and every header's root (O(n) in txs)."""
         assert check_blocks is None or check_blocks >= 1, "check_blocks must be >= 1"
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        db = plyvel.DB(
-            str(path),
-            create_if_missing=True,
-            bloom_filter_bits=BLOOM_FILTER_BITS,
-            lru_cache_size=BLOCK_CACHE_BYTES,
-            write_buffer_size=WRITE_BUFFER_BYTES,
-            max_file_size=TABLE_FILE_BYTES,
-            compression=None,
-        )
+        db = CheckedDB(_open_leveldb(path), path)
         try:
             if db.get(FORMAT_KEY) is None and _is_empty(db):
                 _create(db, genesis, genesis_writes, genesis_state_root)
@@ -252,7 +242,7 @@ class LedgerStore:
 
     @staticmethod
     def _checked(
-        db: Any,
+        db: CheckedDB,
         path: Path,
         genesis: Genesis,
         genesis_state_root: bytes,
@@ -356,6 +346,11 @@ class LedgerStore:
         except LogCorrupt as exc:
             raise StoreCorrupt(f"{self._path}: {exc}") from None
 
+    def on_damaged(self, listener: Callable[[StoreCorrupt], None]) -> None:
+        """Call `listener` (from whatever thread read it) for every damaged record a read
+        meets after the open: the node stops on the first (docs/node.md, Damage and recovery)."""
+        self._db.on_damaged(listener)
+
     def close(self) -> None:
         self._db.close()
 
@@ -379,11 +374,11 @@ class LedgerStore:
         return self._last_header
 
     def header(self, height: int) -> Header | None:
-        block = self._block(height)
+        block = self._indexed_block(height)
         return None if block is None else block.header
 
     def block(self, height: int) -> BlockRecord | None:
-        block = self._block(height)
+        block = self._indexed_block(height)
         if block is None:
             return None
         raw = self._db.get(_height_key(BODIES, height))
@@ -433,7 +428,27 @@ class LedgerStore:
         return self._db.get(keyspace.TX + tx_hash) is not None
 
     def get_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
-        return self._read_tx(tx_hash)
+        """The tx and its receipt, checked against the log: the leaf its receipt names is the
+        hash of this tx (a record that LevelDB's checksums pass but that does not belong where
+        it claims is refused, not served)."""
+        found = self._read_tx(tx_hash)
+        if found is None:
+            return None
+        tx, receipt = found
+        # Read whatever the size in memory says: a block's batch holds its txs and leaves, so
+        # a tx visible here has its leaf visible too, also before the commit installs the tip.
+        try:
+            leaf: bytes | None = self._log.node(0, receipt.leaf_index)
+        except LogCorrupt:
+            leaf = None
+        if leaf != merkle.leaf_hash(tx.encoding):
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: tx record (t/) {tx_hash.hex()}: its "
+                    f"receipt names log leaf {receipt.leaf_index}, which is not this tx"
+                )
+            )
+        return found
 
     def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
         """Audit path of a leaf in the log at any size up to the current one (Refused if the
@@ -448,9 +463,18 @@ class LedgerStore:
         if raw is None:
             return None
         try:
-            return CommitCertificate.decode(raw)
+            cert = CommitCertificate.decode(raw)
         except DecodeError as exc:
             raise StoreCorrupt(f"{self._path}: certificate at height {height}: {exc}") from None
+        header = self._block(height)
+        if header is not None and cert.header_hash != header.header.hash():
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: commit certificate (c/): certificate at "
+                    f"height {height} signs another header than the one stored there"
+                )
+            )
+        return cert
 
     def latest_certified_height(self) -> int:
         """The highest height with a stored certificate (0 if none)."""
@@ -591,6 +615,21 @@ class LedgerStore:
         except DecodeError as exc:
             raise StoreCorrupt(f"{self._path}: block record at height {height}: {exc}") from None
 
+    def _indexed_block(self, height: int) -> _StoredBlock | None:
+        """A block record checked against the hash index (header hash -> height): a header
+        rewritten in place no longer hashes to a key that names its height."""
+        block = self._block(height)
+        if block is not None and self._db.get(keyspace.BLOCK_BY_HASH + block.header.hash()) != _u64(
+            height
+        ):
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: block record (b/h) at height {height}: its "
+                    "header's hash is not indexed at that height"
+                )
+            )
+        return block
+
     def _read_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
         raw = self._db.get(keyspace.TX + tx_hash)
         if raw is None:
@@ -609,7 +648,7 @@ class LedgerStore:
 
 
 def _check_chain(
-    db: Any, where: Path, last_height: int, expected_genesis: Header, check_blocks: int | None
+    db: CheckedDB, where: Path, last_height: int, expected_genesis: Header, check_blocks: int | None
 ) -> Header:
     """Walk the header records: contiguous heights, parent links, hash index, tx counts; the
     whole chain, or the genesis header and the last `check_blocks` headers."""
@@ -666,13 +705,38 @@ def _check_chain(
     return previous
 
 
-def _is_empty(db: Any) -> bool:
+def _open_leveldb(path: Path) -> Any:
+    """The plyvel DB of `path`: created only when the directory never held a store; otherwise
+    checked file by file first and opened without create_if_missing, so LevelDB's recovery
+    never runs on (and deletes files of) a store whose CURRENT or MANIFEST is gone."""
+    options: dict[str, Any] = {
+        "paranoid_checks": True,
+        "bloom_filter_bits": BLOOM_FILTER_BITS,
+        "lru_cache_size": BLOCK_CACHE_BYTES,
+        "write_buffer_size": WRITE_BUFFER_BYTES,
+        "max_file_size": TABLE_FILE_BYTES,
+        "compression": None,
+    }
+    new = is_new_store_dir(path)
+    if new:
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        check_store_files(path)
+    try:
+        return plyvel.DB(str(path), create_if_missing=new, error_if_exists=new, **options)
+    except plyvel.Error as exc:
+        raise StoreCorrupt(
+            f"{path}: LevelDB refuses to open the store: {exc}; {RECOVERY}"
+        ) from None
+
+
+def _is_empty(db: CheckedDB) -> bool:
     for _ in db.iterator(include_value=False):
         return False
     return True
 
 
-def _read_u64(db: Any, key: bytes, name: str) -> int:
+def _read_u64(db: CheckedDB, key: bytes, name: str) -> int:
     raw = db.get(key)
     if raw is None or len(raw) != 8:
         raise StoreCorrupt(f"store metadata {name} is {'missing' if raw is None else 'malformed'}")
@@ -696,7 +760,7 @@ def _genesis_header(genesis: Genesis, state_root: bytes) -> Header:
 
 
 def _create(
-    db: Any, genesis: Genesis, genesis_writes: keyspace.WriteSet, state_root: bytes
+    db: CheckedDB, genesis: Genesis, genesis_writes: keyspace.WriteSet, state_root: bytes
 ) -> None:
     assert len(state_root) == HASH_BYTES, "genesis state root must be 32 bytes"
     header = _genesis_header(genesis, state_root)

@@ -59,6 +59,7 @@ DROP_REASONS: dict[str, str] = {
     "consensus.buffer_full": "a proposal waiting for its parent, beyond max_pending_messages",
     "consensus.tree_full": "a block beyond max_tree_blocks uncommitted blocks",
     "consensus.unsafe_vote": "a proposal the safety rules do not allow a vote for",
+    "consensus.following": "a vote or timeout not sent: the store is behind the safety record",
     "consensus.unsafe_timeout": "a timeout the safety rules do not allow",
     "consensus.unsolicited": "a block response no request asked for",
     "consensus.unknown_block": "a request for a block this node does not have",
