@@ -22,7 +22,7 @@ import grpc
 import plyvel
 import pytest
 
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain import canonical
 from kledger.node.chain.header import Header
@@ -222,7 +222,9 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
     # A bad signature is refused, and throttles its connection (another one is not).
     node = next(n for n in cluster.layout.nodes() if n.org == "ORG1")
     with open_channel(
-        f"{node.host}:{node.client_port}", cluster.layout.ca_cert.read_bytes()
+        f"{node.host}:{node.client_port}",
+        cluster.layout.ca_cert.read_bytes(),
+        ClientCert.member(cluster.layout, "ORG1"),
     ) as own:
         stub = ledger_pb2_grpc.LedgerStub(own)  # type: ignore[no-untyped-call]
         for data, code, words in (

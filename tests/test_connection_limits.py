@@ -25,7 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from kledger.cluster.client.connect import CLUSTER_TLS_NAME, open_channel
+from kledger.cluster.client.connect import CLUSTER_TLS_NAME, ClientCert, open_channel
 from kledger.cluster.layout import ClusterLayout
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
@@ -352,7 +352,7 @@ def test_a_node_outlives_more_idle_connections_than_its_open_files_limit(tmp_pat
     sockets: list[socket.socket] = []
     try:
         wait_for("the node to serve", lambda: launcher.is_serving(layout, node), WAIT_S * 3)
-        before = open_channel(target, layout.ca_cert.read_bytes())
+        before = open_channel(target, layout.ca_cert.read_bytes(), ClientCert.public(layout))
         assert get_status(before).org == "ORG1"
         sockets = raw_connections(node.client_port, IDLE_CONNECTIONS)
         time.sleep(1.0)  # hold them
@@ -368,7 +368,7 @@ def test_a_node_outlives_more_idle_connections_than_its_open_files_limit(tmp_pat
         for sock in sockets:
             sock.close()
         sockets = []
-        after = open_channel(target, layout.ca_cert.read_bytes())
+        after = open_channel(target, layout.ca_cert.read_bytes(), ClientCert.public(layout))
         assert get_status(after).org == "ORG1" and process.poll() is None
         after.close()
         before.close()

@@ -54,7 +54,7 @@ from kledger.cluster.bench.preload import (
 )
 from kledger.cluster.bench.proofs import ProofJob, ProofResult, run_proof_client
 from kledger.cluster.bench.workload import TXS_PER_SONG, SignedSong, sign_songs
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.layout import NodeAddress
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
@@ -238,6 +238,9 @@ class Bench:
                 config["batching"]["proposal_max_txs"] = settings.proposal_max_txs
                 path.write_text(json.dumps(config, indent=2))
         self.ca_cert = self.layout.ca_cert.read_bytes()
+        # The bench reads and submits as the first org's member (every call it makes is
+        # member tier or public; none reads a restricted record).
+        self.client = ClientCert.member(self.layout, self.nodes[0].org)
         self._channels: dict[str, grpc.Channel] = {}
         self._clients: list[BaseProcess] = []
 
@@ -246,7 +249,9 @@ class Bench:
     def stub(self, org: str) -> ledger_pb2_grpc.LedgerStub:
         if org not in self._channels:
             node = next(n for n in self.nodes if n.org == org)
-            self._channels[org] = open_channel(f"{node.host}:{node.client_port}", self.ca_cert)
+            self._channels[org] = open_channel(
+                f"{node.host}:{node.client_port}", self.ca_cert, self.client
+            )
         return ledger_pb2_grpc.LedgerStub(self._channels[org])  # type: ignore[no-untyped-call]
 
     def status(self, org: str) -> ledger_pb2.NodeStatus:
@@ -356,6 +361,7 @@ class Bench:
                 index=i,
                 targets=targets,
                 ca_cert=self.ca_cert,
+                client=self.client,
                 batches=tuple(batches[i]),
                 watch_node=i % len(nodes),
                 from_height=from_height,
@@ -577,7 +583,7 @@ class Bench:
 
     def _proof_run(self, sample: list[bytes], *, own_core: bool) -> dict[str, Any]:
         node = self.nodes[0]
-        job = ProofJob(f"{node.host}:{node.client_port}", self.ca_cert, tuple(sample))
+        job = ProofJob(f"{node.host}:{node.client_port}", self.ca_cert, self.client, tuple(sample))
         pids = self.pids()
         others = {org: pid for org, pid in pids.items() if org != node.org}
         serving_busy = NodesCpu({node.org: pids.get(node.org)})

@@ -20,7 +20,7 @@ from multiprocessing.queues import Queue as ProcessQueue
 
 import grpc
 
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 READY_WAIT_S = 30.0
@@ -31,6 +31,7 @@ CALL_TIMEOUT_S = 10.0
 class ProofJob:
     target: str  # host:port of the node's client service
     ca_cert: bytes
+    client: ClientCert  # a member: inclusion proofs are member tier
     tx_hashes: tuple[bytes, ...]  # spread over the ledger in leaf order; the last is newest
 
 
@@ -60,7 +61,7 @@ def _wait_provable(stub: ledger_pb2_grpc.LedgerStub, tx_hash: bytes) -> None:
 
 def fetch_proofs(job: ProofJob) -> ProofResult:
     """Fetch a proof of each of job.tx_hashes, one at a time; never raises."""
-    channel = open_channel(job.target, job.ca_cert)
+    channel = open_channel(job.target, job.ca_cert, job.client)
     stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
     try:
         _wait_provable(stub, job.tx_hashes[-1])
