@@ -25,7 +25,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from kledger.cluster.client.connect import CLUSTER_TLS_NAME, ClientCert, open_channel
+from kledger.cluster.client.connect import (
+    CLUSTER_TLS_NAME,
+    ClientCert,
+    client_credentials,
+    open_channel,
+)
 from kledger.cluster.layout import ClusterLayout
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
@@ -80,7 +85,7 @@ async def serving(layout: ClusterLayout, connections: ConnectionSettings) -> Asy
 async def health_client(
     layout: ClusterLayout, port: int, *options: tuple[str, int]
 ) -> AsyncIterator[tuple[grpc.aio.Channel, health_pb2_grpc.HealthStub]]:
-    credentials = grpc.ssl_channel_credentials(root_certificates=layout.ca_cert.read_bytes())
+    credentials = client_credentials(layout.ca_cert.read_bytes(), ClientCert.public(layout))
     channel = grpc.aio.secure_channel(
         f"127.0.0.1:{port}",
         credentials,
