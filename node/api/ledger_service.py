@@ -442,7 +442,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
 def connection_of(context: grpc.aio.ServicerContext) -> str:
     """A client connection's name: its address as gRPC reports it ("ipv4:127.0.0.1:50412"),
-    the same for every call on that connection (clients have no TLS identity)."""
+    the same for every call on that connection. Admission budgets stay per connection, not per
+    certificate: many clients may share one certificate (the public reader's, an org's)."""
     peer: str = context.peer() or "unknown"
     return peer
 
