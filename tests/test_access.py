@@ -639,6 +639,8 @@ async def test_every_restricted_read_is_audited_with_its_reader(
             ),
         ]
         assert rule_of(denied) == "distribution_paid"
+        # A denial names the rule and the reader, never who may read (itself restricted).
+        assert not any(org in denied[1] for org in ("KOMCA", "RIAK", "FKMP"))
         value = node.metrics.value
         assert value("kledger_restricted_reads_total", rule="usage_revenue") == 2
         assert value("kledger_access_denied_total", rule="distribution_paid") == 1

@@ -235,12 +235,10 @@ class AccessPolicy:
     def require(
         self, reader: Reader, rpc: str, rule: str, record: str, allowed: Iterable[str]
     ) -> None:
-        """Refused under `rule` unless the reader's org is among `allowed`; else audited."""
-        orgs = set(allowed)
-        if not reader.is_member or reader.org not in orgs:
-            raise self._deny(
-                rule, f"{record} is for {', '.join(sorted(orgs)) or 'nobody'}; {reader.name()}"
-            )
+        """Refused under `rule` unless the reader's org is among `allowed`; else audited. The
+        refusal does not list who may read (which orgs a report paid is itself restricted)."""
+        if not reader.is_member or reader.org not in set(allowed):
+            raise self._deny(rule, f"{record} is not for {reader.name()}")
         self.audit(reader, rpc, rule, (record,))
 
     def audit(self, reader: Reader, rpc: str, rule: str, records: Iterable[str]) -> None:
