@@ -7,7 +7,8 @@ on 127.0.0.1, each with its own LevelDB, talking gRPC over mutual TLS:
   2. load the sample catalog: works (CWR 2.2, with the ACK back), parties, recordings, links,
      shares, an overclaim
   3. report usage (a DDEX DSR file) and run a distribution
-  4. resolve one song from each of its four codes, read a statement, ask the AI-training question
+  4. resolve one song from each of its four codes (one as the public reader), read a statement
+     as the party's CMO and be refused it as another org, ask the AI-training question
   5. fetch certified proofs and verify them offline against the genesis file only
   6. kill -9 one node: the others keep committing; restart it: it catches up to the same root
 
@@ -240,12 +241,16 @@ def walkthrough(directory: Path) -> int:
     heading("3. A distribution over January's usage, re-computed from state")
     tx_hash = distribution(layout, c)
 
-    heading("4. One song, four codes; a statement; may it train an AI model here, today?")
+    heading("4. One song, four codes; who may read a statement; may it train an AI model?")
     proofs = str(directory / "proofs")
     for kind, code in SONG.items():
         run(["query", "resolve", kind, code, *c, "--proofs", proofs], show=4)
-    run(["query", "resolve", "uci", SONG_UCI, *c], show=4)
-    run(["query", "statement", "RIAK-L01", "2026-01", *c], show=10)
+    print("  (the catalog is public: anyone with ca.pem and the public reader certificate)")
+    run(["query", "resolve", "uci", SONG_UCI, *c, "--public"], show=4)
+    # Commands read as KOMCA, the first node's org, unless told (cluster/client/connect.py).
+    run(["query", "statement", "RIAK-L01", "2026-01", *c, "--member", "RIAK"], show=10)
+    print("  (the same statement asked by KOSCAP, which is not RIAK-L01's CMO:)")
+    run(["query", "statement", "RIAK-L01", "2026-01", *c, "--member", "KOSCAP"], check=False)
     run(["query", "statement", PUBLISHER, "2026-01", *c], show=10)
     run(["query", "ai", "isrc", SONG["isrc"], "--territory", "KR", *c], show=10)
 

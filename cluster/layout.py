@@ -11,7 +11,12 @@ demo and the tests:
     DIR/nodes/ORG/data/           the node's LevelDB
     DIR/nodes/ORG/node.log, node.pid
     DIR/clients/ORG.key           a member (client) key of each org, registered in genesis
+    DIR/clients/ORG.pem, ORG.tls.key  that member's client certificate (CA-signed, bound to the
+                                  member key) and its TLS key: what it shows on the client port
     DIR/clients/ORG-admin.key     the org's admin key
+    DIR/clients/NAME.key, NAME.pem, NAME.tls.key  a further member (`kledger cluster issue-client`)
+    DIR/public/reader.pem, reader.key  the public reader certificate and key: anyone may have
+                                  them (with ca.pem) to read the public tier
 """
 
 from __future__ import annotations
@@ -58,6 +63,21 @@ class ClusterLayout:
 
     def client_key(self, org: str) -> Path:
         return self.root / "clients" / f"{org}.key"
+
+    def client_cert(self, name: str) -> Path:
+        """The client certificate of member `name` (an org id for the member init made)."""
+        return self.root / "clients" / f"{name}.pem"
+
+    def client_tls_key(self, name: str) -> Path:
+        return self.root / "clients" / f"{name}.tls.key"
+
+    @property
+    def public_cert(self) -> Path:
+        return self.root / "public" / "reader.pem"
+
+    @property
+    def public_tls_key(self) -> Path:
+        return self.root / "public" / "reader.key"
 
     def admin_key(self, org: str) -> Path:
         return self.root / "clients" / f"{org}-admin.key"

@@ -38,6 +38,7 @@ from kledger.consensus import (
 )
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
 from kledger.consensus.validators import NodeId
+from kledger.node.api.access import AccessPolicy
 from kledger.node.api.ledger_backend import NodeLedger
 from kledger.node.api.ledger_service import (
     LedgerServicer,
@@ -229,6 +230,9 @@ class Node:
         self._metrics_server: MetricsServer | None = None
         self._peer_servicer: PeerServicer | None = None
         self.certified_state = CertifiedState(self.store)
+        # Who may read what on the client port, judged against the committed state of now
+        # (member keys, the records restricted rules look at; docs/node.md "Access").
+        self.access = AccessPolicy(lambda: self.store.view, self.metrics)
         self._periodic_failures = SummaryLog(
             log, "periodic_work_failed", "work", PERIODIC_FAILURE_LOG_INTERVAL_S
         )
@@ -259,9 +263,10 @@ class Node:
             material=material,
             client_address=self.config.listen.client,
             peer_address=self.config.listen.peer,
-            ledger=LedgerServicer(self.ledger, self.metrics),
+            ledger=LedgerServicer(self.ledger, self.access, self.metrics),
             peer=peer_servicer,
             peer_settings=self.config.peer,
+            access=self.access,
             connections=self.config.connections,
             extra_services=self._extra_services(),
         )
@@ -347,7 +352,11 @@ class Node:
         return [
             ClientService(
                 REGISTRY_SERVICE,
-                lambda server: add_registry_service(server, self.certified_state.current),  # type: ignore[arg-type]
+                lambda server: add_registry_service(
+                    server,  # type: ignore[arg-type]
+                    self.certified_state.current,
+                    self.access,
+                ),
             )
         ]
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import grpc
 
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.header import Header
@@ -95,7 +95,9 @@ class LocalCluster:
         if org not in self._channels:
             node = next(n for n in self.layout.nodes() if n.org == org)
             self._channels[org] = open_channel(
-                f"{node.host}:{node.client_port}", self.layout.ca_cert.read_bytes()
+                f"{node.host}:{node.client_port}",
+                self.layout.ca_cert.read_bytes(),
+                ClientCert.member(self.layout, org),
             )
         return ledger_pb2_grpc.LedgerStub(self._channels[org])  # type: ignore[no-untyped-call]
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import grpc
 
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.local import launcher
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
@@ -277,7 +277,9 @@ class Nemesis:
         # The flood's own connection, as an attacker's: the node throttles it, not the load's.
         node = next(n for n in self.cluster.layout.nodes() if n.org == org)
         channel = open_channel(
-            f"{node.host}:{node.client_port}", self.cluster.layout.ca_cert.read_bytes()
+            f"{node.host}:{node.client_port}",
+            self.cluster.layout.ca_cert.read_bytes(),
+            ClientCert.member(self.cluster.layout, org),
         )
         stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
 

@@ -1,5 +1,7 @@
 """`kledger cluster init`: the directory follows cluster/layout.py; keys, genesis roles, TLS
-certificates (CN, SANs, chain to the CA, both auth usages) and node configs all add up."""
+certificates (CN, SANs, chain to the CA, both auth usages), client certificates bound to the
+member keys, the public reader certificate and node configs all add up; `kledger cluster
+issue-client` makes a further member's certificate."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from kledger.cluster.local.gen import ALL_ROLES, ClusterSpec, generic_orgs, init
 from kledger.node.chain.genesis import load_genesis
 from kledger.node.chain.keys import load_key
 from kledger.node.config import load_config
-from kledger.node.net.tls import TLS_NAME
+from kledger.node.net.tls import TLS_NAME, CertificateIdentity, certificate_identity
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,55 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "--nodes" in capsys.readouterr().err
     assert kledger(["cluster", "init", str(tmp_path / "c"), "--base-port", "80"]) == 2
     assert "--base-port" in capsys.readouterr().err
+
+
+def test_client_certificates_bind_member_keys_and_the_public_reader(
+    founding: ClusterLayout,
+) -> None:
+    ca = x509.load_pem_x509_certificate(founding.ca_cert.read_bytes())
+    genesis = load_genesis(founding.genesis)
+    for org in genesis.orgs:
+        pem = founding.client_cert(org.org_id).read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
+        cert.verify_directly_issued_by(ca)
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]  # never a server or a peer
+        identity = certificate_identity(pem)
+        member = load_key(founding.client_key(org.org_id)).public_key
+        assert identity == CertificateIdentity("member", org.org_id, member)
+        assert member in org.member_keys
+        assert stat.S_IMODE(founding.client_tls_key(org.org_id).stat().st_mode) == 0o600
+    public = founding.public_cert.read_bytes()
+    x509.load_pem_x509_certificate(public).verify_directly_issued_by(ca)
+    assert certificate_identity(public) == CertificateIdentity("public")
+    node = founding.node_dir("KOMCA") / "tls.pem"
+    assert certificate_identity(node.read_bytes()) == CertificateIdentity("node", "KOMCA")
+
+
+def test_issue_client_makes_a_member_certificate_and_the_register_tx(
+    founding: ClusterLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(founding.root)
+    assert kledger(["cluster", "issue-client", root, "--org", "RIAK", "--name", "riak-ops"]) == 0
+    key = load_key(founding.client_key("riak-ops"))
+    identity = certificate_identity(founding.client_cert("riak-ops").read_bytes())
+    assert identity == CertificateIdentity("member", "RIAK", key.public_key)
+    register = json.loads((founding.root / "clients" / "riak-ops.register.json").read_text())
+    assert register == {
+        "type": "RegisterMember",
+        "payload": {"org": "RIAK", "public_key": key.public_key.hex()},
+    }
+    assert "RIAK-admin.key" in capsys.readouterr().out
+    # An existing member key is bound, not replaced; bad arguments are refused naming them.
+    existing = founding.client_key("KMCA")
+    args = ["cluster", "issue-client", root, "--org", "KMCA", "--name", "kmca-2"]
+    assert kledger([*args, "--member-key", str(existing)]) == 0
+    bound = certificate_identity(founding.client_cert("kmca-2").read_bytes())
+    assert bound.member_key == load_key(existing).public_key
+    for bad, named in (
+        (["--org", "NOPE", "--name", "x"], "--org"),
+        (["--org", "RIAK", "--name", "riak-ops"], "--name"),
+        (["--org", "RIAK", "--name", "../x"], "--name"),
+    ):
+        assert kledger(["cluster", "issue-client", root, *bad]) == 2
+        assert named in capsys.readouterr().err

@@ -2,7 +2,8 @@
 a 4-node cluster commits what any node accepts and all nodes agree; kill -9 of a node under load
 loses no acknowledged tx and the node catches up; a killed leader costs a view change; with f+1
 nodes down nothing commits and nothing forks; bad client input is refused with its status code
-and changes nothing; a node of another CA cannot connect; a corrupted store is refused at start.
+and changes nothing; clients read by their certificate (the access tiers, the audit log, a newly
+issued member); a node of another CA cannot connect; a corrupted store is refused at start.
 
 The scenarios share one cluster (module fixture) and run in file order; every process started
 is stopped by the fixture's finalizer.
@@ -10,6 +11,7 @@ is stopped by the fixture's finalizer.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -22,11 +24,11 @@ import grpc
 import plyvel
 import pytest
 
-from kledger.cluster.client.connect import open_channel
-from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
+from kledger.cluster.client.connect import ClientCert, open_channel
+from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster, issue_client
 from kledger.node.chain import canonical
 from kledger.node.chain.header import Header
-from kledger.node.chain.keys import KeyPair
+from kledger.node.chain.keys import KeyPair, load_key
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.net.tls import TLS_NAME, TlsMaterial, peer_channel_credentials
 from kledger.node.storage.store import HEADERS
@@ -222,7 +224,9 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
     # A bad signature is refused, and throttles its connection (another one is not).
     node = next(n for n in cluster.layout.nodes() if n.org == "ORG1")
     with open_channel(
-        f"{node.host}:{node.client_port}", cluster.layout.ca_cert.read_bytes()
+        f"{node.host}:{node.client_port}",
+        cluster.layout.ca_cert.read_bytes(),
+        ClientCert.member(cluster.layout, "ORG1"),
     ) as own:
         stub = ledger_pb2_grpc.LedgerStub(own)  # type: ignore[no-untyped-call]
         for data, code, words in (
@@ -256,6 +260,75 @@ def test_bad_client_input_gets_its_status_and_changes_nothing(cluster: LocalClus
     after = cluster.header_at("ORG1", receipt.height)
     assert after.tx_log_size == receipt.leaf_index + 1  # only the good tx entered the log
     assert cluster.header_at("ORG1", receipt.height - 1).tx_log_size == receipt.leaf_index
+
+
+def test_real_nodes_read_by_certificate_and_audit_restricted_reads(cluster: LocalCluster) -> None:
+    """The access tiers on real nodes (docs/node.md "Access"): the public reader gets headers
+    but no tx; a usage report's tx goes to its reporter's member and is refused to another org's
+    under usage_revenue, and the reporter's read is in the node's audit log; a certificate that
+    `kledger cluster issue-client` made reads nothing until the org's admin registers its key."""
+    layout = cluster.layout
+    node = next(n for n in layout.nodes() if n.org == "ORG1")
+    target, ca = f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes()
+    lines = [{"line_id": "L1", "code_kind": "isrc", "code": "KRZ990000001", "usages": 10}]
+    payload = {
+        "report_id": "IT-ACCESS-R1", "period": "2026-01", "territory": "KR", "service": "Melon",
+        "commercial_model": "subscription", "use_type": "stream", "currency": "KRW",
+        "net_revenue_minor": 1_850_000_000_00, "total_usages": 10, "lines": lines,
+    }  # fmt: skip
+    usage = sign_tx(cluster.client_key("ORG1"), TxBody(CHAIN_ID, "ReportUsage", 900_001, payload))
+    [result] = cluster.submit("ORG1", [usage])
+    assert result.status == "OK", result.message
+    assert cluster.receipt("ORG1", usage).status == "OK"
+
+    def call(client: ClientCert, method: str, request: object) -> object:
+        with open_channel(target, ca, client) as channel:
+            stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            try:
+                return getattr(stub, method)(request, timeout=10)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+                return str(error.details())  # type: ignore[attr-defined]
+
+    get_tx = ledger_pb2.GetTxRequest(tx_hash=usage.tx_hash)
+    public = ClientCert.public(layout)
+    assert isinstance(
+        call(public, "GetHeader", ledger_pb2.GetHeaderRequest()), ledger_pb2.CertifiedHeader
+    )
+    assert str(call(public, "GetTx", get_tx)).startswith("access.member:")
+    assert str(call(ClientCert.member(layout, "ORG2"), "GetTx", get_tx)).startswith(
+        "access.usage_revenue:"
+    )
+    reply = call(ClientCert.member(layout, "ORG1"), "GetTx", get_tx)
+    assert isinstance(reply, ledger_pb2.GetTxResponse) and reply.tx == usage.encoding
+
+    def audited() -> list[dict[str, object]] | None:
+        log = (layout.node_dir("ORG1") / "node.log").read_text().splitlines()
+        found = [json.loads(line) for line in log if '"restricted_read"' in line]
+        return found if any(line["rpc"] == "GetTx" for line in found) else None
+
+    # The harness's WaitForCommit (as ORG1) and the GetTx above: each restricted read, once.
+    audit = wait_for("the audit line of the reporter's read", audited, 10)
+    assert [(line["org"], line["rpc"], line["rule"], line["records"]) for line in audit] == [
+        ("ORG1", rpc, "usage_revenue", ["report IT-ACCESS-R1"])
+        for rpc in ("WaitForCommit", "GetTx")
+    ]
+    assert {line["member_key"] for line in audit} == {cluster.client_key("ORG1").public_key.hex()}
+
+    _, new_key = issue_client(layout.root, "ORG3", "ORG3-analyst")
+    analyst = ClientCert.member(layout, "ORG3-analyst")
+    assert str(call(analyst, "GetStatus", ledger_pb2.GetStatusRequest())).startswith(
+        "access.member_key_registered:"
+    )
+    register = TxBody(
+        CHAIN_ID, "RegisterMember", 900_002, {"org": "ORG3", "public_key": new_key.public_key.hex()}
+    )
+    admin_tx = sign_tx(load_key(layout.admin_key("ORG3")), register)
+    [result] = cluster.submit("ORG1", [admin_tx])
+    assert result.status == "OK", result.message
+    assert cluster.receipt("ORG1", admin_tx).status == "OK"
+    block = call(analyst, "GetBlock", ledger_pb2.GetBlockRequest(height=1))
+    assert isinstance(block, ledger_pb2.GetBlockResponse)
 
 
 def test_a_node_with_a_certificate_from_another_ca_cannot_connect(

@@ -25,7 +25,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from kledger.cluster.client.connect import CLUSTER_TLS_NAME, open_channel
+from kledger.cluster.client.connect import (
+    CLUSTER_TLS_NAME,
+    ClientCert,
+    client_credentials,
+    open_channel,
+)
 from kledger.cluster.layout import ClusterLayout
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
@@ -80,7 +85,7 @@ async def serving(layout: ClusterLayout, connections: ConnectionSettings) -> Asy
 async def health_client(
     layout: ClusterLayout, port: int, *options: tuple[str, int]
 ) -> AsyncIterator[tuple[grpc.aio.Channel, health_pb2_grpc.HealthStub]]:
-    credentials = grpc.ssl_channel_credentials(root_certificates=layout.ca_cert.read_bytes())
+    credentials = client_credentials(layout.ca_cert.read_bytes(), ClientCert.public(layout))
     channel = grpc.aio.secure_channel(
         f"127.0.0.1:{port}",
         credentials,
@@ -352,7 +357,7 @@ def test_a_node_outlives_more_idle_connections_than_its_open_files_limit(tmp_pat
     sockets: list[socket.socket] = []
     try:
         wait_for("the node to serve", lambda: launcher.is_serving(layout, node), WAIT_S * 3)
-        before = open_channel(target, layout.ca_cert.read_bytes())
+        before = open_channel(target, layout.ca_cert.read_bytes(), ClientCert.public(layout))
         assert get_status(before).org == "ORG1"
         sockets = raw_connections(node.client_port, IDLE_CONNECTIONS)
         time.sleep(1.0)  # hold them
@@ -368,7 +373,7 @@ def test_a_node_outlives_more_idle_connections_than_its_open_files_limit(tmp_pat
         for sock in sockets:
             sock.close()
         sockets = []
-        after = open_channel(target, layout.ca_cert.read_bytes())
+        after = open_channel(target, layout.ca_cert.read_bytes(), ClientCert.public(layout))
         assert get_status(after).org == "ORG1" and process.poll() is None
         after.close()
         before.close()

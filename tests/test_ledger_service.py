@@ -17,7 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from kledger.cluster.client.connect import ClientCert, open_aio_channel
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
+from kledger.node.api.access import AccessPolicy
 from kledger.node.api.ledger_service import (
     BlockView,
     CertifiedHeader,
@@ -42,10 +44,12 @@ from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.config import Address, PeerSettings
 from kledger.node.errors import Refused, Status
 from kledger.node.net.peer_transport import PeerServicer
-from kledger.node.net.tls import TLS_NAME, TlsMaterial
+from kledger.node.net.tls import TlsMaterial
 from kledger.node.ordering.admission import SubmitResult
 from kledger.node.ordering.mempool import Mempool
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
+from kledger.node.registry import Registry
+from kledger.node.storage.keyspace import DictView
 from kledger.node.telemetry.metrics import NodeMetrics
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -286,17 +290,23 @@ class Harness:
         self.material = TlsMaterial.load(layout.ca_cert, node / "tls.pem", node / "tls.key")
         self.ledger = MemoryLedger(layout.root)
         self.client_key = load_key(layout.client_key("ORG1"))
+        self.layout = layout
+        # The registry state the access policy checks member keys against: genesis.
+        self.state = DictView()
+        self.state.apply(Registry(load_genesis(layout.genesis)).genesis_writes())
         self.stranger_key = load_key(layout.node_dir("ORG1") / "validator.key")
         self.servers: NodeServers | None = None
         self.channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> Harness:
         metrics = self.metrics = NodeMetrics.create("ORG1")
+        access = AccessPolicy(lambda: self.state, metrics)
         self.servers = await start_servers(
             material=self.material,
             client_address=Address("127.0.0.1", 0),
             peer_address=Address("127.0.0.1", 0),
-            ledger=LedgerServicer(self.ledger, metrics),
+            access=access,
+            ledger=LedgerServicer(self.ledger, access, metrics),
             peer=PeerServicer(
                 on_message=lambda s, p, _: None,
                 block_source=lambda a, b: [],
@@ -306,10 +316,10 @@ class Harness:
             ),
             peer_settings=PeerSettings(),
         )
-        self.channel = grpc.aio.secure_channel(
+        self.channel = open_aio_channel(
             f"127.0.0.1:{self.servers.client_port}",
-            grpc.ssl_channel_credentials(self.material.ca_pem),
-            options=[("grpc.ssl_target_name_override", TLS_NAME)],
+            self.material.ca_pem,
+            ClientCert.member(self.layout, "ORG1"),
         )
         return self
 

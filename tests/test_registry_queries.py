@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from kledger.node.api.access import AccessPolicy, Reader
 from kledger.node.api.registry_service import add_registry_service
 from kledger.node.chain.header import CommitCertificate, Header, sign_header
 from kledger.node.commit.certified_state import Snapshot
@@ -44,10 +45,17 @@ def serve(chain: Chain) -> tuple[grpc.Server, int]:
         chain.view, header, certificate, lambda k: state_tree.prove(chain.view, root, k)[1]
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    add_registry_service(server, lambda: snapshot)
+    add_registry_service(server, lambda: snapshot, insecure_reader(chain))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port
+
+
+def insecure_reader(chain: Chain) -> AccessPolicy:
+    """The access policy of these servers without TLS: every call is RIAK's member (label-a's
+    CMO, paid from D1). tests/test_access.py checks each tier over mutual TLS."""
+    member = Reader("member", "RIAK", key("RIAK/client").public_key.hex())
+    return AccessPolicy(lambda: chain.view, without_certificate=member)
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +324,7 @@ def test_a_bug_behind_a_query_is_internal_and_never_leaks(world):
     header, certificate = _certified(world["chain"])
     snapshot = Snapshot(_BrokenView(), header, certificate, lambda k: smt.Proof())  # type: ignore[arg-type]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    add_registry_service(server, lambda: snapshot)
+    add_registry_service(server, lambda: snapshot, insecure_reader(world["chain"]))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

@@ -35,7 +35,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 import grpc
 
 from kledger.cluster.bench.workload import sign_songs
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.receipt import OK
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -75,6 +75,7 @@ class ClientJob:
     index: int
     targets: tuple[str, ...]  # host:port of each node's client service
     ca_cert: bytes
+    client: ClientCert  # the member certificate the job shows on the client port
     batches: tuple[Batch, ...]
     watch_node: int
     from_height: int
@@ -297,7 +298,7 @@ def run_client(
     ClientResult on `out` (also on failure, with `error` set)."""
     # Ctrl-C reaches the whole process group; the parent stops the run and terminates clients.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    channels = [open_channel(target, job.ca_cert) for target in job.targets]
+    channels = [open_channel(target, job.ca_cert, job.client) for target in job.targets]
     stubs = [ledger_pb2_grpc.LedgerStub(c) for c in channels]  # type: ignore[no-untyped-call]
     progress = _Progress()
     if job.soak is None:

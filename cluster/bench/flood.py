@@ -62,7 +62,7 @@ from kledger.cluster.bench import probe as bench_probe
 from kledger.cluster.bench import report as bench_report
 from kledger.cluster.bench.main import CHAIN_ID, Bench, BenchError, Settings
 from kledger.cluster.bench.workload import song_payloads
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.node.chain import canonical
 from kledger.node.chain.keys import KeyPair, load_key
 from kledger.node.chain.tx import SignedTx
@@ -114,6 +114,7 @@ class PeerFloodJob:
 class ClientFloodJob:
     targets: tuple[str, ...]  # host:client_port
     ca_cert: bytes
+    client: ClientCert  # the flooding org's member certificate
     chain_id: str
     member_seed: bytes
     batch_txs: int
@@ -212,7 +213,7 @@ def run_client_flood(
                 old = channels.pop(target, None)
                 if old is not None:
                     old.close()
-                channels[target] = open_channel(target, job.ca_cert)
+                channels[target] = open_channel(target, job.ca_cert, job.client)
             batch = [junk[(first + i) % len(junk)] for i in range(job.batch_txs)]
             first = (first + job.batch_txs) % len(junk)
             stub = ledger_pb2_grpc.LedgerStub(channels[target])  # type: ignore[no-untyped-call]
@@ -237,8 +238,8 @@ def run_client_flood(
 class StatusProbe:
     """A thread timing GetStatus on the honest nodes in turn, every STATUS_PROBE_EVERY_S."""
 
-    def __init__(self, targets: list[str], ca_cert: bytes) -> None:
-        self._channels = [open_channel(target, ca_cert) for target in targets]
+    def __init__(self, targets: list[str], ca_cert: bytes, client: ClientCert) -> None:
+        self._channels = [open_channel(target, ca_cert, client) for target in targets]
         self._stop = threading.Event()
         self.latencies_s: list[float] = []
         self.failures = 0
@@ -336,7 +337,7 @@ class FloodBench:
         sizes_before, started_s = self.honest_log_sizes(), time.monotonic()
         go.set()
         targets = [f"{n.host}:{n.client_port}" for n in self.honest]
-        with StatusProbe(targets, self.bench.ca_cert) as status_probe:
+        with StatusProbe(targets, self.bench.ca_cert, self.bench.client) as status_probe:
             load = self.bench.load([], first_song)
         sizes_after, ended_s = self.honest_log_sizes(), time.monotonic()
         stop.set()
@@ -410,6 +411,7 @@ class FloodBench:
             client_job = ClientFloodJob(
                 targets=tuple(f"{n.host}:{n.client_port}" for n in self.honest),
                 ca_cert=self.bench.ca_cert,
+                client=ClientCert.member(self.layout, self.flooder.org),
                 chain_id=CHAIN_ID,
                 member_seed=seed,
                 batch_txs=self.args.client_batch_txs,

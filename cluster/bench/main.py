@@ -55,7 +55,7 @@ from kledger.cluster.bench.preload import (
 )
 from kledger.cluster.bench.proofs import ProofJob, ProofResult, run_proof_client
 from kledger.cluster.bench.workload import TXS_PER_SONG, SignedSong, sign_songs
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.layout import NodeAddress
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
@@ -244,6 +244,12 @@ class Bench:
                 config["batching"]["proposal_max_txs"] = settings.proposal_max_txs
                 path.write_text(json.dumps(config, indent=2))
         self.ca_cert = self.layout.ca_cert.read_bytes()
+        # The bench reads and submits as the first org's member (every call it makes is
+        # member tier or public; none reads a restricted record).
+        self.client = ClientCert.member(self.layout, self.nodes[0].org)
+        # One member per org, the first org's first: a usage report's tx is readable only by
+        # its reporter and the orgs paid from it (docs/node.md "Access").
+        self.members = tuple(ClientCert.member(self.layout, n.org) for n in self.nodes)
         self._channels: dict[str, grpc.Channel] = {}
         self._clients: list[BaseProcess] = []
 
@@ -252,7 +258,9 @@ class Bench:
     def stub(self, org: str) -> ledger_pb2_grpc.LedgerStub:
         if org not in self._channels:
             node = next(n for n in self.nodes if n.org == org)
-            self._channels[org] = open_channel(f"{node.host}:{node.client_port}", self.ca_cert)
+            self._channels[org] = open_channel(
+                f"{node.host}:{node.client_port}", self.ca_cert, self.client
+            )
         return ledger_pb2_grpc.LedgerStub(self._channels[org])  # type: ignore[no-untyped-call]
 
     def status(self, org: str) -> ledger_pb2.NodeStatus:
@@ -362,6 +370,7 @@ class Bench:
                 index=i,
                 targets=targets,
                 ca_cert=self.ca_cert,
+                client=self.client,
                 batches=tuple(batches[i]),
                 watch_node=i % len(nodes),
                 from_height=from_height,
@@ -555,13 +564,30 @@ class Bench:
         }
 
     def receipts_ok(self, tx_hashes: list[bytes]) -> tuple[int, int]:
-        """(sampled, OK) over an even sample of committed txs' receipts."""
+        """(sampled, OK) over an even sample of committed txs' receipts, each read from the
+        first node as the first org whose member may read it."""
         sample = spread(tx_hashes, RECEIPTS_SAMPLED)
-        stub = self.stub(self.nodes[0].org)
+        node = self.nodes[0]
+        target = f"{node.host}:{node.client_port}"
+        channels = [open_channel(target, self.ca_cert, member) for member in self.members]
+        stubs = [ledger_pb2_grpc.LedgerStub(c) for c in channels]  # type: ignore[no-untyped-call]
         ok = 0
-        for tx_hash in sample:
-            reply = stub.GetTx(ledger_pb2.GetTxRequest(tx_hash=tx_hash), timeout=10)
-            ok += reply.receipt.status == "OK"
+        try:
+            for tx_hash in sample:
+                request = ledger_pb2.GetTxRequest(tx_hash=tx_hash)
+                for index, stub in enumerate(stubs):
+                    try:
+                        reply = stub.GetTx(request, timeout=10)
+                    except grpc.RpcError as exc:
+                        denied = exc.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+                        if denied and index < len(stubs) - 1:
+                            continue
+                        raise
+                    ok += reply.receipt.status == "OK"
+                    break
+        finally:
+            for channel in channels:
+                channel.close()
         return len(sample), ok
 
     def proofs(self, sample: list[bytes]) -> dict[str, Any] | None:
@@ -583,7 +609,7 @@ class Bench:
 
     def _proof_run(self, sample: list[bytes], *, own_core: bool) -> dict[str, Any]:
         node = self.nodes[0]
-        job = ProofJob(f"{node.host}:{node.client_port}", self.ca_cert, tuple(sample))
+        job = ProofJob(f"{node.host}:{node.client_port}", self.ca_cert, self.members, tuple(sample))
         pids = self.pids()
         others = {org: pid for org, pid in pids.items() if org != node.org}
         serving_busy = NodesCpu({node.org: pids.get(node.org)})

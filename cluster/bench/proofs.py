@@ -5,7 +5,9 @@ sees it; in the bench process it would share the interpreter with the progress b
 channels and whatever the parent does next. Started with "spawn" (no inherited gRPC state).
 
 Rules it keeps: it waits (up to READY_WAIT_S) until the newest sampled tx is provable (its
-block's header or a later one is certified) before the clock starts; every reply must carry
+block's header or a later one is certified) before the clock starts; before the clock starts it
+also finds, per tx, an org whose member may read it (a usage report's tx only its reporter and
+the orgs paid from it, docs/node.md "Access"), and asks as that org; every reply must carry
 the tx it was asked for and an audit path no longer than the tree allows; one call at a time,
 each timed with perf_counter from the request to the decoded reply.
 """
@@ -20,7 +22,7 @@ from multiprocessing.queues import Queue as ProcessQueue
 
 import grpc
 
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 READY_WAIT_S = 30.0
@@ -31,6 +33,7 @@ CALL_TIMEOUT_S = 10.0
 class ProofJob:
     target: str  # host:port of the node's client service
     ca_cert: bytes
+    clients: tuple[ClientCert, ...]  # one member per org: inclusion proofs are member tier
     tx_hashes: tuple[bytes, ...]  # spread over the ledger in leaf order; the last is newest
 
 
@@ -53,6 +56,8 @@ def _wait_provable(stub: ledger_pb2_grpc.LedgerStub, tx_hash: bytes) -> None:
             )
             return
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # type: ignore[attr-defined]
+                return  # provable; only not to this reader
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
                 raise
             time.sleep(0.1)
@@ -60,18 +65,16 @@ def _wait_provable(stub: ledger_pb2_grpc.LedgerStub, tx_hash: bytes) -> None:
 
 def fetch_proofs(job: ProofJob) -> ProofResult:
     """Fetch a proof of each of job.tx_hashes, one at a time; never raises."""
-    channel = open_channel(job.target, job.ca_cert)
-    stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+    channels = [open_channel(job.target, job.ca_cert, client) for client in job.clients]
+    stubs = [ledger_pb2_grpc.LedgerStub(c) for c in channels]  # type: ignore[no-untyped-call]
     try:
-        _wait_provable(stub, job.tx_hashes[-1])
-        for tx_hash in job.tx_hashes[:10]:  # warm the channel and the node's caches a little
-            stub.GetInclusionProof(
-                ledger_pb2.GetInclusionProofRequest(tx_hash=tx_hash), timeout=CALL_TIMEOUT_S
-            )
+        _wait_provable(stubs[0], job.tx_hashes[-1])
+        # Untimed: who may read each tx (this also warms the channels and the node's caches).
+        readers = [_reader_of(stubs, tx_hash) for tx_hash in job.tx_hashes]
         latencies: list[float] = []
         tree_size = 0
         start = time.perf_counter()
-        for tx_hash in job.tx_hashes:
+        for tx_hash, stub in zip(job.tx_hashes, readers, strict=True):
             sent = time.perf_counter()
             reply = stub.GetInclusionProof(
                 ledger_pb2.GetInclusionProofRequest(tx_hash=tx_hash), timeout=CALL_TIMEOUT_S
@@ -96,7 +99,25 @@ def fetch_proofs(job: ProofJob) -> ProofResult:
     except grpc.RpcError as exc:
         return ProofResult(error=f"GetInclusionProof: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
     finally:
-        channel.close()
+        for channel in channels:
+            channel.close()
+
+
+def _reader_of(
+    stubs: list[ledger_pb2_grpc.LedgerStub], tx_hash: bytes
+) -> ledger_pb2_grpc.LedgerStub:
+    """The first stub whose member may read the tx's proof (raises its last refusal if none)."""
+    for index, stub in enumerate(stubs):
+        try:
+            stub.GetInclusionProof(
+                ledger_pb2.GetInclusionProofRequest(tx_hash=tx_hash), timeout=CALL_TIMEOUT_S
+            )
+            return stub
+        except grpc.RpcError as exc:
+            denied = exc.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+            if not denied or index == len(stubs) - 1:
+                raise
+    raise AssertionError("no stubs")
 
 
 def run_proof_client(job: ProofJob, out: ProcessQueue[ProofResult]) -> None:

@@ -6,9 +6,11 @@
     kledger proof consistency OLD_SIZE NEW_SIZE [--out FILE]     certified consistency bundle
     kledger header [--height H]                                  latest certified header
 
-Every command takes `--cluster DIR` (a local cluster) or `--node HOST:PORT --ca CA.pem`
-(cluster/client/connect.py). Output is JSON on stdout; errors are one line on stderr with the gRPC
-status, exit 1 (refused / not found) or 2 (bad arguments).
+Every command takes `--cluster DIR` (a local cluster; `--member NAME` or `--public` to read as
+another certificate) or `--node HOST:PORT --ca CA.pem --cert FILE --cert-key FILE`
+(cluster/client/connect.py); the certificate decides what may be read (docs/node.md "Access").
+Output is JSON on stdout; errors are one line on stderr with the gRPC status, exit 1 (refused /
+not found) or 2 (bad arguments).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ proofs written as files that `kledger verify state FILE --genesis G` checks offl
     kledger query ai KIND VALUE [--territory KR] [--date D] [--scope ai_training]
     kledger query persona KIND VALUE
   every command: --proofs DIR (request proofs, write DIR/proof-NNN.json) and the connection
-  arguments (--cluster DIR | --node HOST:PORT --ca FILE). KIND: iswc, isrc, cid, uci (or work).
+  arguments (--cluster DIR [--member NAME | --public] | --node HOST:PORT --ca FILE --cert FILE
+  --cert-key FILE): the certificate decides what may be read (docs/node.md "Access"). KIND: iswc,
+  isrc, cid, uci (or work).
 """
 
 from __future__ import annotations

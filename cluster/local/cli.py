@@ -22,6 +22,7 @@ from kledger.cluster.local.gen import (
     ClusterSpec,
     generic_orgs,
     init_cluster,
+    issue_client,
 )
 
 
@@ -65,6 +66,35 @@ def _run_init(args: argparse.Namespace) -> int:
             f"  metrics {node.metrics_port}"
         )
     print(f"start it with: kledger cluster up {layout.root}")
+    return 0
+
+
+def _issue_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="the cluster directory (holds ca/ca.key)")
+    parser.add_argument("--org", required=True, help="the org the new member belongs to")
+    parser.add_argument(
+        "--name", required=True, help="file name under DIR/clients/ (NAME.key, NAME.pem, ...)"
+    )
+    parser.add_argument(
+        "--member-key",
+        type=Path,
+        help="bind this existing member key file instead of making a new key",
+    )
+
+
+def _run_issue_client(args: argparse.Namespace) -> int:
+    layout, key = issue_client(args.dir, args.org, args.name, args.member_key)
+    register = layout.root / "clients" / f"{args.name}.register.json"
+    payload = {"org": args.org, "public_key": key.public_key.hex()}
+    register.write_text(json.dumps({"type": "RegisterMember", "payload": payload}, indent=2))
+    print(f"member key {key.public_key.hex()} of {args.org}")
+    print(
+        f"  certificate {layout.client_cert(args.name)}, TLS key {layout.client_tls_key(args.name)}"
+    )
+    print(
+        "  it reads nothing until the org's admin registers the key: kledger tx submit "
+        f"{register} --key {layout.admin_key(args.org)} --cluster {layout.root} --wait"
+    )
     return 0
 
 
@@ -154,6 +184,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "create keys, a CA and TLS certificates, genesis and node configs",
         _init_arguments,
         _run_init,
+    ),
+    Subcommand(
+        "issue-client",
+        "a client certificate (and member key) for a further member of an org",
+        _issue_client_arguments,
+        _run_issue_client,
     ),
     Subcommand("up", "start every node and wait until each serves", _dir_argument, _run_up),
     Subcommand("down", "stop every node gracefully (SIGTERM)", _dir_argument, _run_down),

@@ -2,7 +2,9 @@
 
 What it makes, for the six founding orgs of docs/domain.md §1 (or N generic orgs ORG1..ORGN
 holding every role):
-- per org: an Ed25519 validator key, an admin key and a client (member) key, all in genesis;
+- per org: an Ed25519 validator key, an admin key and a client (member) key, all in genesis,
+  and a client certificate bound to that member key (node/net/tls.py `issue_client_cert`);
+- the public reader certificate (DIR/public/): the public tier for anyone;
 - a cluster CA (ECDSA P-256) and per-node TLS certificates (node/net/tls.py: CN = org, server and
   client auth, SANs kledger-node, ORG.kledger, localhost, 127.0.0.1 and the chosen host);
 - genesis.json, one node.json per node (paths relative to the node's directory, addresses as
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from contextlib import ExitStack
@@ -26,10 +29,10 @@ from pathlib import Path
 from kledger.cluster.layout import ClusterLayout, NodeAddress
 from kledger.cluster.local.ports import check_free, claim_block
 from kledger.node.chain.genesis import ORG_ID, BlockLimits, Genesis, OrgSpec, save_genesis
-from kledger.node.chain.keys import KeyPair, save_key
+from kledger.node.chain.keys import KeyPair, load_key, save_key
 from kledger.node.chain.tx import TxLimits
 from kledger.node.config import Address, Listen, NodeConfig, TlsFiles, save_config
-from kledger.node.net.tls import issue_node_cert, make_ca
+from kledger.node.net.tls import Authority, issue_client_cert, issue_node_cert, make_ca
 
 # docs/domain.md §1: org id, name, roles.
 FOUNDING_ORGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -125,6 +128,7 @@ def init_cluster(root: Path, spec: ClusterSpec = ClusterSpec()) -> ClusterLayout
         validator_keys[org_id] = validator
         save_key(layout.admin_key(org_id), admin)
         save_key(layout.client_key(org_id), client)
+        write_client_cert(layout, authority, org_id, org_id, client.public_key)
         org_specs.append(
             OrgSpec(
                 org_id=org_id,
@@ -143,6 +147,10 @@ def init_cluster(root: Path, spec: ClusterSpec = ClusterSpec()) -> ClusterLayout
         block_limits=BlockLimits(),
     )
     save_genesis(layout.genesis, genesis)
+    public_cert, public_key = issue_client_cert(authority, "", None)
+    layout.public_cert.parent.mkdir(parents=True, exist_ok=True)
+    layout.public_cert.write_bytes(public_cert)
+    layout.public_tls_key.write_bytes(public_key)  # published on purpose: the public tier
 
     extra_hosts = () if spec.host in ("127.0.0.1", "localhost") else (spec.host,)
     for node in addresses:
@@ -172,6 +180,51 @@ def init_cluster(root: Path, spec: ClusterSpec = ClusterSpec()) -> ClusterLayout
         save_config(layout.node_config(node.org), config)
     _write_manifest(layout, spec.chain_id, addresses)
     return layout
+
+
+def write_client_cert(
+    layout: ClusterLayout, authority: Authority, org: str, name: str, member_key: bytes
+) -> None:
+    """DIR/clients/NAME.pem and NAME.tls.key: the client certificate of org's member key."""
+    cert_pem, key_pem = issue_client_cert(authority, org, member_key)
+    _write_private(layout.client_tls_key(name), key_pem)
+    layout.client_cert(name).write_bytes(cert_pem)
+
+
+def issue_client(
+    root: Path, org: str, name: str, member_key_file: Path | None = None
+) -> tuple[ClusterLayout, KeyPair]:
+    """`kledger cluster issue-client`: a client certificate for a further member of org, from
+    the cluster CA in DIR/ca. With `member_key_file` the certificate binds that existing member
+    key; without, a new Ed25519 member key is made (DIR/clients/NAME.key). Either way the key
+    reads nothing until the org's admin registers it (RegisterMember): the node checks on every
+    call that the certificate's key is a registered member key of its org. ValueError naming
+    the argument for a bad org, name or key."""
+    layout = ClusterLayout(Path(root))
+    nodes = {node.org for node in layout.nodes()}
+    if org not in nodes:
+        raise ValueError(f"--org: {org!r} is not an org of {layout.manifest}")
+    if not _CLIENT_NAME.match(name):
+        raise ValueError(f"--name: {name!r} must match {_CLIENT_NAME.pattern}")
+    if member_key_file is None:
+        if layout.client_key(name).exists() or layout.client_cert(name).exists():
+            raise ValueError(f"--name: {layout.client_key(name)} already exists; pick a new name")
+        key = KeyPair.generate()
+        save_key(layout.client_key(name), key)
+    else:
+        key = load_key(member_key_file)
+        if layout.client_cert(name).exists():
+            raise ValueError(f"--name: {layout.client_cert(name)} already exists")
+    try:
+        authority = Authority(layout.ca_cert.read_bytes(), layout.ca_key.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{exc.filename}: cannot read the cluster CA ({exc.strerror})") from None
+    write_client_cert(layout, authority, org, name, key.public_key)
+    return layout, key
+
+
+# A further client's file name under DIR/clients/ (a token: no path separators, no dots).
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def _write_private(path: Path, data: bytes) -> None:

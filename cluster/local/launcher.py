@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.layout import ClusterLayout, NodeAddress
 from kledger.cluster.local.ports import check_free
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -156,8 +156,11 @@ def kill_node(layout: ClusterLayout, org: str) -> bool:
 
 
 def is_serving(layout: ClusterLayout, node: NodeAddress, timeout_s: float = 2.0) -> bool:
-    """The node's standard grpc.health.v1 check on its client port answers SERVING."""
-    channel = open_channel(f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes())
+    """The node's standard grpc.health.v1 check on its client port answers SERVING (asked as
+    the public reader: health is public)."""
+    channel = open_channel(
+        f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes(), ClientCert.public(layout)
+    )
     try:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
@@ -302,7 +305,9 @@ class NodeStatus:
 
 def node_status(layout: ClusterLayout, node: NodeAddress, timeout_s: float = 2.0) -> NodeStatus:
     pid = node_pid(layout, node.org)
-    channel = open_channel(f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes())
+    channel = open_channel(
+        f"{node.host}:{node.client_port}", layout.ca_cert.read_bytes(), ClientCert.public(layout)
+    )
     try:
         stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
         reply = stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=timeout_s)

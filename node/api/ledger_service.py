@@ -5,7 +5,11 @@ this module only translates protobuf <-> domain types and maps errors (docs/desi
 - node.errors.Refused -> its gRPC status, the message naming the field or rule;
 - a missing tx/block/header -> NOT_FOUND naming what was asked for;
 - any unexpected exception -> INTERNAL (logged with its traceback); the server keeps serving;
-- a batch call succeeds and carries one result per tx.
+- a batch call succeeds and carries one result per tx;
+- who may call what is decided before a handler runs (node/api/access.py); the handlers that
+  return a committed tx or its receipt (GetTx, GetInclusionProof, WaitForCommit) also check the
+  tx's own rule (a usage report's revenue, a distribution), refusing it whole: the tx bytes are
+  signed and are the Merkle leaf, so a redacted tx would prove nothing.
 
 Request limits are named here: txs per batch and the longest wait for a commit.
 """
@@ -21,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from kledger.node.api.access import AccessPolicy
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.chain.header import HASH_BYTES, CommitCertificate, Header
 from kledger.node.chain.receipt import Receipt, TxResult
@@ -236,9 +241,16 @@ def _not_found(what: str, field: str) -> Refused:
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
-    def __init__(self, backend: LedgerBackend, metrics: NodeMetrics | None = None) -> None:
+    def __init__(
+        self, backend: LedgerBackend, access: AccessPolicy, metrics: NodeMetrics | None = None
+    ) -> None:
         self._backend = backend
+        self._access = access
         self._metrics = metrics
+
+    def _check_tx(self, context: grpc.aio.ServicerContext, rpc: str, encoding: bytes) -> None:
+        """Refused unless this call's reader may see the committed tx `encoding`."""
+        self._access.check_tx(self._access.reader_of(context), rpc, encoding)
 
     async def _admit(
         self, txs: Sequence[bytes], context: grpc.aio.ServicerContext
@@ -315,6 +327,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
                 f"tx_hash: not committed within timeout_ms={timeout_ms}",
             )
         assert receipt is not None
+        stored = self._backend.get_tx(tx_hash)
+        assert stored is not None, "a tx with a receipt is stored"
+        self._check_tx(context, "WaitForCommit", stored.encoding)
         return receipt_to_proto(receipt)
 
     @_unary
@@ -324,6 +339,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         stored = self._backend.get_tx(_tx_hash(request.tx_hash))
         if stored is None:
             raise _not_found("committed tx", "tx_hash")
+        self._check_tx(context, "GetTx", stored.encoding)
         return ledger_pb2.GetTxResponse(
             tx=stored.encoding, receipt=receipt_to_proto(stored.receipt)
         )
@@ -359,6 +375,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         bundle = self._backend.inclusion_proof(_tx_hash(request.tx_hash))
         if bundle is None:
             raise _not_found("certified tx", "tx_hash")
+        self._check_tx(context, "GetInclusionProof", bundle.leaf)
         return inclusion_to_proto(bundle)
 
     @_unary
@@ -425,7 +442,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
 
 def connection_of(context: grpc.aio.ServicerContext) -> str:
     """A client connection's name: its address as gRPC reports it ("ipv4:127.0.0.1:50412"),
-    the same for every call on that connection (clients have no TLS identity)."""
+    the same for every call on that connection. Admission budgets stay per connection, not per
+    certificate: many clients may share one certificate (the public reader's, an org's)."""
     peer: str = context.peer() or "unknown"
     return peer
 

@@ -6,6 +6,11 @@ height, that height's header and commit certificate, and `prove(key)` giving the
 Merkle proof (node/proof/smt.py Proof) under the header's state_root. A query that breaks a rule is
 answered with the refusal's status code and message; a node that cannot give a snapshot raises
 Refused(UNAVAILABLE).
+
+Access (node/api/access.py): the tier is checked before a handler runs; each answer then passes
+`screen_answer`, which refuses a restricted record the reader may not see (a statement, a
+distribution), or redacts what it may not see (the revenue of another org's usage lines,
+dispute records for the public reader) and drops the state proofs of what it redacted.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from kledger.node.api.access import AccessPolicy, screen_answer
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.commit.certified_state import Snapshot
 from kledger.node.errors import Refused, StoreCorrupt
@@ -40,16 +46,22 @@ def encode_answer(answer: dict[str, Any]) -> str:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: ignore[misc]
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], access: AccessPolicy) -> None:
         self._snapshot = snapshot
+        self._access = access
 
     def _reply(
-        self, context: Any, with_proof: bool, ask: Callable[[RegistryQueries], dict[str, Any]]
+        self,
+        context: Any,
+        rpc: str,
+        with_proof: bool,
+        ask: Callable[[RegistryQueries], dict[str, Any]],
     ) -> registry_pb2.QueryReply:
         try:
+            reader = self._access.reader_of(context)
             snap = self._snapshot()
             queries = RegistryQueries(snap.view, snap.header.timestamp_ms)
-            answer = ask(queries)
+            answer, hidden = screen_answer(self._access, reader, rpc, ask(queries), snap.view)
         except Refused as refusal:
             context.abort(refusal_code(refusal), refusal.message)
             raise AssertionError("context.abort returns only by raising") from None
@@ -63,7 +75,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             raise AssertionError("context.abort returns only by raising") from None
         proofs = []
         if with_proof:
-            for key in queries.keys_read[:MAX_PROOFS_PER_ANSWER]:
+            shown = [key for key in queries.keys_read if not hidden(key)]
+            for key in shown[:MAX_PROOFS_PER_ANSWER]:
                 bundle = build_bundle(
                     key, snap.view.get(key), snap.prove(key), snap.header, snap.certificate
                 )
@@ -79,6 +92,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
         territory = request.territory or "KR"
         return self._reply(
             context,
+            "Resolve",
             request.with_proof,
             lambda q: q.resolve(request.kind, request.value, territory, request.date),
         )
@@ -87,30 +101,39 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
         right, territory = request.right or "PR", request.territory or "KR"
         return self._reply(
             context,
+            "SharesAt",
             request.with_proof,
             lambda q: q.shares_at(request.kind, request.value, right, territory, request.date),
         )
 
     def Overclaims(self, request: Any, context: Any) -> registry_pb2.QueryReply:
         return self._reply(
-            context, request.with_proof, lambda q: q.overclaims(request.include_closed)
+            context,
+            "Overclaims",
+            request.with_proof,
+            lambda q: q.overclaims(request.include_closed),
         )
 
     def UnmatchedUsage(self, request: Any, context: Any) -> registry_pb2.QueryReply:
         return self._reply(
             context,
+            "UnmatchedUsage",
             request.with_proof,
             lambda q: q.unmatched_usage(request.period, request.territory or "KR"),
         )
 
     def Statement(self, request: Any, context: Any) -> registry_pb2.QueryReply:
         return self._reply(
-            context, request.with_proof, lambda q: q.statement(request.party_id, request.period)
+            context,
+            "Statement",
+            request.with_proof,
+            lambda q: q.statement(request.party_id, request.period),
         )
 
     def Distribution(self, request: Any, context: Any) -> registry_pb2.QueryReply:
         return self._reply(
             context,
+            "Distribution",
             request.with_proof,
             lambda q: q.distribution(request.distribution_id, request.recompute),
         )
@@ -119,18 +142,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
         territory, scope = request.territory or "KR", request.scope or "ai_training"
         return self._reply(
             context,
+            "AiTraining",
             request.with_proof,
             lambda q: q.ai_training(request.kind, request.value, territory, request.date, scope),
         )
 
     def PersonaClaims(self, request: Any, context: Any) -> registry_pb2.QueryReply:
         return self._reply(
-            context, request.with_proof, lambda q: q.persona_claims(request.kind, request.value)
+            context,
+            "PersonaClaims",
+            request.with_proof,
+            lambda q: q.persona_claims(request.kind, request.value),
         )
 
     def Works(self, request: Any, context: Any) -> registry_pb2.QueryReply:
         return self._reply(
             context,
+            "Works",
             request.with_proof,
             lambda q: q.works(
                 request.registered_by, request.sender, request.after, request.limit or 100
@@ -138,6 +166,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
         )
 
 
-def add_registry_service(server: grpc.Server, snapshot: Callable[[], Snapshot]) -> None:
+def add_registry_service(
+    server: grpc.Server, snapshot: Callable[[], Snapshot], access: AccessPolicy
+) -> None:
     add = registry_pb2_grpc.add_RegistryServiceServicer_to_server
-    add(RegistryServicer(snapshot), server)  # type: ignore[no-untyped-call]
+    add(RegistryServicer(snapshot, access), server)  # type: ignore[no-untyped-call]

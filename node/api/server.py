@@ -1,7 +1,9 @@
 """The node's two gRPC servers (docs/design.md §8):
 
-- the client port: TLS (server authentication), the kledger.v1 Ledger service, any further
-  client services (the registry queries), grpc.health.v1 and server reflection;
+- the client port: mutual TLS (a client certificate from the cluster CA names the reader), the
+  kledger.v1 Ledger service, any further client services (the registry queries),
+  grpc.health.v1 and server reflection; every call passes the access tiers first
+  (node/api/access.py, docs/node.md "Access");
 - the peer port: mutual TLS (client certificate required, chained to the cluster CA), the
   kledger.v1 Peer service and grpc.health.v1.
 
@@ -27,6 +29,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from kledger.node.api.access import AccessPolicy, EnforceAccessTiers
 from kledger.node.api.ledger_service import LedgerServicer
 from kledger.node.api.malformed import RejectMalformedRequests
 from kledger.node.config import Address, ConnectionSettings, PeerSettings
@@ -121,6 +124,7 @@ async def start_servers(
     ledger: LedgerServicer,
     peer: PeerServicer,
     peer_settings: PeerSettings,
+    access: AccessPolicy,
     connections: ConnectionSettings = DEFAULT_CONNECTIONS,
     extra_services: Sequence[ClientService] = (),
 ) -> NodeServers:
@@ -128,7 +132,7 @@ async def start_servers(
     check_bindable("listen.peer", peer_address)
     client = grpc.aio.server(
         migration_thread_pool=ThreadPoolExecutor(CLIENT_SYNC_THREADS, "kledger-query"),
-        interceptors=[RejectMalformedRequests()],
+        interceptors=[RejectMalformedRequests(), EnforceAccessTiers(access)],
         options=[
             ("grpc.max_receive_message_length", CLIENT_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", CLIENT_MAX_MESSAGE_BYTES),

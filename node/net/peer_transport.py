@@ -195,7 +195,10 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
             log_event(log, "peer_refused", logging.WARNING, peer=org, rule="not a validator")
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"certificate CN {org!r} is not a validator of the current set",
+                f"certificate CN {org!r} is not a validator of the current set"
+                if org is not None
+                else "the certificate is no node certificate (a client's certificate never "
+                "speaks for its org's node)",
             )
         assert org is not None
         return org

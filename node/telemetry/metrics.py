@@ -98,6 +98,8 @@ class NodeMetrics:
     peer_connected: Gauge
     submitted_txs: Counter
     equivocations: Counter
+    restricted_reads: Counter
+    access_denied: Counter
 
     @staticmethod
     def create(org: str) -> NodeMetrics:
@@ -150,6 +152,16 @@ class NodeMetrics:
                 "kledger_equivocations",
                 "equivocations reported with evidence (both signed messages are in the log)",
                 "author",
+            ),
+            restricted_reads=by(
+                "kledger_restricted_reads",
+                "restricted answers served on the client port, by access rule (each is audited)",
+                "rule",
+            ),
+            access_denied=by(
+                "kledger_access_denied",
+                "client calls or records refused PERMISSION_DENIED, by access rule",
+                "rule",
             ),
         )
 
