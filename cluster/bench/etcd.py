@@ -11,9 +11,10 @@ Rules it keeps:
 - etcd comes from Debian's `etcd-server` package, downloaded with `apt-get download` and
   unpacked with `dpkg-deb -x` into a cache (ETCD_CACHE, once per machine); nothing is installed
   system-wide and no prebuilt binary is fetched from anywhere else;
-- the members speak TLS as the nodes do (certificates from a CA made for the run: mutual TLS
-  between members, server TLS towards the clients), bind only 127.0.0.1 on a claimed port block
-  outside the ephemeral range, keep their data in the run's directory, and are stopped by PID;
+- the members speak TLS as the nodes do (certificates from a CA made for the run; mutual TLS
+  between members and towards the clients, which show a certificate as the ledger's clients
+  do), bind only 127.0.0.1 on a claimed port block outside the ephemeral range, keep their data
+  in the run's directory, and are stopped by PID;
 - each client is its own spawned process with one channel per member, puts spread round-robin
   over the members (a follower forwards to the leader, as a node forwards gossip), at most
   `window` puts in flight; it connects, reports ready and waits for the start event, so
@@ -46,7 +47,7 @@ from typing import Any
 import grpc
 
 from kledger.cluster.bench.report import latency_ms
-from kledger.cluster.client.connect import open_channel
+from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.local.ports import claim_block
 from kledger.node.net.tls import issue_node_cert, make_ca
 
@@ -127,6 +128,8 @@ def _member_command(binary: Path, member: Member, initial_cluster: str, root: Pa
         "--initial-cluster-token=kledger-bench",
         f"--cert-file={tls / 'member.pem'}",
         f"--key-file={tls / 'member.key'}",
+        f"--trusted-ca-file={tls / 'ca.pem'}",
+        "--client-cert-auth",
         f"--peer-cert-file={tls / 'member.pem'}",
         f"--peer-key-file={tls / 'member.key'}",
         f"--peer-trusted-ca-file={tls / 'ca.pem'}",
@@ -150,6 +153,8 @@ class EtcdCluster:
         (tls / "member.pem").write_bytes(cert_pem)
         (tls / "member.key").write_bytes(key_pem)
         self.ca_pem = authority.cert_pem
+        client_pem, client_key = issue_node_cert(authority, "BENCH")  # client auth too
+        self.client = ClientCert(client_pem, client_key)
         self._binary = binary
         self._processes: list[subprocess.Popen[bytes]] = []
 
@@ -184,7 +189,7 @@ class EtcdCluster:
         """Every member answers a put (a leader is elected and every member reaches it)."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         for target in self.targets:
-            channel = open_channel(target, self.ca_pem)
+            channel = open_channel(target, self.ca_pem, self.client)
             try:
                 put = _put_callable(channel)
                 while True:
@@ -249,6 +254,7 @@ class PutJob:
     client: int
     targets: tuple[str, ...]
     ca_pem: bytes
+    client_cert: ClientCert
     puts: int
     window: int
     value_bytes: int
@@ -269,7 +275,7 @@ def run_putter(
 ) -> None:
     """Process entry point: `job.puts` puts, at most `job.window` in flight, round-robin."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    channels = [open_channel(target, job.ca_pem) for target in job.targets]
+    channels = [open_channel(target, job.ca_pem, job.client_cert) for target in job.targets]
     puts = [_put_callable(channel) for channel in channels]
     for channel in channels:
         grpc.channel_ready_future(channel).result(timeout=READY_TIMEOUT_S)
@@ -326,7 +332,13 @@ def load(
     for client, share in enumerate(shares):
         targets = tuple(cluster.targets[client % len(cluster.targets) :] + cluster.targets)
         job = PutJob(
-            client, targets[: len(cluster.targets)], cluster.ca_pem, share, window, value_bytes
+            client,
+            targets[: len(cluster.targets)],
+            cluster.ca_pem,
+            cluster.client,
+            share,
+            window,
+            value_bytes,
         )
         process = context.Process(target=run_putter, args=(job, ready, go, results))
         process.start()
