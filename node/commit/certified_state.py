@@ -66,10 +66,9 @@ class CertifiedState:
             return
         if self._current is not None and self._current.header.height >= height:
             return
-        root = header.state_root
         self._current = Snapshot(
             view=view,
             header=header,
             certificate=certificate,
-            prove=lambda key: state_tree.prove(view, root, key)[1],
+            prove=lambda key: state_tree.prove(view, height, key)[1],
         )

@@ -1,158 +1,420 @@
-"""The state tree in the store: its records, how a block's changes update it, and proofs of a
-key's value or absence read from it. The hashing rules and proof verification live in
-kledger.node.proof.smt (the verifier's core); this module adds what needs the node's records.
+"""The state tree in the store, keyed by position and version (docs/design.md §7): its records,
+how a block's changes update it, proofs of a key's value or absence at any height still kept,
+and what the pruner may delete. The hashing rules and proof verification live in
+kledger.node.proof.smt (the verifier's core); the tree they describe is unchanged, so roots
+and proofs are the same bytes as before this layout (a v2 proof bundle stays valid).
 
-Records are content-addressed under keyspace.SMT: SMT + hash -> 0x00 || path || value for a leaf
-(its hash does not depend on its depth, so a leaf pushed down by a new neighbour keeps its record)
-and 0x01 || left || right for an inner node. Nothing is ever overwritten or deleted, so every
-committed root stays provable (a proof for an old height walks down from that height's root).
-The current root is stored at SMT + b"root".
+Layout (Aptos's Jellyfish Merkle tree, over our binary hash rules): the binary tree is cut
+into 16-ary pages, one page per 4 binary levels. A page at nibble path P (depth 4*len(P))
+holds 16 slots, one per next nibble: empty, a leaf (its version, key path, value hash), or a
+child page (its version and subtree hash). The page's hash is its 4-level binary subtree of
+those slots under smt's compact rule (a one-leaf subtree is the leaf's hash), so a leaf may
+sit in a slot while its hash belongs to a shallower binary depth: the same root as a tree of
+binary records. A subtree of two or more leaves is a page; one leaf is a slot; none is empty.
+
+Records (all under keyspace.SMT, version = the block height that wrote them, 8 bytes BE):
+
+    z/n/<version><nibble count><nibbles>  a page       version first: a block's writes are
+    z/l/<version><key path>               a leaf's value  one run of adjacent keys, appended
+    z/r/<height>                          the root reference at that height
+    z/x/<since><record key>               the record became stale at height `since`
+    z/root                                the current root reference
+
+Rules kept here:
+- A record is written once and never changed; a parent names its child's version, so every
+  read is one exact get (and a record can be cached by its key).
+- Each block updates the tree once, its changed keys sorted, bottom-up through the touched
+  pages; a replaced or removed page or leaf gets a stale entry at the block's height.
+- A record stale since `since` is needed only by heights below `since`: `prune_writes` deletes
+  it once `since` <= the oldest height kept, and the root references below that height.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Final
 
 from kledger.node.proof.smt import (
-    DEPTH,
     EMPTY,
     EMPTY_ROOT,
-    LEAF_PREFIX,
-    NODE_PREFIX,
     Proof,
     key_path,
-    leaf_hash,
+    leaf_hash_of,
     node_hash,
-    path_bit,
     value_hash,
 )
 from kledger.node.storage import keyspace
 from kledger.node.storage.keyspace import ReadView, WriteSet
 
 ROOT_KEY = keyspace.SMT + b"root"
+PAGE = keyspace.SMT + b"n/"
+LEAF = keyspace.SMT + b"l/"
+ROOT_AT = keyspace.SMT + b"r/"
+STALE = keyspace.SMT + b"x/"
+# Decoded pages kept in memory per store: the upper levels (1 + 16 + 256 + 4,096 pages) are on
+# every key's path and stay; each entry is ~2 KiB decoded, so the cache holds ~64 MiB at most.
+PAGE_CACHE_ENTRIES: Final = 32_768
 
-Item = tuple[bytes, bytes | None]  # (key path, new value or None to delete)
-Subtree = tuple[bytes, bool | None]  # (hash, is it one leaf? None = not looked at)
+_EMPTY_KIND, _LEAF_KIND, _PAGE_KIND = 0, 1, 2
+_LEAF_BYTES = 1 + 8 + 32 + 32 + 32  # kind, version, hash, key path, value hash
+_PAGE_BYTES = 1 + 8 + 32  # kind, version, hash
+
+# A reference to a subtree: (kind, hash, version, key path, value hash); the last two are
+# b"" unless the subtree is one leaf. Tuples, not dataclasses: the update builds millions.
+Ref = tuple[int, bytes, int, bytes, bytes]
+EMPTY_REF: Final[Ref] = (_EMPTY_KIND, EMPTY, 0, b"", b"")
+Slots = tuple[Ref, ...]  # a page: 16 references
+
+
+class PageCache:
+    """Decoded pages by record key, bounded (least recently used goes). Records never change,
+    so a hit is always the stored page; a pruned page is only asked for by a pruned height."""
+
+    def __init__(self, entries: int = PAGE_CACHE_ENTRIES) -> None:
+        self._entries = entries
+        self._pages: OrderedDict[bytes, Slots] = OrderedDict()
+        # The commit thread, the pruner and the proof-serving threads share one cache.
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Slots | None:
+        with self._lock:
+            page = self._pages.get(key)
+            if page is not None:
+                self._pages.move_to_end(key)
+            return page
+
+    def put(self, key: bytes, page: Slots) -> None:
+        with self._lock:
+            self._pages[key] = page
+            if len(self._pages) > self._entries:
+                self._pages.popitem(last=False)
+
+
+# ---- record encoding ---------------------------------------------------------------------
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def page_key(version: int, path: bytes, depth: int) -> bytes:
+    """The record key of the page at `depth` (a multiple of 4) on key path `path`."""
+    nibbles = depth >> 2
+    packed = bytearray(path[: (nibbles + 1) >> 1])
+    if nibbles & 1:
+        packed[-1] &= 0xF0
+    return PAGE + _u64(version) + bytes([nibbles]) + bytes(packed)
+
+
+def leaf_key(version: int, path: bytes) -> bytes:
+    return LEAF + _u64(version) + path
+
+
+def root_at_key(height: int) -> bytes:
+    return ROOT_AT + _u64(height)
+
+
+def encode_ref(ref: Ref) -> bytes:
+    kind = ref[0]
+    if kind == _EMPTY_KIND:
+        return b"\x00"
+    if kind == _LEAF_KIND:
+        return b"\x01" + _u64(ref[2]) + ref[1] + ref[3] + ref[4]
+    return b"\x02" + _u64(ref[2]) + ref[1]
+
+
+def _decode_ref(data: bytes, at: int) -> tuple[Ref, int]:
+    kind = data[at]
+    if kind == _EMPTY_KIND:
+        return EMPTY_REF, at + 1
+    version = int.from_bytes(data[at + 1 : at + 9], "big")
+    if kind == _LEAF_KIND:
+        end = at + _LEAF_BYTES
+        assert len(data) >= end, "truncated leaf reference"
+        return (_LEAF_KIND, data[at + 9 : at + 41], version, data[at + 41 : at + 73],
+                data[at + 73 : end]), end  # fmt: skip
+    assert kind == _PAGE_KIND, f"unknown reference kind {kind}"
+    end = at + _PAGE_BYTES
+    assert len(data) >= end, "truncated page reference"
+    return (_PAGE_KIND, data[at + 9 : end], version, b"", b""), end
+
+
+def decode_ref(data: bytes) -> Ref:
+    ref, end = _decode_ref(data, 0)
+    assert end == len(data), "trailing bytes after a reference"
+    return ref
+
+
+def encode_page(slots: Slots) -> bytes:
+    return b"".join(encode_ref(slot) for slot in slots)
+
+
+def decode_page(data: bytes) -> Slots:
+    slots = []
+    at = 0
+    for _ in range(16):
+        slot, at = _decode_ref(data, at)
+        slots.append(slot)
+    assert at == len(data), "trailing bytes after a page"
+    return tuple(slots)
+
+
+# ---- hashing a page ------------------------------------------------------------------------
+
+# One node of a page's binary subtree: (hash, the leaf reference if it is one leaf, else None).
+_Node = tuple[bytes, Ref | None]
+_EMPTY_NODE: Final[_Node] = (EMPTY, None)
+
+
+def _join(left: _Node, right: _Node) -> _Node:
+    """smt's compact rule: empty, the one leaf lifted up, or an inner node."""
+    if left[0] == EMPTY:
+        if right[0] == EMPTY or right[1] is not None:
+            return right
+    elif right[0] == EMPTY and left[1] is not None:
+        return left
+    return node_hash(left[0], right[0]), None
+
+
+def page_levels(slots: Slots) -> list[list[_Node]]:
+    """The page's binary subtree bottom-up: levels[0] the 16 slots, levels[4] its root."""
+    level: list[_Node] = [
+        (slot[1], slot if slot[0] == _LEAF_KIND else None)
+        if slot[0] != _EMPTY_KIND
+        else _EMPTY_NODE
+        for slot in slots
+    ]
+    levels = [level]
+    for _ in range(4):
+        level = [_join(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        levels.append(level)
+    return levels
+
+
+def _nibble(path: bytes, depth: int) -> int:
+    byte = path[depth >> 3]
+    return byte & 0x0F if depth & 4 else byte >> 4
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, view: ReadView) -> None:
+        self._view = view
+        # The store's LevelView carries a cache; any other view (tests, overlays) reads through.
+        self._cache: PageCache | None = getattr(view, "page_cache", None)
+
+    def page(self, ref: Ref, path: bytes, depth: int) -> tuple[bytes, Slots]:
+        key = page_key(ref[2], path, depth)
+        cache = self._cache
+        if cache is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                return key, cached
+        raw = self._view.get(key)
+        assert raw is not None, f"state tree page {key.hex()} missing"
+        page = decode_page(raw)
+        if cache is not None:
+            cache.put(key, page)
+        return key, page
+
+
+def current_ref(view: ReadView) -> Ref:
+    raw = view.get(ROOT_KEY)
+    return EMPTY_REF if raw is None else decode_ref(raw)
 
 
 def stored_root(view: ReadView) -> bytes:
-    root = view.get(ROOT_KEY)
-    return EMPTY_ROOT if root is None else root
+    """The current root hash."""
+    return current_ref(view)[1]
+
+
+def root_at(view: ReadView, height: int) -> Ref | None:
+    """The root reference at `height`, or None if that height was never written or is pruned."""
+    raw = view.get(root_at_key(height))
+    return None if raw is None else decode_ref(raw)
+
+
+# ---- updating ------------------------------------------------------------------------------
+
+Item = tuple[bytes, bytes | None]  # (key path, new value or None to delete)
+_Present = tuple[bytes, bytes | None, Ref | None]  # (path, new value, or the kept leaf's ref)
 
 
 def update(
-    view: ReadView, root: bytes, changes: Mapping[bytes, bytes | None]
+    view: ReadView, height: int, changes: Mapping[bytes, bytes | None]
 ) -> tuple[bytes, WriteSet]:
-    """Apply state changes (state key -> new value or None) to the tree with `root`. Returns the
-    new root and the record writes (including the new root pointer). One batch shares the work
-    of the paths its keys have in common."""
+    """Apply one block's state changes (state key -> new value or None) at `height` to the
+    current tree. Returns the new root and the record writes: new pages and leaves at version
+    `height`, stale entries for what they replace, the root at `height` and the current root."""
     writes: WriteSet = {}
     items = sorted((key_path(key), value) for key, value in changes.items())
     assert len({path for path, _ in items}) == len(items)
-    new_root = _Updater(view, writes).update(root, 0, items)[0] if items else root
-    writes[ROOT_KEY] = new_root
-    return new_root, writes
+    ref = current_ref(view)
+    assert ref[0] == _EMPTY_KIND or ref[2] < height, "the tree is updated once per height"
+    if items:
+        ref = _Updater(view, writes, height).update(ref, 0, items)
+    encoded = encode_ref(ref)
+    writes[root_at_key(height)] = encoded
+    writes[ROOT_KEY] = encoded
+    return ref[1], writes
 
 
 class _Updater:
-    def __init__(self, view: ReadView, writes: WriteSet) -> None:
-        self._view = view
+    def __init__(self, view: ReadView, writes: WriteSet, version: int) -> None:
+        self._reader = _Reader(view)
         self._writes = writes
+        self._version = version
+        self._stale_prefix = STALE + _u64(version)
 
-    def record(self, node: bytes) -> bytes:
-        key = keyspace.SMT + node
-        record = self._writes.get(key) or self._view.get(key)
-        assert record is not None, f"SMT node {node.hex()} missing"
-        return record
+    def update(self, ref: Ref, depth: int, items: list[Item]) -> Ref:
+        """The subtree `ref` at `depth` after `items` (sorted by path, all under it)."""
+        kind = ref[0]
+        if kind == _EMPTY_KIND:
+            return self.build(depth, [(p, v, None) for p, v in items if v is not None])
+        if kind == _LEAF_KIND:
+            path = ref[3]
+            present: list[_Present] = [(p, v, None) for p, v in items if v is not None]
+            if any(p == path for p, _ in items):
+                self.stale(leaf_key(ref[2], path))
+            elif not present:
+                return ref  # only deletes of absent keys: nothing changes
+            else:
+                present.append((path, None, ref))
+                present.sort(key=lambda item: item[0])
+            return self.build(depth, present)
+        key, page = self._reader.page(ref, items[0][0], depth)
+        slots = list(page)
+        start = 0
+        while start < len(items):
+            nibble = _nibble(items[start][0], depth)
+            end = start + 1
+            while end < len(items) and _nibble(items[end][0], depth) == nibble:
+                end += 1
+            slots[nibble] = self.update(page[nibble], depth + 4, items[start:end])
+            start = end
+        if tuple(slots) == page:
+            return ref
+        self.stale(key)
+        return self.finish(depth, items[0][0], slots)
 
-    def update(self, node: bytes, depth: int, items: list[Item]) -> Subtree:
-        """The subtree `node` at `depth` after `items` (sorted by path, all under this node)."""
-        if node == EMPTY:
-            return self.build(depth, [(p, v) for p, v in items if v is not None], None)
-        record = self.record(node)
-        if record[:1] == LEAF_PREFIX:
-            path = record[1:33]
-            merged = dict(items)
-            kept = path not in merged
-            if kept:
-                merged[path] = record[33:]
-            present = sorted((p, v) for p, v in merged.items() if v is not None)
-            return self.build(depth, present, (path, node) if kept else None)
-        assert depth < DEPTH and record[:1] == NODE_PREFIX
-        split = _split(items, depth)
-        low, high = items[:split], items[split:]
-        left: Subtree = self.update(record[1:33], depth + 1, low) if low else (record[1:33], None)
-        right: Subtree = (
-            self.update(record[33:65], depth + 1, high) if high else (record[33:65], None)
-        )
-        return self.join(left, right)
-
-    def build(
-        self, depth: int, present: list[tuple[bytes, bytes]], stored: tuple[bytes, bytes] | None
-    ) -> Subtree:
-        """A fresh subtree at `depth` of the present leaves (sorted by path); `stored` is the
-        (path, hash) of a leaf among them whose record already exists."""
+    def build(self, depth: int, present: list[_Present]) -> Ref:
+        """A fresh subtree at `depth` of the present leaves (sorted by path)."""
         if not present:
-            return EMPTY, False
+            return EMPTY_REF
         if len(present) == 1:
-            path, value = present[0]
-            if stored is not None and stored[0] == path:
-                return stored[1], True
-            hashed = leaf_hash(path, value)
-            self._writes[keyspace.SMT + hashed] = LEAF_PREFIX + path + value
-            return hashed, True
-        assert depth < DEPTH
-        split = _split(present, depth)
-        return self.join(
-            self.build(depth + 1, present[:split], stored),
-            self.build(depth + 1, present[split:], stored),
-        )
+            path, value, kept = present[0]
+            if kept is not None:
+                return kept
+            assert value is not None
+            self._writes[leaf_key(self._version, path)] = value
+            hashed = value_hash(value)
+            return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
+        slots = [EMPTY_REF] * 16
+        start = 0
+        while start < len(present):
+            nibble = _nibble(present[start][0], depth)
+            end = start + 1
+            while end < len(present) and _nibble(present[end][0], depth) == nibble:
+                end += 1
+            slots[nibble] = self.build(depth + 4, present[start:end])
+            start = end
+        return self.finish(depth, present[0][0], slots)
 
-    def join(self, left: Subtree, right: Subtree) -> Subtree:
-        """The parent of two subtrees: empty, the one leaf lifted up, or an inner node."""
-        if left[0] == EMPTY and right[0] == EMPTY:
-            return EMPTY, False
-        if left[0] == EMPTY and self.is_leaf(right):
-            return right[0], True
-        if right[0] == EMPTY and self.is_leaf(left):
-            return left[0], True
-        hashed = node_hash(left[0], right[0])
-        self._writes[keyspace.SMT + hashed] = NODE_PREFIX + left[0] + right[0]
-        return hashed, False
+    def finish(self, depth: int, path: bytes, slots: list[Ref]) -> Ref:
+        """The page of `slots` written at this version, or what it collapses to."""
+        filled = [slot for slot in slots if slot[0] != _EMPTY_KIND]
+        if not filled:
+            return EMPTY_REF
+        if len(filled) == 1 and filled[0][0] == _LEAF_KIND:
+            return filled[0]  # one leaf left: it moves up to the parent's slot
+        page = tuple(slots)
+        hashed = page_levels(page)[4][0][0]
+        self._writes[page_key(self._version, path, depth)] = encode_page(page)
+        return _PAGE_KIND, hashed, self._version, b"", b""
 
-    def is_leaf(self, subtree: Subtree) -> bool:
-        if subtree[1] is None:  # an untouched child: read only when its sibling emptied out
-            return self.record(subtree[0])[:1] == LEAF_PREFIX
-        return subtree[1]
-
-
-def _split(items: list[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes]], depth: int) -> int:
-    """Index of the first item whose path has bit 1 at `depth` (items sorted by path, sharing
-    their first `depth` bits, so the 0s come first)."""
-    for index, item in enumerate(items):
-        if path_bit(item[0], depth):
-            return index
-    return len(items)
+    def stale(self, record_key: bytes) -> None:
+        self._writes[self._stale_prefix + record_key] = b""
 
 
-def prove(view: ReadView, root: bytes, state_key: bytes) -> tuple[bytes | None, Proof]:
-    """(value at `state_key` under `root` or None, the proof of that)."""
+# ---- proving ---------------------------------------------------------------------------------
+
+
+def prove(view: ReadView, height: int, state_key: bytes) -> tuple[bytes | None, Proof]:
+    """(value at `state_key` at `height` or None, the proof of that under that height's root).
+    The height must be kept (not pruned): callers check the retention window first."""
+    ref = root_at(view, height)
+    assert ref is not None, f"state tree root at height {height} missing"
+    return prove_ref(view, ref, state_key)
+
+
+def prove_ref(view: ReadView, ref: Ref, state_key: bytes) -> tuple[bytes | None, Proof]:
     path = key_path(state_key)
+    reader = _Reader(view)
     siblings: list[tuple[int, bytes]] = []
-    node = root
-    for depth in range(DEPTH + 1):
-        if node == EMPTY:
-            return None, Proof(siblings)
-        record = view.get(keyspace.SMT + node)
-        assert record is not None, f"SMT node {node.hex()} missing"
-        if record[:1] == LEAF_PREFIX:
-            other, value = record[1:33], record[33:]
-            if other == path:
-                return value, Proof(siblings)
-            return None, Proof(siblings, (other, value_hash(value)))
-        assert depth < DEPTH and record[:1] == NODE_PREFIX
-        left, right = record[1:33], record[33:65]
-        node, sibling = (left, right) if path_bit(path, depth) == 0 else (right, left)
-        if sibling != EMPTY:
-            siblings.append((depth, sibling))
-    raise AssertionError("unreachable: distinct paths part before depth 256")
+    depth = 0
+    while ref[0] == _PAGE_KIND:
+        _, page = reader.page(ref, path, depth)
+        levels = page_levels(page)
+        nibble = _nibble(path, depth)
+        for step in range(4):
+            node = levels[4 - step][nibble >> (4 - step)]
+            if node[0] == EMPTY:
+                return None, Proof(siblings)
+            if node[1] is not None:
+                return _at_leaf(view, node[1], path, siblings)
+            index = nibble >> (3 - step)  # the child on the path, one level down
+            sibling = levels[3 - step][index ^ 1][0]
+            if sibling != EMPTY:
+                siblings.append((depth + step, sibling))
+        ref = page[nibble]
+        depth += 4
+    if ref[0] == _EMPTY_KIND:
+        return None, Proof(siblings)
+    return _at_leaf(view, ref, path, siblings)
+
+
+def _at_leaf(
+    view: ReadView, leaf: Ref, path: bytes, siblings: list[tuple[int, bytes]]
+) -> tuple[bytes | None, Proof]:
+    if leaf[3] != path:
+        return None, Proof(siblings, (leaf[3], leaf[4]))
+    value = view.get(leaf_key(leaf[2], path))
+    assert value is not None, f"state tree leaf {path.hex()} at version {leaf[2]} missing"
+    return value, Proof(siblings)
+
+
+# ---- pruning ---------------------------------------------------------------------------------
+
+
+def prune_writes(view: ReadView, keep_from: int, max_records: int) -> tuple[WriteSet, bool]:
+    """Deletes of at most `max_records` records no height >= `keep_from` needs: records stale
+    since a height <= keep_from (with their stale entries), and root references below it.
+    Returns the deletes and whether more remain."""
+    assert max_records > 0
+    deletes: WriteSet = {}
+    stop = STALE + _u64(keep_from + 1)
+    for stale_key, _ in _scan(view, STALE, stop):
+        if len(deletes) >= max_records:
+            return deletes, True
+        deletes[stale_key] = None
+        deletes[stale_key[len(STALE) + 8 :]] = None
+    stop = root_at_key(keep_from)
+    for root_key, _ in _scan(view, ROOT_AT, stop):
+        if len(deletes) >= max_records:
+            return deletes, True
+        deletes[root_key] = None
+    return deletes, False
+
+
+def _scan(view: ReadView, prefix: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for key, value in view.iterate(prefix):
+        if key >= stop:
+            return
+        yield key, value
+
+
+__all__ = ["EMPTY_ROOT", "PageCache", "prove", "prune_writes", "stored_root", "update"]
