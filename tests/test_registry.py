@@ -63,6 +63,7 @@ class Chain:
         before = dict(self.view.data)
         [result] = self.block((signer, tx_type, payload))
         assert not result.ok, f"{tx_type} unexpectedly passed"
+
         # No state change: only the root references (current, and this height's) are written.
         def changed(data: dict[bytes, bytes]) -> dict[bytes, bytes]:
             return {
