@@ -7,8 +7,10 @@ tree (disk follows the live state). Nodes live in a real LevelDB where it matter
 from __future__ import annotations
 
 import hashlib
+import random
 
 import plyvel
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -274,3 +276,26 @@ def test_an_other_leaf_that_is_not_on_the_path_is_refused():
     own = smt.key_path(key)
     assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings, (own, value_hash)))
     assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings))  # not empty there
+
+
+@pytest.mark.parametrize("page_bits", [1, 2, 4, 8])
+def test_every_page_size_gives_the_same_roots_and_proofs(page_bits):
+    """The page size is a storage layout only: binary records (1 bit), 16-ary pages (4) and
+    256-ary pages (8) commit to the same compact tree."""
+    rng = random.Random(page_bits)
+    view = DictView()
+    entries: dict[bytes, bytes | None] = {}
+    for height in range(12):
+        changes: dict[bytes, bytes | None] = {}
+        for _ in range(rng.randint(1, 60)):
+            key = f"s/k/{rng.randint(0, 400)}".encode()
+            changes[key] = None if rng.random() < 0.25 else rng.randbytes(rng.randint(0, 9))
+        root, writes = state_tree.update(view, height, changes, page_bits)
+        view.apply(writes)
+        entries.update(changes)
+        assert root == _reference_root(entries)
+        for i in range(0, 400, 37):
+            key = f"s/k/{i}".encode()
+            value, proof = state_tree.prove(view, height, key, page_bits)
+            assert value == entries.get(key)
+            assert smt.verify_proof(root, key, value, proof)

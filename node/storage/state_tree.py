@@ -14,7 +14,7 @@ binary records. A subtree of two or more leaves is a page; one leaf is a slot; n
 
 Records (all under keyspace.SMT, version = the block height that wrote them, 8 bytes BE):
 
-    z/n/<version><nibble count><nibbles>  a page       version first: a block's writes are
+    z/n/<version><depth><path bits>       a page       version first: a block's writes are
     z/l/<version><key path>               a leaf's value  one run of adjacent keys, appended
     z/r/<height>                          the root reference at that height
     z/x/<since><record key>               the record became stale at height `since`
@@ -56,6 +56,11 @@ STALE = keyspace.SMT + b"x/"
 # Decoded pages kept in memory per store: the upper levels (1 + 16 + 256 + 4,096 pages) are on
 # every key's path and stay; each entry is ~2 KiB decoded, so the cache holds ~64 MiB at most.
 PAGE_CACHE_ENTRIES: Final = 32_768
+
+# Binary levels per page: 4 makes 16-ary pages (measured against 1, binary records, and 8 in
+# docs/bench.md "State tree layout"). Part of the store format; a parameter only so the tests and
+# that measurement can run the same code with other page sizes.
+PAGE_BITS: Final = 4
 
 _EMPTY_KIND, _LEAF_KIND, _PAGE_KIND = 0, 1, 2
 _LEAF_BYTES = 1 + 8 + 32 + 32 + 32  # kind, version, hash, key path, value hash
@@ -100,12 +105,12 @@ def _u64(value: int) -> bytes:
 
 
 def page_key(version: int, path: bytes, depth: int) -> bytes:
-    """The record key of the page at `depth` (a multiple of 4) on key path `path`."""
-    nibbles = depth >> 2
-    packed = bytearray(path[: (nibbles + 1) >> 1])
-    if nibbles & 1:
-        packed[-1] &= 0xF0
-    return PAGE + _u64(version) + bytes([nibbles]) + bytes(packed)
+    """The record key of the page at binary `depth` (a multiple of the page bits) on key path
+    `path`: the version, the depth, then the path's first `depth` bits."""
+    packed = bytearray(path[: (depth + 7) >> 3])
+    if depth & 7:
+        packed[-1] &= (0xFF << (8 - (depth & 7))) & 0xFF
+    return PAGE + _u64(version) + bytes([depth]) + bytes(packed)
 
 
 def leaf_key(version: int, path: bytes) -> bytes:
@@ -154,10 +159,10 @@ def encode_page(slots: Slots) -> bytes:
 def decode_page(data: bytes) -> Slots:
     slots = []
     at = 0
-    for _ in range(16):
+    while at < len(data):
         slot, at = _decode_ref(data, at)
         slots.append(slot)
-    assert at == len(data), "trailing bytes after a page"
+    assert len(slots) & (len(slots) - 1) == 0 and len(slots) >= 2, "a page has 2**bits slots"
     return tuple(slots)
 
 
@@ -179,7 +184,7 @@ def _join(left: _Node, right: _Node) -> _Node:
 
 
 def page_levels(slots: Slots) -> list[list[_Node]]:
-    """The page's binary subtree bottom-up: levels[0] the 16 slots, levels[4] its root."""
+    """The page's binary subtree bottom-up: levels[0] the slots, levels[-1] its root."""
     level: list[_Node] = [
         (slot[1], slot if slot[0] == _LEAF_KIND else None)
         if slot[0] != _EMPTY_KIND
@@ -187,15 +192,20 @@ def page_levels(slots: Slots) -> list[list[_Node]]:
         for slot in slots
     ]
     levels = [level]
-    for _ in range(4):
+    while len(level) > 1:
         level = [_join(level[i], level[i + 1]) for i in range(0, len(level), 2)]
         levels.append(level)
     return levels
 
 
-def _nibble(path: bytes, depth: int) -> int:
-    byte = path[depth >> 3]
-    return byte & 0x0F if depth & 4 else byte >> 4
+def _chunk(path: bytes, depth: int, bits: int) -> int:
+    """The `bits` bits of `path` from binary `depth` on: the slot the path takes in a page."""
+    if bits == 4:
+        byte = path[depth >> 3]
+        return byte & 0x0F if depth & 4 else byte >> 4
+    start, end = depth >> 3, (depth + bits + 7) >> 3
+    value = int.from_bytes(path[start:end], "big")
+    return (value >> ((end - start) * 8 - (depth & 7) - bits)) & ((1 << bits) - 1)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -245,7 +255,10 @@ _Present = tuple[bytes, bytes | None, Ref | None]  # (path, new value, or the ke
 
 
 def update(
-    view: ReadView, height: int, changes: Mapping[bytes, bytes | None]
+    view: ReadView,
+    height: int,
+    changes: Mapping[bytes, bytes | None],
+    page_bits: int = PAGE_BITS,
 ) -> tuple[bytes, WriteSet]:
     """Apply one block's state changes (state key -> new value or None) at `height` to the
     current tree. Returns the new root and the record writes: new pages and leaves at version
@@ -256,7 +269,7 @@ def update(
     ref = current_ref(view)
     assert ref[0] == _EMPTY_KIND or ref[2] < height, "the tree is updated once per height"
     if items:
-        ref = _Updater(view, writes, height).update(ref, 0, items)
+        ref = _Updater(view, writes, height, page_bits).update(ref, 0, items)
     encoded = encode_ref(ref)
     writes[root_at_key(height)] = encoded
     writes[ROOT_KEY] = encoded
@@ -264,7 +277,9 @@ def update(
 
 
 class _Updater:
-    def __init__(self, view: ReadView, writes: WriteSet, version: int) -> None:
+    def __init__(self, view: ReadView, writes: WriteSet, version: int, bits: int) -> None:
+        assert bits in (1, 2, 4, 8), "a page covers 1, 2, 4 or 8 binary levels"
+        self._bits = bits
         self._reader = _Reader(view)
         self._writes = writes
         self._version = version
@@ -288,13 +303,14 @@ class _Updater:
             return self.build(depth, present)
         key, page = self._reader.page(ref, items[0][0], depth)
         slots = list(page)
+        bits = self._bits
         start = 0
         while start < len(items):
-            nibble = _nibble(items[start][0], depth)
+            slot = _chunk(items[start][0], depth, bits)
             end = start + 1
-            while end < len(items) and _nibble(items[end][0], depth) == nibble:
+            while end < len(items) and _chunk(items[end][0], depth, bits) == slot:
                 end += 1
-            slots[nibble] = self.update(page[nibble], depth + 4, items[start:end])
+            slots[slot] = self.update(page[slot], depth + bits, items[start:end])
             start = end
         if tuple(slots) == page:
             return ref
@@ -313,14 +329,15 @@ class _Updater:
             self._writes[leaf_key(self._version, path)] = value
             hashed = value_hash(value)
             return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
-        slots = [EMPTY_REF] * 16
+        bits = self._bits
+        slots = [EMPTY_REF] * (1 << bits)
         start = 0
         while start < len(present):
-            nibble = _nibble(present[start][0], depth)
+            slot = _chunk(present[start][0], depth, bits)
             end = start + 1
-            while end < len(present) and _nibble(present[end][0], depth) == nibble:
+            while end < len(present) and _chunk(present[end][0], depth, bits) == slot:
                 end += 1
-            slots[nibble] = self.build(depth + 4, present[start:end])
+            slots[slot] = self.build(depth + bits, present[start:end])
             start = end
         return self.finish(depth, present[0][0], slots)
 
@@ -332,7 +349,7 @@ class _Updater:
         if len(filled) == 1 and filled[0][0] == _LEAF_KIND:
             return filled[0]  # one leaf left: it moves up to the parent's slot
         page = tuple(slots)
-        hashed = page_levels(page)[4][0][0]
+        hashed = page_levels(page)[-1][0][0]
         self._writes[page_key(self._version, path, depth)] = encode_page(page)
         return _PAGE_KIND, hashed, self._version, b"", b""
 
@@ -343,35 +360,41 @@ class _Updater:
 # ---- proving ---------------------------------------------------------------------------------
 
 
-def prove(view: ReadView, height: int, state_key: bytes) -> tuple[bytes | None, Proof]:
+def prove(
+    view: ReadView, height: int, state_key: bytes, page_bits: int = PAGE_BITS
+) -> tuple[bytes | None, Proof]:
     """(value at `state_key` at `height` or None, the proof of that under that height's root).
     The height must be kept (not pruned): callers check the retention window first."""
     ref = root_at(view, height)
     assert ref is not None, f"state tree root at height {height} missing"
-    return prove_ref(view, ref, state_key)
+    return prove_ref(view, ref, state_key, page_bits)
 
 
-def prove_ref(view: ReadView, ref: Ref, state_key: bytes) -> tuple[bytes | None, Proof]:
+def prove_ref(
+    view: ReadView, ref: Ref, state_key: bytes, page_bits: int = PAGE_BITS
+) -> tuple[bytes | None, Proof]:
     path = key_path(state_key)
     reader = _Reader(view)
     siblings: list[tuple[int, bytes]] = []
+    bits = page_bits
     depth = 0
     while ref[0] == _PAGE_KIND:
         _, page = reader.page(ref, path, depth)
         levels = page_levels(page)
-        nibble = _nibble(path, depth)
-        for step in range(4):
-            node = levels[4 - step][nibble >> (4 - step)]
+        assert len(levels) == bits + 1, "page of another size"
+        slot = _chunk(path, depth, bits)
+        for step in range(bits):
+            node = levels[bits - step][slot >> (bits - step)]
             if node[0] == EMPTY:
                 return None, Proof(siblings)
             if node[1] is not None:
                 return _at_leaf(view, node[1], path, siblings)
-            index = nibble >> (3 - step)  # the child on the path, one level down
-            sibling = levels[3 - step][index ^ 1][0]
+            index = slot >> (bits - 1 - step)  # the child on the path, one level down
+            sibling = levels[bits - 1 - step][index ^ 1][0]
             if sibling != EMPTY:
                 siblings.append((depth + step, sibling))
-        ref = page[nibble]
-        depth += 4
+        ref = page[slot]
+        depth += bits
     if ref[0] == _EMPTY_KIND:
         return None, Proof(siblings)
     return _at_leaf(view, ref, path, siblings)
