@@ -54,8 +54,8 @@ LEAF = keyspace.SMT + b"l/"
 ROOT_AT = keyspace.SMT + b"r/"
 STALE = keyspace.SMT + b"x/"
 # Decoded pages kept in memory per store: the upper levels (1 + 16 + 256 + 4,096 pages) are on
-# every key's path and stay; each entry is ~2 KiB decoded, so the cache holds ~64 MiB at most.
-PAGE_CACHE_ENTRIES: Final = 32_768
+# every key's path and stay; an entry with its subtree's nodes is ~4 KiB, so ~64 MiB at most.
+PAGE_CACHE_ENTRIES: Final = 16_384
 
 # Binary levels per page: 4 makes 16-ary pages (measured against 1, binary records, and 8 in
 # docs/bench.md "State tree layout"). Part of the store format; a parameter only so the tests and
@@ -73,28 +73,76 @@ EMPTY_REF: Final[Ref] = (_EMPTY_KIND, EMPTY, 0, b"", b"")
 Slots = tuple[Ref, ...]  # a page: 16 references
 
 
+class Page:
+    """A decoded page: its slots, and its binary subtree's nodes once computed (kept so that a
+    proof or the next update of the page hashes only what changed)."""
+
+    __slots__ = ("_encoded", "_levels", "slots")
+
+    def __init__(
+        self,
+        slots: Slots,
+        levels: list[list[_Node]] | None = None,
+        encoded: list[bytes] | None = None,
+    ) -> None:
+        self.slots = slots
+        self._levels = levels
+        self._encoded = encoded
+
+    def encoded_slots(self) -> list[bytes]:
+        """Each slot's encoding (the record is their concatenation)."""
+        if self._encoded is None:
+            self._encoded = [encode_ref(slot) for slot in self.slots]
+        return self._encoded
+
+    def levels(self) -> list[list[_Node]]:
+        if self._levels is None:
+            self._levels = page_levels(self.slots)
+        return self._levels
+
+
 class PageCache:
     """Decoded pages by record key, bounded (least recently used goes). Records never change,
-    so a hit is always the stored page; a pruned page is only asked for by a pruned height."""
+    so a hit is always the stored page; a pruned page is only asked for by a pruned height.
+
+    Pages a block's update writes are staged, not cached: `promote()` (after the block's batch
+    is written) caches them, and the next update drops what a dropped batch left staged, so the
+    cache never holds a page that is not on disk."""
 
     def __init__(self, entries: int = PAGE_CACHE_ENTRIES) -> None:
         self._entries = entries
-        self._pages: OrderedDict[bytes, Slots] = OrderedDict()
+        self._pages: OrderedDict[bytes, Page] = OrderedDict()
+        self._staged: dict[bytes, Page] = {}
         # The commit thread, the pruner and the proof-serving threads share one cache.
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> Slots | None:
+    def get(self, key: bytes) -> Page | None:
         with self._lock:
             page = self._pages.get(key)
             if page is not None:
                 self._pages.move_to_end(key)
             return page
 
-    def put(self, key: bytes, page: Slots) -> None:
+    def put(self, key: bytes, page: Page) -> None:
         with self._lock:
-            self._pages[key] = page
-            if len(self._pages) > self._entries:
-                self._pages.popitem(last=False)
+            self._put(key, page)
+
+    def _put(self, key: bytes, page: Page) -> None:
+        self._pages[key] = page
+        if len(self._pages) > self._entries:
+            self._pages.popitem(last=False)
+
+    def stage(self, pages: dict[bytes, Page]) -> None:
+        """The pages one update wrote (replacing whatever an earlier update staged)."""
+        with self._lock:
+            self._staged = pages
+
+    def promote(self) -> None:
+        """The staged pages are on disk now."""
+        with self._lock:
+            for key, page in self._staged.items():
+                self._put(key, page)
+            self._staged = {}
 
 
 # ---- record encoding ---------------------------------------------------------------------
@@ -198,6 +246,27 @@ def page_levels(slots: Slots) -> list[list[_Node]]:
     return levels
 
 
+def _relevel(old: list[list[_Node]], slots: Slots, changed: list[int]) -> list[list[_Node]]:
+    """page_levels(slots) from the levels of a page that differs in the `changed` slots."""
+    level = list(old[0])
+    for index in changed:
+        slot = slots[index]
+        level[index] = (
+            (slot[1], slot if slot[0] == _LEAF_KIND else None)
+            if slot[0] != _EMPTY_KIND
+            else _EMPTY_NODE
+        )
+    levels = [level]
+    dirty = set(changed)
+    for row in old[1:]:
+        below, level = level, list(row)
+        dirty = {index >> 1 for index in dirty}
+        for index in dirty:
+            level[index] = _join(below[2 * index], below[2 * index + 1])
+        levels.append(level)
+    return levels
+
+
 def _chunk(path: bytes, depth: int, bits: int) -> int:
     """The `bits` bits of `path` from binary `depth` on: the slot the path takes in a page."""
     if bits == 4:
@@ -217,7 +286,7 @@ class _Reader:
         # The store's LevelView carries a cache; any other view (tests, overlays) reads through.
         self._cache: PageCache | None = getattr(view, "page_cache", None)
 
-    def page(self, ref: Ref, path: bytes, depth: int) -> tuple[bytes, Slots]:
+    def page(self, ref: Ref, path: bytes, depth: int) -> tuple[bytes, Page]:
         key = page_key(ref[2], path, depth)
         cache = self._cache
         if cache is not None:
@@ -226,7 +295,7 @@ class _Reader:
                 return key, cached
         raw = self._view.get(key)
         assert raw is not None, f"state tree page {key.hex()} missing"
-        page = decode_page(raw)
+        page = Page(decode_page(raw))
         if cache is not None:
             cache.put(key, page)
         return key, page
@@ -268,8 +337,12 @@ def update(
     assert len({path for path, _ in items}) == len(items)
     ref = current_ref(view)
     assert ref[0] == _EMPTY_KIND or ref[2] < height, "the tree is updated once per height"
+    updater = _Updater(view, writes, height, page_bits)
     if items:
-        ref = _Updater(view, writes, height, page_bits).update(ref, 0, items)
+        ref = updater.update(ref, 0, items)
+    cache: PageCache | None = getattr(view, "page_cache", None)
+    if cache is not None:
+        cache.stage(updater.written)
     encoded = encode_ref(ref)
     writes[root_at_key(height)] = encoded
     writes[ROOT_KEY] = encoded
@@ -284,6 +357,7 @@ class _Updater:
         self._writes = writes
         self._version = version
         self._stale_prefix = STALE + _u64(version)
+        self.written: dict[bytes, Page] = {}
 
     def update(self, ref: Ref, depth: int, items: list[Item]) -> Ref:
         """The subtree `ref` at `depth` after `items` (sorted by path, all under it)."""
@@ -301,21 +375,26 @@ class _Updater:
                 present.append((path, None, ref))
                 present.sort(key=lambda item: item[0])
             return self.build(depth, present)
-        key, page = self._reader.page(ref, items[0][0], depth)
+        key, old = self._reader.page(ref, items[0][0], depth)
+        page = old.slots
         slots = list(page)
         bits = self._bits
+        changed: list[int] = []
         start = 0
         while start < len(items):
             slot = _chunk(items[start][0], depth, bits)
             end = start + 1
             while end < len(items) and _chunk(items[end][0], depth, bits) == slot:
                 end += 1
-            slots[slot] = self.update(page[slot], depth + bits, items[start:end])
+            new = self.update(page[slot], depth + bits, items[start:end])
+            if new != page[slot]:
+                slots[slot] = new
+                changed.append(slot)
             start = end
-        if tuple(slots) == page:
+        if not changed:
             return ref
         self.stale(key)
-        return self.finish(depth, items[0][0], slots)
+        return self.finish(depth, items[0][0], slots, (old, changed))
 
     def build(self, depth: int, present: list[_Present]) -> Ref:
         """A fresh subtree at `depth` of the present leaves (sorted by path)."""
@@ -341,17 +420,34 @@ class _Updater:
             start = end
         return self.finish(depth, present[0][0], slots)
 
-    def finish(self, depth: int, path: bytes, slots: list[Ref]) -> Ref:
-        """The page of `slots` written at this version, or what it collapses to."""
+    def finish(
+        self,
+        depth: int,
+        path: bytes,
+        slots: list[Ref],
+        replaces: tuple[Page, list[int]] | None = None,
+    ) -> Ref:
+        """The page of `slots` written at this version, or what it collapses to. `replaces`:
+        the page it replaces and the slots that changed (only their ancestors are rehashed)."""
         filled = [slot for slot in slots if slot[0] != _EMPTY_KIND]
         if not filled:
             return EMPTY_REF
         if len(filled) == 1 and filled[0][0] == _LEAF_KIND:
             return filled[0]  # one leaf left: it moves up to the parent's slot
         page = tuple(slots)
-        hashed = page_levels(page)[-1][0][0]
-        self._writes[page_key(self._version, path, depth)] = encode_page(page)
-        return _PAGE_KIND, hashed, self._version, b"", b""
+        if replaces is None:
+            levels = page_levels(page)
+            encoded = [encode_ref(slot) for slot in page]
+        else:
+            old, changed = replaces
+            levels = _relevel(old.levels(), page, changed)
+            encoded = list(old.encoded_slots())
+            for index in changed:
+                encoded[index] = encode_ref(page[index])
+        key = page_key(self._version, path, depth)
+        self._writes[key] = b"".join(encoded)
+        self.written[key] = Page(page, levels, encoded)
+        return _PAGE_KIND, levels[-1][0][0], self._version, b"", b""
 
     def stale(self, record_key: bytes) -> None:
         self._writes[self._stale_prefix + record_key] = b""
@@ -379,8 +475,8 @@ def prove_ref(
     bits = page_bits
     depth = 0
     while ref[0] == _PAGE_KIND:
-        _, page = reader.page(ref, path, depth)
-        levels = page_levels(page)
+        _, stored = reader.page(ref, path, depth)
+        page, levels = stored.slots, stored.levels()
         assert len(levels) == bits + 1, "page of another size"
         slot = _chunk(path, depth, bits)
         for step in range(bits):
@@ -440,4 +536,4 @@ def _scan(view: ReadView, prefix: bytes, stop: bytes) -> Iterator[tuple[bytes, b
         yield key, value
 
 
-__all__ = ["EMPTY_ROOT", "PageCache", "prove", "prune_writes", "stored_root", "update"]
+__all__ = ["EMPTY_ROOT", "Page", "PageCache", "prove", "prune_writes", "stored_root", "update"]

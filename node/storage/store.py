@@ -549,6 +549,7 @@ class LedgerStore:
 
     def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
         self._log.install(plan)
+        self._page_cache.promote()  # the state-tree pages this block wrote are on disk now
         self._last_header = block.header
 
     def save_certificate(self, height: int, cert: CommitCertificate) -> None:
