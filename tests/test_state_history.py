@@ -3,27 +3,36 @@ window verify with the offline verifier (`kledger verify state`'s check) and fai
 tampered, a pruned height is refused by name, the pruner leaves the live tree, and a crash
 (a dropped block batch; kill -9 of a process committing blocks and pruning) recovers the same
 roots: the stored root equals the last header's, equals the root recomputed from the flat table,
-and every kept height still proves.
+and every kept height still proves; and `kledger query state` over real gRPC writes a proof
+that `kledger verify state` accepts, and rejects once tampered.
 
 This module is also the crash child: `python -m tests.test_state_history DIR BLOCKS`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 
+from kledger.cluster.client import query_cli
+from kledger.node.api.registry_service import add_registry_service
+from kledger.node.chain import canonical
+from kledger.node.chain.genesis import save_genesis
 from kledger.node.chain.header import Header
 from kledger.node.chain.receipt import TxResult
 from kledger.node.commit.certified_state import CertifiedState
 from kledger.node.errors import Refused, Status
 from kledger.node.proof import smt
+from kledger.node.proof import verify_cli as verify
 from kledger.node.proof.state_proof import build_bundle, state_bundle_problem
 from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.state_pruner import StatePruner
@@ -33,7 +42,7 @@ from tests.ledger_builders import certify, make_tx
 
 ROOT = Path(__file__).resolve().parent.parent
 GENESIS = make_genesis()
-GENESIS_STATE = {b"s/org/KOMCA": b"\x01"}
+GENESIS_STATE = {b"s/org/KOMCA": canonical.encode("KOMCA")}
 
 
 def _genesis_tree() -> tuple[dict[bytes, bytes | None], bytes]:
@@ -66,9 +75,10 @@ def commit_state(store: LedgerStore, changes: dict[bytes, bytes | None], nonce: 
 def block_changes(height: int) -> dict[bytes, bytes | None]:
     """Overwrites of a small key set (so history piles up), some inserts and deletes."""
     changes: dict[bytes, bytes | None] = {
-        f"s/work/{(height * 3 + i) % 40}".encode(): f"v{height}.{i}".encode() for i in range(6)
-    }
-    changes[f"s/usage/{height}".encode()] = b"u"
+        f"s/work/{(height * 3 + i) % 40}".encode(): canonical.encode(f"v{height}.{i}")
+        for i in range(6)
+    }  # values in canonical msgpack, as the registry stores (and `verify state` decodes)
+    changes[f"s/usage/{height}".encode()] = canonical.encode(height)
     if height % 4 == 0:
         changes[f"s/usage/{height - 2}".encode()] = None
     return changes
@@ -100,7 +110,7 @@ def test_window_proofs_verify_offline_and_pruned_heights_are_refused(tmp_path):
             assert found.value == history[height].get(key)
             bundle = build_bundle(key, found.value, found.proof, found.header, found.certificate)
             assert state_bundle_problem(bundle, GENESIS) is None
-            bundle["value"] = (b"forged").hex()
+            bundle["value"] = canonical.encode("forged").hex()
             assert state_bundle_problem(bundle, GENESIS) is not None
     latest = certified.proof_at(0, b"s/work/1")  # 0: the latest certified height
     assert latest.header.height == 20
@@ -220,3 +230,41 @@ def _child(path: str, blocks: int) -> None:
 
 if __name__ == "__main__":
     _child(sys.argv[1], int(sys.argv[2]))
+
+
+def test_state_proof_rpc_cli_and_offline_verifier_end_to_end(tmp_path, capsys):
+    """`kledger query state KEY --height H` over real gRPC, `kledger verify state` on the file."""
+    store = open_state_store(tmp_path / "db")
+    for height in range(1, 13):
+        header = commit_state(store, block_changes(height), height)
+        store.save_certificate(height, certify(header))
+    StatePruner(store, retention_blocks=5).prune_all()
+    certified = CertifiedState(store, retention_blocks=5)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_registry_service(server, certified.current, certified.proof_at)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    genesis_path = tmp_path / "genesis.json"
+    save_genesis(genesis_path, GENESIS)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        proofs = tmp_path / "proofs"
+        argv = ["state", "s/work/3", "--height", "9", "--proofs", str(proofs)]
+        assert query_cli.main(argv, channel=channel) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["height"] == 9
+        [file] = sorted(proofs.glob("proof-*.json"))
+        assert verify.main(["state", str(file), "--genesis", str(genesis_path)]) == 0
+        assert "valid: s/work/3" in capsys.readouterr().out
+        bundle = json.loads(file.read_text())
+        bundle["value"] = canonical.encode("tampered").hex()
+        file.write_text(json.dumps(bundle))
+        assert verify.main(["state", str(file), "--genesis", str(genesis_path)]) == 1
+        capsys.readouterr()
+        assert query_cli.main(["state", "s/work/3", "--height", "3"], channel=channel) == 1
+        err = capsys.readouterr().err
+        assert "FAILED_PRECONDITION" in err and "state at height 3 is pruned" in err
+    finally:
+        channel.close()
+        server.stop(None)
+        store.close()
