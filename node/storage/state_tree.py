@@ -74,19 +74,22 @@ Slots = tuple[Ref, ...]  # a page: 16 references
 
 
 class Page:
-    """A decoded page: its slots, and its binary subtree's nodes once computed (kept so that a
-    proof or the next update of the page hashes only what changed)."""
+    """A decoded page: its slots, which of them hold something and which a leaf (bit masks),
+    and its binary subtree's hashes once computed (kept so that a proof hashes nothing and the
+    next update of the page rehashes only above what changed)."""
 
-    __slots__ = ("_encoded", "_levels", "slots")
+    __slots__ = ("_encoded", "_hashes", "filled", "leaves", "slots")
 
     def __init__(
         self,
         slots: Slots,
-        levels: Levels | None = None,
+        masks: tuple[int, int] | None = None,
+        hashes: bytes | None = None,
         encoded: tuple[bytes, ...] | None = None,
     ) -> None:
         self.slots = slots
-        self._levels = levels
+        self.filled, self.leaves = _masks(slots) if masks is None else masks
+        self._hashes = hashes
         self._encoded = encoded
 
     def encoded_slots(self) -> tuple[bytes, ...]:
@@ -95,10 +98,10 @@ class Page:
             self._encoded = tuple(encode_ref(slot) for slot in self.slots)
         return self._encoded
 
-    def levels(self) -> Levels:
-        if self._levels is None:
-            self._levels = page_levels(self.slots)
-        return self._levels
+    def hashes(self) -> bytes:
+        if self._hashes is None:
+            self._hashes = page_hashes(self.slots, self.filled, self.leaves)
+        return self._hashes
 
 
 class PageCache:
@@ -216,59 +219,90 @@ def decode_page(data: bytes) -> Slots:
 
 # ---- hashing a page ------------------------------------------------------------------------
 
-# One node of a page's binary subtree: (hash, the leaf reference if it is one leaf, else None).
-_Node = tuple[bytes, Ref | None]
-_EMPTY_NODE: Final[_Node] = (EMPTY, None)
-# A page's binary subtree, bottom-up. Tuples, not lists, all the way down: tuples of atoms
-# leave the garbage collector's tracking, and the page cache holds millions of these nodes
-# (with lists, full collections walking them tripled the update's CPU at 10^5 keys).
-Levels = tuple[tuple[_Node, ...], ...]
+# A page's binary subtree as a heap: node 1 is the page's root, the children of node i are 2i
+# and 2i + 1, slot j is node (width + j); node 0 is unused. Its hashes are kept as one bytes
+# object (32 bytes per node), and whether a node is empty or one lifted leaf comes from the
+# page's bit masks: no per-node Python objects, which the garbage collector would walk (the
+# page cache holds thousands of pages; with lists of tuples, full collections tripled the
+# update's CPU at 10^5 keys).
 
 
-def _join(left: _Node, right: _Node) -> _Node:
-    """smt's compact rule: empty, the one leaf lifted up, or an inner node."""
-    if left[0] == EMPTY:
-        if right[0] == EMPTY or right[1] is not None:
-            return right
-    elif right[0] == EMPTY and left[1] is not None:
-        return left
-    return node_hash(left[0], right[0]), None
+def _node_masks(width: int) -> tuple[int, ...]:
+    """For each node of a page of `width` slots, the mask of the slots below it."""
+    masks = [0] * (2 * width)
+    for index in range(1, 2 * width):
+        level = index.bit_length() - 1
+        span = width >> level
+        masks[index] = ((1 << span) - 1) << ((index - (1 << level)) * span)
+    return tuple(masks)
 
 
-def page_levels(slots: Slots) -> Levels:
-    """The page's binary subtree bottom-up: levels[0] the slots, levels[-1] its root."""
-    level: list[_Node] = [
-        (slot[1], slot if slot[0] == _LEAF_KIND else None)
-        if slot[0] != _EMPTY_KIND
-        else _EMPTY_NODE
-        for slot in slots
-    ]
-    levels = [tuple(level)]
-    while len(level) > 1:
-        level = [_join(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-        levels.append(tuple(level))
-    return tuple(levels)
+_NODE_MASKS: Final = {1 << bits: _node_masks(1 << bits) for bits in (1, 2, 4, 8)}
 
 
-def _relevel(old: Levels, slots: Slots, changed: list[int]) -> Levels:
-    """page_levels(slots) from the levels of a page that differs in the `changed` slots."""
-    level = list(old[0])
-    for index in changed:
-        slot = slots[index]
-        level[index] = (
-            (slot[1], slot if slot[0] == _LEAF_KIND else None)
-            if slot[0] != _EMPTY_KIND
-            else _EMPTY_NODE
-        )
-    levels = [tuple(level)]
-    dirty = set(changed)
-    for row in old[1:]:
-        below, level = level, list(row)
-        dirty = {index >> 1 for index in dirty}
+def _masks(slots: Slots | list[Ref]) -> tuple[int, int]:
+    """(slots holding something, slots holding a leaf) as bit masks, slot j = bit j."""
+    filled = leaves = 0
+    for index, slot in enumerate(slots):
+        if slot[0] != _EMPTY_KIND:
+            filled |= 1 << index
+            if slot[0] == _LEAF_KIND:
+                leaves |= 1 << index
+    return filled, leaves
+
+
+def _lone_leaf(below: int, leaves: int) -> int:
+    """The slot of the one leaf under a node whose filled slots are `below`, or -1 (none, or
+    more than one slot filled, or one child page): smt's compact rule lifts that leaf."""
+    if below & (below - 1) == 0 and below & leaves:
+        return below.bit_length() - 1
+    return -1
+
+
+def page_hashes(slots: Slots, filled: int, leaves: int) -> bytes:
+    """The hashes of the page's binary subtree (the heap above), under smt's compact rule."""
+    width = len(slots)
+    masks = _NODE_MASKS[width]
+    hashes = [EMPTY] * width + [slot[1] for slot in slots]  # an empty slot's hash is EMPTY
+    for index in range(width - 1, 0, -1):
+        below = filled & masks[index]
+        if below == 0:
+            continue  # EMPTY already
+        lone = _lone_leaf(below, leaves)
+        if lone >= 0:
+            hashes[index] = slots[lone][1]
+        else:
+            hashes[index] = node_hash(hashes[2 * index], hashes[2 * index + 1])
+    return b"".join(hashes)
+
+
+def _rehash(old: bytes, slots: Slots, filled: int, leaves: int, changed: list[int]) -> bytes:
+    """page_hashes of `slots` from the hashes of a page that differs in the `changed` slots:
+    only their ancestors are rehashed."""
+    width = len(slots)
+    masks = _NODE_MASKS[width]
+    hashes = bytearray(old)
+    for slot in changed:
+        at = (width + slot) * 32
+        hashes[at : at + 32] = slots[slot][1]
+    dirty = {(width + slot) >> 1 for slot in changed}
+    while dirty:
         for index in dirty:
-            level[index] = _join(below[2 * index], below[2 * index + 1])
-        levels.append(tuple(level))
-    return tuple(levels)
+            below = filled & masks[index]
+            at = index * 32
+            if below == 0:
+                hashes[at : at + 32] = EMPTY
+                continue
+            lone = _lone_leaf(below, leaves)
+            if lone >= 0:
+                hashes[at : at + 32] = slots[lone][1]
+            else:
+                child = index * 64
+                hashes[at : at + 32] = node_hash(
+                    bytes(hashes[child : child + 32]), bytes(hashes[child + 32 : child + 64])
+                )
+        dirty = {index >> 1 for index in dirty if index > 1}
+    return bytes(hashes)
 
 
 def _chunk(path: bytes, depth: int, bits: int) -> int:
@@ -439,20 +473,21 @@ class _Updater:
         if len(filled) == 1 and filled[0][0] == _LEAF_KIND:
             return filled[0]  # one leaf left: it moves up to the parent's slot
         page = tuple(slots)
+        masks = _masks(page)
         if replaces is None:
-            levels = page_levels(page)
+            hashes = page_hashes(page, *masks)
             encoded = tuple(encode_ref(slot) for slot in page)
         else:
             old, changed = replaces
-            levels = _relevel(old.levels(), page, changed)
+            hashes = _rehash(old.hashes(), page, *masks, changed)
             slot_bytes = list(old.encoded_slots())
             for index in changed:
                 slot_bytes[index] = encode_ref(page[index])
             encoded = tuple(slot_bytes)
         key = page_key(self._version, path, depth)
         self._writes[key] = b"".join(encoded)
-        self.written[key] = Page(page, levels, encoded)
-        return _PAGE_KIND, levels[-1][0][0], self._version, b"", b""
+        self.written[key] = Page(page, masks, hashes, encoded)
+        return _PAGE_KIND, hashes[32:64], self._version, b"", b""
 
     def stale(self, record_key: bytes) -> None:
         self._writes[self._stale_prefix + record_key] = b""
@@ -481,17 +516,19 @@ def prove_ref(
     depth = 0
     while ref[0] == _PAGE_KIND:
         _, stored = reader.page(ref, path, depth)
-        page, levels = stored.slots, stored.levels()
-        assert len(levels) == bits + 1, "page of another size"
+        page, hashes = stored.slots, stored.hashes()
+        assert len(page) == 1 << bits, "page of another size"
+        masks = _NODE_MASKS[1 << bits]
         slot = _chunk(path, depth, bits)
         for step in range(bits):
-            node = levels[bits - step][slot >> (bits - step)]
-            if node[0] == EMPTY:
+            below = stored.filled & masks[(1 << step) + (slot >> (bits - step))]
+            if below == 0:
                 return None, Proof(siblings)
-            if node[1] is not None:
-                return _at_leaf(view, node[1], path, siblings)
-            index = slot >> (bits - 1 - step)  # the child on the path, one level down
-            sibling = levels[bits - 1 - step][index ^ 1][0]
+            lone = _lone_leaf(below, stored.leaves)
+            if lone >= 0:
+                return _at_leaf(view, page[lone], path, siblings)
+            sibling_at = ((2 << step) + (slot >> (bits - 1 - step))) ^ 1  # the path's sibling
+            sibling = hashes[sibling_at * 32 : sibling_at * 32 + 32]
             if sibling != EMPTY:
                 siblings.append((depth + step, sibling))
         ref = page[slot]
@@ -541,4 +578,4 @@ def _scan(view: ReadView, prefix: bytes, stop: bytes) -> Iterator[tuple[bytes, b
         yield key, value
 
 
-__all__ = ["EMPTY_ROOT", "Page", "PageCache", "prove", "prune_writes", "stored_root", "update"]
+__all__ = ["EMPTY_ROOT", "Page", "PageCache", "page_hashes", "prove", "prune_writes", "update"]
