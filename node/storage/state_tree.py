@@ -54,7 +54,8 @@ LEAF = keyspace.SMT + b"l/"
 ROOT_AT = keyspace.SMT + b"r/"
 STALE = keyspace.SMT + b"x/"
 # Decoded pages kept in memory per store: the upper levels (1 + 16 + 256 + 4,096 pages) are on
-# every key's path and stay; an entry with its subtree's nodes is ~4 KiB, so ~64 MiB at most.
+# every key's path and stay; an entry (slots, their bytes, 1 KiB of hashes) is ~3 KiB, so the
+# cache holds ~48 MiB at most.
 PAGE_CACHE_ENTRIES: Final = 16_384
 
 # Binary levels per page: 4 makes 16-ary pages (measured against 1, binary records, and 8 in
@@ -208,13 +209,28 @@ def encode_page(slots: Slots) -> bytes:
 
 
 def decode_page(data: bytes) -> Slots:
-    slots = []
+    return _decode_page(data).slots
+
+
+def _decode_page(data: bytes) -> Page:
+    """The page, its masks and each slot's bytes taken from the record as they are."""
+    slots: list[Ref] = []
+    encoded: list[bytes] = []
+    filled = leaves = 0
     at = 0
     while at < len(data):
-        slot, at = _decode_ref(data, at)
+        slot, end = _decode_ref(data, at)
+        kind = slot[0]
+        if kind != _EMPTY_KIND:
+            bit = 1 << len(slots)
+            filled |= bit
+            if kind == _LEAF_KIND:
+                leaves |= bit
         slots.append(slot)
+        encoded.append(data[at:end])
+        at = end
     assert len(slots) & (len(slots) - 1) == 0 and len(slots) >= 2, "a page has 2**bits slots"
-    return tuple(slots)
+    return Page(tuple(slots), (filled, leaves), None, tuple(encoded))
 
 
 # ---- hashing a page ------------------------------------------------------------------------
@@ -333,7 +349,7 @@ class _Reader:
                 return key, cached
         raw = self._view.get(key)
         assert raw is not None, f"state tree page {key.hex()} missing"
-        page = Page(decode_page(raw))
+        page = _decode_page(raw)
         if cache is not None:
             cache.put(key, page)
         return key, page
@@ -467,13 +483,22 @@ class _Updater:
     ) -> Ref:
         """The page of `slots` written at this version, or what it collapses to. `replaces`:
         the page it replaces and the slots that changed (only their ancestors are rehashed)."""
-        filled = [slot for slot in slots if slot[0] != _EMPTY_KIND]
-        if not filled:
+        if replaces is None:
+            masks = _masks(slots)
+        else:  # the old page's masks with the changed slots' bits redone
+            filled, leaves = replaces[0].filled, replaces[0].leaves
+            for index in replaces[1]:
+                bit = 1 << index
+                kind = slots[index][0]
+                filled = filled | bit if kind != _EMPTY_KIND else filled & ~bit
+                leaves = leaves | bit if kind == _LEAF_KIND else leaves & ~bit
+            masks = filled, leaves
+        if masks[0] == 0:
             return EMPTY_REF
-        if len(filled) == 1 and filled[0][0] == _LEAF_KIND:
-            return filled[0]  # one leaf left: it moves up to the parent's slot
+        lone = _lone_leaf(*masks)
+        if lone >= 0:
+            return slots[lone]  # one leaf left: it moves up to the parent's slot
         page = tuple(slots)
-        masks = _masks(page)
         if replaces is None:
             hashes = page_hashes(page, *masks)
             encoded = tuple(encode_ref(slot) for slot in page)
