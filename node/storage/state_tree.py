@@ -7,7 +7,8 @@ and proofs are the same bytes as before this layout (a v2 proof bundle stays val
 Layout (Aptos's Jellyfish Merkle tree, over our binary hash rules): the binary tree is cut
 into 16-ary pages, one page per 4 binary levels. A page at nibble path P (depth 4*len(P))
 holds 16 slots, one per next nibble: empty, a leaf (its version, key path, value hash), or a
-child page (its version and subtree hash). The page's hash is its 4-level binary subtree of
+child page (its version and subtree hash), then the hashes of its inner binary nodes (so a
+page read from disk needs no hashing). The page's hash is its 4-level binary subtree of
 those slots under smt's compact rule (a one-leaf subtree is the leaf's hash), so a leaf may
 sit in a slot while its hash belongs to a shallower binary depth: the same root as a tree of
 binary records. A subtree of two or more leaves is a page; one leaf is a slot; none is empty.
@@ -208,29 +209,54 @@ def encode_page(slots: Slots) -> bytes:
     return b"".join(encode_ref(slot) for slot in slots)
 
 
-def decode_page(data: bytes) -> Slots:
-    return _decode_page(data).slots
+def decode_page(data: bytes, width: int = 1 << PAGE_BITS) -> Slots:
+    return _decode_page(data, width, EMPTY).slots
 
 
-def _decode_page(data: bytes) -> Page:
-    """The page, its masks and each slot's bytes taken from the record as they are."""
+def _decode_page(data: bytes, width: int, root_hash: bytes) -> Page:
+    """The page of a record: `width` slot encodings, then the hashes of its inner nodes below
+    its root (node order; a node is inner when neither empty nor one lifted leaf, which the
+    slots decide), so reading a page hashes nothing. Each slot keeps its record bytes."""
     slots: list[Ref] = []
     encoded: list[bytes] = []
     filled = leaves = 0
     at = 0
-    while at < len(data):
+    for index in range(width):
         slot, end = _decode_ref(data, at)
         kind = slot[0]
         if kind != _EMPTY_KIND:
-            bit = 1 << len(slots)
-            filled |= bit
+            filled |= 1 << index
             if kind == _LEAF_KIND:
-                leaves |= bit
+                leaves |= 1 << index
         slots.append(slot)
         encoded.append(data[at:end])
         at = end
-    assert len(slots) & (len(slots) - 1) == 0 and len(slots) >= 2, "a page has 2**bits slots"
-    return Page(tuple(slots), (filled, leaves), None, tuple(encoded))
+    masks = _NODE_MASKS[width]
+    hashes = [EMPTY] * width + [slot[1] for slot in slots]
+    hashes[1] = root_hash
+    for index in range(2, width):
+        below = filled & masks[index]
+        if below == 0:
+            continue
+        lone = _lone_leaf(below, leaves)
+        if lone >= 0:
+            hashes[index] = slots[lone][1]
+        else:
+            hashes[index] = data[at : at + 32]
+            at += 32
+    assert at == len(data), "a page record holds its slots and inner hashes, nothing more"
+    return Page(tuple(slots), (filled, leaves), b"".join(hashes), tuple(encoded))
+
+
+def _inner_hashes(hashes: bytes, filled: int, leaves: int, width: int) -> bytes:
+    """What a page record stores after its slots (see _decode_page)."""
+    masks = _NODE_MASKS[width]
+    inner = []
+    for index in range(2, width):
+        below = filled & masks[index]
+        if below and _lone_leaf(below, leaves) < 0:
+            inner.append(hashes[index * 32 : index * 32 + 32])
+    return b"".join(inner)
 
 
 # ---- hashing a page ------------------------------------------------------------------------
@@ -335,8 +361,9 @@ def _chunk(path: bytes, depth: int, bits: int) -> int:
 
 
 class _Reader:
-    def __init__(self, view: ReadView) -> None:
+    def __init__(self, view: ReadView, bits: int) -> None:
         self._view = view
+        self._width = 1 << bits
         # The store's LevelView carries a cache; any other view (tests, overlays) reads through.
         self._cache: PageCache | None = getattr(view, "page_cache", None)
 
@@ -349,7 +376,7 @@ class _Reader:
                 return key, cached
         raw = self._view.get(key)
         assert raw is not None, f"state tree page {key.hex()} missing"
-        page = _decode_page(raw)
+        page = _decode_page(raw, self._width, ref[1])
         if cache is not None:
             cache.put(key, page)
         return key, page
@@ -407,7 +434,7 @@ class _Updater:
     def __init__(self, view: ReadView, writes: WriteSet, version: int, bits: int) -> None:
         assert bits in (1, 2, 4, 8), "a page covers 1, 2, 4 or 8 binary levels"
         self._bits = bits
-        self._reader = _Reader(view)
+        self._reader = _Reader(view, bits)
         self._writes = writes
         self._version = version
         self._stale_prefix = STALE + _u64(version)
@@ -510,7 +537,7 @@ class _Updater:
                 slot_bytes[index] = encode_ref(page[index])
             encoded = tuple(slot_bytes)
         key = page_key(self._version, path, depth)
-        self._writes[key] = b"".join(encoded)
+        self._writes[key] = b"".join(encoded) + _inner_hashes(hashes, *masks, len(page))
         self.written[key] = Page(page, masks, hashes, encoded)
         return _PAGE_KIND, hashes[32:64], self._version, b"", b""
 
@@ -535,7 +562,7 @@ def prove_ref(
     view: ReadView, ref: Ref, state_key: bytes, page_bits: int = PAGE_BITS
 ) -> tuple[bytes | None, Proof]:
     path = key_path(state_key)
-    reader = _Reader(view)
+    reader = _Reader(view, page_bits)
     siblings: list[tuple[int, bytes]] = []
     bits = page_bits
     depth = 0
