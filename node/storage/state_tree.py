@@ -32,6 +32,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -231,32 +232,25 @@ def _decode_page(data: bytes, width: int, root_hash: bytes) -> Page:
         slots.append(slot)
         encoded.append(data[at:end])
         at = end
-    masks = _NODE_MASKS[width]
+    kinds = _node_kinds(filled, leaves, width)
     hashes = [EMPTY] * width + [slot[1] for slot in slots]
     hashes[1] = root_hash
     for index in range(2, width):
-        below = filled & masks[index]
-        if below == 0:
-            continue
-        lone = _lone_leaf(below, leaves)
-        if lone >= 0:
-            hashes[index] = slots[lone][1]
-        else:
+        kind = kinds[index]
+        if kind == _INNER_NODE_KIND:
             hashes[index] = data[at : at + 32]
             at += 32
+        elif kind >= 0:
+            hashes[index] = slots[kind][1]
     assert at == len(data), "a page record holds its slots and inner hashes, nothing more"
     return Page(tuple(slots), (filled, leaves), b"".join(hashes), tuple(encoded))
 
 
 def _inner_hashes(hashes: bytes, filled: int, leaves: int, width: int) -> bytes:
     """What a page record stores after its slots (see _decode_page)."""
-    masks = _NODE_MASKS[width]
-    inner = []
-    for index in range(2, width):
-        below = filled & masks[index]
-        if below and _lone_leaf(below, leaves) < 0:
-            inner.append(hashes[index * 32 : index * 32 + 32])
-    return b"".join(inner)
+    return b"".join(
+        hashes[index * 32 : index * 32 + 32] for index in _inner_nodes(filled, leaves, width)
+    )
 
 
 # ---- hashing a page ------------------------------------------------------------------------
@@ -301,20 +295,42 @@ def _lone_leaf(below: int, leaves: int) -> int:
     return -1
 
 
+_EMPTY_NODE_KIND, _INNER_NODE_KIND = -2, -1
+
+
+@functools.lru_cache(maxsize=65_536)
+def _node_kinds(filled: int, leaves: int, width: int) -> tuple[int, ...]:
+    """What each node of a page with these masks is: _EMPTY_NODE_KIND, _INNER_NODE_KIND, or
+    the slot of the one leaf lifted to it (node 0 unused). A page's shape is one of few mask
+    pairs, so this is mostly a cache hit."""
+    masks = _NODE_MASKS[width]
+    kinds = [_EMPTY_NODE_KIND] * width
+    for index in range(1, width):
+        below = filled & masks[index]
+        if below:
+            lone = _lone_leaf(below, leaves)
+            kinds[index] = lone if lone >= 0 else _INNER_NODE_KIND
+    return tuple(kinds)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _inner_nodes(filled: int, leaves: int, width: int) -> tuple[int, ...]:
+    """The inner nodes below the root, in node order: whose hashes a page record stores."""
+    kinds = _node_kinds(filled, leaves, width)
+    return tuple(index for index in range(2, width) if kinds[index] == _INNER_NODE_KIND)
+
+
 def page_hashes(slots: Slots, filled: int, leaves: int) -> bytes:
     """The hashes of the page's binary subtree (the heap above), under smt's compact rule."""
     width = len(slots)
-    masks = _NODE_MASKS[width]
+    kinds = _node_kinds(filled, leaves, width)
     hashes = [EMPTY] * width + [slot[1] for slot in slots]  # an empty slot's hash is EMPTY
     for index in range(width - 1, 0, -1):
-        below = filled & masks[index]
-        if below == 0:
-            continue  # EMPTY already
-        lone = _lone_leaf(below, leaves)
-        if lone >= 0:
-            hashes[index] = slots[lone][1]
-        else:
+        kind = kinds[index]
+        if kind == _INNER_NODE_KIND:
             hashes[index] = node_hash(hashes[2 * index], hashes[2 * index + 1])
+        elif kind >= 0:
+            hashes[index] = slots[kind][1]
     return b"".join(hashes)
 
 
@@ -322,27 +338,24 @@ def _rehash(old: bytes, slots: Slots, filled: int, leaves: int, changed: list[in
     """page_hashes of `slots` from the hashes of a page that differs in the `changed` slots:
     only their ancestors are rehashed."""
     width = len(slots)
-    masks = _NODE_MASKS[width]
+    kinds = _node_kinds(filled, leaves, width)
     hashes = bytearray(old)
     for slot in changed:
         at = (width + slot) * 32
         hashes[at : at + 32] = slots[slot][1]
-    dirty = {(width + slot) >> 1 for slot in changed}
+    dirty = {(width + slot) >> 1 for slot in changed}  # one level at a time, towards the root
     while dirty:
         for index in dirty:
-            below = filled & masks[index]
+            kind = kinds[index]
             at = index * 32
-            if below == 0:
-                hashes[at : at + 32] = EMPTY
-                continue
-            lone = _lone_leaf(below, leaves)
-            if lone >= 0:
-                hashes[at : at + 32] = slots[lone][1]
-            else:
-                child = index * 64
+            if kind == _INNER_NODE_KIND:
                 hashes[at : at + 32] = node_hash(
-                    bytes(hashes[child : child + 32]), bytes(hashes[child + 32 : child + 64])
+                    bytes(hashes[2 * at : 2 * at + 32]), bytes(hashes[2 * at + 32 : 2 * at + 64])
                 )
+            elif kind >= 0:
+                hashes[at : at + 32] = slots[kind][1]
+            else:
+                hashes[at : at + 32] = EMPTY
         dirty = {index >> 1 for index in dirty if index > 1}
     return bytes(hashes)
 
@@ -570,15 +583,14 @@ def prove_ref(
         _, stored = reader.page(ref, path, depth)
         page, hashes = stored.slots, stored.hashes()
         assert len(page) == 1 << bits, "page of another size"
-        masks = _NODE_MASKS[1 << bits]
+        kinds = _node_kinds(stored.filled, stored.leaves, 1 << bits)
         slot = _chunk(path, depth, bits)
         for step in range(bits):
-            below = stored.filled & masks[(1 << step) + (slot >> (bits - step))]
-            if below == 0:
+            kind = kinds[(1 << step) + (slot >> (bits - step))]
+            if kind == _EMPTY_NODE_KIND:
                 return None, Proof(siblings)
-            lone = _lone_leaf(below, stored.leaves)
-            if lone >= 0:
-                return _at_leaf(view, page[lone], path, siblings)
+            if kind >= 0:
+                return _at_leaf(view, page[kind], path, siblings)
             sibling_at = ((2 << step) + (slot >> (bits - 1 - step))) ^ 1  # the path's sibling
             sibling = hashes[sibling_at * 32 : sibling_at * 32 + 32]
             if sibling != EMPTY:
