@@ -7,8 +7,9 @@ and proofs are the same bytes as before this layout (a v2 proof bundle stays val
 Layout (Aptos's Jellyfish Merkle tree, over our binary hash rules): the binary tree is cut
 into 16-ary pages, one page per 4 binary levels. A page at nibble path P (depth 4*len(P))
 holds 16 slots, one per next nibble: empty, a leaf (its version, key path, value hash), or a
-child page (its version and subtree hash), then the hashes of its inner binary nodes (so a
-page read from disk needs no hashing). The page's hash is its 4-level binary subtree of
+child page (its version and subtree hash); its record is the masks of filled and leaf slots,
+the filled slots, then the hashes of its inner binary nodes (so a page read from disk needs
+no hashing, and an empty slot costs nothing). The page's hash is its 4-level binary subtree of
 those slots under smt's compact rule (a one-leaf subtree is the leaf's hash), so a leaf may
 sit in a slot while its hash belongs to a shallower binary depth: the same root as a tree of
 binary records. A subtree of two or more leaves is a page; one leaf is a slot; none is empty.
@@ -98,7 +99,7 @@ class Page:
     def encoded_slots(self) -> tuple[bytes, ...]:
         """Each slot's encoding (the record is their concatenation)."""
         if self._encoded is None:
-            self._encoded = tuple(encode_ref(slot) for slot in self.slots)
+            self._encoded = tuple(_encode_slot(slot) for slot in self.slots)
         return self._encoded
 
     def hashes(self) -> bytes:
@@ -161,10 +162,15 @@ def _u64(value: int) -> bytes:
 def page_key(version: int, path: bytes, depth: int) -> bytes:
     """The record key of the page at binary `depth` (a multiple of the page bits) on key path
     `path`: the version, the depth, then the path's first `depth` bits."""
-    packed = bytearray(path[: (depth + 7) >> 3])
+    return PAGE + _u64(version) + _position(path, depth)
+
+
+def _position(path: bytes, depth: int) -> bytes:
+    """A page's position: its depth and the first `depth` bits of the path."""
     if depth & 7:
-        packed[-1] &= (0xFF << (8 - (depth & 7))) & 0xFF
-    return PAGE + _u64(version) + bytes([depth]) + bytes(packed)
+        cut = depth >> 3
+        return bytes((depth,)) + path[:cut] + bytes((path[cut] & (0xFF00 >> (depth & 7)) & 0xFF,))
+    return bytes((depth,)) + path[: depth >> 3]
 
 
 def leaf_key(version: int, path: bytes) -> bytes:
@@ -206,8 +212,18 @@ def decode_ref(data: bytes) -> Ref:
     return ref
 
 
-def encode_page(slots: Slots) -> bytes:
-    return b"".join(encode_ref(slot) for slot in slots)
+def _encode_slot(ref: Ref) -> bytes:
+    """A slot inside a page record: its kind is in the page's masks, an empty slot is nothing."""
+    kind = ref[0]
+    if kind == _EMPTY_KIND:
+        return b""
+    if kind == _LEAF_KIND:
+        return _u64(ref[2]) + ref[1] + ref[3] + ref[4]
+    return _u64(ref[2]) + ref[1]
+
+
+def _mask_bytes(width: int) -> int:
+    return max(1, width >> 3)
 
 
 def decode_page(data: bytes, width: int = 1 << PAGE_BITS) -> Slots:
@@ -215,26 +231,37 @@ def decode_page(data: bytes, width: int = 1 << PAGE_BITS) -> Slots:
 
 
 def _decode_page(data: bytes, width: int, root_hash: bytes) -> Page:
-    """The page of a record: `width` slot encodings, then the hashes of its inner nodes below
-    its root (node order; a node is inner when neither empty nor one lifted leaf, which the
-    slots decide), so reading a page hashes nothing. Each slot keeps its record bytes."""
-    slots: list[Ref] = []
-    encoded: list[bytes] = []
-    filled = leaves = 0
-    at = 0
-    for index in range(width):
-        slot, end = _decode_ref(data, at)
-        kind = slot[0]
-        if kind != _EMPTY_KIND:
-            filled |= 1 << index
-            if kind == _LEAF_KIND:
-                leaves |= 1 << index
-        slots.append(slot)
-        encoded.append(data[at:end])
+    """The page of a record: the masks of its filled and of its leaf slots, each filled slot
+    in slot order (a leaf: version, hash, key path, value hash; a child page: version, hash),
+    then the hashes of its inner nodes below its root (node order; whether a node is inner the
+    masks decide), so reading a page hashes nothing and skips its empty slots. Each slot keeps
+    its record bytes."""
+    size = _mask_bytes(width)
+    filled = int.from_bytes(data[:size], "big")
+    leaves = int.from_bytes(data[size : 2 * size], "big")
+    at = 2 * size
+    slots = [EMPTY_REF] * width
+    encoded = [b""] * width
+    hashes = [EMPTY] * (2 * width)
+    rest = filled
+    while rest:
+        index = (rest & -rest).bit_length() - 1
+        rest &= rest - 1
+        version = int.from_bytes(data[at : at + 8], "big")
+        hashed = data[at + 8 : at + 40]
+        if leaves >> index & 1:
+            end = at + _LEAF_BYTES - 1
+            slots[index] = (_LEAF_KIND, hashed, version, data[at + 40 : at + 72],
+                            data[at + 72 : end])  # fmt: skip
+        else:
+            end = at + _PAGE_BYTES - 1
+            slots[index] = (_PAGE_KIND, hashed, version, b"", b"")
+        encoded[index] = data[at:end]
+        hashes[width + index] = hashed
         at = end
-    kinds = _node_kinds(filled, leaves, width)
-    hashes = [EMPTY] * width + [slot[1] for slot in slots]
+    assert at <= len(data), "truncated page record"
     hashes[1] = root_hash
+    kinds = _node_kinds(filled, leaves, width)
     for index in range(2, width):
         kind = kinds[index]
         if kind == _INNER_NODE_KIND:
@@ -242,7 +269,7 @@ def _decode_page(data: bytes, width: int, root_hash: bytes) -> Page:
             at += 32
         elif kind >= 0:
             hashes[index] = slots[kind][1]
-    assert at == len(data), "a page record holds its slots and inner hashes, nothing more"
+    assert at == len(data), "a page record holds its masks, slots and inner hashes, no more"
     return Page(tuple(slots), (filled, leaves), b"".join(hashes), tuple(encoded))
 
 
@@ -343,6 +370,21 @@ def _rehash(old: bytes, slots: Slots, filled: int, leaves: int, changed: list[in
     for slot in changed:
         at = (width + slot) * 32
         hashes[at : at + 32] = slots[slot][1]
+    if len(changed) == 1:  # the usual case: one path up to the root
+        index = (width + changed[0]) >> 1
+        while index:
+            kind = kinds[index]
+            at = index * 32
+            if kind == _INNER_NODE_KIND:
+                hashes[at : at + 32] = node_hash(
+                    bytes(hashes[2 * at : 2 * at + 32]), bytes(hashes[2 * at + 32 : 2 * at + 64])
+                )
+            elif kind >= 0:
+                hashes[at : at + 32] = slots[kind][1]
+            else:
+                hashes[at : at + 32] = EMPTY
+            index >>= 1
+        return bytes(hashes)
     dirty = {(width + slot) >> 1 for slot in changed}  # one level at a time, towards the root
     while dirty:
         for index in dirty:
@@ -541,16 +583,24 @@ class _Updater:
         page = tuple(slots)
         if replaces is None:
             hashes = page_hashes(page, *masks)
-            encoded = tuple(encode_ref(slot) for slot in page)
+            encoded = tuple(_encode_slot(slot) for slot in page)
         else:
             old, changed = replaces
             hashes = _rehash(old.hashes(), page, *masks, changed)
             slot_bytes = list(old.encoded_slots())
             for index in changed:
-                slot_bytes[index] = encode_ref(page[index])
+                slot_bytes[index] = _encode_slot(page[index])
             encoded = tuple(slot_bytes)
         key = page_key(self._version, path, depth)
-        self._writes[key] = b"".join(encoded) + _inner_hashes(hashes, *masks, len(page))
+        size = _mask_bytes(len(page))
+        self._writes[key] = b"".join(
+            (
+                masks[0].to_bytes(size, "big"),
+                masks[1].to_bytes(size, "big"),
+                *encoded,
+                _inner_hashes(hashes, *masks, len(page)),
+            )
+        )
         self.written[key] = Page(page, masks, hashes, encoded)
         return _PAGE_KIND, hashes[32:64], self._version, b"", b""
 
