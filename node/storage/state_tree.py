@@ -37,7 +37,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 from kledger.node.proof.smt import (
     EMPTY,
@@ -77,35 +77,17 @@ EMPTY_REF: Final[Ref] = (_EMPTY_KIND, EMPTY, 0, b"", b"")
 Slots = tuple[Ref, ...]  # a page: 16 references
 
 
-class Page:
+class Page(NamedTuple):
     """A decoded page: its slots, which of them hold something and which a leaf (bit masks),
-    and its binary subtree's hashes once computed (kept so that a proof hashes nothing and the
-    next update of the page rehashes only above what changed)."""
+    its binary subtree's hashes (so a proof hashes nothing and the next update of the page
+    rehashes only above what changed) and each slot's record bytes. A tuple of atoms and
+    tuples of atoms, so the garbage collector stops tracking cached pages."""
 
-    __slots__ = ("_encoded", "_hashes", "filled", "leaves", "slots")
-
-    def __init__(
-        self,
-        slots: Slots,
-        masks: tuple[int, int] | None = None,
-        hashes: bytes | None = None,
-        encoded: tuple[bytes, ...] | None = None,
-    ) -> None:
-        self.slots = slots
-        self.filled, self.leaves = _masks(slots) if masks is None else masks
-        self._hashes = hashes
-        self._encoded = encoded
-
-    def encoded_slots(self) -> tuple[bytes, ...]:
-        """Each slot's encoding (the record is their concatenation)."""
-        if self._encoded is None:
-            self._encoded = tuple(_encode_slot(slot) for slot in self.slots)
-        return self._encoded
-
-    def hashes(self) -> bytes:
-        if self._hashes is None:
-            self._hashes = page_hashes(self.slots, self.filled, self.leaves)
-        return self._hashes
+    slots: Slots
+    filled: int
+    leaves: int
+    hashes: bytes
+    encoded: tuple[bytes, ...]
 
 
 class PageCache:
@@ -270,7 +252,7 @@ def _decode_page(data: bytes, width: int, root_hash: bytes) -> Page:
         elif kind >= 0:
             hashes[index] = slots[kind][1]
     assert at == len(data), "a page record holds its masks, slots and inner hashes, no more"
-    return Page(tuple(slots), (filled, leaves), b"".join(hashes), tuple(encoded))
+    return Page(tuple(slots), filled, leaves, b"".join(hashes), tuple(encoded))
 
 
 def _inner_hashes(hashes: bytes, filled: int, leaves: int, width: int) -> bytes:
@@ -586,8 +568,8 @@ class _Updater:
             encoded = tuple(_encode_slot(slot) for slot in page)
         else:
             old, changed = replaces
-            hashes = _rehash(old.hashes(), page, *masks, changed)
-            slot_bytes = list(old.encoded_slots())
+            hashes = _rehash(old.hashes, page, *masks, changed)
+            slot_bytes = list(old.encoded)
             for index in changed:
                 slot_bytes[index] = _encode_slot(page[index])
             encoded = tuple(slot_bytes)
@@ -601,7 +583,7 @@ class _Updater:
                 _inner_hashes(hashes, *masks, len(page)),
             )
         )
-        self.written[key] = Page(page, masks, hashes, encoded)
+        self.written[key] = Page(page, masks[0], masks[1], hashes, encoded)
         return _PAGE_KIND, hashes[32:64], self._version, b"", b""
 
     def stale(self, record_key: bytes) -> None:
@@ -631,7 +613,7 @@ def prove_ref(
     depth = 0
     while ref[0] == _PAGE_KIND:
         _, stored = reader.page(ref, path, depth)
-        page, hashes = stored.slots, stored.hashes()
+        page, hashes = stored.slots, stored.hashes
         assert len(page) == 1 << bits, "page of another size"
         kinds = _node_kinds(stored.filled, stored.leaves, 1 << bits)
         slot = _chunk(path, depth, bits)
@@ -692,4 +674,17 @@ def _scan(view: ReadView, prefix: bytes, stop: bytes) -> Iterator[tuple[bytes, b
         yield key, value
 
 
-__all__ = ["EMPTY_ROOT", "Page", "PageCache", "page_hashes", "prove", "prune_writes", "update"]
+__all__ = [
+    "EMPTY_ROOT",
+    "Page",
+    "PageCache",
+    "current_ref",
+    "decode_ref",
+    "page_hashes",
+    "prove",
+    "prove_ref",
+    "prune_writes",
+    "root_at",
+    "stored_root",
+    "update",
+]
