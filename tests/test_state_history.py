@@ -30,7 +30,7 @@ from kledger.node.chain.genesis import save_genesis
 from kledger.node.chain.header import Header
 from kledger.node.chain.receipt import TxResult
 from kledger.node.commit.certified_state import CertifiedState
-from kledger.node.errors import Refused, Status
+from kledger.node.errors import Refused, Status, StoreCorrupt
 from kledger.node.proof import smt
 from kledger.node.proof import verify_cli as verify
 from kledger.node.proof.state_proof import build_bundle, state_bundle_problem
@@ -268,3 +268,15 @@ def test_state_proof_rpc_cli_and_offline_verifier_end_to_end(tmp_path, capsys):
         channel.close()
         server.stop(None)
         store.close()
+
+
+def test_a_store_of_the_hash_keyed_format_is_refused_by_name(tmp_path):
+    """No silent conversion: a v1 store (state tree keyed by hash) does not open."""
+    store = open_state_store(tmp_path / "db")
+    store._db.put(b"x/format", b"kledger-store/v1")
+    store.close()
+    with pytest.raises(StoreCorrupt) as refused:
+        open_state_store(tmp_path / "db")
+    assert "kledger-store/v1" in str(refused.value)
+    assert "state tree stored by hash" in str(refused.value)
+    assert "does not convert" in str(refused.value)
