@@ -76,6 +76,7 @@ from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.restore import load_floor, restored_state
 from kledger.node.registry import Registry
 from kledger.node.storage.safety_record import SafetyRecord
+from kledger.node.storage.state_pruner import StatePruner
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
@@ -229,7 +230,8 @@ class Node:
         self.servers: NodeServers | None = None
         self._metrics_server: MetricsServer | None = None
         self._peer_servicer: PeerServicer | None = None
-        self.certified_state = CertifiedState(self.store)
+        self.certified_state = CertifiedState(self.store, config.storage.state_retention_blocks)
+        self.state_pruner = StatePruner(self.store, config.storage.state_retention_blocks)
         # Who may read what on the client port, judged against the committed state of now
         # (member keys, the records restricted rules look at; docs/node.md "Access").
         self.access = AccessPolicy(lambda: self.store.view, self.metrics)
@@ -297,6 +299,7 @@ class Node:
                 name="tx-gossip",
             ),
             loop.create_task(self._metrics_loop(), name="metrics"),
+            loop.create_task(self.state_pruner.run(), name="state-pruner"),
         ]
         await self.servers.set_serving(True)
         log_event(
@@ -356,6 +359,7 @@ class Node:
                     server,  # type: ignore[arg-type]
                     self.certified_state.current,
                     self.access,
+                    self.certified_state.proof_at,
                 ),
             )
         ]
@@ -369,6 +373,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Before the store closes: a block being written finishes its write, none starts.
         await self.commit_pipeline.close()
+        await asyncio.to_thread(self.state_pruner.close)
         await self.transport.stop()
         if self.servers is not None:
             await self.servers.stop()
@@ -451,6 +456,7 @@ class Node:
         assert self.store.last_height() == header.height, "announced out of step with the store"
         # Freeze this height's state first: its certificate can complete in the calls below.
         self.certified_state.committed(header.height)
+        self.state_pruner.notify()
         header_hash = header.hash()
         signature = sign_header(self.identity.key, header_hash)
         self.transport.broadcast(HeaderVote(header.height, header_hash, signature))

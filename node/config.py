@@ -133,6 +133,15 @@ class ConnectionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """The store (docs/node.md "State retention")."""
+
+    # State proofs work at the last this many heights; older state-tree records are pruned in
+    # the background (the tx log and blocks are kept forever).
+    state_retention_blocks: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class TestingSettings:
     """Fault injection for tests and campaigns, never for production (docs/node.md)."""
 
@@ -156,6 +165,7 @@ class NodeConfig:
     peer: PeerSettings = field(default_factory=PeerSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     log_level: str = "INFO"
     testing: TestingSettings = field(default_factory=TestingSettings)
     # The safety record (node/storage/safety_record.py); None: `safety.bin` beside data_dir, so
@@ -207,6 +217,7 @@ class NodeConfig:
             "peer": _settings_json(self.peer),
             "admission": _settings_json(self.admission),
             "connections": _settings_json(self.connections),
+            "storage": _settings_json(self.storage),
             "log_level": self.log_level,
             **(
                 {"testing": dataclasses.asdict(self.testing)}
@@ -256,6 +267,7 @@ _TOP_LEVEL = frozenset(
         "peer",
         "admission",
         "connections",
+        "storage",
         "log_level",
         "testing",
     }
@@ -344,6 +356,7 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
         connections=_positive_settings(
             ConnectionSettings, _section(raw, "connections"), "connections"
         ),
+        storage=_positive_settings(StorageSettings, _section(raw, "storage"), "storage"),
         log_level=log_level,
         testing=TestingSettings(**testing_raw),
     )

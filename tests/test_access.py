@@ -46,7 +46,7 @@ from kledger.node.chain import canonical
 from kledger.node.chain.header import CommitCertificate, Header, sign_header
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import SignedTx
-from kledger.node.commit.certified_state import Snapshot
+from kledger.node.commit.certified_state import HistoricProof, Snapshot
 from kledger.node.config import Address, PeerSettings
 from kledger.node.errors import Refused, Status
 from kledger.node.net.peer_transport import PeerServicer
@@ -266,13 +266,23 @@ class Node:
         access = AccessPolicy(lambda: chain.view, self.metrics)
         self.ledger = ChainLedger(chain)
         header, certificate = self.ledger.header, self.ledger.certificate
-        root = chain.roots[-1]
+        assert state_tree.stored_root(chain.view) == chain.roots[-1]
         snapshot = Snapshot(
-            chain.view, header, certificate, lambda k: state_tree.prove(chain.view, root, k)[1]
+            chain.view,
+            header,
+            certificate,
+            lambda k: state_tree.prove_ref(chain.view, state_tree.current_ref(chain.view), k)[1],
         )
         registry = ClientService(
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-            lambda server: add_registry_service(server, lambda: snapshot, access),  # type: ignore[arg-type]
+            lambda server: add_registry_service(  # type: ignore[arg-type]
+                server,
+                lambda: snapshot,
+                access,
+                lambda height, k: HistoricProof(
+                    k, chain.view.get(k), snapshot.prove(k), header, certificate
+                ),
+            ),
         )
         self.servers = await start_servers(
             material=self.material,
@@ -421,6 +431,14 @@ def registry_calls() -> dict[str, tuple[Any, dict[str, str]]]:
         "Distribution": (
             lambda s: s.Distribution(r.DistributionRequest(distribution_id="D1", with_proof=True)),
             DISTRIBUTION_D1,
+        ),
+        "StateProof work": (
+            lambda s: s.StateProof(r.StateProofRequest(key=state.work_key("W1"))),
+            MEMBERS,
+        ),
+        "StateProof report": (
+            lambda s: s.StateProof(r.StateProofRequest(key=state.report_key("R1"))),
+            {**dict.fromkeys(READERS, "state_proof_family"), "public": "member"},
         ),
     }
 

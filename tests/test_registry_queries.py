@@ -40,9 +40,9 @@ def _certified(chain: Chain) -> tuple[Header, CommitCertificate]:
 def serve(chain: Chain) -> tuple[grpc.Server, int]:
     """A real gRPC server on 127.0.0.1 answering from the chain's latest certified state."""
     header, certificate = _certified(chain)
-    root = chain.roots[-1]
+    root = state_tree.current_ref(chain.view)
     snapshot = Snapshot(
-        chain.view, header, certificate, lambda k: state_tree.prove(chain.view, root, k)[1]
+        chain.view, header, certificate, lambda k: state_tree.prove_ref(chain.view, root, k)[1]
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     add_registry_service(server, lambda: snapshot, insecure_reader(chain))

@@ -1,11 +1,16 @@
-"""Sparse Merkle tree: roots are order-independent, presence and absence proofs verify at any
-committed root (also old ones), and fail after tampering; nodes live in a real LevelDB."""
+"""Sparse Merkle tree kept by position and version: roots equal the compact tree's definition
+and do not depend on order, presence and absence proofs verify at the current and at every
+kept older height and fail after tampering, a one-key update touches about log16(n) pages,
+and pruning keeps every height in the window provable while the records left match the live
+tree (disk follows the live state). Nodes live in a real LevelDB where it matters."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 
 import plyvel
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,22 +19,56 @@ from kledger.node.storage import state_tree
 from kledger.node.storage.keyspace import DictView
 
 
-def _apply(view: DictView, changes):
-    root, writes = state_tree.update(view, state_tree.stored_root(view), changes)
-    view.apply(writes)
-    return root
+class Tree:
+    """A DictView with the height the next update writes at (one update per height)."""
+
+    def __init__(self) -> None:
+        self.view = DictView()
+        self.height = -1
+
+    def apply(self, changes: dict[bytes, bytes | None]) -> bytes:
+        self.height += 1
+        root, writes = state_tree.update(self.view, self.height, changes)
+        self.view.apply(writes)
+        return root
+
+    def prove(self, key: bytes, height: int | None = None) -> tuple[bytes | None, smt.Proof]:
+        return state_tree.prove(self.view, self.height if height is None else height, key)
+
+    def prune(self, keep_from: int) -> None:
+        more = True
+        while more:
+            deletes, more = state_tree.prune_writes(self.view, keep_from, 7)
+            self.view.apply(deletes)
+
+
+def _reference_root(entries: dict[bytes, bytes | None]) -> bytes:
+    """The compact tree computed from scratch by its definition: what every root must equal."""
+
+    def subtree(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
+        if not items:
+            return smt.EMPTY
+        if len(items) == 1:
+            [(path, value)] = items
+            return smt.leaf_hash(path, value)
+        left = [i for i in items if not smt.path_bit(i[0], depth)]
+        right = [i for i in items if smt.path_bit(i[0], depth)]
+        return smt.node_hash(subtree(left, depth + 1), subtree(right, depth + 1))
+
+    present = sorted((smt.key_path(k), v) for k, v in entries.items() if v is not None)
+    return subtree(present, 0)
 
 
 def test_empty_tree_and_single_key():
-    view = DictView()
-    assert state_tree.stored_root(view) == smt.EMPTY_ROOT
-    root = _apply(view, {b"s/a": b"1"})
+    tree = Tree()
+    assert state_tree.stored_root(tree.view) == smt.EMPTY_ROOT
+    root = tree.apply({b"s/a": b"1"})
     assert root == smt.leaf_hash(smt.key_path(b"s/a"), b"1")  # one key: the root is its leaf
-    value, proof = state_tree.prove(view, root, b"s/a")
+    value, proof = tree.prove(b"s/a")
     assert value == b"1" and proof == smt.Proof()
     assert smt.verify_proof(root, b"s/a", b"1", proof)
     assert not smt.verify_proof(root, b"s/a", b"2", proof)
-    absent, proof = state_tree.prove(view, root, b"s/b")
+    absent, proof = tree.prove(b"s/b")
     assert absent is None and proof.other_leaf is not None
     assert smt.verify_proof(root, b"s/b", None, proof)
     assert not smt.verify_proof(root, b"s/a", None, smt.Proof())
@@ -37,18 +76,20 @@ def test_empty_tree_and_single_key():
 
 
 def test_order_and_batching_do_not_change_the_root():
-    items = {f"s/k/{i}".encode(): str(i).encode() for i in range(40)}
-    one = DictView()
-    batch_root = _apply(one, items)
-    two = DictView()
+    items: dict[bytes, bytes | None] = {f"s/k/{i}".encode(): str(i).encode() for i in range(40)}
+    one = Tree()
+    batch_root = one.apply(items)
+    two = Tree()
     for key in sorted(items, reverse=True):
-        _apply(two, {key: items[key]})
-    assert state_tree.stored_root(two) == batch_root
-    # deleting everything returns to the empty root
-    assert _apply(one, dict.fromkeys(items)) == smt.EMPTY_ROOT
+        two.apply({key: items[key]})
+    assert state_tree.stored_root(two.view) == batch_root == _reference_root(items)
+    # deleting everything returns to the empty root, and leaves no page or leaf behind
+    assert one.apply(dict.fromkeys(items)) == smt.EMPTY_ROOT
+    one.prune(one.height)
+    assert not [k for k in one.view.data if k.startswith((state_tree.PAGE, state_tree.LEAF))]
 
 
-def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
+def test_old_heights_stay_provable_in_leveldb_and_tampering_fails(tmp_path):
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
 
     class View:
@@ -58,23 +99,23 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
         def iterate(self, prefix):
             yield from db.iterator(prefix=prefix)
 
-    def commit(changes: dict[bytes, bytes | None]) -> bytes:
-        root, writes = state_tree.update(View(), state_tree.stored_root(View()), changes)
+    def commit(height: int, changes: dict[bytes, bytes | None]) -> bytes:
+        root, writes = state_tree.update(View(), height, changes)
         with db.write_batch(sync=True) as batch:
             for key, value in writes.items():
                 assert value is not None
                 batch.put(key, value)
         return root
 
-    old = commit({b"s/work/1": b"v1", b"s/work/2": b"x"})
-    new = commit({b"s/work/1": b"v2", b"s/work/2": None})
+    old = commit(1, {b"s/work/1": b"v1", b"s/work/2": b"x"})
+    new = commit(2, {b"s/work/1": b"v2", b"s/work/2": None})
     assert old != new
-    value, proof = state_tree.prove(View(), old, b"s/work/1")
-    assert value == b"v1"
+    value, proof = state_tree.prove(View(), 1, b"s/work/1")
+    assert value == b"v1"  # the old value, from its own leaf record
     assert smt.verify_proof(old, b"s/work/1", b"v1", proof)
-    value, _ = state_tree.prove(View(), new, b"s/work/2")
+    value, _ = state_tree.prove(View(), 2, b"s/work/2")
     assert value is None
-    value, proof = state_tree.prove(View(), new, b"s/work/1")
+    value, proof = state_tree.prove(View(), 2, b"s/work/1")
     assert smt.verify_proof(new, b"s/work/1", b"v2", proof)
     assert not smt.verify_proof(old, b"s/work/1", b"v2", proof)
     forged = smt.Proof([(0, hashlib.sha256(b"forged").digest()), *proof.siblings])
@@ -86,101 +127,142 @@ def test_old_roots_stay_provable_and_tampering_fails(tmp_path):
 @settings(max_examples=25, deadline=None)
 @given(
     st.dictionaries(
-        st.binary(min_size=1, max_size=8), st.binary(max_size=8), min_size=1, max_size=12
+        st.binary(min_size=1, max_size=8), st.binary(max_size=8), min_size=1, max_size=40
     ),
     st.binary(min_size=1, max_size=8),
 )
 def test_random_sets_prove_every_member_and_an_outsider(entries, outsider):
-    view = DictView()
-    root = _apply(view, entries)
+    tree = Tree()
+    root = tree.apply(entries)
     for key, value in entries.items():
-        got, proof = state_tree.prove(view, root, key)
+        got, proof = tree.prove(key)
         assert got == value
         assert smt.verify_proof(root, key, value, proof)
         assert not smt.verify_proof(root, key, None, proof)
         assert not smt.verify_proof(root, key, value + b"!", proof)
-    got, proof = state_tree.prove(view, root, outsider)
+    got, proof = tree.prove(outsider)
     assert got == entries.get(outsider)
     assert smt.verify_proof(root, outsider, got, proof)
     if got is None:
         assert not smt.verify_proof(root, outsider, b"", proof)
 
 
-def _reference_root(entries: dict[bytes, bytes]) -> bytes:
-    """The compact tree computed from scratch by its definition: what every root must equal."""
-
-    def subtree(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
-        if not items:
-            return smt.EMPTY
-        if len(items) == 1:
-            [(path, value)] = items
-            return smt.leaf_hash(path, value)
-        left = [i for i in items if not (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
-        right = [i for i in items if (i[0][depth >> 3] >> (7 - (depth & 7))) & 1]
-        return smt.node_hash(subtree(left, depth + 1), subtree(right, depth + 1))
-
-    return subtree(sorted((smt.key_path(k), v) for k, v in entries.items()), 0)
-
-
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     st.lists(
         st.dictionaries(
             st.binary(min_size=1, max_size=2),
             st.one_of(st.none(), st.binary(max_size=4)),
-            max_size=10,
+            max_size=40,
         ),
         min_size=1,
-        max_size=5,
-    )
+        max_size=6,
+    ),
+    st.integers(min_value=0, max_value=6),
 )
-def test_roots_equal_the_compact_tree_across_inserts_updates_and_deletes(blocks):
-    view = DictView()
-    entries: dict[bytes, bytes] = {}
+def test_roots_and_historic_proofs_across_inserts_updates_deletes_and_pruning(blocks, keep):
+    tree = Tree()
+    entries: dict[bytes, bytes | None] = {}
+    history: list[tuple[bytes, dict[bytes, bytes | None]]] = []
     for changes in blocks:
-        root = _apply(view, changes)
-        for key, value in changes.items():
-            if value is None:
-                entries.pop(key, None)
-            else:
-                entries[key] = value
+        root = tree.apply(changes)
+        entries.update(changes)
         assert root == _reference_root(entries)
-        for key in list(changes)[:3]:
-            value, proof = state_tree.prove(view, root, key)
-            assert value == entries.get(key)
+        history.append((root, dict(entries)))
+    keep_from = min(keep, tree.height)
+    tree.prune(keep_from)
+    assert state_tree.root_at(tree.view, keep_from) is not None
+    if keep_from > 0:
+        assert state_tree.root_at(tree.view, keep_from - 1) is None
+    for height in range(keep_from, tree.height + 1):
+        root, at_height = history[height]
+        for key in list(at_height)[:8]:
+            value, proof = tree.prove(key, height)
+            assert value == at_height[key]
             assert smt.verify_proof(root, key, value, proof)
 
 
-def test_storage_is_about_log_n_nodes_per_key():
-    view = DictView()
-    _, writes = state_tree.update(
-        view, smt.EMPTY_ROOT, {f"s/k/{i}".encode(): b"v" for i in range(1000)}
-    )
-    assert len(writes) < 1000 * 3  # ~2n: n-1 inner nodes + n leaves + the root pointer
+def _records(view: DictView) -> set[bytes]:
+    return {k for k in view.data if k.startswith((state_tree.PAGE, state_tree.LEAF))}
 
 
-def test_one_key_update_hashes_about_log2_n():
-    """The point of the compact form: a key costs ~log2(keys) hashes and records, not 256."""
-    view = DictView()
-    _apply(view, {f"s/k/{i}".encode(): b"v" for i in range(1024)})
-    root, writes = state_tree.update(view, state_tree.stored_root(view), {b"s/k/new": b"w"})
-    inner = [
-        v
-        for k, v in writes.items()
-        if k != state_tree.ROOT_KEY and v is not None and v[:1] == b"\x01"
-    ]
-    assert 5 <= len(inner) <= 30  # log2(1024) = 10 levels, a few more where paths part late
-    view.apply(writes)
-    value, proof = state_tree.prove(view, root, b"s/k/new")
+def _reachable(view: DictView) -> set[bytes]:
+    """The page and leaf records the current root reaches."""
+    found: set[bytes] = set()
+
+    def walk(ref: state_tree.Ref, depth: int, path: bytes) -> None:
+        kind, _, version, leaf_path, _ = ref
+        if kind == 1:
+            found.add(state_tree.leaf_key(version, leaf_path))
+        elif kind == 2:
+            key = state_tree.page_key(version, path, depth)
+            found.add(key)
+            page = state_tree.decode_page(view.data[key])
+            for nibble, slot in enumerate(page):
+                child = bytearray(path)
+                byte = depth >> 3
+                child[byte] = (
+                    (child[byte] & 0x0F) | (nibble << 4)
+                    if depth & 4 == 0
+                    else (child[byte] & 0xF0) | nibble
+                )
+                walk(slot, depth + 4, bytes(child))
+
+    walk(state_tree.current_ref(view), 0, bytes(32))
+    return found
+
+
+def test_pruning_leaves_exactly_the_live_tree():
+    """Disk follows the live state: once nothing older than the current height is kept, the
+    page and leaf records left are exactly those the current root reaches."""
+    tree = Tree()
+    for block in range(30):
+        tree.apply(
+            {f"s/k/{(block * 7 + i) % 300}".encode(): f"{block}".encode() for i in range(25)}
+        )
+    assert _records(tree.view) > _reachable(tree.view)  # history is kept until pruned
+    tree.prune(tree.height - 5)
+    assert _records(tree.view) > _reachable(tree.view)  # the window still holds 5 heights
+    tree.prune(tree.height)
+    assert _records(tree.view) == _reachable(tree.view)
+    for i in range(0, 300, 11):
+        value, proof = tree.prove(f"s/k/{i}".encode())
+        assert smt.verify_proof(
+            state_tree.stored_root(tree.view), f"s/k/{i}".encode(), value, proof
+        )
+
+
+def test_one_key_update_writes_about_log16_n_pages():
+    """The point of pages: a key costs ~log16(keys) records to rewrite and to read."""
+    tree = Tree()
+    tree.apply({f"s/k/{i}".encode(): b"v" for i in range(4096)})
+    root, writes = state_tree.update(tree.view, tree.height + 1, {b"s/k/new": b"w"})
+    pages = [k for k in writes if k.startswith(state_tree.PAGE)]
+    assert 2 <= len(pages) <= 5  # log16(4096) = 3 levels, one more where paths part late
+    stale = [k for k in writes if k.startswith(state_tree.STALE)]
+    assert len(stale) == len(pages) - 1 or len(stale) == len(pages)  # each rewritten page
+    tree.view.apply(writes)
+    tree.height += 1
+
+    reads: list[bytes] = []
+    real_get = tree.view.get
+
+    def counting_get(key: bytes) -> bytes | None:
+        reads.append(key)
+        return real_get(key)
+
+    tree.view.get = counting_get  # type: ignore[method-assign]
+    value, proof = tree.prove(b"s/k/new")
     assert value == b"w" and proof.other_leaf is None
-    assert len(proof.siblings) <= len(inner)
+    assert smt.verify_proof(root, b"s/k/new", b"w", proof)
+    assert len(reads) <= 1 + 5 + 1  # root reference, the pages on the path, the leaf value
 
 
 def test_an_other_leaf_that_is_not_on_the_path_is_refused():
-    view = DictView()
-    root = _apply(view, {f"s/k/{i}".encode(): b"v" for i in range(64)})
+    tree = Tree()
+    root = tree.apply({f"s/k/{i}".encode(): b"v" for i in range(64)})
     outsiders = [f"s/out/{i}".encode() for i in range(200)]
-    proofs = [(key, state_tree.prove(view, root, key)) for key in outsiders]
+    proofs = [(key, tree.prove(key)) for key in outsiders]
     by_leaf = [(key, proof) for key, (value, proof) in proofs if proof.other_leaf is not None]
     by_empty = [(key, proof) for key, (value, proof) in proofs if proof.other_leaf is None]
     assert by_leaf and by_empty  # both kinds of absence occur
@@ -194,3 +276,29 @@ def test_an_other_leaf_that_is_not_on_the_path_is_refused():
     own = smt.key_path(key)
     assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings, (own, value_hash)))
     assert not smt.verify_proof(root, key, None, smt.Proof(proof.siblings))  # not empty there
+
+
+@pytest.mark.parametrize("page_bits", [1, 2, 4, 8])
+def test_every_page_size_gives_the_same_roots_and_proofs(page_bits):
+    """The page size is a storage layout only: binary records (1 bit), 16-ary pages (4) and
+    256-ary pages (8) commit to the same compact tree."""
+    rng = random.Random(page_bits)
+    view = DictView()
+    # With a page cache, as the store's view has: updates rehash only the changed slots.
+    view.page_cache = state_tree.PageCache()  # type: ignore[attr-defined]
+    entries: dict[bytes, bytes | None] = {}
+    for height in range(12):
+        changes: dict[bytes, bytes | None] = {}
+        for _ in range(rng.randint(1, 60)):
+            key = f"s/k/{rng.randint(0, 400)}".encode()
+            changes[key] = None if rng.random() < 0.25 else rng.randbytes(rng.randint(0, 9))
+        root, writes = state_tree.update(view, height, changes, page_bits)
+        view.apply(writes)
+        view.page_cache.promote()  # type: ignore[attr-defined]
+        entries.update(changes)
+        assert root == _reference_root(entries)
+        for i in range(0, 400, 37):
+            key = f"s/k/{i}".encode()
+            value, proof = state_tree.prove(view, height, key, page_bits)
+            assert value == entries.get(key)
+            assert smt.verify_proof(root, key, value, proof)

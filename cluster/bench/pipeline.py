@@ -13,6 +13,8 @@ Per block of B txs, in the order a node does it, with the node's own code:
   execute        Committer.apply_block minus the store write: payload decode, registry
                  execution, state tree (reported apart as execute_state_tree), Merkle log root
   commit_write   LedgerStore.commit_block: the block's one synced WriteBatch
+  prune          the state pruner's passes after the block (the node runs them on a worker
+                 thread): deleting state-tree records older than `--retention-blocks`
   total          all of the above plus freeing the mempool (as the node does after a commit)
 
 Phases are measured in CPU time of the main thread (time.thread_time), so other processes on
@@ -27,8 +29,10 @@ header is certified by a quorum of the validators (untimed), so proofs can be se
 Figures are taken at ledger-size checkpoints: the per-tx cost of each phase over the window of
 the last `--window-txs` txs before the checkpoint (blocks never straddle a checkpoint), then P
 inclusion proofs served as the client service does (bundle from the store + protobuf encoding),
-spread evenly over the whole ledger: proofs/s and latency p50/p99. Whether cost per tx grows
-with ledger size is read by comparing checkpoints.
+spread evenly over the whole ledger: proofs/s and latency p50/p99, and the same for state
+proofs of keys spread over the live state (as RegistryService.StateProof builds them); and
+bytes on disk per committed tx and per live state key. Whether cost
+per tx grows with ledger size is read by comparing checkpoints.
 """
 
 from __future__ import annotations
@@ -59,15 +63,18 @@ from kledger.node.chain import canonical
 from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.tx import TxLimits
+from kledger.node.commit.certified_state import CertifiedState
 from kledger.node.commit.committer import Committer
-from kledger.node.config import AdmissionSettings
+from kledger.node.config import AdmissionSettings, StorageSettings
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.verifier import FairVerifier
+from kledger.node.proof.state_proof import build_bundle
 from kledger.node.registry import Registry
 from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.proofs import build_inclusion_bundle
+from kledger.node.storage.state_pruner import StatePruner
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.metrics import NodeMetrics
 
@@ -84,6 +91,7 @@ PHASES = (
     "execute",
     "execute_state_tree",
     "commit_write",
+    "prune",
     "total",
     "total_wall",
     "background_threads",
@@ -169,7 +177,9 @@ class Pipeline:
     """One node: store, registry, mempool, payload source and committer, as node/app.py wires
     them, driven block by block."""
 
-    def __init__(self, directory: Path, genesis: Genesis, block_txs: int) -> None:
+    def __init__(
+        self, directory: Path, genesis: Genesis, block_txs: int, retention_blocks: int
+    ) -> None:
         self.genesis = genesis
         self.validators = genesis.validator_set
         self.registry = Registry(genesis)
@@ -189,6 +199,7 @@ class Pipeline:
             max_payload_bytes=CoreConfig().max_payload_bytes,
         )
         self.committer = Committer(self.store, self.registry, genesis, lambda: self.validators)
+        self.pruner = StatePruner(self.store, retention_blocks)
         self.metrics = NodeMetrics.create("ORG1")
         self.admission = Admission(
             self.mempool,
@@ -265,10 +276,13 @@ class Pipeline:
         # As the node announces a height: free the mempool (the core, absent here, would then
         # hear Applied and stop counting the block as in flight).
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
+        pruned_from = CPU()
+        self.pruner.prune_all()
+        clock.seconds["prune"] += CPU() - pruned_from
         done_at = CPU()
         # execute_state_tree is part of execute (its wrapper adds to it on its own).
         write_s = clock.seconds["commit_write"] - write_before
-        clock.seconds["execute"] += done_at - checked_at - write_s
+        clock.seconds["execute"] += done_at - checked_at - write_s - (done_at - pruned_from)
         clock.seconds["total"] += done_at - started
         clock.seconds["total_wall"] += time.perf_counter() - started_wall
         clock.txs += len(committed.txs)
@@ -297,6 +311,41 @@ class Pipeline:
             "headers_sha256": self._headers.hexdigest(),
             "tx_log_root": header.tx_log_root.hex(),
             "state_root": header.state_root.hex(),
+        }
+
+    def serve_state_proofs(self, count: int) -> dict[str, float]:
+        """`count` state proofs of keys spread over the live state at the last height, built
+        and encoded as RegistryService.StateProof does: proofs/s and latency in ms."""
+        keys = [key for key, _ in self.store.view.iterate(keyspace.STATE)]
+        certified = CertifiedState(self.store, self.pruner.retention_blocks)
+        height = self.store.last_height()
+        samples: list[float] = []
+        for i in range(count):
+            key = keys[(i * len(keys)) // count]
+            start = time.perf_counter()
+            found = certified.proof_at(height, key)
+            bundle = build_bundle(key, found.value, found.proof, found.header, found.certificate)
+            json.dumps(bundle, sort_keys=True)
+            samples.append(time.perf_counter() - start)
+            assert found.value is not None
+        p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+        assert p50 is not None and p99 is not None
+        return {
+            "count": count,
+            "live_keys": len(keys),
+            "per_s": round(count / sum(samples), 1),
+            "p50_ms": round(p50 * 1000, 3),
+            "p99_ms": round(p99 * 1000, 3),
+        }
+
+    def disk(self, ledger_txs: int, live_keys: int) -> dict[str, float]:
+        """Bytes of the store's files as they are (no forced compaction: what a node has,
+        deleted records included until LevelDB's background compaction drops them)."""
+        size = self.store.size_bytes()
+        return {
+            "bytes": size,
+            "per_tx": round(size / max(ledger_txs, 1), 1),
+            "per_live_key": round(size / max(live_keys, 1), 1),
         }
 
     def serve_proofs(self, tx_hashes: bytes, count: int) -> dict[str, float]:
@@ -372,6 +421,7 @@ def run(
     window_txs: int,
     proofs: int,
     orgs: int,
+    retention_blocks: int = StorageSettings().state_retention_blocks,
     progress: Callable[[str], None] = lambda _line: None,
     profile: cProfile.Profile | None = None,
 ) -> dict[str, Any]:
@@ -379,7 +429,7 @@ def run(
     genesis = bench_genesis(orgs)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kledger-bench-pipeline-") as directory:
-        pipeline = Pipeline(Path(directory), genesis, block_txs)
+        pipeline = Pipeline(Path(directory), genesis, block_txs, retention_blocks)
         try:
             hashes = bytearray()
             ledger_txs = 0
@@ -397,11 +447,15 @@ def run(
                     pipeline.clock.reset()
                 ledger_txs += len(encodings)
                 if ledger_txs == pending[0]:
+                    state_proofs = pipeline.serve_state_proofs(proofs) if proofs else None
+                    live_keys = sum(1 for _ in pipeline.store.view.iterate(keyspace.STATE))
                     figures: dict[str, Any] = {
                         "ledger_txs": ledger_txs,
                         "window_txs": pipeline.clock.txs,
                         "us_per_tx": pipeline.clock.per_tx_us(),
                         "proofs": pipeline.serve_proofs(bytes(hashes), proofs) if proofs else None,
+                        "state_proofs": state_proofs,
+                        "disk": pipeline.disk(ledger_txs, live_keys),
                     }
                     results.append(figures)
                     progress(_line(figures))
@@ -419,6 +473,7 @@ def run(
         "refused_at_admission": refused,
         "block_txs": block_txs,
         "orgs": orgs,
+        "retention_blocks": retention_blocks,
         "verify_us": verify_us(),
         "checkpoints": results,
         "fingerprint": fingerprint,
@@ -431,12 +486,21 @@ def _line(figures: dict[str, Any]) -> str:
         f"{figures['ledger_txs']:>9,} txs: µs/tx admit {us['admit']:.0f}, propose+check "
         f"{us['propose_check']:.0f}, execute {us['execute']:.0f} (state tree "
         f"{us['execute_state_tree']:.0f}), commit write {us['commit_write']:.0f}, "
+        f"prune {us['prune']:.0f}, "
         f"total {us['total']:.0f} (wall {us['total_wall']:.0f}), other threads "
         f"{us['background_threads']:.0f}"
     )
     if figures["proofs"] is not None:
         p = figures["proofs"]
         text += f"; proofs {p['per_s']:,.0f}/s p50 {p['p50_ms']:.2f} ms p99 {p['p99_ms']:.2f} ms"
+    if figures["state_proofs"] is not None:
+        p = figures["state_proofs"]
+        text += (
+            f"; state proofs ({p['live_keys']:,} keys) p50 {p['p50_ms']:.2f} ms "
+            f"p99 {p['p99_ms']:.2f} ms"
+        )
+    disk = figures["disk"]
+    text += f"; disk {disk['per_tx']:.0f} B/tx, {disk['per_live_key']:.0f} B/live key"
     return text
 
 
@@ -464,12 +528,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--proofs", type=int, default=1_000, help="proofs served per checkpoint")
     parser.add_argument("--orgs", type=int, default=4, help="orgs (validators) in the genesis")
+    parser.add_argument(
+        "--retention-blocks",
+        type=int,
+        default=StorageSettings().state_retention_blocks,
+        help="storage.state_retention_blocks: heights whose state stays provable",
+    )
     parser.add_argument("--profile", type=Path, help="write a cProfile of the measured windows")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
         if args.txs < 1 or args.block_txs < 1 or args.window_txs < 1 or args.proofs < 0:
             raise ValueError("--txs, --block-txs and --window-txs must be >= 1, --proofs >= 0")
+        if args.retention_blocks < 1:
+            raise ValueError("--retention-blocks: must be >= 1")
         if not 1 <= args.orgs <= 64:
             raise ValueError("--orgs: must be 1..64")
         checkpoints = _checkpoints(args.checkpoints, args.txs)
@@ -484,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         window_txs=args.window_txs,
         proofs=args.proofs,
         orgs=args.orgs,
+        retention_blocks=args.retention_blocks,
         progress=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True),
         profile=profile,
     )

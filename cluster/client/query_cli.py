@@ -9,6 +9,8 @@ proofs written as files that `kledger verify state FILE --genesis G` checks offl
     kledger query distribution DISTRIBUTION_ID [--recompute]
     kledger query ai KIND VALUE [--territory KR] [--date D] [--scope ai_training]
     kledger query persona KIND VALUE
+    kledger query state KEY [--height H]   one state key (e.g. s/work/W1) at a certified height
+                                           in the node's retention window (default: the latest)
   every command: --proofs DIR (request proofs, write DIR/proof-NNN.json) and the connection
   arguments (--cluster DIR [--member NAME | --public] | --node HOST:PORT --ca FILE --cert FILE
   --cert-key FILE): the certificate decides what may be read (docs/node.md "Access"). KIND: iswc,
@@ -81,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     persona = command("persona", "persona (voice/likeness) claims against a recording or asset")
     persona.add_argument("kind", choices=["isrc", "cid", "uci"])
     persona.add_argument("value")
+    state = command("state", "one state key's value or absence at a certified height")
+    state.add_argument("key", help="a registry state key, e.g. s/work/W1")
+    state.add_argument(
+        "--height", type=int, default=0, help="a certified height (default: the latest)"
+    )
     return parser
 
 
@@ -133,6 +140,10 @@ def request_for(args: argparse.Namespace) -> tuple[str, Any]:
         case "persona":
             return "PersonaClaims", registry_pb2.PersonaClaimsRequest(
                 kind=args.kind, value=args.value, with_proof=proof
+            )
+        case "state":
+            return "StateProof", registry_pb2.StateProofRequest(
+                key=args.key.encode(), height=max(0, args.height)
             )
     raise AssertionError(f"unhandled command {args.command}")
 

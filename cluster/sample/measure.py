@@ -17,7 +17,6 @@ from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
 from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.receipt import TxResult
 from kledger.node.chain.tx import TxBody, TxLimits, admit_tx, sign_tx
-from kledger.node.proof import smt
 from kledger.node.registry import BlockContext, Registry, bulk
 from kledger.node.storage import state_tree
 from kledger.node.storage.keyspace import DictView
@@ -80,16 +79,16 @@ def main() -> None:
     view = DictView()
     changes: dict[bytes, bytes | None] = {f"s/k/{i}".encode(): b"v" * 40 for i in range(1000)}
     start = time.perf_counter()
-    root, writes = state_tree.update(view, smt.EMPTY_ROOT, changes)
+    _, writes = state_tree.update(view, 1, changes)
     print(f"SMT: 1000 new keys in one update: {_ms(start)}, {len(writes)} node writes")
     view.apply(writes)
     start = time.perf_counter()
     for i in range(100):
-        state_tree.update(view, root, {f"s/k/{i}".encode(): b"w"})
+        state_tree.update(view, 2, {f"s/k/{i}".encode(): b"w"})
     print(f"SMT: one-key update in a 1000-key tree: {(time.perf_counter() - start) * 10:.2f} ms")
     start = time.perf_counter()
     for i in range(1000):
-        state_tree.prove(view, root, f"s/k/{i}".encode())
+        state_tree.prove(view, 1, f"s/k/{i}".encode())
     print(f"SMT: proof: {(time.perf_counter() - start):.3f} ms each")
     node = Node()
     start = time.perf_counter()

@@ -78,7 +78,14 @@ RULES: dict[str, str] = {
     "party)",
     "disputes_member": "dispute records inside a public answer: members only; the public reader "
     "gets the answer without them and without their proofs",
+    "state_proof_family": "a StateProof of a key that holds restricted records (usage reports "
+    "and lines, distributions, statements) is refused to every reader: those come with the "
+    "query that applies their rule (UnmatchedUsage, Distribution, Statement)",
 }
+
+# Registry state families whose values are restricted records (node/registry/state.py keys):
+# StateProof serves no key of theirs (rule state_proof_family).
+RESTRICTED_STATE_FAMILIES = ("report", "usage", "distribution", "distribution-scope", "statement")
 
 LEDGER = "/kledger.v1.Ledger/"
 REGISTRY = "/kledger.v1.RegistryService/"
@@ -105,6 +112,7 @@ METHOD_ACCESS: dict[str, Access] = {
     REGISTRY + "UnmatchedUsage": Access(Tier.MEMBER, ("usage_revenue",)),
     REGISTRY + "Statement": Access(Tier.MEMBER, ("statement_own_cmo",)),
     REGISTRY + "Distribution": Access(Tier.MEMBER, ("distribution_paid",)),
+    REGISTRY + "StateProof": Access(Tier.MEMBER, ("state_proof_family",)),
 }
 # Services outside kledger.v1 that anyone may call: they carry no ledger content.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
@@ -231,6 +239,17 @@ class AccessPolicy:
             allowed = distribution_readers(reader_state, distribution_id, signer_org)
             record = f"distribution {distribution_id}"
             self.require(reader, rpc, "distribution_paid", record, allowed)
+
+    def check_state_key(self, reader: Reader, key: bytes) -> None:
+        """Refused (state_proof_family) if `key` is in a family of restricted records."""
+        prefix = state.S
+        family = key[len(prefix) :].split(b"/", 1)[0] if key.startswith(prefix) else b""
+        if family.decode("utf-8", "replace") in RESTRICTED_STATE_FAMILIES:
+            raise self._deny(
+                "state_proof_family",
+                f"the {family.decode('utf-8', 'replace')} family is not served by StateProof "
+                f"to {reader.name()}",
+            )
 
     def require(
         self, reader: Reader, rpc: str, rule: str, record: str, allowed: Iterable[str]

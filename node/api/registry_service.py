@@ -3,9 +3,10 @@ from node.registry.queries, each optionally with a state proof per key read.
 
 The node hands in `snapshot()`, which returns one consistent committed state: a ReadView at a
 height, that height's header and commit certificate, and `prove(key)` giving the key's sparse
-Merkle proof (node/proof/smt.py Proof) under the header's state_root. A query that breaks a rule is
-answered with the refusal's status code and message; a node that cannot give a snapshot raises
-Refused(UNAVAILABLE).
+Merkle proof (node/proof/smt.py Proof) under the header's state_root; and `proof_at(height,
+key)` for one key's proof at an older certified height in the retention window. A query that
+breaks a rule is answered with the refusal's status code and message; a node that cannot give
+a snapshot raises Refused(UNAVAILABLE).
 
 Access (node/api/access.py): the tier is checked before a handler runs; each answer then passes
 `screen_answer`, which refuses a restricted record the reader may not see (a statement, a
@@ -24,8 +25,8 @@ import grpc
 
 from kledger.node.api.access import AccessPolicy, screen_answer
 from kledger.node.api.grpc_status import refusal_code
-from kledger.node.commit.certified_state import Snapshot
-from kledger.node.errors import Refused, StoreCorrupt
+from kledger.node.commit.certified_state import HistoricProof, Snapshot
+from kledger.node.errors import Refused, Status, StoreCorrupt
 from kledger.node.proof.state_proof import build_bundle
 from kledger.node.registry.queries import RegistryQueries
 from kledger.v1 import registry_pb2, registry_pb2_grpc
@@ -45,10 +46,23 @@ def encode_answer(answer: dict[str, Any]) -> str:
     return json.dumps(answer, sort_keys=True, ensure_ascii=False, default=_json_default)
 
 
+ProofAt = Callable[[int, bytes], HistoricProof]
+
+
+def _no_history(height: int, key: bytes) -> HistoricProof:
+    raise Refused(Status.FAILED_PRECONDITION, "this server keeps no state history", "height")
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: ignore[misc]
-    def __init__(self, snapshot: Callable[[], Snapshot], access: AccessPolicy) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        access: AccessPolicy,
+        proof_at: ProofAt = _no_history,
+    ) -> None:
         self._snapshot = snapshot
         self._access = access
+        self._proof_at = proof_at
 
     def _reply(
         self,
@@ -165,9 +179,28 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             ),
         )
 
+    def StateProof(self, request: Any, context: Any) -> registry_pb2.QueryReply:
+        try:
+            reader = self._access.reader_of(context)
+            self._access.check_state_key(reader, bytes(request.key))
+            found = self._proof_at(request.height, bytes(request.key))
+        except Refused as refusal:
+            context.abort(refusal_code(refusal), refusal.message)
+            raise AssertionError("context.abort returns only by raising") from None
+        bundle = build_bundle(found.key, found.value, found.proof, found.header, found.certificate)
+        return registry_pb2.QueryReply(
+            answer_json=encode_answer({"key": found.key, "value": found.value}),
+            height=found.header.height,
+            state_root=found.header.state_root,
+            proofs_json=[json.dumps(bundle, sort_keys=True)],
+        )
+
 
 def add_registry_service(
-    server: grpc.Server, snapshot: Callable[[], Snapshot], access: AccessPolicy
+    server: grpc.Server,
+    snapshot: Callable[[], Snapshot],
+    access: AccessPolicy,
+    proof_at: ProofAt = _no_history,
 ) -> None:
     add = registry_pb2_grpc.add_RegistryServiceServicer_to_server
-    add(RegistryServicer(snapshot, access), server)  # type: ignore[no-untyped-call]
+    add(RegistryServicer(snapshot, access, proof_at), server)  # type: ignore[no-untyped-call]

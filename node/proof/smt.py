@@ -46,6 +46,11 @@ def leaf_hash(path: bytes, value: bytes) -> bytes:
     return _leaf_hash_of(path, _sha(value))
 
 
+def leaf_hash_of(path: bytes, value_hash: bytes) -> bytes:
+    """A leaf's hash from its value's hash (what a tree page keeps of a leaf)."""
+    return _leaf_hash_of(path, value_hash)
+
+
 def value_hash(value: bytes) -> bytes:
     return _sha(value)
 

@@ -27,7 +27,6 @@ from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.receipt import TxResult
 from kledger.node.chain.tx import SignedTx, TxBody
 from kledger.node.errors import Refused, Status, StoreCorrupt
-from kledger.node.proof import smt
 from kledger.node.registry import governance, permissions, state, usage
 from kledger.node.registry.env import Env
 from kledger.node.registry.state import BlockContext, StateReader, TxState
@@ -118,7 +117,7 @@ class Registry:
             },
         )
         put(state.tariff_key(usage.DEFAULT_TARIFF["version"]), usage.DEFAULT_TARIFF)  # type: ignore[arg-type]
-        _, tree = state_tree.update(keyspace.DictView(), smt.EMPTY_ROOT, changes)
+        _, tree = state_tree.update(keyspace.DictView(), 0, changes)
         return {**changes, **tree}
 
     def genesis_writes(self) -> WriteSet:
@@ -127,7 +126,7 @@ class Registry:
     def genesis_state_root(self) -> bytes:
         root = self._genesis_writes[state_tree.ROOT_KEY]
         assert root is not None
-        return root
+        return state_tree.decode_ref(root)[1]
 
     def state_root(self, view: ReadView) -> bytes:
         return state_tree.stored_root(view)
@@ -176,7 +175,7 @@ class Registry:
                 continue
             block_writes.update(st.writes)
             results.append(TxResult(output=output))
-        root, tree_writes = state_tree.update(view, state_tree.stored_root(view), block_writes)
+        root, tree_writes = state_tree.update(view, ctx.height, block_writes)
         validators_after = StateReader(keyspace.OverlayView(view, block_writes)).get(
             state.VALIDATORS_KEY
         )

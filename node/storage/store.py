@@ -44,12 +44,15 @@ from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import SignedTx, decode_tx
 from kledger.node.errors import DecodeError, StoreCorrupt
 from kledger.node.proof import merkle
-from kledger.node.storage import keyspace
+from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.checked_db import CheckedDB, CheckedReads
 from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
 
-FORMAT = b"kledger-store/v1"
+FORMAT = b"kledger-store/v2"
+# v1 kept the state tree content-addressed (records by hash); v2 keeps it by position and
+# version (node/storage/state_tree.py). A v1 store is refused by name, never converted.
+OLD_FORMATS = {b"kledger-store/v1": "state tree stored by hash"}
 FORMAT_KEY = keyspace.META + b"format"
 GENESIS_KEY = keyspace.META + b"genesis"
 LAST_HEIGHT_KEY = keyspace.META + b"last_height"
@@ -136,10 +139,13 @@ def _decode_body(data: bytes) -> tuple[bytes, bytes]:
 
 class LevelView:
     """The committed registry state, read straight from LevelDB (keyspace.ReadView), checksums
-    verified (a damaged record raises StoreCorrupt naming it)."""
+    verified (a damaged record raises StoreCorrupt naming it). `page_cache` (shared by the store
+    and its snapshots) keeps decoded state-tree pages: tree records never change once written,
+    so every view of one store may share it."""
 
-    def __init__(self, db: CheckedReads) -> None:
+    def __init__(self, db: CheckedReads, page_cache: state_tree.PageCache | None = None) -> None:
         self._db = db
+        self.page_cache = page_cache
 
     def get(self, key: bytes) -> bytes | None:
         assert key.startswith(STATE_FAMILIES), "registry reads stay in its key families"
@@ -196,7 +202,8 @@ class LedgerStore:
         self._db = db
         self._path = path
         self._genesis = genesis
-        self.view = LevelView(db)
+        self._page_cache = state_tree.PageCache()
+        self.view = LevelView(db, self._page_cache)
         self._log = log
         self._last_header = last_header
 
@@ -251,6 +258,12 @@ class LedgerStore:
         deep_check: bool,
     ) -> LedgerStore:
         fmt = db.get(FORMAT_KEY)
+        if fmt in OLD_FORMATS:
+            raise StoreCorrupt(
+                f"{path}: format is {fmt!r} ({OLD_FORMATS[fmt]}); this node reads only "
+                f"{FORMAT!r} and does not convert: move the data_dir away and let the node "
+                'rebuild it by block sync from its peers (docs/node.md "Store format")'
+            )
         if fmt != FORMAT:
             raise StoreCorrupt(f"{path}: format is {fmt!r}, expected {FORMAT!r}")
         if db.get(GENESIS_KEY) != genesis.digest():
@@ -560,6 +573,7 @@ class LedgerStore:
 
     def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
         self._log.install(plan)
+        self._page_cache.promote()  # the state-tree pages this block wrote are on disk now
         self._last_header = block.header
 
     def save_certificate(self, height: int, cert: CommitCertificate) -> None:
@@ -573,7 +587,19 @@ class LedgerStore:
     def snapshot_view(self) -> LevelView:
         """The committed registry state as of now, frozen (a LevelDB snapshot): later commits do
         not change what it reads. Queries answer from one so answer and proof agree."""
-        return LevelView(self._db.snapshot())
+        return LevelView(self._db.snapshot(), self._page_cache)
+
+    def prune_state(self, keep_from: int, max_records: int) -> tuple[int, bool]:
+        """Delete, in one batch, up to `max_records` state-tree records that no height >=
+        `keep_from` needs (state_tree.prune_writes). Not synced: a batch lost in a crash only
+        leaves records the next pass deletes. Returns (records deleted, whether more remain)."""
+        assert keep_from <= self._last_header.height, "pruning above the committed height"
+        deletes, more = state_tree.prune_writes(self.view, keep_from, max_records)
+        if deletes:
+            with self._db.write_batch() as batch:
+                for key in deletes:
+                    batch.delete(key)
+        return len(deletes), more
 
     def save_consensus(
         self, safety: bytes | None, blocks: Sequence[tuple[int, bytes, bytes]]

@@ -321,3 +321,33 @@ class WorksRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorksRequest: _TypeAlias = WorksRequest  # noqa: Y015
+
+@_typing.final
+class StateProofRequest(_message.Message):
+    """One state key's value or absence at a certified height, with its proof bundle (proofs_json[0];
+    answer_json {"key": HEX, "value": HEX | null}). Heights within the node's state retention window
+    (docs/node.md "State retention") are answered; an older one is refused with FAILED_PRECONDITION
+    "state at height H is pruned; the window is N blocks".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    key: _builtins.bytes
+    """a registry state key, e.g. "s/work/W1" """
+    height: _builtins.int
+    """0: the latest certified height"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.bytes = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateProofRequest: _TypeAlias = StateProofRequest  # noqa: Y015

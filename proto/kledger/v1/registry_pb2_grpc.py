@@ -79,6 +79,11 @@ class RegistryServiceStub:
                 request_serializer=kledger_dot_v1_dot_registry__pb2.WorksRequest.SerializeToString,
                 response_deserializer=kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
                 _registered_method=True)
+        self.StateProof = channel.unary_unary(
+                '/kledger.v1.RegistryService/StateProof',
+                request_serializer=kledger_dot_v1_dot_registry__pb2.StateProofRequest.SerializeToString,
+                response_deserializer=kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -139,6 +144,12 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StateProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +196,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'Works': grpc.unary_unary_rpc_method_handler(
                     servicer.Works,
                     request_deserializer=kledger_dot_v1_dot_registry__pb2.WorksRequest.FromString,
+                    response_serializer=kledger_dot_v1_dot_registry__pb2.QueryReply.SerializeToString,
+            ),
+            'StateProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.StateProof,
+                    request_deserializer=kledger_dot_v1_dot_registry__pb2.StateProofRequest.FromString,
                     response_serializer=kledger_dot_v1_dot_registry__pb2.QueryReply.SerializeToString,
             ),
     }
@@ -430,6 +446,33 @@ class RegistryService:
             target,
             '/kledger.v1.RegistryService/Works',
             kledger_dot_v1_dot_registry__pb2.WorksRequest.SerializeToString,
+            kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StateProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kledger.v1.RegistryService/StateProof',
+            kledger_dot_v1_dot_registry__pb2.StateProofRequest.SerializeToString,
             kledger_dot_v1_dot_registry__pb2.QueryReply.FromString,
             options,
             channel_credentials,
