@@ -4,6 +4,11 @@ signed by the founding validators' deterministic keys."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +66,29 @@ def certify(header: Header, signers: int = 4) -> CommitCertificate:
         header_hash,
         tuple((org, sign_header(key(f"{org}/validator"), header_hash)) for org in orgs),
     )
+
+
+def kill_9_after(module: str, path: Path, blocks: int, safety_net_s: float) -> int:
+    """Run `python -m module PATH 100000` (a child that commits and prints each height it has
+    made durable), SIGKILL it once it reports `blocks` (or after `safety_net_s`, a net only: no
+    test asserts on time), and return the last height it reported."""
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, "-m", module, str(path), "100000"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    reported = 0
+    try:
+        assert child.stdout is not None
+        deadline = time.monotonic() + safety_net_s
+        for line in child.stdout:
+            reported = int(line)
+            if reported >= blocks or time.monotonic() > deadline:
+                break
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert reported >= 1, "the child committed nothing"
+    return reported

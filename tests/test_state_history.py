@@ -12,11 +12,7 @@ This module is also the crash child: `python -m tests.test_state_history DIR BLO
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from concurrent import futures
 from pathlib import Path
 
@@ -39,7 +35,7 @@ from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.state_pruner import StatePruner
 from kledger.node.storage.store import BlockRecord, LedgerStore
 from tests.helpers import make_genesis
-from tests.ledger_builders import certify, make_tx
+from tests.ledger_builders import certify, kill_9_after, make_tx
 
 ROOT = Path(__file__).resolve().parent.parent
 GENESIS = make_genesis()
@@ -177,24 +173,7 @@ def test_dropped_block_batch_keeps_the_roots(tmp_path):
 
 def test_kill_9_while_committing_and_pruning_recovers_the_same_roots(tmp_path):
     path = tmp_path / "db"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_state_history", str(path), "100000"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    reported = 0
-    try:
-        assert child.stdout is not None
-        deadline = time.monotonic() + 120  # a safety net only; the test never asserts on time
-        for line in child.stdout:
-            reported = int(line)
-            if reported >= 40 or time.monotonic() > deadline:
-                break
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    assert reported >= 1, "the child committed nothing"
+    reported = kill_9_after("tests.test_state_history", path, blocks=40, safety_net_s=120)
     store = open_state_store(path)
     try:
         last = store.last_height()

@@ -10,11 +10,7 @@ This module is also the child: `python -m tests.test_store_crash DIR BLOCKS`.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,14 @@ import pytest
 from kledger.node.chain.receipt import TxResult
 from kledger.node.proof import merkle
 from kledger.node.storage.store import BlockRecord
-from tests.ledger_builders import certify, commit, make_tx, next_header, open_store
+from tests.ledger_builders import (
+    certify,
+    commit,
+    kill_9_after,
+    make_tx,
+    next_header,
+    open_store,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,24 +73,7 @@ def test_crash_between_commit_and_certificate(tmp_path):
 
 def test_kill_9_during_synced_commits(tmp_path):
     path = tmp_path / "db"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_store_crash", str(path), "100000"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    reported = 0
-    try:
-        assert child.stdout is not None
-        deadline = time.monotonic() + 60  # a safety net only; the test never asserts on time
-        for line in child.stdout:
-            reported = int(line)
-            if reported >= 25 or time.monotonic() > deadline:
-                break
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    assert reported >= 1, "the child committed nothing"
+    reported = kill_9_after("tests.test_store_crash", path, blocks=25, safety_net_s=60)
     store = open_store(path, deep_check=True)
     try:
         height = store.last_height()

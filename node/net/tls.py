@@ -238,61 +238,17 @@ def make_ca(name: str = "kledger cluster CA") -> Authority:
     return Authority(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue_node_cert(
-    authority: Authority, org: str, extra_hosts: tuple[str, ...] = ()
+def _issue(
+    authority: Authority,
+    common_name: str,
+    names: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
 ) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for org's node: CN=org, server and client auth."""
+    """(certificate PEM, key PEM): a fresh P-256 key certified by `authority` for CN
+    `common_name`, these subject alternative names and extended key usages."""
     ca_cert = x509.load_pem_x509_certificate(authority.cert_pem)
     ca_key = serialization.load_pem_private_key(authority.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in (TLS_NAME, org_tls_name(org), "localhost", "127.0.0.1", *extra_hosts):
-        try:
-            general: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-        except ValueError:
-            general = x509.DNSName(host)
-        if general not in names:
-            names.append(general)
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, org)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_VALIDITY_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-
-
-def issue_client_cert(
-    authority: Authority, org: str, member_key: bytes | None
-) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for a client: with `member_key`, a member certificate (CN =
-    org, URI SAN urn:kledger:member:HEX); with None, the public reader certificate (org is
-    ignored). Client auth only, so no node accepts it as a server or a peer."""
-    ca_cert = x509.load_pem_x509_certificate(authority.cert_pem)
-    ca_key = serialization.load_pem_private_key(authority.key_pem, password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    if member_key is None:
-        common_name, uri = PUBLIC_READER_CN, PUBLIC_READER_URI
-    else:
-        assert len(member_key) == 32, "an Ed25519 public key"
-        common_name, uri = org, MEMBER_URI_PREFIX + member_key.hex()
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -304,13 +260,42 @@ def issue_client_cert(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=CERT_VALIDITY_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
         .sign(ca_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def issue_node_cert(
+    authority: Authority, org: str, extra_hosts: tuple[str, ...] = ()
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for org's node: CN=org, server and client auth."""
+    names: list[x509.GeneralName] = []
+    for host in (TLS_NAME, org_tls_name(org), "localhost", "127.0.0.1", *extra_hosts):
+        try:
+            general: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            general = x509.DNSName(host)
+        if general not in names:
+            names.append(general)
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return _issue(authority, org, names, usages)
+
+
+def issue_client_cert(
+    authority: Authority, org: str, member_key: bytes | None
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for a client: with `member_key`, a member certificate (CN =
+    org, URI SAN urn:kledger:member:HEX); with None, the public reader certificate (org is
+    ignored). Client auth only, so no node accepts it as a server or a peer."""
+    if member_key is None:
+        common_name, uri = PUBLIC_READER_CN, PUBLIC_READER_URI
+    else:
+        assert len(member_key) == 32, "an Ed25519 public key"
+        common_name, uri = org, MEMBER_URI_PREFIX + member_key.hex()
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    return _issue(authority, common_name, names, [ExtendedKeyUsageOID.CLIENT_AUTH])
