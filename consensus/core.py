@@ -314,7 +314,8 @@ class Core:
         # checks them (epoch -> QC), held until we reach that epoch.
         self._epoch_requested_ms: dict[NodeId, int] = {}
         self._epoch_answered_ms: dict[NodeId, int] = {}
-        self._epoch_backlog: dict[int, QuorumCert] = {}
+        # Kept per sender, so a liar's junk for an epoch cannot displace an honest peer's.
+        self._epoch_backlog: dict[int, dict[NodeId, QuorumCert]] = {}
         self._reset_epoch_state()
         epoch = validators.epoch
         # The unsigned QC that anchors this epoch: the genesis QC, or the one derived from the
@@ -866,7 +867,7 @@ class Core:
             if qc.epoch != epoch or epoch < self.epoch:
                 continue
             if epoch <= self.epoch + MAX_EPOCH_PROOF_QCS:
-                self._epoch_backlog.setdefault(epoch, qc)
+                self._epoch_backlog.setdefault(epoch, {})[sender] = qc
                 useful = True
         if not useful:
             self._drop("epoch")
@@ -878,13 +879,12 @@ class Core:
         the next epoch starts, so a page of them carries a node across many epochs)."""
         for stale in [e for e in self._epoch_backlog if e < self.epoch]:
             del self._epoch_backlog[stale]
-        qc = self._epoch_backlog.pop(self.epoch, None)
-        if qc is None:
-            return
-        if not self._valid_qc(qc):
+        held = self._epoch_backlog.pop(self.epoch, {})
+        for sender, qc in held.items():
+            if self._valid_qc(qc):
+                self._process_qc(qc, source if source is not None else sender, out)
+                return
             self._drop("bad_certificate")
-            return
-        self._process_qc(qc, source, out)
 
     def _check_certificates(
         self,
