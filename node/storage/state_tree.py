@@ -56,9 +56,10 @@ PAGE = keyspace.SMT + b"n/"
 LEAF = keyspace.SMT + b"l/"
 ROOT_AT = keyspace.SMT + b"r/"
 STALE = keyspace.SMT + b"x/"
-# Decoded pages kept in memory per store: the upper levels (1 + 16 + 256 + 4,096 pages) are on
-# every key's path and stay; an entry (slots, their bytes, 1 KiB of hashes) is ~3 KiB, so the
-# cache holds ~48 MiB at most.
+# Pages kept in memory per store (their records: ~750 bytes each with the cache's entry, so
+# ~48 MiB at most). The levels every key's path crosses (1 + 16 + 256 + 4,096 pages) stay; the
+# rest holds the whole tree up to ~10^5 keys (~39,000 pages) and, at 10^6, the fifth level
+# (65,536 pages) in good part, so a block reads from LevelDB about one page per key only below.
 PAGE_CACHE_ENTRIES: Final = 65_536
 
 # Binary levels per page: 4 makes 16-ary pages (measured against 1, binary records, and 8 in
