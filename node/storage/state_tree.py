@@ -442,6 +442,10 @@ class _Updater:
             return self.build(depth, [(p, v, None) for p, v in items if v is not None])
         if kind == _LEAF_KIND:
             path = ref[3]
+            if len(items) == 1 and items[0][0] == path and items[0][1] is not None:
+                # the usual change: a key's value overwritten where its leaf already sits
+                self.stale(leaf_key(ref[2], path))
+                return self.leaf(path, items[0][1])
             present: list[_Present] = [(p, v, None) for p, v in items if v is not None]
             if any(p == path for p, _ in items):
                 self.stale(leaf_key(ref[2], path))
@@ -481,9 +485,7 @@ class _Updater:
             if kept is not None:
                 return kept
             assert value is not None
-            self._writes[leaf_key(self._version, path)] = value
-            hashed = value_hash(value)
-            return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
+            return self.leaf(path, value)
         bits = self._bits
         slots: dict[int, Ref] = {}
         start = 0
@@ -495,6 +497,12 @@ class _Updater:
             slots[slot] = self.build(depth + bits, present[start:end])
             start = end
         return self.finish(depth, present[0][0], _NO_PAGE, slots)
+
+    def leaf(self, path: bytes, value: bytes) -> Ref:
+        """A leaf written at this version."""
+        self._writes[leaf_key(self._version, path)] = value
+        hashed = value_hash(value)
+        return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
 
     def finish(self, depth: int, path: bytes, old: Page, changes: dict[int, Ref]) -> Ref:
         """The page `old` (or _NO_PAGE for a fresh one) with the slots in `changes` replaced,
@@ -574,7 +582,7 @@ class _Updater:
         path: bytes,
         old: Page,
         changes: dict[int, Ref],
-        dirty: list[int],
+        dirty: tuple[int, ...],
     ) -> Ref:
         """finish() for the usual case, a page whose slots keep their kinds (values
         overwritten, child pages rewritten): the record keeps its layout, so it is the old
@@ -615,24 +623,31 @@ class _Updater:
         self._writes[self._stale_prefix + record_key] = b""
 
 
-def _above(changes: dict[int, Ref], width: int) -> list[int]:
+def _above(changes: dict[int, Ref], width: int) -> tuple[int, ...]:
     """The nodes above the changed slots of a page, children before parents."""
     if len(changes) == 1:  # the usual case below the top levels: one path to the root
-        node = (width + next(iter(changes))) >> 1
-        path = []
-        while node:
-            path.append(node)
-            node >>= 1
-        return path
+        return _PATHS_UP[width][next(iter(changes))]
     above: set[int] = set()
     for index in changes:
         node = (width + index) >> 1
         while node and node not in above:
             above.add(node)
             node >>= 1
-    return sorted(above, reverse=True)
+    return tuple(sorted(above, reverse=True))
 
 
+def _path_up(width: int, slot: int) -> tuple[int, ...]:
+    node = (width + slot) >> 1
+    path = []
+    while node:
+        path.append(node)
+        node >>= 1
+    return tuple(path)
+
+
+_PATHS_UP: Final = {
+    1 << bits: [_path_up(1 << bits, slot) for slot in range(1 << bits)] for bits in (1, 2, 4, 8)
+}
 _NO_PAGE: Final = Page(b"", 0, 0, EMPTY)  # what a fresh page replaces
 
 
