@@ -248,6 +248,7 @@ class _Layout(NamedTuple):
     node_at: tuple[int, ...]  # each heap node's hash below the root (nodes 0 and 1: -1)
     inner: tuple[int, ...]  # the inner nodes below the root, in node order: stored hashes
     kinds: tuple[int, ...]  # _node_kinds
+    filled_nodes: tuple[int, ...]  # the nodes above the slots that hold something, bottom-up
     size: int  # the record's length
 
 
@@ -275,7 +276,10 @@ def _layout(filled: int, leaves: int, width: int) -> _Layout:
             at += 32
         elif kind >= 0:
             node_at[index] = slot_at[kind] + 8  # the lone leaf lifted here
-    return _Layout(tuple(slot_at), tuple(slot_end), tuple(node_at), tuple(inner), kinds, at)
+    filled_nodes = tuple(i for i in range(width - 1, 0, -1) if kinds[i] != _EMPTY_NODE_KIND)
+    return _Layout(
+        tuple(slot_at), tuple(slot_end), tuple(node_at), tuple(inner), kinds, filled_nodes, at
+    )
 
 
 def _slot(page: Page, layout: _Layout, index: int) -> Ref:
@@ -496,7 +500,44 @@ class _Updater:
                 end += 1
             slots[slot] = self.build(depth + bits, present[start:end])
             start = end
-        return self.finish(depth, present[0][0], _NO_PAGE, slots)
+        return self.fresh(depth, present[0][0], slots)
+
+    def fresh(self, depth: int, path: bytes, slots: dict[int, Ref]) -> Ref:
+        """A new page of `slots` (two or more leaves under it) written at this version: its
+        heap hashed bottom-up over the nodes that hold something."""
+        width = self._width
+        filled = leaves = 0
+        for index, ref in slots.items():
+            filled |= 1 << index
+            if ref[0] == _LEAF_KIND:
+                leaves |= 1 << index
+        assert _lone_leaf(filled, leaves) < 0, "two leaves never make a page of one leaf"
+        layout = _layout(filled, leaves, width)
+        kinds = layout.kinds
+        hashes = [EMPTY] * (2 * width)
+        for index, ref in slots.items():
+            hashes[width + index] = ref[1]
+        for node in layout.filled_nodes:
+            kind = kinds[node]
+            if kind == _INNER_NODE_KIND:
+                hashes[node] = node_hash(hashes[2 * node], hashes[2 * node + 1])
+            else:  # a lone leaf lifted here
+                hashes[node] = hashes[width + kind]
+        size = _mask_bytes(width)
+        encoded = b"".join(
+            (
+                filled.to_bytes(size, "big"),
+                leaves.to_bytes(size, "big"),
+                *(_encode_slot(slots[index]) for index in sorted(slots)),
+                *(hashes[node] for node in layout.inner),
+            )
+        )
+        assert len(encoded) == layout.size
+        key = page_key(self._version, path, depth)
+        self._writes[key] = encoded
+        root = hashes[1]
+        self.written[key] = Page(encoded, filled, leaves, root)
+        return _PAGE_KIND, root, self._version, b"", b""
 
     def leaf(self, path: bytes, value: bytes) -> Ref:
         """A leaf written at this version."""
@@ -505,7 +546,7 @@ class _Updater:
         return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
 
     def finish(self, depth: int, path: bytes, old: Page, changes: dict[int, Ref]) -> Ref:
-        """The page `old` (or _NO_PAGE for a fresh one) with the slots in `changes` replaced,
+        """The page `old` with the slots in `changes` replaced,
         written at this version, or what it collapses to. Only the changed slots' ancestors
         are rehashed; every other hash, and every unchanged slot's bytes, is copied from the
         old record."""
@@ -648,7 +689,6 @@ def _path_up(width: int, slot: int) -> tuple[int, ...]:
 _PATHS_UP: Final = {
     1 << bits: [_path_up(1 << bits, slot) for slot in range(1 << bits)] for bits in (1, 2, 4, 8)
 }
-_NO_PAGE: Final = Page(b"", 0, 0, EMPTY)  # what a fresh page replaces
 
 
 # ---- proving ---------------------------------------------------------------------------------
