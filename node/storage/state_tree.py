@@ -365,7 +365,10 @@ class _Reader:
         self._cache: PageCache | None = getattr(view, "page_cache", None)
 
     def page(self, ref: Ref, path: bytes, depth: int) -> tuple[bytes, Page]:
-        key = page_key(ref[2], path, depth)
+        return self.page_at(ref, page_key(ref[2], path, depth))
+
+    def page_at(self, ref: Ref, key: bytes) -> tuple[bytes, Page]:
+        """The page `ref` names, whose record key is `key`."""
         cache = self._cache
         if cache is not None:
             cached = cache.get(key)
@@ -436,6 +439,8 @@ class _Updater:
         self._writes = writes
         self._version = version
         self._stale_prefix = STALE + _u64(version)
+        self._page_prefix = PAGE + _u64(version)  # + a page's position: its record key
+        self._leaf_prefix = LEAF + _u64(version)  # + a key path: its leaf value's key
         self.written: dict[bytes, Page] = {}
         self.replaced: list[bytes] = []
 
@@ -459,7 +464,8 @@ class _Updater:
                 present.append((path, None, ref))
                 present.sort(key=lambda item: item[0])
             return self.build(depth, present)
-        key, old = self._reader.page(ref, items[0][0], depth)
+        position = _position(items[0][0], depth)
+        key, old = self._reader.page_at(ref, PAGE + _u64(ref[2]) + position)
         layout = _layout(old.filled, old.leaves, self._width)
         bits = self._bits
         changes: dict[int, Ref] = {}
@@ -478,7 +484,7 @@ class _Updater:
             return ref
         self.stale(key)
         self.replaced.append(key)
-        return self.finish(depth, items[0][0], old, changes)
+        return self.finish(position, old, changes)
 
     def build(self, depth: int, present: list[_Present]) -> Ref:
         """A fresh subtree at `depth` of the present leaves (sorted by path)."""
@@ -500,9 +506,9 @@ class _Updater:
                 end += 1
             slots[slot] = self.build(depth + bits, present[start:end])
             start = end
-        return self.fresh(depth, present[0][0], slots)
+        return self.fresh(_position(present[0][0], depth), slots)
 
-    def fresh(self, depth: int, path: bytes, slots: dict[int, Ref]) -> Ref:
+    def fresh(self, position: bytes, slots: dict[int, Ref]) -> Ref:
         """A new page of `slots` (two or more leaves under it) written at this version: its
         heap hashed bottom-up over the nodes that hold something."""
         width = self._width
@@ -533,7 +539,7 @@ class _Updater:
             )
         )
         assert len(encoded) == layout.size
-        key = page_key(self._version, path, depth)
+        key = self._page_prefix + position
         self._writes[key] = encoded
         root = hashes[1]
         self.written[key] = Page(encoded, filled, leaves, root)
@@ -541,11 +547,11 @@ class _Updater:
 
     def leaf(self, path: bytes, value: bytes) -> Ref:
         """A leaf written at this version."""
-        self._writes[leaf_key(self._version, path)] = value
+        self._writes[self._leaf_prefix + path] = value
         hashed = value_hash(value)
         return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
 
-    def finish(self, depth: int, path: bytes, old: Page, changes: dict[int, Ref]) -> Ref:
+    def finish(self, position: bytes, old: Page, changes: dict[int, Ref]) -> Ref:
         """The page `old` with the slots in `changes` replaced,
         written at this version, or what it collapses to. Only the changed slots' ancestors
         are rehashed; every other hash, and every unchanged slot's bytes, is copied from the
@@ -566,7 +572,7 @@ class _Updater:
             return kept if kept is not None else _slot(old, old_layout, lone)
         dirty = _above(changes, width)
         if (filled, leaves) == (old.filled, old.leaves):
-            return self._rewrite(depth, path, old, changes, dirty)
+            return self._rewrite(position, old, changes, dirty)
         layout = _layout(filled, leaves, width)
         kinds = layout.kinds
         record = old.record
@@ -611,7 +617,7 @@ class _Updater:
             parts.append(hashed)
         encoded = b"".join(parts)
         assert len(encoded) == layout.size
-        key = page_key(self._version, path, depth)
+        key = self._page_prefix + position
         self._writes[key] = encoded
         root = fresh[1]
         self.written[key] = Page(encoded, filled, leaves, root)
@@ -619,8 +625,7 @@ class _Updater:
 
     def _rewrite(
         self,
-        depth: int,
-        path: bytes,
+        position: bytes,
         old: Page,
         changes: dict[int, Ref],
         dirty: tuple[int, ...],
@@ -655,7 +660,7 @@ class _Updater:
                 record[at : at + 32] = hashed
         assert root != EMPTY, "a page of two or more leaves has an inner root"
         encoded = bytes(record)
-        key = page_key(self._version, path, depth)
+        key = self._page_prefix + position
         self._writes[key] = encoded
         self.written[key] = Page(encoded, old.filled, old.leaves, root)
         return _PAGE_KIND, root, self._version, b"", b""
