@@ -93,8 +93,9 @@ class Page(NamedTuple):
 
 
 class PageCache:
-    """Decoded pages by record key, bounded (least recently used goes). Records never change,
-    so a hit is always the stored page; a pruned page is only asked for by a pruned height.
+    """Pages (records and masks) by record key, bounded (least recently used goes). Records
+    never change, so a hit is always the stored page; a pruned page is only asked for by a
+    pruned height.
 
     Pages a block's update writes are staged, not cached: `promote()` (after the block's batch
     is written) caches them, and the next update drops what a dropped batch left staged, so the
