@@ -2,7 +2,8 @@
 and do not depend on order, presence and absence proofs verify at the current and at every
 kept older height and fail after tampering, a one-key update touches about log16(n) pages,
 and pruning keeps every height in the window provable while the records left match the live
-tree (disk follows the live state). Nodes live in a real LevelDB where it matters."""
+tree (disk follows the live state); the page cache holds what was written and drops what a
+block replaced. Nodes live in a real LevelDB where it matters."""
 
 from __future__ import annotations
 
@@ -302,3 +303,42 @@ def test_every_page_size_gives_the_same_roots_and_proofs(page_bits):
             value, proof = state_tree.prove(view, height, key, page_bits)
             assert value == entries.get(key)
             assert smt.verify_proof(root, key, value, proof)
+
+
+def test_the_page_cache_keeps_the_current_pages_and_drops_what_a_block_replaced():
+    """Once a block's batch is written (promote), its pages are cached and the pages it
+    replaced leave the cache, so a full cache holds the current tree, not superseded versions;
+    an older height stays provable, its pages read from the store again."""
+    view = DictView()
+    cache = state_tree.PageCache()
+    view.page_cache = cache  # type: ignore[attr-defined]
+    keys = [f"s/k/{i}".encode() for i in range(500)]
+    root0, writes = state_tree.update(view, 0, dict.fromkeys(keys, b"a"))
+    view.apply(writes)
+    cache.promote()
+    first = {k for k in writes if k.startswith(state_tree.PAGE)}
+    assert first and all(cache.get(k) is not None for k in first)
+
+    root1, writes = state_tree.update(view, 1, {keys[7]: b"b"})
+    replaced = {k[len(state_tree.STALE) + 8 :] for k in writes if k.startswith(state_tree.STALE)}
+    written = {k for k in writes if k.startswith(state_tree.PAGE)}
+    assert replaced & first and written
+    assert all(cache.get(k) is None for k in written)  # staged until the batch is written
+    view.apply(writes)
+    cache.promote()
+    assert all(cache.get(k) is not None for k in written)
+    assert all(cache.get(k) is None for k in replaced & first)
+
+    value, proof = state_tree.prove(view, 0, keys[7])
+    assert value == b"a" and smt.verify_proof(root0, keys[7], b"a", proof)
+    value, proof = state_tree.prove(view, 1, keys[7])
+    assert value == b"b" and smt.verify_proof(root1, keys[7], b"b", proof)
+
+
+def test_the_page_cache_is_bounded():
+    cache = state_tree.PageCache(entries=3)
+    page = state_tree.Page(b"", 0, 0, smt.EMPTY)
+    for key in (b"a", b"b", b"c", b"d"):
+        cache.put(key, page)
+    assert cache.get(b"a") is None
+    assert all(cache.get(key) is page for key in (b"b", b"c", b"d"))

@@ -56,10 +56,11 @@ PAGE = keyspace.SMT + b"n/"
 LEAF = keyspace.SMT + b"l/"
 ROOT_AT = keyspace.SMT + b"r/"
 STALE = keyspace.SMT + b"x/"
-# Decoded pages kept in memory per store: the upper levels (1 + 16 + 256 + 4,096 pages) are on
-# every key's path and stay; an entry (slots, their bytes, 1 KiB of hashes) is ~3 KiB, so the
-# cache holds ~48 MiB at most.
-PAGE_CACHE_ENTRIES: Final = 16_384
+# Pages kept in memory per store (their records: ~750 bytes each with the cache's entry, so
+# ~48 MiB at most). The levels every key's path crosses (1 + 16 + 256 + 4,096 pages) stay; the
+# rest holds the whole tree up to ~10^5 keys (~39,000 pages) and, at 10^6, the fifth level
+# (65,536 pages) in good part, so a block reads from LevelDB about one page per key only below.
+PAGE_CACHE_ENTRIES: Final = 65_536
 
 # Binary levels per page: 4 makes 16-ary pages (measured against 1, binary records, and 8 in
 # docs/bench.md "State tree layout"). Part of the store format; a parameter only so the tests and
@@ -78,21 +79,23 @@ Slots = tuple[Ref, ...]  # a page: 16 references
 
 
 class Page(NamedTuple):
-    """A decoded page: its slots, which of them hold something and which a leaf (bit masks),
-    its binary subtree's hashes (so a proof hashes nothing and the next update of the page
-    rehashes only above what changed) and each slot's record bytes. A tuple of atoms and
-    tuples of atoms, so the garbage collector stops tracking cached pages."""
+    """A page as read or written: its record (the stored bytes, which already hold every slot
+    and every inner hash), the masks of its filled and leaf slots, and its root hash (which
+    its parent's reference holds, not the record). Reading a page parses its two masks and
+    nothing else: a slot, or a node's hash, is sliced out of the record when asked for, at the
+    offsets its masks give (_layout). Four atoms, so a cached page costs about its record's
+    bytes and the garbage collector does not track it."""
 
-    slots: Slots
+    record: bytes
     filled: int
     leaves: int
-    hashes: bytes
-    encoded: tuple[bytes, ...]
+    root: bytes
 
 
 class PageCache:
-    """Decoded pages by record key, bounded (least recently used goes). Records never change,
-    so a hit is always the stored page; a pruned page is only asked for by a pruned height.
+    """Pages (records and masks) by record key, bounded (least recently used goes). Records
+    never change, so a hit is always the stored page; a pruned page is only asked for by a
+    pruned height.
 
     Pages a block's update writes are staged, not cached: `promote()` (after the block's batch
     is written) caches them, and the next update drops what a dropped batch left staged, so the
@@ -102,6 +105,7 @@ class PageCache:
         self._entries = entries
         self._pages: OrderedDict[bytes, Page] = OrderedDict()
         self._staged: dict[bytes, Page] = {}
+        self._replaced: list[bytes] = []
         # The commit thread, the pruner and the proof-serving threads share one cache.
         self._lock = threading.Lock()
 
@@ -121,17 +125,24 @@ class PageCache:
         if len(self._pages) > self._entries:
             self._pages.popitem(last=False)
 
-    def stage(self, pages: dict[bytes, Page]) -> None:
-        """The pages one update wrote (replacing whatever an earlier update staged)."""
+    def stage(self, pages: dict[bytes, Page], replaced: list[bytes]) -> None:
+        """The pages one update wrote and the keys of the pages they replace (replacing
+        whatever an earlier update staged)."""
         with self._lock:
             self._staged = pages
+            self._replaced = replaced
 
     def promote(self) -> None:
-        """The staged pages are on disk now."""
+        """The staged pages are on disk now. The pages they replace leave the cache: only
+        a proof at an older height still reads them, and a cache full of superseded versions
+        would push the current tree out (at 10^5 keys a block replaces ~2,000 pages)."""
         with self._lock:
+            for key in self._replaced:
+                self._pages.pop(key, None)
             for key, page in self._staged.items():
                 self._put(key, page)
             self._staged = {}
+            self._replaced = []
 
 
 # ---- record encoding ---------------------------------------------------------------------
@@ -209,67 +220,90 @@ def _mask_bytes(width: int) -> int:
 
 
 def decode_page(data: bytes, width: int = 1 << PAGE_BITS) -> Slots:
-    return _decode_page(data, width, EMPTY).slots
+    page = _read_page(data, width, EMPTY)
+    layout = _layout(page.filled, page.leaves, width)
+    return tuple(_slot(page, layout, index) for index in range(width))
 
 
-def _decode_page(data: bytes, width: int, root_hash: bytes) -> Page:
+def _read_page(data: bytes, width: int, root_hash: bytes) -> Page:
     """The page of a record: the masks of its filled and of its leaf slots, each filled slot
     in slot order (a leaf: version, hash, key path, value hash; a child page: version, hash),
     then the hashes of its inner nodes below its root (node order; whether a node is inner the
-    masks decide), so reading a page hashes nothing and skips its empty slots. Each slot keeps
-    its record bytes."""
+    masks decide), so reading a page hashes nothing and skips its empty slots."""
     size = _mask_bytes(width)
     filled = int.from_bytes(data[:size], "big")
     leaves = int.from_bytes(data[size : 2 * size], "big")
-    at = 2 * size
-    slots = [EMPTY_REF] * width
-    encoded = [b""] * width
-    hashes = [EMPTY] * (2 * width)
-    rest = filled
-    while rest:
-        index = (rest & -rest).bit_length() - 1
-        rest &= rest - 1
-        version = int.from_bytes(data[at : at + 8], "big")
-        hashed = data[at + 8 : at + 40]
-        if leaves >> index & 1:
-            end = at + _LEAF_BYTES - 1
-            slots[index] = (_LEAF_KIND, hashed, version, data[at + 40 : at + 72],
-                            data[at + 72 : end])  # fmt: skip
-        else:
-            end = at + _PAGE_BYTES - 1
-            slots[index] = (_PAGE_KIND, hashed, version, b"", b"")
-        encoded[index] = data[at:end]
-        hashes[width + index] = hashed
-        at = end
-    assert at <= len(data), "truncated page record"
-    hashes[1] = root_hash
+    assert leaves & ~filled == 0, "a page's leaf slots are filled slots"
+    assert len(data) == _layout(filled, leaves, width).size, (
+        "a page record holds its masks, slots and inner hashes, no more"
+    )
+    return Page(data, filled, leaves, root_hash)
+
+
+class _Layout(NamedTuple):
+    """Where things are in the record of a page with given masks (shared by all such pages).
+    Offsets of -1: the slot or node is empty."""
+
+    slot_at: tuple[int, ...]  # each slot's bytes: from here ...
+    slot_end: tuple[int, ...]  # ... to here
+    node_at: tuple[int, ...]  # each heap node's hash below the root (nodes 0 and 1: -1)
+    inner: tuple[int, ...]  # the inner nodes below the root, in node order: stored hashes
+    kinds: tuple[int, ...]  # _node_kinds
+    filled_nodes: tuple[int, ...]  # the nodes above the slots that hold something, bottom-up
+    size: int  # the record's length
+
+
+@functools.lru_cache(maxsize=65_536)
+def _layout(filled: int, leaves: int, width: int) -> _Layout:
+    """The record layout for these masks (a page's shape is one of few mask pairs, so this is
+    mostly a cache hit)."""
     kinds = _node_kinds(filled, leaves, width)
+    at = 2 * _mask_bytes(width)
+    slot_at = [-1] * width
+    slot_end = [-1] * width
+    node_at = [-1] * (2 * width)
+    for index in range(width):
+        if filled >> index & 1:
+            slot_at[index] = at
+            node_at[width + index] = at + 8  # after the version
+            at += _LEAF_BYTES - 1 if leaves >> index & 1 else _PAGE_BYTES - 1
+            slot_end[index] = at
+    inner = []
     for index in range(2, width):
         kind = kinds[index]
         if kind == _INNER_NODE_KIND:
-            hashes[index] = data[at : at + 32]
+            node_at[index] = at
+            inner.append(index)
             at += 32
         elif kind >= 0:
-            hashes[index] = slots[kind][1]
-    assert at == len(data), "a page record holds its masks, slots and inner hashes, no more"
-    return Page(tuple(slots), filled, leaves, b"".join(hashes), tuple(encoded))
-
-
-def _inner_hashes(hashes: bytes, filled: int, leaves: int, width: int) -> bytes:
-    """What a page record stores after its slots (see _decode_page)."""
-    return b"".join(
-        hashes[index * 32 : index * 32 + 32] for index in _inner_nodes(filled, leaves, width)
+            node_at[index] = slot_at[kind] + 8  # the lone leaf lifted here
+    filled_nodes = tuple(i for i in range(width - 1, 0, -1) if kinds[i] != _EMPTY_NODE_KIND)
+    return _Layout(
+        tuple(slot_at), tuple(slot_end), tuple(node_at), tuple(inner), kinds, filled_nodes, at
     )
+
+
+def _slot(page: Page, layout: _Layout, index: int) -> Ref:
+    """The reference in one slot of a page, sliced out of its record."""
+    at = layout.slot_at[index]
+    if at < 0:
+        return EMPTY_REF
+    record = page.record
+    version = int.from_bytes(record[at : at + 8], "big")
+    if page.leaves >> index & 1:
+        return (_LEAF_KIND, record[at + 8 : at + 40], version, record[at + 40 : at + 72],
+                record[at + 72 : at + 104])  # fmt: skip
+    return _PAGE_KIND, record[at + 8 : at + 40], version, b"", b""
 
 
 # ---- hashing a page ------------------------------------------------------------------------
 
 # A page's binary subtree as a heap: node 1 is the page's root, the children of node i are 2i
-# and 2i + 1, slot j is node (width + j); node 0 is unused. Its hashes are kept as one bytes
-# object (32 bytes per node), and whether a node is empty or one lifted leaf comes from the
-# page's bit masks: no per-node Python objects, which the garbage collector would walk (the
-# page cache holds thousands of pages; with lists of tuples, full collections tripled the
-# update's CPU at 10^5 keys).
+# and 2i + 1, slot j is node (width + j); node 0 is unused. Whether a node is empty, inner or
+# one lifted leaf comes from the page's bit masks, and an inner node's hash is in the record:
+# no per-node Python objects, which the garbage collector would walk (the page cache holds
+# thousands of pages; with lists of tuples, full collections tripled the update's CPU at 10^5
+# keys).
 
 
 def _node_masks(width: int) -> tuple[int, ...]:
@@ -283,17 +317,6 @@ def _node_masks(width: int) -> tuple[int, ...]:
 
 
 _NODE_MASKS: Final = {1 << bits: _node_masks(1 << bits) for bits in (1, 2, 4, 8)}
-
-
-def _masks(slots: Slots | list[Ref]) -> tuple[int, int]:
-    """(slots holding something, slots holding a leaf) as bit masks, slot j = bit j."""
-    filled = leaves = 0
-    for index, slot in enumerate(slots):
-        if slot[0] != _EMPTY_KIND:
-            filled |= 1 << index
-            if slot[0] == _LEAF_KIND:
-                leaves |= 1 << index
-    return filled, leaves
 
 
 def _lone_leaf(below: int, leaves: int) -> int:
@@ -322,68 +345,6 @@ def _node_kinds(filled: int, leaves: int, width: int) -> tuple[int, ...]:
     return tuple(kinds)
 
 
-@functools.lru_cache(maxsize=65_536)
-def _inner_nodes(filled: int, leaves: int, width: int) -> tuple[int, ...]:
-    """The inner nodes below the root, in node order: whose hashes a page record stores."""
-    kinds = _node_kinds(filled, leaves, width)
-    return tuple(index for index in range(2, width) if kinds[index] == _INNER_NODE_KIND)
-
-
-def page_hashes(slots: Slots, filled: int, leaves: int) -> bytes:
-    """The hashes of the page's binary subtree (the heap above), under smt's compact rule."""
-    width = len(slots)
-    kinds = _node_kinds(filled, leaves, width)
-    hashes = [EMPTY] * width + [slot[1] for slot in slots]  # an empty slot's hash is EMPTY
-    for index in range(width - 1, 0, -1):
-        kind = kinds[index]
-        if kind == _INNER_NODE_KIND:
-            hashes[index] = node_hash(hashes[2 * index], hashes[2 * index + 1])
-        elif kind >= 0:
-            hashes[index] = slots[kind][1]
-    return b"".join(hashes)
-
-
-def _rehash(old: bytes, slots: Slots, filled: int, leaves: int, changed: list[int]) -> bytes:
-    """page_hashes of `slots` from the hashes of a page that differs in the `changed` slots:
-    only their ancestors are rehashed."""
-    width = len(slots)
-    kinds = _node_kinds(filled, leaves, width)
-    hashes = bytearray(old)
-    for slot in changed:
-        at = (width + slot) * 32
-        hashes[at : at + 32] = slots[slot][1]
-    if len(changed) == 1:  # the usual case: one path up to the root
-        index = (width + changed[0]) >> 1
-        while index:
-            kind = kinds[index]
-            at = index * 32
-            if kind == _INNER_NODE_KIND:
-                hashes[at : at + 32] = node_hash(
-                    bytes(hashes[2 * at : 2 * at + 32]), bytes(hashes[2 * at + 32 : 2 * at + 64])
-                )
-            elif kind >= 0:
-                hashes[at : at + 32] = slots[kind][1]
-            else:
-                hashes[at : at + 32] = EMPTY
-            index >>= 1
-        return bytes(hashes)
-    dirty = {(width + slot) >> 1 for slot in changed}  # one level at a time, towards the root
-    while dirty:
-        for index in dirty:
-            kind = kinds[index]
-            at = index * 32
-            if kind == _INNER_NODE_KIND:
-                hashes[at : at + 32] = node_hash(
-                    bytes(hashes[2 * at : 2 * at + 32]), bytes(hashes[2 * at + 32 : 2 * at + 64])
-                )
-            elif kind >= 0:
-                hashes[at : at + 32] = slots[kind][1]
-            else:
-                hashes[at : at + 32] = EMPTY
-        dirty = {index >> 1 for index in dirty if index > 1}
-    return bytes(hashes)
-
-
 def _chunk(path: bytes, depth: int, bits: int) -> int:
     """The `bits` bits of `path` from binary `depth` on: the slot the path takes in a page."""
     if bits == 4:
@@ -405,7 +366,10 @@ class _Reader:
         self._cache: PageCache | None = getattr(view, "page_cache", None)
 
     def page(self, ref: Ref, path: bytes, depth: int) -> tuple[bytes, Page]:
-        key = page_key(ref[2], path, depth)
+        return self.page_at(ref, page_key(ref[2], path, depth))
+
+    def page_at(self, ref: Ref, key: bytes) -> tuple[bytes, Page]:
+        """The page `ref` names, whose record key is `key`."""
         cache = self._cache
         if cache is not None:
             cached = cache.get(key)
@@ -413,7 +377,7 @@ class _Reader:
                 return key, cached
         raw = self._view.get(key)
         assert raw is not None, f"state tree page {key.hex()} missing"
-        page = _decode_page(raw, self._width, ref[1])
+        page = _read_page(raw, self._width, ref[1])
         if cache is not None:
             cache.put(key, page)
         return key, page
@@ -460,7 +424,7 @@ def update(
         ref = updater.update(ref, 0, items)
     cache: PageCache | None = getattr(view, "page_cache", None)
     if cache is not None:
-        cache.stage(updater.written)
+        cache.stage(updater.written, updater.replaced)
     encoded = encode_ref(ref)
     writes[root_at_key(height)] = encoded
     writes[ROOT_KEY] = encoded
@@ -471,11 +435,15 @@ class _Updater:
     def __init__(self, view: ReadView, writes: WriteSet, version: int, bits: int) -> None:
         assert bits in (1, 2, 4, 8), "a page covers 1, 2, 4 or 8 binary levels"
         self._bits = bits
+        self._width = 1 << bits
         self._reader = _Reader(view, bits)
         self._writes = writes
         self._version = version
         self._stale_prefix = STALE + _u64(version)
+        self._page_prefix = PAGE + _u64(version)  # + a page's position: its record key
+        self._leaf_prefix = LEAF + _u64(version)  # + a key path: its leaf value's key
         self.written: dict[bytes, Page] = {}
+        self.replaced: list[bytes] = []
 
     def update(self, ref: Ref, depth: int, items: list[Item]) -> Ref:
         """The subtree `ref` at `depth` after `items` (sorted by path, all under it)."""
@@ -484,6 +452,10 @@ class _Updater:
             return self.build(depth, [(p, v, None) for p, v in items if v is not None])
         if kind == _LEAF_KIND:
             path = ref[3]
+            if len(items) == 1 and items[0][0] == path and items[0][1] is not None:
+                # the usual change: a key's value overwritten where its leaf already sits
+                self.stale(leaf_key(ref[2], path))
+                return self.leaf(path, items[0][1])
             present: list[_Present] = [(p, v, None) for p, v in items if v is not None]
             if any(p == path for p, _ in items):
                 self.stale(leaf_key(ref[2], path))
@@ -493,26 +465,27 @@ class _Updater:
                 present.append((path, None, ref))
                 present.sort(key=lambda item: item[0])
             return self.build(depth, present)
-        key, old = self._reader.page(ref, items[0][0], depth)
-        page = old.slots
-        slots = list(page)
+        position = _position(items[0][0], depth)
+        key, old = self._reader.page_at(ref, PAGE + _u64(ref[2]) + position)
+        layout = _layout(old.filled, old.leaves, self._width)
         bits = self._bits
-        changed: list[int] = []
+        changes: dict[int, Ref] = {}
         start = 0
         while start < len(items):
             slot = _chunk(items[start][0], depth, bits)
             end = start + 1
             while end < len(items) and _chunk(items[end][0], depth, bits) == slot:
                 end += 1
-            new = self.update(page[slot], depth + bits, items[start:end])
-            if new != page[slot]:
-                slots[slot] = new
-                changed.append(slot)
+            child = _slot(old, layout, slot)
+            new = self.update(child, depth + bits, items[start:end])
+            if new != child:
+                changes[slot] = new
             start = end
-        if not changed:
+        if not changes:
             return ref
         self.stale(key)
-        return self.finish(depth, items[0][0], slots, (old, changed))
+        self.replaced.append(key)
+        return self.finish(position, old, changes)
 
     def build(self, depth: int, present: list[_Present]) -> Ref:
         """A fresh subtree at `depth` of the present leaves (sorted by path)."""
@@ -523,11 +496,9 @@ class _Updater:
             if kept is not None:
                 return kept
             assert value is not None
-            self._writes[leaf_key(self._version, path)] = value
-            hashed = value_hash(value)
-            return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
+            return self.leaf(path, value)
         bits = self._bits
-        slots = [EMPTY_REF] * (1 << bits)
+        slots: dict[int, Ref] = {}
         start = 0
         while start < len(present):
             slot = _chunk(present[start][0], depth, bits)
@@ -536,58 +507,194 @@ class _Updater:
                 end += 1
             slots[slot] = self.build(depth + bits, present[start:end])
             start = end
-        return self.finish(depth, present[0][0], slots)
+        return self.fresh(_position(present[0][0], depth), slots)
 
-    def finish(
-        self,
-        depth: int,
-        path: bytes,
-        slots: list[Ref],
-        replaces: tuple[Page, list[int]] | None = None,
-    ) -> Ref:
-        """The page of `slots` written at this version, or what it collapses to. `replaces`:
-        the page it replaces and the slots that changed (only their ancestors are rehashed)."""
-        if replaces is None:
-            masks = _masks(slots)
-        else:  # the old page's masks with the changed slots' bits redone
-            filled, leaves = replaces[0].filled, replaces[0].leaves
-            for index in replaces[1]:
-                bit = 1 << index
-                kind = slots[index][0]
-                filled = filled | bit if kind != _EMPTY_KIND else filled & ~bit
-                leaves = leaves | bit if kind == _LEAF_KIND else leaves & ~bit
-            masks = filled, leaves
-        if masks[0] == 0:
-            return EMPTY_REF
-        lone = _lone_leaf(*masks)
-        if lone >= 0:
-            return slots[lone]  # one leaf left: it moves up to the parent's slot
-        page = tuple(slots)
-        if replaces is None:
-            hashes = page_hashes(page, *masks)
-            encoded = tuple(_encode_slot(slot) for slot in page)
-        else:
-            old, changed = replaces
-            hashes = _rehash(old.hashes, page, *masks, changed)
-            slot_bytes = list(old.encoded)
-            for index in changed:
-                slot_bytes[index] = _encode_slot(page[index])
-            encoded = tuple(slot_bytes)
-        key = page_key(self._version, path, depth)
-        size = _mask_bytes(len(page))
-        self._writes[key] = b"".join(
+    def fresh(self, position: bytes, slots: dict[int, Ref]) -> Ref:
+        """A new page of `slots` (two or more leaves under it) written at this version: its
+        heap hashed bottom-up over the nodes that hold something."""
+        width = self._width
+        filled = leaves = 0
+        for index, ref in slots.items():
+            filled |= 1 << index
+            if ref[0] == _LEAF_KIND:
+                leaves |= 1 << index
+        assert _lone_leaf(filled, leaves) < 0, "two leaves never make a page of one leaf"
+        layout = _layout(filled, leaves, width)
+        kinds = layout.kinds
+        hashes = [EMPTY] * (2 * width)
+        for index, ref in slots.items():
+            hashes[width + index] = ref[1]
+        for node in layout.filled_nodes:
+            kind = kinds[node]
+            if kind == _INNER_NODE_KIND:
+                hashes[node] = node_hash(hashes[2 * node], hashes[2 * node + 1])
+            else:  # a lone leaf lifted here
+                hashes[node] = hashes[width + kind]
+        size = _mask_bytes(width)
+        encoded = b"".join(
             (
-                masks[0].to_bytes(size, "big"),
-                masks[1].to_bytes(size, "big"),
-                *encoded,
-                _inner_hashes(hashes, *masks, len(page)),
+                filled.to_bytes(size, "big"),
+                leaves.to_bytes(size, "big"),
+                *(_encode_slot(slots[index]) for index in sorted(slots)),
+                *(hashes[node] for node in layout.inner),
             )
         )
-        self.written[key] = Page(page, masks[0], masks[1], hashes, encoded)
-        return _PAGE_KIND, hashes[32:64], self._version, b"", b""
+        assert len(encoded) == layout.size
+        key = self._page_prefix + position
+        self._writes[key] = encoded
+        root = hashes[1]
+        self.written[key] = Page(encoded, filled, leaves, root)
+        return _PAGE_KIND, root, self._version, b"", b""
+
+    def leaf(self, path: bytes, value: bytes) -> Ref:
+        """A leaf written at this version."""
+        self._writes[self._leaf_prefix + path] = value
+        hashed = value_hash(value)
+        return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
+
+    def finish(self, position: bytes, old: Page, changes: dict[int, Ref]) -> Ref:
+        """The page `old` with the slots in `changes` replaced,
+        written at this version, or what it collapses to. Only the changed slots' ancestors
+        are rehashed; every other hash, and every unchanged slot's bytes, is copied from the
+        old record."""
+        width = self._width
+        filled, leaves = old.filled, old.leaves
+        for index, ref in changes.items():
+            bit = 1 << index
+            kind = ref[0]
+            filled = filled | bit if kind != _EMPTY_KIND else filled & ~bit
+            leaves = leaves | bit if kind == _LEAF_KIND else leaves & ~bit
+        old_layout = _layout(old.filled, old.leaves, width)
+        if filled == 0:
+            return EMPTY_REF
+        lone = _lone_leaf(filled, leaves)
+        if lone >= 0:  # one leaf left: it moves up to the parent's slot
+            kept = changes.get(lone)
+            return kept if kept is not None else _slot(old, old_layout, lone)
+        dirty = _above(changes, width)
+        if (filled, leaves) == (old.filled, old.leaves):
+            return self._rewrite(position, old, changes, dirty)
+        layout = _layout(filled, leaves, width)
+        kinds = layout.kinds
+        record = old.record
+        old_at = old_layout.node_at
+        fresh = {width + index: ref[1] for index, ref in changes.items()}
+        for node in dirty:
+            kind = kinds[node]
+            if kind == _INNER_NODE_KIND:
+                left = fresh.get(2 * node)
+                if left is None:
+                    at = old_at[2 * node]
+                    left = EMPTY if at < 0 else record[at : at + 32]
+                right = fresh.get(2 * node + 1)
+                if right is None:
+                    at = old_at[2 * node + 1]
+                    right = EMPTY if at < 0 else record[at : at + 32]
+                fresh[node] = node_hash(left, right)
+            elif kind >= 0:  # a lone leaf lifted here: its hash
+                lifted = fresh.get(width + kind)
+                if lifted is None:
+                    at = old_at[width + kind]
+                    lifted = record[at : at + 32]
+                fresh[node] = lifted
+            else:
+                fresh[node] = EMPTY
+        size = _mask_bytes(width)
+        parts = [filled.to_bytes(size, "big"), leaves.to_bytes(size, "big")]
+        slot_at, slot_end = old_layout.slot_at, old_layout.slot_end
+        rest = filled
+        while rest:
+            index = (rest & -rest).bit_length() - 1
+            rest &= rest - 1
+            new = changes.get(index)
+            parts.append(
+                _encode_slot(new) if new is not None else record[slot_at[index] : slot_end[index]]
+            )
+        for node in layout.inner:
+            hashed = fresh.get(node)
+            if hashed is None:  # not above a change: the old page's inner node, unchanged
+                at = old_at[node]
+                hashed = record[at : at + 32]
+            parts.append(hashed)
+        encoded = b"".join(parts)
+        assert len(encoded) == layout.size
+        key = self._page_prefix + position
+        self._writes[key] = encoded
+        root = fresh[1]
+        self.written[key] = Page(encoded, filled, leaves, root)
+        return _PAGE_KIND, root, self._version, b"", b""
+
+    def _rewrite(
+        self,
+        position: bytes,
+        old: Page,
+        changes: dict[int, Ref],
+        dirty: tuple[int, ...],
+    ) -> Ref:
+        """finish() for the usual case, a page whose slots keep their kinds (values
+        overwritten, child pages rewritten): the record keeps its layout, so it is the old
+        record with the changed slots' bytes and the hashes above them overwritten in place;
+        a node's children's hashes are read back from it (a slot's hash is in its bytes)."""
+        layout = _layout(old.filled, old.leaves, self._width)
+        record = bytearray(old.record)
+        slot_at, slot_end, node_at, kinds = (
+            layout.slot_at,
+            layout.slot_end,
+            layout.node_at,
+            layout.kinds,
+        )
+        for index, ref in changes.items():
+            record[slot_at[index] : slot_end[index]] = _encode_slot(ref)
+        root = EMPTY
+        for node in dirty:  # children before parents; only inner nodes have a hash of their own
+            if kinds[node] != _INNER_NODE_KIND:
+                continue
+            left, right = node_at[2 * node], node_at[2 * node + 1]
+            hashed = node_hash(
+                EMPTY if left < 0 else bytes(record[left : left + 32]),
+                EMPTY if right < 0 else bytes(record[right : right + 32]),
+            )
+            at = node_at[node]
+            if at < 0:  # node 1, the root: its hash is the parent's, not in the record
+                root = hashed
+            else:
+                record[at : at + 32] = hashed
+        assert root != EMPTY, "a page of two or more leaves has an inner root"
+        encoded = bytes(record)
+        key = self._page_prefix + position
+        self._writes[key] = encoded
+        self.written[key] = Page(encoded, old.filled, old.leaves, root)
+        return _PAGE_KIND, root, self._version, b"", b""
 
     def stale(self, record_key: bytes) -> None:
         self._writes[self._stale_prefix + record_key] = b""
+
+
+def _above(changes: dict[int, Ref], width: int) -> tuple[int, ...]:
+    """The nodes above the changed slots of a page, children before parents."""
+    if len(changes) == 1:  # the usual case below the top levels: one path to the root
+        return _PATHS_UP[width][next(iter(changes))]
+    above: set[int] = set()
+    for index in changes:
+        node = (width + index) >> 1
+        while node and node not in above:
+            above.add(node)
+            node >>= 1
+    return tuple(sorted(above, reverse=True))
+
+
+def _path_up(width: int, slot: int) -> tuple[int, ...]:
+    node = (width + slot) >> 1
+    path = []
+    while node:
+        path.append(node)
+        node >>= 1
+    return tuple(path)
+
+
+_PATHS_UP: Final = {
+    1 << bits: [_path_up(1 << bits, slot) for slot in range(1 << bits)] for bits in (1, 2, 4, 8)
+}
 
 
 # ---- proving ---------------------------------------------------------------------------------
@@ -612,22 +719,20 @@ def prove_ref(
     bits = page_bits
     depth = 0
     while ref[0] == _PAGE_KIND:
-        _, stored = reader.page(ref, path, depth)
-        page, hashes = stored.slots, stored.hashes
-        assert len(page) == 1 << bits, "page of another size"
-        kinds = _node_kinds(stored.filled, stored.leaves, 1 << bits)
+        _, page = reader.page(ref, path, depth)
+        layout = _layout(page.filled, page.leaves, 1 << bits)
+        kinds, node_at, record = layout.kinds, layout.node_at, page.record
         slot = _chunk(path, depth, bits)
         for step in range(bits):
             kind = kinds[(1 << step) + (slot >> (bits - step))]
             if kind == _EMPTY_NODE_KIND:
                 return None, Proof(siblings)
             if kind >= 0:
-                return _at_leaf(view, page[kind], path, siblings)
-            sibling_at = ((2 << step) + (slot >> (bits - 1 - step))) ^ 1  # the path's sibling
-            sibling = hashes[sibling_at * 32 : sibling_at * 32 + 32]
-            if sibling != EMPTY:
-                siblings.append((depth + step, sibling))
-        ref = page[slot]
+                return _at_leaf(view, _slot(page, layout, kind), path, siblings)
+            at = node_at[((2 << step) + (slot >> (bits - 1 - step))) ^ 1]  # the path's sibling
+            if at >= 0:
+                siblings.append((depth + step, record[at : at + 32]))
+        ref = _slot(page, layout, slot)
         depth += bits
     if ref[0] == _EMPTY_KIND:
         return None, Proof(siblings)
@@ -680,7 +785,6 @@ __all__ = [
     "PageCache",
     "current_ref",
     "decode_ref",
-    "page_hashes",
     "prove",
     "prove_ref",
     "prune_writes",
