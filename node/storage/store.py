@@ -140,8 +140,8 @@ def _decode_body(data: bytes) -> tuple[bytes, bytes]:
 class LevelView:
     """The committed registry state, read straight from LevelDB (keyspace.ReadView), checksums
     verified (a damaged record raises StoreCorrupt naming it). `page_cache` (shared by the store
-    and its snapshots) keeps decoded state-tree pages: tree records never change once written,
-    so every view of one store may share it."""
+    and its snapshots) keeps the current tree's page records (parsed on demand): tree records
+    never change once written, so every view of one store may share it."""
 
     def __init__(self, db: CheckedReads, page_cache: state_tree.PageCache | None = None) -> None:
         self._db = db
