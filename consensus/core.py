@@ -648,11 +648,20 @@ class Core:
         self._retry_pending(out)
 
     def _is_idle(self) -> bool:
-        """No txs to order and no block carrying txs waiting for descendants to commit."""
+        """No txs to order and no block carrying txs waiting for descendants to commit — and
+        not behind: a node missing the block its high QC names, or one its commit QC commits,
+        or still fetching blocks, times out as usual so that its peers bring it up (waiting for
+        the heartbeat instead once cost a restarted node 30 s of an idle cluster)."""
         if not self.config.idle_heartbeat_ms or self._latest_proposal is None:
             return False
         tip = self._blocks.get(self._high_qc.block_id)
-        pending = self._pending_payloads(tip) if tip is not None else []
+        fetching = any(
+            self._now_ms - asked_ms < self.config.round_timeout_ms
+            for asked_ms in self._requested.values()
+        )
+        if tip is None or fetching or self._commit_height() > self._root.height:
+            return False
+        pending = self._pending_payloads(tip)
         return not any(pending) and not self._payloads.has_payload(pending)
 
     def _on_timer(self, timer: Timer, out: list[Effect]) -> None:

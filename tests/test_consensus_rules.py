@@ -358,6 +358,27 @@ def test_an_idle_cluster_waits_for_the_heartbeat_and_work_ends_the_wait() -> Non
     assert SetTimer(RoundTimer(1, Round(3)), NOW + 6_000) in later  # a silent leader: 1 timeout
 
 
+def test_a_core_missing_its_high_qc_block_does_not_wait_idle() -> None:
+    """Behind (it has a QC for a block it never got, as after a restart and a partial sync):
+    its round timer is the plain timeout, so it times out and its peers bring it up, instead
+    of waiting for the heartbeat of an idle cluster."""
+    payloads = IdlePayloads()
+    config = CoreConfig(round_timeout_ms=1_000, empty_block_delay_ms=0, idle_heartbeat_ms=30_000)
+    core = Core(
+        config, CHAIN, NodeId("n0"), VALIDATORS, KEYS.signer(NodeId("n0")), KEYS.verify,
+        payloads, RestoredState(None, GENESIS, GENESIS_QC),
+    )  # fmt: skip
+    core.start(NOW)
+    b1 = block_on(GENESIS_QC, GENESIS, 1, payload=b"")
+    b2 = block_on(qc_on(b1), b1, 2, payload=b"")
+    b3 = block_on(qc_on(b2), b2, 3, payload=b"")
+    deliver(core, "n1", propose(b1))  # accepted: the core has seen a proposal
+    effects = deliver(core, "n3", propose(b3))  # QC2 names b2, which it never got
+    assert core.round == 3
+    timers = {e.timer: e.at_ms for e in effects if isinstance(e, SetTimer)}
+    assert timers[RoundTimer(1, Round(3))] == NOW + 1_000  # not NOW + 31_000
+
+
 def test_a_core_behind_is_sent_the_latest_proposal_when_it_times_out() -> None:
     core = make_core("n3")
     deliver(core, "n1", propose(B1))
