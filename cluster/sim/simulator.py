@@ -713,11 +713,7 @@ class Simulation:
                 self._push(at, "partition", ())
                 self._push(at + rng.randint(*config.partition_length_ms), "heal_partition", ())
         if "crash" in config.faults:
-            for _ in range(rng.randint(1, 3)):
-                node = rng.choice(self.nodes)
-                at = rng.randint(0, phase)
-                self._push(at, "crash", (node.index,))
-                self._push(min(at + rng.randint(200, 5_000), phase), "restart", (node.index,))
+            self._schedule_outages("crash", (200, 5_000))
         if "idle" in config.faults:
             # Idle periods (nothing to order), some longer than a heartbeat, then work again.
             at = 0
@@ -730,16 +726,22 @@ class Simulation:
                 at += rng.randint(500, 2 * max(config.core.idle_heartbeat_ms, 1_000))
                 self._push(min(at, phase), "work", ())
         if "rollback" in config.faults:
-            for _ in range(rng.randint(1, 3)):
-                node = rng.choice(self.nodes)
-                at = rng.randint(0, phase)
-                self._push(at, "rollback", (node.index,))
-                self._push(min(at + rng.randint(50, 2_000), phase), "restart", (node.index,))
+            self._schedule_outages("rollback", (50, 2_000))
         if "replay" in config.byzantine:
             at = 0
             while at < phase + config.liveness_bound_ms:
                 at += rng.randint(100, 1_000)
                 self._push(at, "replay", ())
+
+    def _schedule_outages(self, kind: str, down_ms: tuple[int, int]) -> None:
+        """One to three outages of `kind` ("crash" or "rollback") at random nodes and times in
+        the fault phase, each followed by a restart `down_ms` later (within the phase)."""
+        rng, phase = self.rng, self.config.fault_phase_ms
+        for _ in range(rng.randint(1, 3)):
+            node = rng.choice(self.nodes)
+            at = rng.randint(0, phase)
+            self._push(at, kind, (node.index,))
+            self._push(min(at + rng.randint(*down_ms), phase), "restart", (node.index,))
 
     def _partition(self) -> None:
         for node in self.nodes:
