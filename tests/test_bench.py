@@ -21,7 +21,7 @@ import pytest
 from kledger.cluster.bench import flood
 from kledger.cluster.bench import main as bench
 from kledger.cluster.bench import probe as bench_probe
-from kledger.cluster.bench.client import _Sample
+from kledger.cluster.bench.client import LATE_AFTER_S, _Pacer, _Sample
 from kledger.cluster.bench.preload import PreloadPlan, block_limits, preload
 from kledger.cluster.bench.report import (
     latency_ms,
@@ -97,6 +97,25 @@ def test_bad_arguments_exit_2_without_starting_anything(capsys: object) -> None:
     assert bench.main(["--clients", "0"]) == 2
     assert bench.main(["--preload-txs", "-6"]) == 2
     assert bench.main(["--soak-s", "-1"]) == 2
+    assert bench.main(["--rate", "-5"]) == 2
+
+
+def test_pacer_holds_each_batch_to_its_slot_and_counts_late_ones() -> None:
+    start = time.monotonic()
+    pacer = _Pacer(start, rate_tx_per_s=1_000.0)
+    for _ in range(3):
+        pacer.wait_turn(20)  # slots at 0, 20 and 40 ms
+        pacer.sent()
+    assert time.monotonic() - start >= 0.040
+    assert pacer.late_batches == 0
+    time.sleep(LATE_AFTER_S + 0.02)  # the 4th slot (60 ms) is long past: it leaves late
+    pacer.wait_turn(20)
+    pacer.sent()
+    assert pacer.late_batches == 1 and pacer.max_lag_s > LATE_AFTER_S
+    unpaced = _Pacer(time.monotonic(), rate_tx_per_s=0.0)
+    unpaced.wait_turn(10_000)
+    unpaced.sent()
+    assert unpaced.late_batches == 0 and unpaced.max_lag_s == 0.0
 
 
 def test_soak_figures_windows_and_memory_slope() -> None:
@@ -305,6 +324,7 @@ def test_preload_soak_and_catchup_from_an_older_copy_report_every_figure(tmp_pat
         timeout_s=120,
         preload_txs=300,
         soak_s=3.0,
+        rate_tx_per_s=120.0,  # paced: 2 clients, one 30-tx batch each per 0.5 s
     )
     report = bench.run(settings, tmp_path / "cluster")
     preloaded = report["preload"]
@@ -316,6 +336,10 @@ def test_preload_soak_and_catchup_from_an_older_copy_report_every_figure(tmp_pat
     assert report["ok_fraction_sampled"] == 1.0 and report["receipts_sampled"] > 0
     soak = report["soak"]
     assert soak["duration_s"] == 3.0 and soak["windows"]
+    # Paced: no more than the schedule allows (3 s at 120 tx/s, plus each client's first batch).
+    assert report["paced"]["offered_tx_per_s"] == 120.0
+    assert report["paced"]["late_batches"] >= 0 and report["paced"]["max_lag_ms"] >= 0
+    assert report["submitted_txs"] <= 120 * 3 + 2 * 30
     assert sum(w["committed_txs"] for w in soak["windows"]) == report["committed_txs"]
     assert [n["org"] for n in soak["per_node"]] == ["ORG1", "ORG2", "ORG3", "ORG4"]
     for node in soak["per_node"]:

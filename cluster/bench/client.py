@@ -46,6 +46,8 @@ RETRY_PAUSE_S = 0.05
 STREAM_TIMEOUT_S = 24 * 3_600.0
 # Committed tx hashes a client hands back (evenly spread over what it committed).
 MAX_SAMPLED_HASHES = 4_096
+# A paced batch leaving this much after its slot counts as late.
+LATE_AFTER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,10 @@ class ClientJob:
     window_txs: int
     timeout_s: float
     soak: SoakWork | None = None
+    # Paced mode (`kledger bench --rate`): this client's share of the offered rate; batch k is
+    # sent no earlier than k batches' worth of that rate after the start (0: as fast as the
+    # window allows). The window still caps what is in flight.
+    rate_tx_per_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,10 @@ class ClientResult:
     error: str = ""
     commits_per_s: dict[int, int] = field(default_factory=dict)  # int(monotonic s) -> txs
     sampled_hashes: list[bytes] = field(default_factory=list)  # committed, evenly spread
+    # Paced mode: batches sent later than their schedule (the window was full or the client
+    # itself fell behind), and the worst lag: a paced run whose lag grows measured no rate.
+    late_batches: int = 0
+    max_lag_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -199,6 +209,37 @@ def _soak_batches(job: ClientJob, work: SoakWork) -> Iterator[Batch]:
             tx_hashes=tuple(h for song in songs for h in song.tx_hashes),
         )
         number += work.clients
+
+
+class _Pacer:
+    """Open-loop pacing for `--rate`: the schedule is fixed from the start (batch k at
+    k * batch / rate), so a slow cluster shows up as lag and latency, never as a lower offered
+    rate that hides it."""
+
+    def __init__(self, start_s: float, rate_tx_per_s: float) -> None:
+        self._rate = rate_tx_per_s
+        self._due_s = start_s
+        self._scheduled_s = start_s
+        self.late_batches = 0
+        self.max_lag_s = 0.0
+
+    def wait_turn(self, txs: int) -> None:
+        if self._rate <= 0:
+            return
+        pause = self._due_s - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        self._scheduled_s = self._due_s
+        self._due_s += txs / self._rate
+
+    def sent(self) -> None:
+        """The batch waited its turn and the window: how late it leaves against its slot."""
+        if self._rate <= 0:
+            return
+        lag = time.monotonic() - self._scheduled_s
+        if lag > LATE_AFTER_S:
+            self.late_batches += 1
+        self.max_lag_s = max(self.max_lag_s, lag)
 
 
 class _Submitter:
@@ -321,15 +362,18 @@ def run_client(
         submit_until_s = first_submit_s + (job.soak.duration_s if job.soak else job.timeout_s)
         deadline_s = first_submit_s + job.timeout_s + (job.soak.duration_s if job.soak else 0)
         retry: deque[Batch] = deque()
+        pacer = _Pacer(first_submit_s, job.rate_tx_per_s)
         while (retry or upcoming is not None) and time.monotonic() < submit_until_s:
             if retry:
                 batch = retry.popleft()
             else:
                 assert upcoming is not None
                 batch, upcoming = upcoming, None
+                pacer.wait_turn(len(batch.encodings))
             if upcoming is None and not retry:
                 upcoming = next(source, None)  # while the window may be full anyway
             submitter.wait_window(len(batch.encodings), deadline_s)
+            pacer.sent()
             again = submitter.send(batch)
             if again is not None:
                 retry.append(again)
@@ -363,5 +407,7 @@ def run_client(
             error=error,
             commits_per_s=commits_per_s,
             sampled_hashes=submitter.sample.items,
+            late_batches=pacer.late_batches,
+            max_lag_s=pacer.max_lag_s,
         )
     )

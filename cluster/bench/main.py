@@ -108,6 +108,7 @@ class Settings:
     proposal_max_txs: int | None = None
     preload_txs: int = 0
     soak_s: float = 0.0
+    rate_tx_per_s: float = 0.0  # offered load, all clients together (0: as fast as it goes)
 
     @property
     def catchup_from_preload(self) -> bool:
@@ -154,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
         help="submit at full rate for this many seconds instead of --txs, sampling node RSS",
     )
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offer this many tx/s in all (paced, open loop) instead of as fast as the window "
+        "allows: the latency at a given load, e.g. half the top rate",
+    )
+    parser.add_argument(
         "--proposal-max-txs",
         type=int,
         help="set batching.proposal_max_txs in every node.json (default: the node's default)",
@@ -188,7 +196,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise ValueError(f"--preload-txs: must be 0..{MAX_PRELOAD_TXS}, got {args.preload_txs}")
     if not 0 <= args.soak_s <= MAX_SOAK_S:
         raise ValueError(f"--soak-s: must be 0..{MAX_SOAK_S:.0f}, got {args.soak_s}")
+    if args.rate < 0:
+        raise ValueError(f"--rate: must be >= 0 tx/s, got {args.rate}")
     return Settings(
+        rate_tx_per_s=args.rate,
         proposal_max_txs=args.proposal_max_txs,
         nodes=args.nodes,
         txs=args.txs - args.txs % TXS_PER_SONG,
@@ -377,6 +388,7 @@ class Bench:
                 window_txs=s.window_txs,
                 timeout_s=s.timeout_s,
                 soak=None if soak is None else soak(i),
+                rate_tx_per_s=s.rate_tx_per_s / s.clients,
             )
             for i in range(s.clients)
         ]
@@ -554,6 +566,13 @@ class Bench:
             "latency_ms": bench_report.latency_ms(latencies),
             "refused": refused,
             "retries": sum(r.retries for r in finished),
+            "paced": None
+            if s.rate_tx_per_s <= 0
+            else {
+                "offered_tx_per_s": s.rate_tx_per_s,
+                "late_batches": sum(r.late_batches for r in finished),
+                "max_lag_ms": round(1000 * max((r.max_lag_s for r in finished), default=0.0), 1),
+            },
             "client_cpu_s": round(sum(r.cpu_s for r in finished), 3),
             "node_cpu_ms_per_tx": 1000 * sum(node_cpu) / max(committed, 1),
             "per_node": per_node,

@@ -129,6 +129,15 @@ def _proof_row(proofs: dict[str, Any]) -> str:
     )
 
 
+def _paced_row(paced: dict[str, Any] | None) -> str:
+    if not paced:
+        return "- (as fast as the window allows)"
+    return (
+        f"{_fmt(paced['offered_tx_per_s'])} / {paced['late_batches']} / "
+        f"{_fmt(paced['max_lag_ms'], 1)}"
+    )
+
+
 def table(report: dict[str, Any]) -> str:
     """The human summary of one run's JSON object."""
     lat = report["latency_ms"]
@@ -144,6 +153,7 @@ def table(report: dict[str, Any]) -> str:
             f"({_fmt(report['ok_fraction_sampled'], 3)} of {report['receipts_sampled']} OK)",
         ),
         ("committed tx/s", _fmt(report["committed_tx_per_s"])),
+        ("offered tx/s (paced) / late batches / max lag ms", _paced_row(report.get("paced"))),
         (
             "latency ms p50 / p95 / p99",
             f"{_fmt(lat['p50'])} / {_fmt(lat['p95'])} / {_fmt(lat['p99'])}",
