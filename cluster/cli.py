@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "kledger.cluster.bench.etcd",
         "the yardstick: a 3-member etcd cluster under the same client machinery, puts/s",
     ),
+    "bench-idle": (
+        "kledger.cluster.bench.idle",
+        "an idle cluster: blocks and bytes per idle minute, the first tx after the idle window",
+    ),
     "bench-pipeline": (
         "kledger.cluster.bench.pipeline",
         "one node's admission, execution and commit path in one process, µs per tx",

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kledger.cluster.bench import flood
+from kledger.cluster.bench import idle as bench_idle
 from kledger.cluster.bench import main as bench
 from kledger.cluster.bench import probe as bench_probe
 from kledger.cluster.bench.client import LATE_AFTER_S, _Pacer, _Sample
@@ -359,6 +360,19 @@ def test_preload_soak_and_catchup_from_an_older_copy_report_every_figure(tmp_pat
     layout = ClusterLayout(tmp_path / "cluster")
     assert all(not p.running for p in launcher.processes(layout))
     assert "soak" in table(report)
+
+
+def test_an_idle_run_reports_blocks_bytes_and_the_first_tx(tmp_path: Path) -> None:
+    report = bench_idle.run(4, 2.0, tmp_path / "cluster")
+    assert report["nodes"] == 4 and report["idle_s"] >= 2.0
+    assert [n["org"] for n in report["per_node"]] == ["ORG1", "ORG2", "ORG3", "ORG4"]
+    # Idle with the 30 s heartbeat: a 2 s window holds at most one heartbeat block per node.
+    assert all(0 <= n["blocks_per_idle_min"] <= 30 for n in report["per_node"])
+    assert report["first_tx_ms"] > 0 and report["first_tx_height"] >= 1
+    assert report["next_tx_ms"] > 0
+    layout = ClusterLayout(tmp_path / "cluster")
+    assert all(not p.running for p in launcher.processes(layout))
+    assert "first tx after the idle window" in bench_idle.table(report)
 
 
 def test_a_node_that_exits_during_the_load_fails_the_run(tmp_path: Path) -> None:
