@@ -100,7 +100,7 @@ def run(nodes: int, idle_s: float, root: Path) -> dict[str, Any]:
         awake = _timed_tx(layout, layout.nodes()[0].org, 2)
     finally:
         launcher.down(layout)
-    per_node = [
+    per_node: list[dict[str, Any]] = [
         {
             "org": org,
             "blocks_per_idle_min": round((after[org][0] - before[org][0]) / minutes, 2),
@@ -112,7 +112,7 @@ def run(nodes: int, idle_s: float, root: Path) -> dict[str, Any]:
         "nodes": nodes,
         "idle_s": round(minutes * 60, 1),
         "per_node": per_node,
-        "max_blocks_per_idle_min": max(float(n["blocks_per_idle_min"]) for n in per_node),
+        "max_blocks_per_idle_min": max(n["blocks_per_idle_min"] for n in per_node),
         "first_tx_ms": first["ms"],
         "first_tx_height": first["height"],
         "next_tx_ms": awake["ms"],
