@@ -275,9 +275,14 @@ def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path
         proofs=20,
         catchup_txs=60,
         timeout_s=120,
+        own_core=len(os.sched_getaffinity(0)) >= 2,
     )
     report = bench.run(settings, tmp_path / "cluster")
     assert report["nodes"] == 4 and report["txs"] == 240
+    if settings.own_core:  # ORG1 alone on the first core: how busy, and the rate per core
+        assert report["own_core"]["org"] == "ORG1"
+        assert 0 < report["own_core"]["cores_busy"] <= 1.05
+        assert report["own_core"]["tx_per_s_per_core"] >= report["committed_tx_per_s"]
     assert report["committed_txs"] == 240
     assert report["refused"] == {}
     assert report["ok_fraction_sampled"] == 1.0 and report["receipts_sampled"] > 0

@@ -109,6 +109,9 @@ class Settings:
     preload_txs: int = 0
     soak_s: float = 0.0
     rate_tx_per_s: float = 0.0  # offered load, all clients together (0: as fast as it goes)
+    # Per-host capacity (issue 12 point 5): during the load the first node runs alone on the
+    # first core, every other node and client on the rest.
+    own_core: bool = False
 
     @property
     def catchup_from_preload(self) -> bool:
@@ -162,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
         "allows: the latency at a given load, e.g. half the top rate",
     )
     parser.add_argument(
+        "--own-core",
+        action="store_true",
+        help="run the first node alone on the first core during the load (the others and the "
+        "clients on the rest): what one node sustains with a host to itself",
+    )
+    parser.add_argument(
         "--proposal-max-txs",
         type=int,
         help="set batching.proposal_max_txs in every node.json (default: the node's default)",
@@ -200,6 +209,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise ValueError(f"--rate: must be >= 0 tx/s, got {args.rate}")
     return Settings(
         rate_tx_per_s=args.rate,
+        own_core=args.own_core,
         proposal_max_txs=args.proposal_max_txs,
         nodes=args.nodes,
         txs=args.txs - args.txs % TXS_PER_SONG,
@@ -494,7 +504,16 @@ class Bench:
         main_before: dict[str, float | None] = {}
         rss = RssSamples(pids)
 
+        placement: dict[int | None, frozenset[int]] = {}
+        cpus = frozenset(os.sched_getaffinity(0))
+        cpu_window_s = [0.0, 0.0]  # when the nodes' CPU was read before and after the load
+
         def at_start() -> None:
+            if s.own_core:  # the clients are started and connected now
+                placement.update(self._own_core_placement(pids))
+            for pid, on in placement.items():
+                bench_probe.pin(pid, on)
+            cpu_window_s[0] = time.monotonic()
             for org, pid in pids.items():
                 cpu_before[org] = bench_probe.cpu_s(pid) if pid else None
                 main_before[org] = bench_probe.main_thread_cpu_s(pid) if pid else None
@@ -513,9 +532,14 @@ class Bench:
                 bench_report.progress(committed, s.txs, elapsed_s)
 
         started_s = time.monotonic()
-        finished = self._run_clients(jobs, self.nodes, at_start, on_tick)
+        try:
+            finished = self._run_clients(jobs, self.nodes, at_start, on_tick)
+        finally:
+            for pid in placement:
+                bench_probe.pin(pid, cpus)
         ended_s = time.monotonic() - started_s
         cpu_after = {org: bench_probe.cpu_s(pid) if pid else None for org, pid in pids.items()}
+        cpu_window_s[1] = time.monotonic()
         main_after = {
             org: bench_probe.main_thread_cpu_s(pid) if pid else None for org, pid in pids.items()
         }
@@ -576,11 +600,27 @@ class Bench:
             "client_cpu_s": round(sum(r.cpu_s for r in finished), 3),
             "node_cpu_ms_per_tx": 1000 * sum(node_cpu) / max(committed, 1),
             "per_node": per_node,
+            "own_core": _own_core_figures(per_node[0], committed, elapsed_s)
+            if s.own_core
+            else None,
             "tx_hashes": tx_hashes,
             "soak": None
             if soak is None
             else soak_figures(s.soak_s, finished, first_submit_s, elapsed_s, rss),
         }
+
+    def _own_core_placement(self, pids: dict[str, int | None]) -> dict[int | None, frozenset[int]]:
+        """pid -> cores for `--own-core`: the first node on the first core, the other nodes
+        and the client processes on the rest (the clients are started by then)."""
+        cpus = frozenset(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise BenchError("--own-core: this process may use one core only")
+        first = frozenset({min(cpus)})
+        first_org = self.nodes[0].org
+        others = [pid for org, pid in pids.items() if org != first_org]
+        placement = dict.fromkeys([*others, *(p.pid for p in self._clients)], cpus - first)
+        placement[pids.get(first_org)] = first
+        return placement
 
     def receipts_ok(self, tx_hashes: list[bytes]) -> tuple[int, int]:
         """(sampled, OK) over an even sample of committed txs' receipts, each read from the
@@ -772,6 +812,20 @@ class Bench:
         return {
             n.org: bench_probe.tree_bytes(self.layout.node_dir(n.org) / "data") for n in self.nodes
         }
+
+
+def _own_core_figures(
+    node: dict[str, Any], committed: int, elapsed_s: float, cpu_window_s: float
+) -> dict[str, Any]:
+    """What the node alone on its core did: how busy that core was over the window its CPU
+    was read in, and the rate one such core would sustain (the cluster's rate over the fraction
+    of the core the node took; the others, sharing the rest, set the rate)."""
+    busy = None if node["cpu_s"] is None else node["cpu_s"] / max(cpu_window_s, 1e-9)
+    return {
+        "org": node["org"],
+        "cores_busy": None if busy is None else round(busy, 3),
+        "tx_per_s_per_core": None if not busy else round(committed / elapsed_s / busy, 1),
+    }
 
 
 class NodesCpu:

@@ -129,6 +129,13 @@ def _proof_row(proofs: dict[str, Any]) -> str:
     )
 
 
+def _own_core_row(report: dict[str, Any]) -> str:
+    own = report.get("own_core")
+    if not own:
+        return "- (all nodes share every core)"
+    return f"{own['org']}: {_fmt(own['cores_busy'], 2)} / {_fmt(own['tx_per_s_per_core'])}"
+
+
 def _paced_row(paced: dict[str, Any] | None) -> str:
     if not paced:
         return "- (as fast as the window allows)"
@@ -154,6 +161,7 @@ def table(report: dict[str, Any]) -> str:
         ),
         ("committed tx/s", _fmt(report["committed_tx_per_s"])),
         ("offered tx/s (paced) / late batches / max lag ms", _paced_row(report.get("paced"))),
+        ("first node on its own core: cores busy / tx/s per core", _own_core_row(report)),
         (
             "latency ms p50 / p95 / p99",
             f"{_fmt(lat['p50'])} / {_fmt(lat['p95'])} / {_fmt(lat['p99'])}",
