@@ -600,7 +600,9 @@ class Bench:
             "client_cpu_s": round(sum(r.cpu_s for r in finished), 3),
             "node_cpu_ms_per_tx": 1000 * sum(node_cpu) / max(committed, 1),
             "per_node": per_node,
-            "own_core": _own_core_figures(per_node[0], committed, elapsed_s)
+            "own_core": _own_core_figures(
+                per_node[0], committed, elapsed_s, cpu_window_s[1] - cpu_window_s[0]
+            )
             if s.own_core
             else None,
             "tx_hashes": tx_hashes,
