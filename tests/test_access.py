@@ -158,6 +158,7 @@ def certified(chain: RecordingChain) -> tuple[Header, CommitCertificate]:
         chain_id=chain.genesis.chain_id, epoch=0, height=chain.height, round=chain.height,
         parent_hash=bytes(32), tx_log_size=len(leaves), tx_log_root=log_root(leaves),
         state_root=chain.roots[-1], validator_set_hash=validators.digest(),
+        next_validator_set_hash=bytes(32), receipts_root=bytes(32),
         proposer="KOMCA", timestamp_ms=chain.time_ms,
     )  # fmt: skip
     signers = sorted(validators.ids)[: validators.quorum]

@@ -183,6 +183,8 @@ class MemoryLedger:
             tx_log_root=root(self.leaves),
             state_root=ZERO_HASH,
             validator_set_hash=self.validators.digest(),
+            next_validator_set_hash=ZERO_HASH,
+            receipts_root=ZERO_HASH,
             proposer=self.validators.ids[height % self.validators.size],
             timestamp_ms=height,
         )
