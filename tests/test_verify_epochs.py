@@ -10,15 +10,27 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from kledger.cluster.client import query_cli
 from kledger.consensus.validators import ValidatorSet
+from kledger.node.api.access import AccessPolicy
+from kledger.node.api.ledger_service import (
+    consistency_from_proto,
+    epoch_chain_to_proto,
+    inclusion_from_proto,
+    inclusion_to_proto,
+)
+from kledger.node.api.registry_service import add_registry_service
 from kledger.node.chain.genesis import save_genesis
 from kledger.node.chain.header import Header
 from kledger.node.commit.certified_state import CertifiedState
+from kledger.node.errors import DecodeError
 from kledger.node.proof import verify_cli as verify
 from kledger.node.proof.bundle import InclusionBundle, bundle_problem
 from kledger.node.proof.epochs import EpochLink, TrustedEpoch, members_to_json
@@ -29,6 +41,7 @@ from kledger.node.storage.proofs import (
     build_epoch_chain,
     build_inclusion_bundle,
 )
+from kledger.v1 import ledger_pb2
 from tests.epoch_builders import (
     EPOCH_KEYS,
     GENESIS,
@@ -354,3 +367,77 @@ def test_an_inclusion_bundle_round_trips_with_its_chain(ledger):
     built, _ = ledger
     bundle = build_inclusion_bundle(built.store, built.txs[14].tx_hash)
     assert InclusionBundle.from_json(json.loads(json.dumps(bundle.to_json()))) == bundle
+
+
+# ---- served over gRPC ------------------------------------------------------------------------
+
+
+def test_the_chain_survives_the_wire(ledger):
+    """InclusionProof / ConsistencyProof carry the links; the client side rebuilds them exactly
+    and refuses a link whose set is not well formed, naming the link."""
+    built, _ = ledger
+    bundle = build_inclusion_bundle(built.store, built.txs[14].tx_hash)
+    wire = inclusion_to_proto(bundle)
+    assert len(wire.epoch_chain) == 2 and inclusion_from_proto(wire) == bundle
+    consistency = build_consistency_bundle(built.store, 2, 8)
+    assert (
+        consistency_from_proto(
+            ledger_pb2.ConsistencyProof.FromString(_consistency_wire(consistency))
+        )
+        == consistency
+    )
+    wire.epoch_chain[1].next_validators[0].public_key = b"\x01" * 31
+    with pytest.raises(DecodeError) as info:
+        inclusion_from_proto(wire)
+    assert info.value.field == "epoch_chain[1]"
+
+
+def _consistency_wire(bundle: Any) -> bytes:
+    return ledger_pb2.ConsistencyProof(
+        chain_id=bundle.chain_id,
+        proof=list(bundle.proof),
+        old_header=ledger_pb2.CertifiedHeader(
+            header=bundle.old_header.encode(), certificate=bundle.old_certificate.encode()
+        ),
+        new_header=ledger_pb2.CertifiedHeader(
+            header=bundle.new_header.encode(), certificate=bundle.new_certificate.encode()
+        ),
+        epoch_chain=epoch_chain_to_proto(bundle.epoch_chain),
+    ).SerializeToString()
+
+
+def test_query_state_saves_a_proof_that_follows_the_epochs(ledger, tmp_path, capsys):
+    """`kledger query state KEY` over real gRPC against the epoch ledger's store, then
+    `kledger verify state` on the saved file: valid from genesis through two epoch changes."""
+    built, genesis = ledger
+    store = built.store
+    certified = CertifiedState(store, retention_blocks=100)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_registry_service(
+        server,
+        certified.current,
+        AccessPolicy(lambda: store.view),
+        certified.proof_at,
+        lambda epoch: build_epoch_chain(store, epoch),
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        proofs_dir = tmp_path / "proofs"
+        argv = ["state", "s/work/NONE", "--height", "8", "--proofs", str(proofs_dir)]
+        assert query_cli.main(argv, channel=channel) == 0
+        capsys.readouterr()
+        [file] = sorted(proofs_dir.glob("proof-*.json"))
+        document = json.loads(file.read_text())
+        assert document["format"] == "kledger-state-proof/v3"
+        assert len(document["epoch_chain"]) == 2 and document["header"]["epoch"] == 2
+        assert verify.main(["state", str(file), "--genesis", str(genesis)]) == 0
+        assert "valid: s/work/NONE is absent at height 8" in capsys.readouterr().out
+        document["epoch_chain"] = document["epoch_chain"][:1]
+        file.write_text(json.dumps(document))
+        assert verify.main(["state", str(file), "--genesis", str(genesis)]) == 1
+        assert "header of epoch 2" in capsys.readouterr().err
+    finally:
+        channel.close()
+        server.stop(None)
