@@ -15,6 +15,7 @@ from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain import canonical
 from kledger.node.chain.header import ZERO_HASH
 from kledger.node.chain.payload import encode_payload
+from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import SignedTx, TxBody
 from kledger.node.commit.committer import Committer
 from kledger.node.errors import StoreCorrupt
@@ -179,3 +180,25 @@ def test_a_store_with_v1_headers_is_refused_by_name(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "kledger-store/v2" in message and "headers of format v1" in message
     assert "does not convert" in message and "block sync" in message
+
+
+def test_receipts_served_are_checked_against_the_header(tmp_path: Path) -> None:
+    """A tx record whose receipt was rewritten (checksums intact) is refused as damaged when
+    its block's receipts are read, never served into a proof."""
+    store, committer = open_ledger(tmp_path / "db", set())
+    try:
+        [block] = chain([3])
+        done = committer.apply_block(block, ROOT_QC.encode())
+        assert done is not None
+        tx_hash = done.txs[1].tx_hash
+        raw = store._db.get(keyspace.TX + tx_hash)
+        assert raw is not None
+        encoding, receipt = canonical.decode(raw)
+        forged = Receipt(1, 1, TxResult("OK", "", {"work_id": "W-forged"}))
+        assert forged.encode() != receipt
+        store._db.put(keyspace.TX + tx_hash, canonical.encode([encoding, forged.encode()]))
+        with pytest.raises(StoreCorrupt) as refused:
+            store.block_receipts(1)
+        assert "do not hash to the receipts_root" in str(refused.value)
+    finally:
+        store.close()

@@ -15,7 +15,6 @@ from kledger.node.chain.header import CommitCertificate, Header
 from kledger.node.errors import Refused, Status
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
 from kledger.node.proof.epochs import MAX_EPOCH_LINKS, EpochLink
-from kledger.node.proof.receipts import receipt_path
 from kledger.node.storage.store import LedgerStore
 
 
@@ -38,7 +37,9 @@ def build_inclusion_bundle(
             "tx_hash",
         )
     block_header, block_cert = _certified(store, receipt.height)
-    receipts = store.block_receipts(receipt.height)
+    found_tree = store.receipts_tree(receipt.height)
+    assert found_tree is not None, f"no receipts at committed height {receipt.height}"
+    receipts, tree = found_tree
     offset = receipt.leaf_index - (block_header.tx_log_size - len(receipts))
     assert 0 <= offset < len(receipts) and receipts[offset] == receipt, "receipt out of place"
     path = store.inclusion_proof(receipt.leaf_index, header.tx_log_size)
@@ -54,7 +55,7 @@ def build_inclusion_bundle(
         receipt_header=block_header,
         receipt_certificate=block_cert,
         receipt_count=len(receipts),
-        receipt_path=tuple(receipt_path(receipts, offset)),
+        receipt_path=tuple(tree.inclusion_path(offset)),
         epoch_chain=build_epoch_chain(store, header.epoch),
     )
 
