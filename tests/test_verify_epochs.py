@@ -441,3 +441,19 @@ def test_query_state_saves_a_proof_that_follows_the_epochs(ledger, tmp_path, cap
     finally:
         channel.close()
         server.stop(None)
+
+
+def test_old_consistency_and_state_formats_are_refused_by_name(ledger, tmp_path, capsys):
+    built, genesis = ledger
+    consistency = build_consistency_bundle(built.store, 2, 8).to_json()
+    consistency["format"] = "kledger-consistency/v1"
+    status, line = _proof(tmp_path, genesis, consistency, capsys)
+    assert status == 2 and "kledger-consistency/v1 (v1 headers) is no longer read" in line
+    state = CertifiedState(built.store, retention_blocks=100)
+    found = state.proof_at(8, b"s/org/MISSING")
+    document = build_bundle(found.key, found.value, found.proof, found.header, found.certificate)
+    document["format"] = "kledger-state-proof/v2"
+    (tmp_path / "state.json").write_text(json.dumps(document))
+    argv = ["state", str(tmp_path / "state.json"), "--genesis", str(genesis)]
+    status, line = _run(tmp_path, argv, capsys)
+    assert status == 2 and "kledger-state-proof/v2 (v1 header, no epoch chain)" in line
