@@ -75,6 +75,7 @@ from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.restore import load_floor, restored_state
 from kledger.node.registry import Registry
+from kledger.node.storage.proofs import build_epoch_chain
 from kledger.node.storage.safety_record import SafetyRecord
 from kledger.node.storage.state_pruner import StatePruner
 from kledger.node.storage.store import LedgerStore
@@ -360,6 +361,7 @@ class Node:
                     self.certified_state.current,
                     self.access,
                     self.certified_state.proof_at,
+                    lambda epoch: build_epoch_chain(self.store, epoch),
                 ),
             )
         ]

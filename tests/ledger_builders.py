@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
-from kledger.node.chain.header import CommitCertificate, Header, sign_header
-from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.header import ZERO_HASH, CommitCertificate, Header, sign_header
+from kledger.node.chain.keys import KeyPair
+from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
+from kledger.node.proof.receipts import receipts_root
 from kledger.node.storage.store import BlockRecord, LedgerStore
 from tests.helpers import FOUNDING_ORGS, key, make_genesis
 
@@ -34,28 +37,66 @@ def make_tx(nonce: int, chain_id: str = "kledger-test", org: str = "KOMCA") -> S
     return sign_tx(key(f"{org}/client"), body)
 
 
-def next_header(store: LedgerStore, txs: list[SignedTx], round_number: int = 0) -> Header:
+def ok_receipts_root(store: LedgerStore, tx_count: int, results: list[TxResult] | None = None):
+    """The receipts_root of the next block: `tx_count` txs with these results (default OK)."""
+    results = results if results is not None else [TxResult() for _ in range(tx_count)]
+    first = store.log_size()
+    height = store.last_height() + 1
+    return receipts_root([Receipt(height, first + i, r) for i, r in enumerate(results)])
+
+
+def next_header(
+    store: LedgerStore,
+    txs: list[SignedTx],
+    round_number: int = 0,
+    *,
+    results: list[TxResult] | None = None,
+    epoch: int | None = None,
+    validators: ValidatorSet | None = None,
+    next_validators: ValidatorSet | None = None,
+) -> Header:
+    """The next header on the store's tip: epoch and set default to the tip's."""
     last = store.last_header()
     size, root = store.root_after([tx.encoding for tx in txs])
     return Header(
         chain_id=last.chain_id,
-        epoch=0,
+        epoch=last.epoch if epoch is None else epoch,
         height=last.height + 1,
         round=round_number or last.round + 1,
         parent_hash=last.hash(),
         tx_log_size=size,
         tx_log_root=root,
         state_root=hashlib.sha256(b"state" + last.height.to_bytes(8, "big")).digest(),
-        validator_set_hash=last.validator_set_hash,
+        validator_set_hash=last.validator_set_hash if validators is None else validators.digest(),
+        next_validator_set_hash=ZERO_HASH if next_validators is None else next_validators.digest(),
+        receipts_root=ok_receipts_root(store, len(txs), results),
         proposer="KOMCA",
         timestamp_ms=last.timestamp_ms + 1_000,
     )
 
 
-def commit(store: LedgerStore, txs: list[SignedTx], state: dict[bytes, bytes | None] | None = None):
-    header = next_header(store, txs)
+def commit(
+    store: LedgerStore,
+    txs: list[SignedTx],
+    state: dict[bytes, bytes | None] | None = None,
+    *,
+    results: list[TxResult] | None = None,
+    epoch: int | None = None,
+    validators: ValidatorSet | None = None,
+    next_validators: ValidatorSet | None = None,
+):
+    """Commit a block of `txs` (results default OK); `next_validators` ends the epoch here."""
+    results = results if results is not None else [TxResult() for _ in txs]
+    header = next_header(
+        store,
+        txs,
+        results=results,
+        epoch=epoch,
+        validators=validators,
+        next_validators=next_validators,
+    )
     record = BlockRecord(header, b"block-" + header.height.to_bytes(8, "big"), b"qc")
-    receipts = store.commit_block(record, txs, [TxResult() for _ in txs], state or {})
+    receipts = store.commit_block(record, txs, results, state or {}, next_validators)
     return header, receipts
 
 
@@ -65,6 +106,15 @@ def certify(header: Header, signers: int = 4) -> CommitCertificate:
     return CommitCertificate(
         header_hash,
         tuple((org, sign_header(key(f"{org}/validator"), header_hash)) for org in orgs),
+    )
+
+
+def certify_with(header: Header, keys: dict[str, KeyPair]) -> CommitCertificate:
+    """A certificate signed by exactly these (org -> validator key) signers."""
+    header_hash = header.hash()
+    return CommitCertificate(
+        header_hash,
+        tuple((org, sign_header(keys[org], header_hash)) for org in sorted(keys)),
     )
 
 

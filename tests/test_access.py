@@ -60,6 +60,7 @@ from kledger.node.net.tls import (
 )
 from kledger.node.ordering.admission import SubmitResult
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle, inclusion_problem
+from kledger.node.proof.receipts import receipt_path, receipts_root
 from kledger.node.proof.state_proof import state_bundle_problem
 from kledger.node.registry import state
 from kledger.node.storage import state_tree
@@ -151,6 +152,25 @@ def build_world() -> RecordingChain:
     return chain
 
 
+def block_certified(
+    chain: RecordingChain, height: int
+) -> tuple[Header, CommitCertificate, list[Receipt]]:
+    """The certified header of one height: its receipts root over that block's receipts."""
+    validators = chain.genesis.validator_set
+    receipts = [r for _, r in chain.log if r.height == height]
+    leaves = [tx.encoding for tx, _ in chain.log][: receipts[-1].leaf_index + 1]
+    header = Header(
+        chain_id=chain.genesis.chain_id, epoch=0, height=height, round=height,
+        parent_hash=bytes(32), tx_log_size=len(leaves), tx_log_root=log_root(leaves),
+        state_root=chain.roots[height], validator_set_hash=validators.digest(),
+        next_validator_set_hash=bytes(32), receipts_root=receipts_root(receipts),
+        proposer="KOMCA", timestamp_ms=chain.time_ms,
+    )  # fmt: skip
+    signers = sorted(validators.ids)[: validators.quorum]
+    signatures = tuple((s, sign_header(key(f"{s}/validator"), header.hash())) for s in signers)
+    return header, CommitCertificate(header.hash(), signatures), receipts
+
+
 def certified(chain: RecordingChain) -> tuple[Header, CommitCertificate]:
     validators = chain.genesis.validator_set
     leaves = [tx.encoding for tx, _ in chain.log]
@@ -158,6 +178,7 @@ def certified(chain: RecordingChain) -> tuple[Header, CommitCertificate]:
         chain_id=chain.genesis.chain_id, epoch=0, height=chain.height, round=chain.height,
         parent_hash=bytes(32), tx_log_size=len(leaves), tx_log_root=log_root(leaves),
         state_root=chain.roots[-1], validator_set_hash=validators.digest(),
+        next_validator_set_hash=bytes(32), receipts_root=bytes(32),
         proposer="KOMCA", timestamp_ms=chain.time_ms,
     )  # fmt: skip
     signers = sorted(validators.ids)[: validators.quorum]
@@ -202,6 +223,8 @@ class ChainLedger:
             return None
         leaves = [tx.encoding for tx, _ in self.chain.log]
         index = found[1].leaf_index
+        block, block_cert, receipts = block_certified(self.chain, found[1].height)
+        offset = receipts.index(found[1])
         return InclusionBundle(
             chain_id=self.chain_id,
             leaf=leaves[index],
@@ -211,6 +234,11 @@ class ChainLedger:
             header=self.header,
             certificate=self.certificate,
             receipt=found[1],
+            receipt_header=block,
+            receipt_certificate=block_cert,
+            receipt_count=len(receipts),
+            receipt_path=tuple(receipt_path(receipts, offset)),
+            epoch_chain=(),
         )
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:

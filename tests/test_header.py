@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -20,13 +21,13 @@ from tests.helpers import key, make_genesis
 
 GOLDEN_HEADER = Header(
     "kledger-test", 0, 1, 3, ZERO_HASH, 1, hashlib.sha256(b"x").digest(), bytes(32), bytes(32),
-    "KOMCA", 1_767_225_600_000,
+    ZERO_HASH, hashlib.sha256(b"").digest(), "KOMCA", 1_767_225_600_000,
 )  # fmt: skip
 
 
 def test_header_hash_is_pinned() -> None:
     assert GOLDEN_HEADER.hash().hex() == (
-        "9e1e1f76b8e5694e74f3c92aef80259f8c62d594f625b2fdda4877af2f34657e"
+        "e2451052d3d2d2f521a9b19f82bc4b599adce0008e93cecc50a9cc642ad434f1"
     )
     assert Header.decode(GOLDEN_HEADER.encode()) == GOLDEN_HEADER
     assert Header.from_json(GOLDEN_HEADER.to_json()) == GOLDEN_HEADER
@@ -45,7 +46,8 @@ def _certified(signers: list[str]) -> tuple[Header, CommitCertificate, Validator
     validators = make_genesis().validator_set
     header = Header(**{**GOLDEN_HEADER.to_json(), "validator_set_hash": validators.digest()} | {
         "parent_hash": ZERO_HASH, "tx_log_root": GOLDEN_HEADER.tx_log_root,
-        "state_root": bytes(32),
+        "state_root": bytes(32), "next_validator_set_hash": ZERO_HASH,
+        "receipts_root": GOLDEN_HEADER.receipts_root,
     })  # fmt: skip
     sigs = tuple((s, sign_header(key(f"{s}/validator"), header.hash())) for s in sorted(signers))
     return header, CommitCertificate(header.hash(), sigs), validators
@@ -92,3 +94,18 @@ def test_signature_by_a_non_validator_key_does_not_count() -> None:
         cert.header_hash, (*cert.signatures, ("KEPA", sign_header(outsider, header.hash())))
     )
     assert "does not verify" in (certificate_problem(forged, header, validators) or "")
+
+
+def test_v1_header_is_refused_by_name() -> None:
+    """A header without the v2 fields (an old bundle's) is named as v1, not just "bad fields"."""
+    old = GOLDEN_HEADER.to_json()
+    del old["next_validator_set_hash"], old["receipts_root"]
+    with pytest.raises(DecodeError) as info:
+        Header.from_json(old)
+    assert "v1 header" in info.value.message and info.value.field == "header"
+
+
+def test_header_names_the_end_of_its_epoch() -> None:
+    assert not GOLDEN_HEADER.ends_epoch
+    ending = dataclasses.replace(GOLDEN_HEADER, next_validator_set_hash=b"\x01" * 32)
+    assert ending.ends_epoch and ending.hash() != GOLDEN_HEADER.hash()

@@ -183,6 +183,8 @@ class MemoryLedger:
             tx_log_root=root(self.leaves),
             state_root=ZERO_HASH,
             validator_set_hash=self.validators.digest(),
+            next_validator_set_hash=ZERO_HASH,
+            receipts_root=ZERO_HASH,
             proposer=self.validators.ids[height % self.validators.size],
             timestamp_ms=height,
         )
@@ -252,6 +254,12 @@ class MemoryLedger:
             block.header,
             block.certificate,
             stored.receipt,
+            # the wire conversion is under test here, not the receipt proof
+            block.header,
+            block.certificate,
+            1,
+            (),
+            (),
         )
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyBundle:
@@ -440,7 +448,7 @@ async def test_wait_get_and_proofs(tmp_path: Path) -> None:
         bundle = inclusion_to_json(proof)
         expected = h.ledger.inclusion_proof(txs[1].tx_hash)
         assert expected is not None and bundle == expected.to_json()
-        assert bundle["format"] == "kledger-proof/v1" and bundle["tree_size"] == 5
+        assert bundle["format"] == "kledger-proof/v2" and bundle["tree_size"] == 5
         assert Header.from_json(bundle["header"]) == header
         audit = [bytes.fromhex(x) for x in bundle["audit_path"]]
         leaf = bytes.fromhex(bundle["leaf"])

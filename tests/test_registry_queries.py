@@ -30,6 +30,7 @@ def _certified(chain: Chain) -> tuple[Header, CommitCertificate]:
         chain_id=chain.genesis.chain_id, epoch=0, height=chain.height, round=chain.height,
         parent_hash=bytes(32), tx_log_size=0, tx_log_root=bytes(32),
         state_root=chain.roots[-1], validator_set_hash=validators.digest(),
+        next_validator_set_hash=bytes(32), receipts_root=bytes(32),
         proposer="KOMCA", timestamp_ms=chain.time_ms,
     )  # fmt: skip
     signers = sorted(validators.ids)[: validators.quorum]

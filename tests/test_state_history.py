@@ -24,7 +24,7 @@ from kledger.node.api.access import AccessPolicy
 from kledger.node.api.registry_service import add_registry_service
 from kledger.node.chain import canonical
 from kledger.node.chain.genesis import save_genesis
-from kledger.node.chain.header import Header
+from kledger.node.chain.header import ZERO_HASH, Header
 from kledger.node.chain.receipt import TxResult
 from kledger.node.commit.certified_state import CertifiedState
 from kledger.node.errors import Refused, Status, StoreCorrupt
@@ -35,7 +35,7 @@ from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.state_pruner import StatePruner
 from kledger.node.storage.store import BlockRecord, LedgerStore
 from tests.helpers import make_genesis
-from tests.ledger_builders import certify, kill_9_after, make_tx
+from tests.ledger_builders import certify, kill_9_after, make_tx, ok_receipts_root
 
 ROOT = Path(__file__).resolve().parent.parent
 GENESIS = make_genesis()
@@ -62,7 +62,8 @@ def commit_state(store: LedgerStore, changes: dict[bytes, bytes | None], nonce: 
     header = Header(
         chain_id=last.chain_id, epoch=0, height=height, round=height, parent_hash=last.hash(),
         tx_log_size=size, tx_log_root=log_root, state_root=root,
-        validator_set_hash=last.validator_set_hash, proposer="KOMCA",
+        validator_set_hash=last.validator_set_hash, next_validator_set_hash=ZERO_HASH,
+        receipts_root=ok_receipts_root(store, len(txs)), proposer="KOMCA",
         timestamp_ms=last.timestamp_ms + 1_000,
     )  # fmt: skip
     store.commit_block(BlockRecord(header, b"block", b"qc"), txs, [TxResult()], {**changes, **tree})
@@ -157,7 +158,8 @@ def test_dropped_block_batch_keeps_the_roots(tmp_path):
     header = Header(
         chain_id=last.chain_id, epoch=0, height=6, round=6, parent_hash=last.hash(),
         tx_log_size=size, tx_log_root=log_root, state_root=root,
-        validator_set_hash=last.validator_set_hash, proposer="KOMCA",
+        validator_set_hash=last.validator_set_hash, next_validator_set_hash=ZERO_HASH,
+        receipts_root=ok_receipts_root(store, len(txs)), proposer="KOMCA",
         timestamp_ms=last.timestamp_ms + 1_000,
     )  # fmt: skip
     prepared = store.prepare_commit(

@@ -15,6 +15,7 @@ from kledger.node.chain.header import ZERO_HASH
 from kledger.node.chain.receipt import TxResult
 from kledger.node.errors import StoreCorrupt
 from kledger.node.proof import merkle
+from kledger.node.proof.receipts import receipts_root
 from kledger.node.storage import keyspace
 from kledger.node.storage.merkle_log import node_key
 from kledger.node.storage.store import BODIES, HEADERS, BlockRecord, _StoredBlock
@@ -73,9 +74,11 @@ def test_commit_and_read_back(store):
         TxResult("FAILED_PRECONDITION", "work unknown"),
         TxResult(output={"w": 1}),
     ]
-    header = next_header(store, txs)
+    header = next_header(store, txs, results=results)
     record = BlockRecord(header, b"consensus block", b"qc bytes")
     receipts = store.commit_block(record, txs, results, {b"s/work/1": b"v", b"s/org/KOMCA": None})
+    assert store.block_receipts(1) == receipts
+    assert header.receipts_root == receipts_root(receipts) != merkle.EMPTY_ROOT
     assert [(r.height, r.leaf_index) for r in receipts] == [(1, 0), (1, 1), (1, 2)]
     assert receipts[1].result.status == "FAILED_PRECONDITION"
     assert store.last_header() == header and store.header(1) == header

@@ -1,7 +1,9 @@
 """Certified proof bundles built from a real store and checked by `kledger verify proof`: a valid
-bundle exits 0; flipping a bit in ANY byte of the leaf, the audit path, the header's hash fields,
-the certificate's header hash or signatures, or changing any integer or string field, exits 1
-(or 2 where the change breaks the format); malformed input exits 2 naming the field."""
+bundle exits 0 and prints the receipt as certified; flipping a bit in ANY byte of the leaf, the
+audit path, either header's hash fields, either certificate's header hash or signatures, the
+receipt path, or changing any integer or string field (the receipt's status, message and output
+included), exits 1 (or 2 where the change breaks the format); malformed input exits 2 naming
+the field; bundles of format v1 are refused by name."""
 
 from __future__ import annotations
 
@@ -70,9 +72,17 @@ def test_valid_bundle_is_accepted(ledger, tmp_path, capsys):
         "header",
         "certificate",
         "receipt",
+        "receipt_header",
+        "receipt_certificate",
+        "receipt_count",
+        "receipt_path",
+        "epoch_chain",
     }
+    assert bundle.receipt_header.height == 3 and bundle.receipt_count == 5
+    assert bundle.epoch_chain == ()
     status, line = _run(tmp_path, genesis_path, document, capsys)
     assert status == 0 and line.startswith("valid: tx is leaf 12 of the log of size 30")
+    assert "its receipt, certified at height 3: status OK, output null" in line
 
 
 def test_bundle_against_a_historical_certified_header(ledger):
@@ -107,13 +117,23 @@ def _byte_flips(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
 
     fields: list[tuple[Any, ...]] = [("leaf",)]
     fields += [("audit_path", i) for i in range(len(document["audit_path"]))]
-    fields += [
-        ("header", name)
-        for name in ("parent_hash", "tx_log_root", "state_root", "validator_set_hash")
-    ]
-    fields += [("certificate", "header_hash")]
-    signatures = document["certificate"]["signatures"]
-    fields += [("certificate", "signatures", i, "signature") for i in range(len(signatures))]
+    fields += [("receipt_path", i) for i in range(len(document["receipt_path"]))]
+    for header in ("header", "receipt_header"):
+        fields += [
+            (header, name)
+            for name in (
+                "parent_hash",
+                "tx_log_root",
+                "state_root",
+                "validator_set_hash",
+                "next_validator_set_hash",
+                "receipts_root",
+            )
+        ]
+    for certificate in ("certificate", "receipt_certificate"):
+        fields += [(certificate, "header_hash")]
+        signatures = document[certificate]["signatures"]
+        fields += [(certificate, "signatures", i, "signature") for i in range(len(signatures))]
     for path in fields:
         original = at(path)
         for position in range(len(original) // 2):
@@ -136,6 +156,15 @@ def _other_changes(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
         (("receipt", "leaf_index"), document["receipt"]["leaf_index"] + 1),
         (("receipt", "height"), document["header"]["height"] + 1),
         (("receipt", "height"), 0),
+        (("receipt", "height"), document["receipt"]["height"] - 1),
+        (("receipt", "status"), "PERMISSION_DENIED"),
+        (("receipt", "message"), "forged"),
+        (("receipt", "output"), {"work_id": "W-forged"}),
+        (("receipt_count",), document["receipt_count"] + 1),
+        (("receipt_count",), document["receipt_count"] - 1),
+        (("receipt_header", "height"), document["receipt_header"]["height"] + 1),
+        (("receipt_header", "tx_log_size"), document["receipt_header"]["tx_log_size"] + 1),
+        (("receipt_header", "epoch"), 1),
         (("header", "chain_id"), "kledger-other"),
         (("header", "proposer"), "KOSCAP"),
         (("certificate", "signatures", 0, "validator"), "KOSCAP"),
@@ -172,13 +201,37 @@ def test_every_single_byte_tamper_is_rejected(ledger, tmp_path, capsys):
             assert status == 1, f"{description}: {line}"
 
 
-def test_receipt_result_is_carried_not_proven(ledger):
-    """Documented limit: headers commit to txs, not receipts, so a receipt's status is not
-    covered by the certificate (its height and leaf index are cross-checked)."""
-    store, txs, _, _, genesis = ledger
+def test_a_tampered_receipt_is_named(ledger, tmp_path, capsys):
+    """The receipt's result is certified (the receipts_root of its block's header): a changed
+    status is refused, naming the receipt and the header."""
+    store, txs, _, genesis_path, genesis = ledger
     document = build_inclusion_bundle(store, txs[1].tx_hash).to_json()
     document["receipt"]["status"] = "PERMISSION_DENIED"
-    assert bundle_problem(InclusionBundle.from_json(document), genesis) is None
+    assert bundle_problem(InclusionBundle.from_json(document), genesis) is not None
+    status, line = _run(tmp_path, genesis_path, document, capsys)
+    assert status == 1
+    assert (
+        "receipt of leaf 1 (status PERMISSION_DENIED) does not match receipts_root of header 1"
+        in line
+    )
+
+
+def test_a_v1_bundle_is_refused_by_name(ledger, tmp_path, capsys):
+    store, txs, _, genesis_path, _ = ledger
+    document = build_inclusion_bundle(store, txs[2].tx_hash).to_json()
+    old = {k: document[k] for k in ("chain_id", "leaf", "leaf_index", "tree_size", "audit_path")}
+    old |= {"format": "kledger-proof/v1", "certificate": document["certificate"]}
+    old["header"] = {
+        k: v
+        for k, v in document["header"].items()
+        if k not in ("next_validator_set_hash", "receipts_root")
+    }
+    status, line = _run(tmp_path, genesis_path, old, capsys)
+    assert status == 2 and "kledger-proof/v1" in line and "no longer read" in line
+    old["format"] = "kledger-proof/v2"  # a v1 header inside a new envelope
+    old |= {k: document[k] for k in document if k.startswith("receipt") or k == "epoch_chain"}
+    status, line = _run(tmp_path, genesis_path, old, capsys)
+    assert status == 2 and "is a v1 header" in line
 
 
 def test_bundle_of_a_forged_tx_is_rejected(ledger, tmp_path, capsys):

@@ -20,11 +20,12 @@ from pathlib import Path
 import plyvel
 
 from kledger.node.chain.genesis import BlockLimits, Genesis, OrgSpec
-from kledger.node.chain.header import Header
+from kledger.node.chain.header import ZERO_HASH, Header
 from kledger.node.chain.keys import KeyPair
-from kledger.node.chain.receipt import TxResult
+from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import TxBody, TxLimits, sign_tx
 from kledger.node.proof import merkle
+from kledger.node.proof.receipts import receipts_root
 from kledger.node.storage.merkle_log import MerkleLog
 from kledger.node.storage.store import BlockRecord, LedgerStore
 
@@ -155,11 +156,14 @@ def bench_store(blocks: int, txs_per_block: int) -> None:
             chunk = txs[(height - 1) * txs_per_block : height * txs_per_block]
             last = store.last_header()
             size, root = store.root_after([tx.encoding for tx in chunk])
+            results = [TxResult()] * len(chunk)
+            receipts = [Receipt(height, size - len(chunk) + i, r) for i, r in enumerate(results)]
             header = Header(
                 genesis.chain_id, 0, height, height, last.hash(), size, root, state_root,
-                last.validator_set_hash, "KOMCA", last.timestamp_ms + 1,
+                last.validator_set_hash, ZERO_HASH, receipts_root(receipts), "KOMCA",
+                last.timestamp_ms + 1,
             )  # fmt: skip
-            store.commit_block(BlockRecord(header, b"", b""), chunk, [TxResult()] * len(chunk), {})
+            store.commit_block(BlockRecord(header, b"", b""), chunk, results, {})
         commit_s = time.perf_counter() - start
         store.close()
         start = time.perf_counter()

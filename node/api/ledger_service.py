@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from kledger.consensus.validators import ValidatorSet
 from kledger.node.api.access import AccessPolicy
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.chain.header import HASH_BYTES, CommitCertificate, Header
@@ -32,6 +33,7 @@ from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.errors import DecodeError, Refused, Status
 from kledger.node.ordering.admission import SubmitResult
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
+from kledger.node.proof.epochs import MAX_EPOCH_LINKS, EpochLink
 from kledger.node.telemetry.metrics import NodeMetrics
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -154,7 +156,49 @@ def inclusion_to_proto(bundle: InclusionBundle) -> ledger_pb2.InclusionProof:
         header=bundle.header.encode(),
         certificate=bundle.certificate.encode(),
         receipt=receipt_to_proto(bundle.receipt),
+        receipt_header=bundle.receipt_header.encode(),
+        receipt_certificate=bundle.receipt_certificate.encode(),
+        receipt_count=bundle.receipt_count,
+        receipt_path=list(bundle.receipt_path),
+        epoch_chain=epoch_chain_to_proto(bundle.epoch_chain),
     )
+
+
+def epoch_chain_to_proto(chain: Sequence[EpochLink]) -> list[ledger_pb2.EpochLink]:
+    return [
+        ledger_pb2.EpochLink(
+            header=link.header.encode(),
+            certificate=link.certificate.encode(),
+            next_epoch=link.next_validators.epoch,
+            next_validators=[
+                ledger_pb2.Validator(org=v.node_id, public_key=v.public_key)
+                for v in link.next_validators.validators
+            ],
+        )
+        for link in chain
+    ]
+
+
+def epoch_chain_from_proto(chain: Sequence[ledger_pb2.EpochLink]) -> tuple[EpochLink, ...]:
+    """The domain links from the wire (client side). Raises DecodeError naming the link."""
+    if len(chain) > MAX_EPOCH_LINKS:
+        raise DecodeError(f"more than {MAX_EPOCH_LINKS} links", "epoch_chain")
+    links = []
+    for index, link in enumerate(chain):
+        where = f"epoch_chain[{index}]"
+        members = [(v.org, v.public_key) for v in link.next_validators]
+        if not members or any(len(key) != HASH_BYTES for _, key in members):
+            raise DecodeError("must be 1 or more validators with 32-byte keys", where)
+        try:
+            following = ValidatorSet.of(link.next_epoch, members)
+        except ValueError as exc:
+            raise DecodeError(str(exc), where) from None
+        links.append(
+            EpochLink(
+                Header.decode(link.header), CommitCertificate.decode(link.certificate), following
+            )
+        )
+    return tuple(links)
 
 
 def receipt_from_proto(receipt: ledger_pb2.Receipt) -> Receipt:
@@ -182,6 +226,11 @@ def inclusion_from_proto(proof: ledger_pb2.InclusionProof) -> InclusionBundle:
         header=Header.decode(proof.header),
         certificate=CommitCertificate.decode(proof.certificate),
         receipt=receipt_from_proto(proof.receipt),
+        receipt_header=Header.decode(proof.receipt_header),
+        receipt_certificate=CommitCertificate.decode(proof.receipt_certificate),
+        receipt_count=proof.receipt_count,
+        receipt_path=tuple(proof.receipt_path),
+        epoch_chain=epoch_chain_from_proto(proof.epoch_chain),
     )
 
 
@@ -195,11 +244,12 @@ def consistency_from_proto(proof: ledger_pb2.ConsistencyProof) -> ConsistencyBun
         new_header=Header.decode(proof.new_header.header),
         new_certificate=CommitCertificate.decode(proof.new_header.certificate),
         proof=tuple(proof.proof),
+        epoch_chain=epoch_chain_from_proto(proof.epoch_chain),
     )
 
 
 def inclusion_to_json(proof: ledger_pb2.InclusionProof) -> dict[str, Any]:
-    """The kledger-proof/v1 JSON bundle from a wire InclusionProof (client side), exactly as
+    """The kledger-proof/v2 JSON bundle from a wire InclusionProof (client side), exactly as
     the verifier reads it (InclusionBundle.to_json)."""
     return inclusion_from_proto(proof).to_json()
 
@@ -398,6 +448,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             new_header=certified_to_proto(
                 CertifiedHeader(bundle.new_header, bundle.new_certificate)
             ),
+            epoch_chain=epoch_chain_to_proto(bundle.epoch_chain),
         )
 
     @_unary

@@ -27,6 +27,7 @@ from kledger.node.api.access import AccessPolicy, screen_answer
 from kledger.node.api.grpc_status import refusal_code
 from kledger.node.commit.certified_state import HistoricProof, Snapshot
 from kledger.node.errors import Refused, Status, StoreCorrupt
+from kledger.node.proof.epochs import EpochLink
 from kledger.node.proof.state_proof import build_bundle
 from kledger.node.registry.queries import RegistryQueries
 from kledger.v1 import registry_pb2, registry_pb2_grpc
@@ -47,10 +48,17 @@ def encode_answer(answer: dict[str, Any]) -> str:
 
 
 ProofAt = Callable[[int, bytes], HistoricProof]
+# The epoch-ending links before an epoch (node/storage/proofs.py build_epoch_chain).
+EpochChain = Callable[[int], tuple[EpochLink, ...]]
 
 
 def _no_history(height: int, key: bytes) -> HistoricProof:
     raise Refused(Status.FAILED_PRECONDITION, "this server keeps no state history", "height")
+
+
+def _no_epochs(epoch: int) -> tuple[EpochLink, ...]:
+    """A server without an epoch index: no links (verifies for epoch 0 only)."""
+    return ()
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: ignore[misc]
@@ -59,10 +67,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
         snapshot: Callable[[], Snapshot],
         access: AccessPolicy,
         proof_at: ProofAt = _no_history,
+        epoch_chain: EpochChain = _no_epochs,
     ) -> None:
         self._snapshot = snapshot
         self._access = access
         self._proof_at = proof_at
+        self._epoch_chain = epoch_chain
 
     def _reply(
         self,
@@ -76,6 +86,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             snap = self._snapshot()
             queries = RegistryQueries(snap.view, snap.header.timestamp_ms)
             answer, hidden = screen_answer(self._access, reader, rpc, ask(queries), snap.view)
+            chain = self._epoch_chain(snap.header.epoch) if with_proof else ()
         except Refused as refusal:
             context.abort(refusal_code(refusal), refusal.message)
             raise AssertionError("context.abort returns only by raising") from None
@@ -92,7 +103,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             shown = [key for key in queries.keys_read if not hidden(key)]
             for key in shown[:MAX_PROOFS_PER_ANSWER]:
                 bundle = build_bundle(
-                    key, snap.view.get(key), snap.prove(key), snap.header, snap.certificate
+                    key,
+                    snap.view.get(key),
+                    snap.prove(key),
+                    snap.header,
+                    snap.certificate,
+                    epoch_chain=chain,
                 )
                 proofs.append(json.dumps(bundle, sort_keys=True))
         return registry_pb2.QueryReply(
@@ -184,10 +200,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):  # type: igno
             reader = self._access.reader_of(context)
             self._access.check_state_key(reader, bytes(request.key))
             found = self._proof_at(request.height, bytes(request.key))
+            chain = self._epoch_chain(found.header.epoch)
         except Refused as refusal:
             context.abort(refusal_code(refusal), refusal.message)
             raise AssertionError("context.abort returns only by raising") from None
-        bundle = build_bundle(found.key, found.value, found.proof, found.header, found.certificate)
+        bundle = build_bundle(
+            found.key,
+            found.value,
+            found.proof,
+            found.header,
+            found.certificate,
+            epoch_chain=chain,
+        )
         return registry_pb2.QueryReply(
             answer_json=encode_answer({"key": found.key, "value": found.value}),
             height=found.header.height,
@@ -201,6 +225,7 @@ def add_registry_service(
     snapshot: Callable[[], Snapshot],
     access: AccessPolicy,
     proof_at: ProofAt = _no_history,
+    epoch_chain: EpochChain = _no_epochs,
 ) -> None:
     add = registry_pb2_grpc.add_RegistryServiceServicer_to_server
-    add(RegistryServicer(snapshot, access, proof_at), server)  # type: ignore[no-untyped-call]
+    add(RegistryServicer(snapshot, access, proof_at, epoch_chain), server)  # type: ignore[no-untyped-call]

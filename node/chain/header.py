@@ -1,12 +1,19 @@
 """Ledger headers and their commit certificates (docs/design.md §7).
 
-A header describes the ledger after a committed block was executed:
+A header (format v2) describes the ledger after a committed block was executed:
 
     chain_id, epoch, height, round, parent_hash, tx_log_size, tx_log_root, state_root,
-    validator_set_hash, proposer, timestamp_ms
+    validator_set_hash, next_validator_set_hash, receipts_root, proposer, timestamp_ms
 
     header bytes = canonical msgpack map of those fields
-    header_hash  = SHA-256(b"kledger/header/v1\\0" + header bytes)
+    header_hash  = SHA-256(b"kledger/header/v2\\0" + header bytes)
+
+`validator_set_hash` is the digest of the set of the header's epoch (the set that certifies it);
+`next_validator_set_hash` is ZERO_HASH except in an epoch's last block, where it is the digest
+of the next epoch's set (that header, certified by the old set, hands trust on);
+`receipts_root` is the RFC 6962 root over the block's receipt encodings in tx order (the empty
+tree's root for a block without txs), so a certified header vouches for each tx's result.
+A v1 header (without the two fields) is refused by name.
 
 A commit certificate is signatures of a quorum of the epoch's validator set over
 b"kledger/commit/v1\\0" + header_hash. Each validator signs a header only after executing the
@@ -25,11 +32,38 @@ from kledger.node.chain import canonical
 from kledger.node.chain.keys import COMMIT_TAG, KeyPair, verify
 from kledger.node.errors import DecodeError
 
-HEADER_TAG = b"kledger/header/v1\x00"
+HEADER_TAG = b"kledger/header/v2\x00"
 HASH_BYTES = 32
 ZERO_HASH = bytes(HASH_BYTES)
 
-_BYTES_FIELDS = ("parent_hash", "tx_log_root", "state_root", "validator_set_hash")
+_BYTES_FIELDS = (
+    "parent_hash",
+    "tx_log_root",
+    "state_root",
+    "validator_set_hash",
+    "next_validator_set_hash",
+    "receipts_root",
+)
+# The fields a v1 header had: recognised only to refuse it by name.
+_V1_FIELDS = frozenset(
+    {
+        "chain_id",
+        "epoch",
+        "height",
+        "round",
+        "parent_hash",
+        "tx_log_size",
+        "tx_log_root",
+        "state_root",
+        "validator_set_hash",
+        "proposer",
+        "timestamp_ms",
+    }
+)
+V1_REFUSAL = (
+    "is a v1 header (no next_validator_set_hash, no receipts_root); this verifier reads "
+    "header format v2 only: fetch the proof again from a node of this version"
+)
 _INT_FIELDS = ("epoch", "height", "round", "tx_log_size", "timestamp_ms")
 _STR_FIELDS = ("chain_id", "proposer")
 
@@ -45,6 +79,8 @@ class Header:
     tx_log_root: bytes
     state_root: bytes
     validator_set_hash: bytes
+    next_validator_set_hash: bytes
+    receipts_root: bytes
     proposer: str
     timestamp_ms: int
 
@@ -53,6 +89,11 @@ class Header:
 
     def hash(self) -> bytes:
         return hashlib.sha256(HEADER_TAG + self.encode()).digest()
+
+    @property
+    def ends_epoch(self) -> bool:
+        """Whether this is its epoch's last block (it names the next set)."""
+        return self.next_validator_set_hash != ZERO_HASH
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = asdict(self)
@@ -66,6 +107,8 @@ class Header:
         if not isinstance(value, dict):
             raise DecodeError("must be a map", "header")
         names = {f.name for f in fields(Header)}
+        if set(value) == _V1_FIELDS:
+            raise DecodeError(V1_REFUSAL, "header")
         if set(value) != names:
             raise DecodeError(f"fields must be exactly {sorted(names)}", "header")
         for name in _BYTES_FIELDS:
@@ -88,6 +131,8 @@ class Header:
     def from_json(value: Any) -> Header:
         if not isinstance(value, dict):
             raise DecodeError("must be an object", "header")
+        if set(value) == _V1_FIELDS:
+            raise DecodeError(V1_REFUSAL, "header")
         converted = dict(value)
         for name in _BYTES_FIELDS:
             converted[name] = _hex(value.get(name), f"header.{name}")

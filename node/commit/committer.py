@@ -5,7 +5,8 @@ For each committed block, in order:
   2. drop txs already committed (belt and braces: the proposal check refuses them, and every
      honest node applies this same rule to the same chain, so execution stays identical);
   3. execute the txs against the registry state (node/registry), deterministically;
-  4. build the header: the Merkle log root after appending the tx encodings, the state root;
+  4. build the header: the Merkle log root after appending the tx encodings, the state root,
+     the receipts root, and the next set's digest when execution ended the epoch here;
   5. write block + txs + receipts + log nodes + state in ONE synced LevelDB batch
      (node/storage/store.py);
   6. only then: sign the header (node/commit/certifier.py), free the mempool, wake waiters.
@@ -24,10 +25,11 @@ from dataclasses import dataclass
 from kledger.consensus.types import Block
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
-from kledger.node.chain.header import Header
+from kledger.node.chain.header import ZERO_HASH, Header
 from kledger.node.chain.payload import decode_payload
 from kledger.node.chain.receipt import Receipt
 from kledger.node.chain.tx import SignedTx, TxBody, decode_body
+from kledger.node.proof.receipts import receipts_root
 from kledger.node.registry import BlockContext, Registry
 from kledger.node.storage.store import BlockRecord, LedgerStore
 
@@ -93,6 +95,13 @@ class Committer:
         outcome = self._registry.execute_block(self._store.view, unique, context)
         assert len(outcome.results) == len(unique)
         log_size, log_root = self._store.root_after([tx.encoding for tx, _ in unique])
+        # The receipts the store will write (node/storage/store.py asserts they agree).
+        first_leaf = log_size - len(unique)
+        expected_receipts = [
+            Receipt(block.height, first_leaf + offset, result)
+            for offset, result in enumerate(outcome.results)
+        ]
+        change = outcome.validator_change
         header = Header(
             chain_id=self._genesis.chain_id,
             epoch=block.epoch,
@@ -103,6 +112,8 @@ class Committer:
             tx_log_root=log_root,
             state_root=outcome.state_root,
             validator_set_hash=self._validators().digest(),
+            next_validator_set_hash=ZERO_HASH if change is None else change.digest(),
+            receipts_root=receipts_root(expected_receipts),
             proposer=block.proposer,
             timestamp_ms=block.timestamp_ms,
         )
@@ -111,6 +122,7 @@ class Committer:
             [tx for tx, _ in unique],
             outcome.results,
             outcome.writes,
+            change,
         )
         return CommittedHeight(
             header=header,

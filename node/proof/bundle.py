@@ -1,27 +1,36 @@
 """Certified proof bundles: what a verifier needs to check, offline and trusting only the genesis
-validator set, that a tx is in the ledger (inclusion) or that the ledger only grew (consistency).
+validator set (or a checkpoint, node/proof/epochs.py), that a tx is in the ledger with the
+result it got (inclusion) or that the ledger only grew (consistency).
 
 Inclusion bundle (JSON, hex for bytes):
 
-    {"format": "kledger-proof/v1", "chain_id": str,
+    {"format": "kledger-proof/v2", "chain_id": str,
      "leaf": HEX (leaf data = canonical encoding of the signed tx), "leaf_index": int,
      "tree_size": int, "audit_path": [HEX32, ...],
      "header": Header.to_json(), "certificate": CommitCertificate.to_json(),
-     "receipt": Receipt.to_json()}
+     "receipt": Receipt.to_json(),
+     "receipt_header": Header.to_json(),     the header of the tx's own block (receipt.height)
+     "receipt_certificate": CommitCertificate.to_json(),
+     "receipt_count": int,                   txs in that block (its receipts tree's size)
+     "receipt_path": [HEX32, ...],           the receipt's audit path to its receipts_root
+     "epoch_chain": [EpochLink.to_json(), ...]}
 
 Consistency bundle:
 
-    {"format": "kledger-consistency/v1", "chain_id": str,
+    {"format": "kledger-consistency/v2", "chain_id": str,
      "old_header": ..., "old_certificate": ..., "new_header": ..., "new_certificate": ...,
-     "proof": [HEX32, ...]}
+     "proof": [HEX32, ...], "epoch_chain": [...]}
 
 Checks, in order; the first failure is the answer (`*_problem` returns it, None = valid):
 chain id; leaf decodes to a signed tx of this chain whose Ed25519 signature verifies;
 tree_size == header.tx_log_size; the audit path leads from H(0x00 || leaf) to
-header.tx_log_root (RFC 9162 section 2.1.3.2); the certificate signs header.hash() with a quorum
-of distinct validators of the genesis. The receipt's height and leaf index must agree with the
-bundle; its result (status, message, output) is carried for the reader and is NOT covered by the
-certificate, because headers commit to the txs, not to their receipts.
+header.tx_log_root (RFC 9162 section 2.1.3.2); the receipt names this leaf and a height up to
+the header's; receipt_header is at that height and its block holds the leaf (the block's leaves
+end at its tx_log_size); H(0x00 || receipt encoding) leads by receipt_path to
+receipt_header.receipts_root (so status, message and output are certified); the epoch chain
+follows from the trusted set (node/proof/epochs.py); and each certificate signs its header with
+a quorum of the set of the header's epoch, the header's height lying in that epoch's span.
+Bundles of format v1 (v1 headers, receipts not certified) are refused by name.
 
 Malformed input (missing or ill-typed field, bad hex, wrong hash length) raises DecodeError
 naming the field; that is distinct from a well-formed bundle that fails a check.
@@ -33,14 +42,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from kledger.node.chain.genesis import Genesis
-from kledger.node.chain.header import CommitCertificate, Header, certificate_problem
+from kledger.node.chain.header import CommitCertificate, Header
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import check_signature, decode_body, decode_tx
 from kledger.node.errors import DecodeError, Refused
 from kledger.node.proof import merkle
+from kledger.node.proof.epochs import (
+    EpochLink,
+    FollowedEpochs,
+    TrustedEpoch,
+    chain_to_json,
+    follow_epochs,
+    parse_chain,
+)
 
-INCLUSION_FORMAT = "kledger-proof/v1"
-CONSISTENCY_FORMAT = "kledger-consistency/v1"
+INCLUSION_FORMAT = "kledger-proof/v2"
+CONSISTENCY_FORMAT = "kledger-consistency/v2"
+# Formats this verifier no longer reads, named when refused (never half-checked).
+OLD_FORMATS = {
+    "kledger-proof/v1": "v1 headers, receipts not certified",
+    "kledger-consistency/v1": "v1 headers",
+}
 # Leaf data beyond this is refused before decoding (a tx is at most genesis max_tx_bytes).
 MAX_LEAF_BYTES = 4 * 1024 * 1024
 
@@ -55,6 +77,11 @@ class InclusionBundle:
     header: Header
     certificate: CommitCertificate
     receipt: Receipt
+    receipt_header: Header
+    receipt_certificate: CommitCertificate
+    receipt_count: int
+    receipt_path: tuple[bytes, ...]
+    epoch_chain: tuple[EpochLink, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +94,11 @@ class InclusionBundle:
             "header": self.header.to_json(),
             "certificate": self.certificate.to_json(),
             "receipt": self.receipt.to_json(),
+            "receipt_header": self.receipt_header.to_json(),
+            "receipt_certificate": self.receipt_certificate.to_json(),
+            "receipt_count": self.receipt_count,
+            "receipt_path": [h.hex() for h in self.receipt_path],
+            "epoch_chain": chain_to_json(self.epoch_chain),
         }
 
     @staticmethod
@@ -82,6 +114,11 @@ class InclusionBundle:
             header=Header.from_json(value.get("header")),
             certificate=CommitCertificate.from_json(value.get("certificate")),
             receipt=_receipt(value.get("receipt")),
+            receipt_header=Header.from_json(value.get("receipt_header")),
+            receipt_certificate=CommitCertificate.from_json(value.get("receipt_certificate")),
+            receipt_count=parse_count(value, "receipt_count"),
+            receipt_path=parse_hashes(value.get("receipt_path"), "receipt_path"),
+            epoch_chain=parse_chain(value.get("epoch_chain")),
         )
 
 
@@ -93,6 +130,7 @@ class ConsistencyBundle:
     new_header: Header
     new_certificate: CommitCertificate
     proof: tuple[bytes, ...]
+    epoch_chain: tuple[EpochLink, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +141,7 @@ class ConsistencyBundle:
             "new_header": self.new_header.to_json(),
             "new_certificate": self.new_certificate.to_json(),
             "proof": [h.hex() for h in self.proof],
+            "epoch_chain": chain_to_json(self.epoch_chain),
         }
 
     @staticmethod
@@ -115,6 +154,7 @@ class ConsistencyBundle:
             new_header=Header.from_json(value.get("new_header")),
             new_certificate=CommitCertificate.from_json(value.get("new_certificate")),
             proof=parse_hashes(value.get("proof"), "proof"),
+            epoch_chain=parse_chain(value.get("epoch_chain")),
         )
 
 
@@ -122,7 +162,7 @@ def parse_bundle(value: Any) -> InclusionBundle | ConsistencyBundle:
     """Either kind of bundle, chosen by its "format". Raises DecodeError."""
     if not isinstance(value, dict):
         raise DecodeError("a bundle is a JSON object", "bundle")
-    if value.get("format") == CONSISTENCY_FORMAT:
+    if value.get("format") in (CONSISTENCY_FORMAT, "kledger-consistency/v1"):
         return ConsistencyBundle.from_json(value)
     return InclusionBundle.from_json(value)
 
@@ -130,8 +170,11 @@ def parse_bundle(value: Any) -> InclusionBundle | ConsistencyBundle:
 # ---- checks ---------------------------------------------------------------------------------
 
 
-def inclusion_problem(bundle: InclusionBundle, genesis: Genesis) -> str | None:
-    """The first check the bundle fails, or None when it proves the tx is in the ledger."""
+def inclusion_problem(
+    bundle: InclusionBundle, genesis: Genesis, trust: TrustedEpoch | None = None
+) -> str | None:
+    """The first check the bundle fails, or None when it proves the tx is in the ledger with
+    its receipt. `trust` defaults to the genesis set."""
     if bundle.chain_id != genesis.chain_id:
         return f"chain_id is {bundle.chain_id!r}, the genesis chain is {genesis.chain_id!r}"
     try:
@@ -164,10 +207,50 @@ def inclusion_problem(bundle: InclusionBundle, genesis: Genesis) -> str | None:
         return f"receipt leaf_index {receipt.leaf_index} is not the bundle's {bundle.leaf_index}"
     if not 0 < receipt.height <= header.height:
         return f"receipt height {receipt.height} is not in 1..{header.height}"
-    return _certificate_problem(bundle.certificate, header, genesis, "certificate")
+    problem = _receipt_problem(bundle, genesis.chain_id)
+    if problem:
+        return problem
+    followed = _followed(bundle.epoch_chain, genesis, trust)
+    if isinstance(followed, str):
+        return followed
+    return followed.header_problem(
+        bundle.certificate, header, "certificate"
+    ) or followed.header_problem(
+        bundle.receipt_certificate, bundle.receipt_header, "receipt_certificate"
+    )
 
 
-def consistency_problem(bundle: ConsistencyBundle, genesis: Genesis) -> str | None:
+def _receipt_problem(bundle: InclusionBundle, chain_id: str) -> str | None:
+    """The receipt is a leaf of the receipts tree of the tx's own block's header."""
+    receipt, block = bundle.receipt, bundle.receipt_header
+    if block.chain_id != chain_id:
+        return f"receipt_header is of chain {block.chain_id!r}"
+    if block.height != receipt.height:
+        return f"receipt_header is at height {block.height}, the receipt names {receipt.height}"
+    first_leaf = block.tx_log_size - bundle.receipt_count
+    if not 0 <= first_leaf <= receipt.leaf_index < block.tx_log_size:
+        return (
+            f"leaf {receipt.leaf_index} is not among the {bundle.receipt_count} txs of the "
+            f"block at height {block.height} (its leaves end at {block.tx_log_size})"
+        )
+    problem = merkle.inclusion_problem(
+        merkle.leaf_hash(receipt.encode()),
+        receipt.leaf_index - first_leaf,
+        bundle.receipt_count,
+        bundle.receipt_path,
+        block.receipts_root,
+    )
+    if problem:
+        return (
+            f"receipt of leaf {receipt.leaf_index} (status {receipt.result.status}) does not "
+            f"match receipts_root of header {block.height}: {problem}"
+        )
+    return None
+
+
+def consistency_problem(
+    bundle: ConsistencyBundle, genesis: Genesis, trust: TrustedEpoch | None = None
+) -> str | None:
     """The first check the bundle fails, or None when it proves the old certified log is a
     prefix of the new certified log."""
     if bundle.chain_id != genesis.chain_id:
@@ -183,25 +266,37 @@ def consistency_problem(bundle: ConsistencyBundle, genesis: Genesis) -> str | No
     )
     if problem:
         return f"consistency: {problem}"
-    return _certificate_problem(
-        bundle.old_certificate, old, genesis, "old_certificate"
-    ) or _certificate_problem(bundle.new_certificate, new, genesis, "new_certificate")
+    followed = _followed(bundle.epoch_chain, genesis, trust)
+    if isinstance(followed, str):
+        return followed
+    return followed.header_problem(
+        bundle.old_certificate, old, "old_certificate"
+    ) or followed.header_problem(bundle.new_certificate, new, "new_certificate")
 
 
-def bundle_problem(bundle: InclusionBundle | ConsistencyBundle, genesis: Genesis) -> str | None:
-    if isinstance(bundle, InclusionBundle):
-        return inclusion_problem(bundle, genesis)
-    return consistency_problem(bundle, genesis)
-
-
-def _certificate_problem(
-    cert: CommitCertificate, header: Header, genesis: Genesis, name: str
+def bundle_problem(
+    bundle: InclusionBundle | ConsistencyBundle,
+    genesis: Genesis,
+    trust: TrustedEpoch | None = None,
 ) -> str | None:
-    # Epoch changes are not certified yet: a verifier trusts exactly the genesis validator set.
-    if header.epoch != 0:
-        return f"{name}: header epoch {header.epoch} needs a certified epoch change"
-    problem = certificate_problem(cert, header, genesis.validator_set)
-    return f"{name}: {problem}" if problem else None
+    if isinstance(bundle, InclusionBundle):
+        return inclusion_problem(bundle, genesis, trust)
+    return consistency_problem(bundle, genesis, trust)
+
+
+def followed_epochs(
+    bundle: InclusionBundle | ConsistencyBundle,
+    genesis: Genesis,
+    trust: TrustedEpoch | None = None,
+) -> FollowedEpochs | str:
+    """The sets the bundle's epoch chain proves from the trust (or its first problem)."""
+    return _followed(bundle.epoch_chain, genesis, trust)
+
+
+def _followed(
+    chain: tuple[EpochLink, ...], genesis: Genesis, trust: TrustedEpoch | None
+) -> FollowedEpochs | str:
+    return follow_epochs(chain, trust or TrustedEpoch.of_genesis(genesis), genesis.chain_id)
 
 
 # ---- JSON field parsing ---------------------------------------------------------------------
@@ -210,6 +305,13 @@ def _certificate_problem(
 def _expect_format(value: Any, expected: str) -> None:
     if not isinstance(value, dict):
         raise DecodeError("a bundle is a JSON object", "bundle")
+    old = value.get("format")
+    if isinstance(old, str) and old in OLD_FORMATS:
+        raise DecodeError(
+            f"{old} ({OLD_FORMATS[old]}) is no longer read; this verifier reads "
+            f"{expected}: fetch the proof again from a node of this version",
+            "format",
+        )
     if value.get("format") != expected:
         raise DecodeError(f'must be "{expected}"', "format")
 

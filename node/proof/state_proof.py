@@ -1,7 +1,7 @@
 """State proof bundles: one registry state key, its value (or its absence) at a height, the
 sparse Merkle proof, and the certified header whose state_root it leads to.
 
-    {"format": "kledger-state-proof/v2",
+    {"format": "kledger-state-proof/v3",
      "key": HEX,                 the state key (e.g. hex of b"s/work/W1")
      "value": HEX | null,        canonical msgpack of the value; null proves absence
      "siblings": [[DEPTH, HEX], ...],   the non-empty siblings, depth 0 = below the root,
@@ -9,12 +9,13 @@ sparse Merkle proof, and the certified header whose state_root it leads to.
      "other_leaf": null | {"path": HEX, "value_hash": HEX},
                                  absence shown by another key's leaf where the key's path ends
      "header": Header.to_json(),
-     "certificate": CommitCertificate.to_json()}
+     "certificate": CommitCertificate.to_json(),
+     "epoch_chain": [EpochLink.to_json(), ...]}   the epoch-ending links before header.epoch
 
-A verifier needs only the genesis: the certificate must carry a quorum of the genesis validator
-set over the header hash, the header must be of the genesis chain, and the proof must lead to the
-header's state_root (node/proof/smt.py). Headers of later epochs need certified epoch changes, which
-this check does not follow: they fail with "header names another validator set".
+A verifier needs only the genesis (or a checkpoint): the header must be of the genesis chain,
+the proof must lead to the header's state_root (node/proof/smt.py), the epoch chain must follow
+from the trusted set (node/proof/epochs.py), and the certificate must carry a quorum of the set
+of the header's epoch over the header hash. A v2 bundle (v1 header) is refused by name.
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ from __future__ import annotations
 from typing import Any
 
 from kledger.node.chain.genesis import Genesis
-from kledger.node.chain.header import CommitCertificate, Header, certificate_problem
+from kledger.node.chain.header import CommitCertificate, Header
 from kledger.node.errors import DecodeError
 from kledger.node.proof import smt
+from kledger.node.proof.epochs import (
+    EpochLink,
+    FollowedEpochs,
+    TrustedEpoch,
+    chain_to_json,
+    follow_epochs,
+    parse_chain,
+)
 
-FORMAT = "kledger-state-proof/v2"
+FORMAT = "kledger-state-proof/v3"
+OLD_FORMAT = "kledger-state-proof/v2"
 BUNDLE_FIELDS = frozenset(
-    {"format", "key", "value", "siblings", "other_leaf", "header", "certificate"}
+    {"format", "key", "value", "siblings", "other_leaf", "header", "certificate", "epoch_chain"}
 )
 MAX_KEY_BYTES = 1_024
 
@@ -39,6 +49,8 @@ def build_bundle(
     proof: smt.Proof,
     header: Header,
     certificate: CommitCertificate,
+    *,
+    epoch_chain: tuple[EpochLink, ...] = (),
 ) -> dict[str, Any]:
     other = proof.other_leaf
     return {
@@ -51,6 +63,7 @@ def build_bundle(
         else {"path": other[0].hex(), "value_hash": other[1].hex()},
         "header": header.to_json(),
         "certificate": certificate.to_json(),
+        "epoch_chain": chain_to_json(epoch_chain),
     }
 
 
@@ -65,8 +78,13 @@ def _hex(value: Any, name: str) -> bytes:
 
 def parse_bundle(
     bundle: Any,
-) -> tuple[bytes, bytes | None, smt.Proof, Header, CommitCertificate]:
+) -> tuple[bytes, bytes | None, smt.Proof, Header, CommitCertificate, tuple[EpochLink, ...]]:
     """Raises ValueError naming what is malformed."""
+    if isinstance(bundle, dict) and bundle.get("format") == OLD_FORMAT:
+        raise ValueError(
+            f"{OLD_FORMAT} (v1 header, no epoch chain) is no longer read; this verifier reads "
+            f"{FORMAT}: fetch the proof again from a node of this version"
+        )
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise ValueError(f'"format" must be "{FORMAT}"')
     if set(bundle) != BUNDLE_FIELDS:
@@ -92,9 +110,10 @@ def parse_bundle(
     try:
         header = Header.from_json(bundle["header"])
         certificate = CommitCertificate.from_json(bundle["certificate"])
+        chain = parse_chain(bundle["epoch_chain"])
     except DecodeError as error:
         raise ValueError(error.message) from None
-    return key, value, smt.Proof(siblings, other_leaf), header, certificate
+    return key, value, smt.Proof(siblings, other_leaf), header, certificate, chain
 
 
 def _other_leaf(raw: Any) -> tuple[bytes, bytes] | None:
@@ -111,10 +130,23 @@ def _other_leaf(raw: Any) -> tuple[bytes, bytes] | None:
     return path, value_hash
 
 
-def state_bundle_problem(bundle: Any, genesis: Genesis) -> str | None:
+def state_epochs(
+    bundle: Any, genesis: Genesis, trust: TrustedEpoch | None = None
+) -> FollowedEpochs | str:
+    """The sets the bundle's epoch chain proves from the trust (or its first problem)."""
+    try:
+        chain = parse_bundle(bundle)[5]
+    except ValueError as error:
+        return f"malformed bundle: {error}"
+    return follow_epochs(chain, trust or TrustedEpoch.of_genesis(genesis), genesis.chain_id)
+
+
+def state_bundle_problem(
+    bundle: Any, genesis: Genesis, trust: TrustedEpoch | None = None
+) -> str | None:
     """Why `bundle` does not prove its key's value at its header, or None when it does."""
     try:
-        key, value, proof, header, certificate = parse_bundle(bundle)
+        key, value, proof, header, certificate, chain = parse_bundle(bundle)
     except ValueError as error:
         return f"malformed bundle: {error}"
     if header.chain_id != genesis.chain_id:
@@ -128,4 +160,7 @@ def state_bundle_problem(bundle: Any, genesis: Genesis) -> str | None:
         return (
             f"the proof of {what} leads to root {root.hex()[:16]}..., not the header's state_root"
         )
-    return certificate_problem(certificate, header, genesis.validator_set)
+    followed = follow_epochs(chain, trust or TrustedEpoch.of_genesis(genesis), genesis.chain_id)
+    if isinstance(followed, str):
+        return followed
+    return followed.header_problem(certificate, header, "certificate")

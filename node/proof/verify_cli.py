@@ -3,6 +3,11 @@
     kledger verify merkle FILE                  raw RFC 6962 inclusion or consistency proof
     kledger verify proof FILE --genesis FILE    certified inclusion or consistency bundle
     kledger verify state FILE --genesis FILE    certified registry state proof (presence/absence)
+    kledger verify fork A B --genesis FILE      two certified headers at one height: who signed both
+
+`proof`, `state` and `fork` follow the bundle's epoch chain from the genesis set, or from a
+checkpoint `--trust-epoch FILE` (node/proof/epochs.py); `proof` and `state` write the newest set
+they proved as such a checkpoint with `--export-trust FILE`.
 
 FILE is a path or `-` for stdin. Exit status, the same for every subcommand:
 
@@ -33,14 +38,17 @@ from kledger.node.proof.bundle import (
     MAX_LEAF_BYTES,
     ConsistencyBundle,
     bundle_problem,
+    followed_epochs,
     parse_bundle,
     parse_count,
     parse_hash,
     parse_hashes,
     parse_hex,
 )
+from kledger.node.proof.epochs import FollowedEpochs, TrustedEpoch
+from kledger.node.proof.fork import fork_evidence, parse_certified
 from kledger.node.proof.state_proof import parse_bundle as parse_state_bundle
-from kledger.node.proof.state_proof import state_bundle_problem
+from kledger.node.proof.state_proof import state_bundle_problem, state_epochs
 
 VALID, INVALID, MALFORMED = 0, 1, 2
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -81,6 +89,43 @@ def read_genesis(path: str) -> Genesis:
         return load_genesis(Path(path))
     except ValueError as exc:
         raise Malformed(f"--genesis {exc}") from None
+
+
+def read_trust(args: argparse.Namespace) -> TrustedEpoch | None:
+    """The --trust-epoch checkpoint, or None for the genesis set. Raises Malformed."""
+    if args.trust_epoch is None:
+        return None
+    try:
+        return TrustedEpoch.from_json(read_json(args.trust_epoch))
+    except DecodeError as exc:
+        raise Malformed(f"--trust-epoch {exc.message}") from None
+
+
+def export_trust(args: argparse.Namespace, followed: FollowedEpochs | str, chain_id: str) -> None:
+    """Write the newest proven set as a checkpoint (only for a valid bundle)."""
+    if args.export_trust is None or isinstance(followed, str):
+        return
+    document = json.dumps(followed.trust_after(chain_id).to_json(), indent=2, sort_keys=True)
+    try:
+        Path(args.export_trust).write_text(document + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise Malformed(f"--export-trust {args.export_trust}: cannot write ({exc})") from None
+
+
+def _trust_arguments(parser: argparse.ArgumentParser, *, export: bool) -> None:
+    parser.add_argument("--genesis", required=True, help="the genesis file you trust")
+    parser.add_argument(
+        "--trust-epoch",
+        metavar="FILE",
+        help="a checkpoint (kledger-trusted-epoch/v1) to start the epoch chain from, "
+        "instead of the genesis set",
+    )
+    if export:
+        parser.add_argument(
+            "--export-trust",
+            metavar="FILE",
+            help="when valid, write the newest validator set the bundle proved as a checkpoint",
+        )
 
 
 # ---- verify merkle --------------------------------------------------------------------------
@@ -130,12 +175,18 @@ def _run_merkle(args: argparse.Namespace) -> Verdict:
 
 def _proof_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="certified bundle JSON, or - for stdin")
-    parser.add_argument("--genesis", required=True, help="the genesis file you trust")
+    _trust_arguments(parser, export=True)
 
 
-def check_bundle(value: Any, genesis: Genesis) -> Verdict:
+def _epoch_words(followed: FollowedEpochs | str, epoch: int) -> str:
+    if isinstance(followed, str) or epoch == 0:
+        return ""
+    return f" (epoch {epoch}, followed through {len(followed.spans) - 1} epoch changes)"
+
+
+def check_bundle(value: Any, genesis: Genesis, trust: TrustedEpoch | None = None) -> Verdict:
     bundle = parse_bundle(value)
-    problem = bundle_problem(bundle, genesis)
+    problem = bundle_problem(bundle, genesis, trust)
     if isinstance(bundle, ConsistencyBundle):
         old, new = bundle.old_header, bundle.new_header
         summary = (
@@ -144,24 +195,35 @@ def check_bundle(value: Any, genesis: Genesis) -> Verdict:
         )
     else:
         signers = len(bundle.certificate.signatures)
+        result = bundle.receipt.result
+        output = json.dumps(result.output, ensure_ascii=False, sort_keys=True)
+        message = f" ({result.message})" if result.message else ""
         summary = (
             f"tx is leaf {bundle.leaf_index} of the log of size {bundle.tree_size} at height "
             f"{bundle.header.height} of {genesis.chain_id}, certified by {signers} validators"
+            f"{_epoch_words(followed_epochs(bundle, genesis, trust), bundle.header.epoch)}; "
+            f"its receipt, certified at height {bundle.receipt.height}: status "
+            f"{result.status}{message}, output {output}"
         )
     return Verdict(problem, summary)
 
 
 def _run_proof(args: argparse.Namespace) -> Verdict:
     genesis = read_genesis(args.genesis)
-    return check_bundle(read_json(args.file), genesis)
+    trust = read_trust(args)
+    value = read_json(args.file)
+    verdict = check_bundle(value, genesis, trust)
+    if verdict.problem is None:
+        export_trust(args, followed_epochs(parse_bundle(value), genesis, trust), genesis.chain_id)
+    return verdict
 
 
 # ---- verify state ---------------------------------------------------------------------------
 
 
 def _state_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="state proof bundle JSON (kledger-state-proof/v2), or -")
-    parser.add_argument("--genesis", required=True, help="the genesis file you trust")
+    parser.add_argument("file", help="state proof bundle JSON (kledger-state-proof/v3), or -")
+    _trust_arguments(parser, export=True)
 
 
 def _printable(value: Any) -> Any:
@@ -174,10 +236,10 @@ def _printable(value: Any) -> Any:
     return value
 
 
-def check_state(value: Any, genesis: Genesis) -> Verdict:
+def check_state(value: Any, genesis: Genesis, trust: TrustedEpoch | None = None) -> Verdict:
     """A registry key's value (or absence) at a certified height (node/proof/state_proof.py)."""
     try:
-        key, proven, _, header, _ = parse_state_bundle(value)
+        key, proven, _, header, _, _ = parse_state_bundle(value)
     except ValueError as exc:
         raise Malformed(f"state bundle: {exc}") from None
     name = key.decode("utf-8", errors="replace")
@@ -186,12 +248,45 @@ def check_state(value: Any, genesis: Genesis) -> Verdict:
     else:
         decoded = json.dumps(_printable(canonical.decode(proven)), ensure_ascii=False)
         summary = f"{name} at height {header.height} of {genesis.chain_id} = {decoded}"
-    return Verdict(state_bundle_problem(value, genesis), summary)
+    return Verdict(state_bundle_problem(value, genesis, trust), summary)
 
 
 def _run_state(args: argparse.Namespace) -> Verdict:
     genesis = read_genesis(args.genesis)
-    return check_state(read_json(args.file), genesis)
+    trust = read_trust(args)
+    value = read_json(args.file)
+    verdict = check_state(value, genesis, trust)
+    if verdict.problem is None:
+        export_trust(args, state_epochs(value, genesis, trust), genesis.chain_id)
+    return verdict
+
+
+# ---- verify fork ----------------------------------------------------------------------------
+
+
+def _fork_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("first", help="a certified header JSON ({header, certificate}), a bundle")
+    parser.add_argument("second", help="the other certified header at the same height")
+    _trust_arguments(parser, export=False)
+
+
+def _run_fork(args: argparse.Namespace) -> Verdict:
+    """Valid when the two headers are certified, at one height, with different hashes: the
+    summary names the validators whose signatures are on both (each broke safety)."""
+    genesis = read_genesis(args.genesis)
+    trust = read_trust(args)
+    first = parse_certified(read_json(args.first), "first")
+    second = parse_certified(read_json(args.second), "second")
+    evidence = fork_evidence(first, second, genesis, trust)
+    if isinstance(evidence, str):
+        return Verdict(evidence, "")
+    both = ", ".join(evidence.signed_both) or "nobody (the sets differ)"
+    return Verdict(
+        None,
+        f"fork at height {evidence.height} of {genesis.chain_id}: headers "
+        f"{evidence.hashes[0].hex()[:16]}... and {evidence.hashes[1].hex()[:16]}... are both "
+        f"certified; signed both: {both}",
+    )
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -215,6 +310,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "check a certified state proof (registry key present or absent)",
         _state_arguments,
         _run_state,
+    ),
+    "fork": Subcommand(
+        "check fork evidence: two certified headers at one height, and who signed both",
+        _fork_arguments,
+        _run_fork,
     ),
 }
 

@@ -29,6 +29,7 @@ from kledger.node.storage import keyspace
 _HEIGHT = "height"
 _HASH = "hash"
 _NAME = "name"
+_EPOCH = "epoch"
 _FAMILIES: tuple[tuple[bytes, str, str], ...] = (
     (keyspace.BLOCK + b"h", "block record (b/h)", _HEIGHT),
     (keyspace.BLOCK + b"c", "block body (b/c)", _HEIGHT),
@@ -38,6 +39,7 @@ _FAMILIES: tuple[tuple[bytes, str, str], ...] = (
     (keyspace.MERKLE, "Merkle log node (m/)", _HASH),
     (keyspace.STATE, "registry state (s/)", _NAME),
     (keyspace.SMT, "state tree node (z/)", _HASH),
+    (keyspace.EPOCH, "epoch index (e/)", _EPOCH),
     (keyspace.SAFETY, "consensus safety data (v/)", _NAME),
     (keyspace.META, "store metadata (x/)", _NAME),
 )
@@ -50,6 +52,8 @@ def describe_key(key: bytes) -> str:
             rest = key[len(prefix) :]
             if form == _HEIGHT and len(rest) == 8:
                 return f"{family} at height {int.from_bytes(rest, 'big')}"
+            if form == _EPOCH and len(rest) == 8:
+                return f"{family} of epoch {int.from_bytes(rest, 'big')}"
             if form == _HASH and not (rest.isascii() and rest.isalpha()):
                 return f"{family} {rest[:40].hex()}"
             return f"{family} {rest[:64]!r}"

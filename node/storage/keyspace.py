@@ -15,6 +15,7 @@ TX = b"t/"  # tx hash -> tx encoding + receipt
 MERKLE = b"m/"  # Merkle log nodes and leaves
 STATE = b"s/"  # registry state: s/<family>/<key> -> canonical value
 SMT = b"z/"  # sparse Merkle tree nodes over the registry state
+EPOCH = b"e/"  # ending epoch (8 bytes BE) -> its last height and the next epoch's set
 SAFETY = b"v/"  # consensus safety data (highest vote, lock, last vote)
 META = b"x/"  # store metadata (format version, genesis digest, last height, ...)
 

@@ -1,11 +1,20 @@
-"""Certified proofs read from the store: inclusion and consistency bundles (their format and
-their verification are kledger.node.proof.bundle, which needs no store)."""
+"""Certified proofs read from the store: inclusion and consistency bundles and the epoch chain
+each carries (their format and their verification are kledger.node.proof.bundle and
+kledger.node.proof.epochs, which need no store).
+
+Rules kept here:
+- A bundle carries the links of the epochs before the newest header it certifies, read from the
+  store's epoch index; at most MAX_EPOCH_LINKS (the last ones): a verifier of an older start
+  passes a checkpoint (docs/design.md §7.4). Building one costs three reads per link.
+- The receipt is proven against the header of the tx's own block, which must be certified.
+"""
 
 from __future__ import annotations
 
 from kledger.node.chain.header import CommitCertificate, Header
 from kledger.node.errors import Refused, Status
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
+from kledger.node.proof.epochs import MAX_EPOCH_LINKS, EpochLink
 from kledger.node.storage.store import LedgerStore
 
 
@@ -27,6 +36,12 @@ def build_inclusion_bundle(
             f"{header.height} does not cover it yet",
             "tx_hash",
         )
+    block_header, block_cert = _certified(store, receipt.height)
+    found_tree = store.receipts_tree(receipt.height)
+    assert found_tree is not None, f"no receipts at committed height {receipt.height}"
+    receipts, tree = found_tree
+    offset = receipt.leaf_index - (block_header.tx_log_size - len(receipts))
+    assert 0 <= offset < len(receipts) and receipts[offset] == receipt, "receipt out of place"
     path = store.inclusion_proof(receipt.leaf_index, header.tx_log_size)
     return InclusionBundle(
         chain_id=store.genesis.chain_id,
@@ -37,6 +52,11 @@ def build_inclusion_bundle(
         header=header,
         certificate=cert,
         receipt=receipt,
+        receipt_header=block_header,
+        receipt_certificate=block_cert,
+        receipt_count=len(receipts),
+        receipt_path=tuple(tree.inclusion_path(offset)),
+        epoch_chain=build_epoch_chain(store, header.epoch),
     )
 
 
@@ -53,8 +73,27 @@ def build_consistency_bundle(
         raise Refused(Status.FAILED_PRECONDITION, "the log was empty at that height", "old_height")
     proof = store.consistency_proof(old_header.tx_log_size, new_header.tx_log_size)
     return ConsistencyBundle(
-        store.genesis.chain_id, old_header, old_cert, new_header, new_cert, tuple(proof)
+        store.genesis.chain_id,
+        old_header,
+        old_cert,
+        new_header,
+        new_cert,
+        tuple(proof),
+        build_epoch_chain(store, new_header.epoch),
     )
+
+
+def build_epoch_chain(store: LedgerStore, epoch: int) -> tuple[EpochLink, ...]:
+    """The links of the epochs before `epoch` (the last MAX_EPOCH_LINKS of them), each the
+    epoch's last header with its certificate and the next set. UNAVAILABLE while an
+    epoch-ending header has no certificate yet."""
+    links: list[EpochLink] = []
+    for end in store.epoch_ends(max(0, epoch - MAX_EPOCH_LINKS)):
+        if end.epoch >= epoch:
+            break
+        header, cert = _certified(store, end.last_height)
+        links.append(EpochLink(header, cert, end.next_validators))
+    return tuple(links)
 
 
 def _certified(store: LedgerStore, height: int | None) -> tuple[Header, CommitCertificate]:

@@ -8,6 +8,8 @@ Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so 
     B/<header hash>  height
     t/<tx hash>      canonical [tx encoding, receipt bytes]
     c/<height>       commit certificate (CommitCertificate.encode())
+    e/<epoch>        canonical {"last_height", "next_epoch", "validators": [[org, key], ...]}:
+                     the epoch's last block and the set that follows it (written with that block)
     m/...            Merkle log (node/storage/merkle_log.py)
     s/..., z/...     registry state and its sparse Merkle tree (written by the registry)
     v/safety         consensus safety data (opaque bytes)
@@ -18,18 +20,24 @@ Rules it keeps:
   nodes, state writes, metadata) go into ONE WriteBatch(sync=True): a crash leaves all or none.
   In-memory state (last header, log frontier) changes only after that batch was written.
 - Heights are contiguous from genesis (0); each header names its parent's hash; each header's
-  tx_log_size/tx_log_root are the log after its block's txs; a tx hash is stored at most once.
+  tx_log_size/tx_log_root are the log after its block's txs, its receipts_root the root over its
+  receipts; a tx hash is stored at most once.
+- An epoch ends at the block whose header names a next set (next_validator_set_hash); the epoch
+  index entry for it goes into that block's batch, so index and headers never disagree.
 - On open the store checks itself and refuses, with StoreCorrupt naming the problem, a store
   that does not add up: genesis digest and genesis header, every header's height and parent
   link (or those of the last `check_blocks`), the hash index, tx counts, log size and root
   against the last header, the last block's leaves against its txs, and the latest
-  certificate's header hash. `deep_check=True` also recomputes every log node from the tx
+  certificate's header hash, and every epoch index entry against the header it names.
+  `deep_check=True` also recomputes every log node from the tx
   encodings and every header's root (O(n)).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +45,7 @@ from typing import Any
 
 import plyvel
 
+from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain import canonical
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.header import HASH_BYTES, ZERO_HASH, CommitCertificate, Header
@@ -44,15 +53,20 @@ from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import SignedTx, decode_tx
 from kledger.node.errors import DecodeError, StoreCorrupt
 from kledger.node.proof import merkle
+from kledger.node.proof.receipts import receipts_root, receipts_tree
 from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.checked_db import CheckedDB, CheckedReads
 from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
 
-FORMAT = b"kledger-store/v2"
+FORMAT = b"kledger-store/v3"
 # v1 kept the state tree content-addressed (records by hash); v2 keeps it by position and
-# version (node/storage/state_tree.py). A v1 store is refused by name, never converted.
-OLD_FORMATS = {b"kledger-store/v1": "state tree stored by hash"}
+# version (node/storage/state_tree.py); v3 stores header format v2 (next_validator_set_hash,
+# receipts_root) and the epoch index. An older store is refused by name, never converted.
+OLD_FORMATS = {
+    b"kledger-store/v1": "state tree stored by hash",
+    b"kledger-store/v2": "headers of format v1, without next_validator_set_hash and receipts_root",
+}
 FORMAT_KEY = keyspace.META + b"format"
 GENESIS_KEY = keyspace.META + b"genesis"
 LAST_HEIGHT_KEY = keyspace.META + b"last_height"
@@ -72,6 +86,8 @@ BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 # snappy) cost 288 us/tx of background CPU; these settings 51 us/tx, for about 35 % more disk
 # and up to two write buffers of memory. CPU is what binds a node on this machine.
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+# Receipt trees of recent heights kept for receipt proofs (LedgerStore.receipts_tree).
+RECEIPT_TREES_CACHED = 16
 TABLE_FILE_BYTES = 32 * 1024 * 1024
 
 
@@ -91,6 +107,58 @@ def _height_key(prefix: bytes, height: int) -> bytes:
 
 def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class EpochEnd:
+    """An epoch's last block and the set that follows it (the store's epoch index)."""
+
+    epoch: int
+    last_height: int
+    next_validators: ValidatorSet
+
+    def encode(self) -> bytes:
+        return canonical.encode(
+            {
+                "last_height": self.last_height,
+                "next_epoch": self.next_validators.epoch,
+                "validators": [[v.node_id, v.public_key] for v in self.next_validators.validators],
+            }
+        )
+
+    @staticmethod
+    def decode(epoch: int, data: bytes) -> EpochEnd:
+        """Raises DecodeError when the record is not an epoch index entry."""
+        value = canonical.decode(data)
+        if not isinstance(value, dict) or set(value) != {"last_height", "next_epoch", "validators"}:
+            raise DecodeError("not an epoch index entry", "epoch")
+        last_height, next_epoch, members = (
+            value["last_height"],
+            value["next_epoch"],
+            value["validators"],
+        )
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (last_height, next_epoch)
+        ):
+            raise DecodeError("last_height and next_epoch must be integers", "epoch")
+        if not isinstance(members, list) or not all(
+            isinstance(m, list)
+            and len(m) == 2
+            and isinstance(m[0], str)
+            and isinstance(m[1], bytes)
+            and len(m[1]) == HASH_BYTES
+            for m in members
+        ):
+            raise DecodeError("validators must be [[org, 32-byte key], ...]", "epoch.validators")
+        try:
+            validators = ValidatorSet.of(next_epoch, [(m[0], m[1]) for m in members])
+        except ValueError as exc:
+            raise DecodeError(str(exc), "epoch.validators") from None
+        return EpochEnd(epoch, last_height, validators)
+
+
+def _epoch_key(epoch: int) -> bytes:
+    return _height_key(keyspace.EPOCH, epoch)
 
 
 HEADERS = keyspace.BLOCK + b"h"  # b/h<height> -> header and tx hashes (walked at open)
@@ -206,6 +274,10 @@ class LedgerStore:
         self.view = LevelView(db, self._page_cache)
         self._log = log
         self._last_header = last_header
+        self._receipt_trees: OrderedDict[int, tuple[tuple[Receipt, ...], merkle.MemoryTree]] = (
+            OrderedDict()
+        )
+        self._receipt_trees_lock = threading.Lock()
 
     # ---- opening and self-check -----------------------------------------------------------
 
@@ -292,6 +364,7 @@ class LedgerStore:
             )
         store._check_tip_leaves(header.height)
         store._check_latest_certificate()
+        store._check_epoch_index()
         if deep_check:
             store._check_deep()
         return store
@@ -326,6 +399,26 @@ class LedgerStore:
         assert cert is not None and header is not None
         if cert.header_hash != header.hash():
             raise StoreCorrupt(f"{self._path}: certificate at height {height} signs another header")
+
+    def _check_epoch_index(self) -> None:
+        """Entries are epochs 0, 1, ... with rising last heights, each naming a stored header
+        whose next_validator_set_hash is the digest of the set the entry holds."""
+        previous = -1
+        for expected, end in enumerate(self.epoch_ends()):
+            if end.epoch != expected:
+                raise StoreCorrupt(f"{self._path}: epoch index has no entry for epoch {expected}")
+            header = self.header(end.last_height)
+            if end.last_height <= previous or header is None:
+                raise StoreCorrupt(
+                    f"{self._path}: epoch index entry of epoch {end.epoch} names height "
+                    f"{end.last_height}, which is not a later stored height"
+                )
+            if header.next_validator_set_hash != end.next_validators.digest():
+                raise StoreCorrupt(
+                    f"{self._path}: epoch index entry of epoch {end.epoch} holds a set whose "
+                    f"digest is not the next_validator_set_hash of height {end.last_height}"
+                )
+            previous = end.last_height
 
     def _check_deep(self) -> None:
         """O(n): rebuild the whole log from the tx encodings and compare every stored node and
@@ -423,6 +516,51 @@ class LedgerStore:
             out.append(found[0])
         return out
 
+    def block_receipts(self, height: int) -> list[Receipt]:
+        """The receipts of a height's txs in tx order: the leaves of its receipts_root."""
+        found = self.receipts_tree(height)
+        return [] if found is None else list(found[0])
+
+    def receipts_tree(self, height: int) -> tuple[tuple[Receipt, ...], merkle.MemoryTree] | None:
+        """A height's receipts and their RFC 6962 tree, checked against the header's
+        receipts_root (one check covers every receipt record of the block, so the tx records
+        need not be decoded). The last RECEIPT_TREES_CACHED are kept: clients ask for proofs
+        of the txs of one recent block together, and a block of 2000 txs costs ~100 ms."""
+        with self._receipt_trees_lock:
+            cached = self._receipt_trees.get(height)
+            if cached is not None:
+                self._receipt_trees.move_to_end(height)
+                return cached
+        block = self._block(height)
+        if block is None:
+            return None
+        receipts = tuple(self._read_receipt(height, tx_hash) for tx_hash in block.tx_hashes)
+        tree = receipts_tree(receipts)
+        if tree.root() != block.header.receipts_root:
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: tx record (t/) of height {height}: its "
+                    "receipts do not hash to the receipts_root of the header there"
+                )
+            )
+        with self._receipt_trees_lock:
+            self._receipt_trees[height] = (receipts, tree)
+            while len(self._receipt_trees) > RECEIPT_TREES_CACHED:
+                self._receipt_trees.popitem(last=False)
+        return receipts, tree
+
+    def _read_receipt(self, height: int, tx_hash: bytes) -> Receipt:
+        raw = self._db.get(keyspace.TX + tx_hash)
+        if raw is None:
+            raise StoreCorrupt(f"{self._path}: tx {tx_hash.hex()} of height {height} is missing")
+        try:
+            value = canonical.decode(raw)
+            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], bytes)):
+                raise DecodeError("not [tx, receipt]", "tx record")
+            return Receipt.decode(value[1])
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{self._path}: tx record {tx_hash.hex()}: {exc}") from None
+
     def height_of(self, header_hash: bytes) -> int | None:
         raw = self._db.get(keyspace.BLOCK_BY_HASH + header_hash)
         return None if raw is None else int.from_bytes(raw, "big")
@@ -489,6 +627,29 @@ class LedgerStore:
             )
         return cert
 
+    def epoch_end(self, epoch: int) -> EpochEnd | None:
+        """The last block of `epoch` and the set after it, or None while the epoch runs."""
+        if not 0 <= epoch < 2**64:
+            return None
+        raw = self._db.get(_epoch_key(epoch))
+        return None if raw is None else self._decode_epoch_end(epoch, raw)
+
+    def epoch_ends(self, first_epoch: int = 0) -> Iterator[EpochEnd]:
+        """The epoch index from `first_epoch` on, in epoch order."""
+        start = _epoch_key(max(0, first_epoch))
+        for key, raw in self._db.iterator(start=start, stop=keyspace.EPOCH + b"\xff" * 9):
+            yield self._decode_epoch_end(int.from_bytes(key[len(keyspace.EPOCH) :], "big"), raw)
+
+    def _decode_epoch_end(self, epoch: int, raw: bytes) -> EpochEnd:
+        try:
+            return EpochEnd.decode(epoch, raw)
+        except DecodeError as exc:
+            raise self._db.report(
+                StoreCorrupt(
+                    f"{self._path}: damaged record: epoch index (e/) of epoch {epoch}: {exc}"
+                )
+            ) from None
+
     def latest_certified_height(self) -> int:
         """The highest height with a stored certificate (0 if none)."""
         for key in self._db.iterator(
@@ -520,8 +681,10 @@ class LedgerStore:
         txs: Sequence[SignedTx],
         results: Sequence[TxResult],
         state_writes: keyspace.WriteSet,
+        validator_change: ValidatorSet | None = None,
     ) -> PreparedCommit:
-        """Build the one WriteBatch of a block commit without writing it."""
+        """Build the one WriteBatch of a block commit without writing it. `validator_change`
+        is the next epoch's set when this block ends its epoch (its header names the set)."""
         header = record.header
         last = self._last_header
         assert header.height == last.height + 1, f"height {header.height} after {last.height}"
@@ -545,7 +708,19 @@ class LedgerStore:
             Receipt(header.height, plan.old_size + offset, result)
             for offset, result in enumerate(results)
         ]
+        assert header.receipts_root == receipts_root(receipts), "header receipts_root is wrong"
+        expected_next = ZERO_HASH if validator_change is None else validator_change.digest()
+        assert header.next_validator_set_hash == expected_next, (
+            "header next_validator_set_hash does not name the validator change"
+        )
         batch = self._db.write_batch(sync=True)
+        if validator_change is not None:
+            ended = validator_change.epoch - 1
+            assert ended >= 0 and self.epoch_end(ended) is None, f"epoch {ended} ends twice"
+            assert ended == 0 or self.epoch_end(ended - 1) is not None, (
+                f"epoch {ended} ends before epoch {ended - 1}"
+            )
+            batch.put(_epoch_key(ended), EpochEnd(ended, header.height, validator_change).encode())
         batch.put(_height_key(HEADERS, header.height), block.encode())
         batch.put(_height_key(BODIES, header.height), _encode_body(record))
         batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(header.height))
@@ -567,9 +742,10 @@ class LedgerStore:
         txs: Sequence[SignedTx],
         results: Sequence[TxResult],
         state_writes: keyspace.WriteSet,
+        validator_change: ValidatorSet | None = None,
     ) -> list[Receipt]:
         """Commit a block and everything it changes in one synced WriteBatch."""
-        return self.prepare_commit(record, txs, results, state_writes).apply()
+        return self.prepare_commit(record, txs, results, state_writes, validator_change).apply()
 
     def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
         self._log.install(plan)
@@ -780,6 +956,8 @@ def _genesis_header(genesis: Genesis, state_root: bytes) -> Header:
         tx_log_root=merkle.EMPTY_ROOT,
         state_root=state_root,
         validator_set_hash=genesis.validator_set.digest(),
+        next_validator_set_hash=ZERO_HASH,
+        receipts_root=merkle.EMPTY_ROOT,
         proposer="",
         timestamp_ms=genesis.genesis_time_ms,
     )

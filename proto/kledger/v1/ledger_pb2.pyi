@@ -335,8 +335,63 @@ class GetInclusionProofRequest(_message.Message):
 Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
 
 @_typing.final
+class EpochLink(_message.Message):
+    """One ended epoch: its last header (naming the next set), that header's certificate by the
+    ending epoch's set, and the next set (docs/design.md §7.4).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    NEXT_EPOCH_FIELD_NUMBER: _builtins.int
+    NEXT_VALIDATORS_FIELD_NUMBER: _builtins.int
+    header: _builtins.bytes
+    certificate: _builtins.bytes
+    next_epoch: _builtins.int
+    @_builtins.property
+    def next_validators(self) -> _containers.RepeatedCompositeFieldContainer[Global___Validator]: ...
+    def __init__(
+        self,
+        *,
+        header: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+        next_epoch: _builtins.int = ...,
+        next_validators: _abc.Iterable[Global___Validator] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "header", b"header", "next_epoch", b"next_epoch", "next_validators", b"next_validators"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EpochLink: _TypeAlias = EpochLink  # noqa: Y015
+
+@_typing.final
+class Validator(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    org: _builtins.str
+    public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        org: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org", b"org", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Validator: _TypeAlias = Validator  # noqa: Y015
+
+@_typing.final
 class InclusionProof(_message.Message):
-    """Converts 1:1 to the JSON bundle {"format": "kledger-proof/v1", ...} that
+    """Converts 1:1 to the JSON bundle {"format": "kledger-proof/v2", ...} that
     `kledger verify proof` checks.
     """
 
@@ -350,16 +405,31 @@ class InclusionProof(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    RECEIPT_HEADER_FIELD_NUMBER: _builtins.int
+    RECEIPT_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    RECEIPT_COUNT_FIELD_NUMBER: _builtins.int
+    RECEIPT_PATH_FIELD_NUMBER: _builtins.int
+    EPOCH_CHAIN_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     leaf: _builtins.bytes
     leaf_index: _builtins.int
     tree_size: _builtins.int
     header: _builtins.bytes
     certificate: _builtins.bytes
+    receipt_header: _builtins.bytes
+    """The tx's own block: its certified header and the receipt's path to its receipts_root."""
+    receipt_certificate: _builtins.bytes
+    receipt_count: _builtins.int
     @_builtins.property
     def audit_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property
     def receipt(self) -> Global___Receipt: ...
+    @_builtins.property
+    def receipt_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def epoch_chain(self) -> _containers.RepeatedCompositeFieldContainer[Global___EpochLink]:
+        """The epoch-ending links before the header's epoch (at most 64, the last ones)."""
+
     def __init__(
         self,
         *,
@@ -371,10 +441,15 @@ class InclusionProof(_message.Message):
         header: _builtins.bytes = ...,
         certificate: _builtins.bytes = ...,
         receipt: Global___Receipt | None = ...,
+        receipt_header: _builtins.bytes = ...,
+        receipt_certificate: _builtins.bytes = ...,
+        receipt_count: _builtins.int = ...,
+        receipt_path: _abc.Iterable[_builtins.bytes] | None = ...,
+        epoch_chain: _abc.Iterable[Global___EpochLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_path", b"audit_path", "certificate", b"certificate", "chain_id", b"chain_id", "header", b"header", "leaf", b"leaf", "leaf_index", b"leaf_index", "receipt", b"receipt", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_path", b"audit_path", "certificate", b"certificate", "chain_id", b"chain_id", "epoch_chain", b"epoch_chain", "header", b"header", "leaf", b"leaf", "leaf_index", b"leaf_index", "receipt", b"receipt", "receipt_certificate", b"receipt_certificate", "receipt_count", b"receipt_count", "receipt_header", b"receipt_header", "receipt_path", b"receipt_path", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -412,6 +487,7 @@ class ConsistencyProof(_message.Message):
     PROOF_FIELD_NUMBER: _builtins.int
     OLD_HEADER_FIELD_NUMBER: _builtins.int
     NEW_HEADER_FIELD_NUMBER: _builtins.int
+    EPOCH_CHAIN_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     old_size: _builtins.int
     new_size: _builtins.int
@@ -421,6 +497,8 @@ class ConsistencyProof(_message.Message):
     def old_header(self) -> Global___CertifiedHeader: ...
     @_builtins.property
     def new_header(self) -> Global___CertifiedHeader: ...
+    @_builtins.property
+    def epoch_chain(self) -> _containers.RepeatedCompositeFieldContainer[Global___EpochLink]: ...
     def __init__(
         self,
         *,
@@ -430,10 +508,11 @@ class ConsistencyProof(_message.Message):
         proof: _abc.Iterable[_builtins.bytes] | None = ...,
         old_header: Global___CertifiedHeader | None = ...,
         new_header: Global___CertifiedHeader | None = ...,
+        epoch_chain: _abc.Iterable[Global___EpochLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["new_header", b"new_header", "old_header", b"old_header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "new_header", b"new_header", "new_size", b"new_size", "old_header", b"old_header", "old_size", b"old_size", "proof", b"proof"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "epoch_chain", b"epoch_chain", "new_header", b"new_header", "new_size", b"new_size", "old_header", b"old_header", "old_size", b"old_size", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
