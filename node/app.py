@@ -148,7 +148,7 @@ class Node:
         self.certifier = Certifier(
             self.validators, self._save_certificate, executed_height=self.store.last_height()
         )
-        self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
+        self.committer = Committer(self.store, self.registry, self.genesis)
         self.commit_pipeline = CommitPipeline(self.committer)
         core_config = config.core_config()
         self.payloads = MempoolPayloads(

@@ -198,6 +198,10 @@ class Registry:
             validator_change=marker,
         )
 
+    def current_set(self, view: ReadView) -> ValidatorSet:
+        """The set of the epoch the executed state is in (state.VALIDATORS_KEY)."""
+        return governance.validator_set_of(governance.current_validators(StateReader(view)))
+
     def validators_of_epoch(self, view: ReadView, epoch: int) -> ValidatorSet | None:
         """The set of `epoch` from the executed state's history, or None if not reached yet."""
         record = StateReader(view).get(state.epoch_validators_key(epoch))
