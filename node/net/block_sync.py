@@ -4,10 +4,15 @@ applies them (docs/design.md §4.7).
 Trust nothing the peer says. The core hands over a target QC it has verified, which commits
 block G. Fetched blocks must extend our last stored block one height at a time, each naming the
 previous one's id as parent. A run of fetched blocks is applied only when a QC that verifies under
-the current validator set commits the run's last block: either the target itself or the QC the
+its epoch's validator set commits the run's last block: either the target itself or the QC the
 peer stored with that block. Block ids hash the whole block, payload included, so the parent-id
 chain down from a committed block authenticates every block of the run. A peer can withhold
 blocks or stop early; it cannot make us apply a block that was not committed.
+
+Epochs (docs/design.md §4.8): a run never crosses an epoch's end. A fetched marker block (the
+epoch's last) ends the sync: it is applied once a QC that commits exactly it verifies, and the
+core then starts the next epoch on it (SyncDone), asking again from there. Each QC is checked
+with the set of its own epoch (`verify_qc` is the node's epoch-aware check).
 
 Blocks are applied through the node's commit pipeline (node/commit/pipeline.py), one at a time
 with the consensus commits, on its worker thread: sync and consensus never write at once, and a
@@ -22,6 +27,7 @@ from functools import partial
 
 from kledger.consensus import Block, DecodeError, QuorumCert
 from kledger.consensus.validators import NodeId
+from kledger.node.chain.payload import epoch_change_of
 from kledger.node.commit.committer import CommittedHeight
 from kledger.node.commit.pipeline import CommitPipeline
 from kledger.node.net.peer_transport import SyncedBlockData
@@ -78,7 +84,14 @@ class BlockSync:
             run.append((block, synced))
             previous_id, expected_height = block.id, expected_height + 1
             qc = self._committing_qc(block, synced, target)
+            ends_epoch = epoch_change_of(block) is not None
             if qc is None:
+                if ends_epoch:
+                    # Nothing past an epoch's end is fetched before the next epoch starts; a
+                    # marker whose stored QC commits a suffix block (not stored) is left to
+                    # consensus (EpochRequest), which learns the ending certificate.
+                    log_event(log, "sync_stopped_at_epoch_end", peer=peer, height=block.height)
+                    break
                 continue  # not yet proven committed: keep fetching until a QC covers the run
             encoded_qc = qc.encode()
             for queued, data in run:
@@ -88,6 +101,8 @@ class BlockSync:
                 applied.append(queued)
             run.clear()
             result = (block, qc, tuple(applied))
+            if ends_epoch:
+                break  # the core starts the next epoch on this block, then syncs again
         return result
 
     def _announce(self, committed: CommittedHeight, *, certificate: bytes) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain import canonical
@@ -211,7 +212,7 @@ class Registry:
         """The decided next set with every new key announced (the marker to propose)."""
         return governance.ready_next_set(StateReader(view))
 
-    def next_set_record(self, view: ReadView) -> dict[str, object] | None:
+    def next_set_record(self, view: ReadView) -> dict[str, Any] | None:
         """The pending decision as stored (epoch, validators, decided_height, waiting_for)."""
-        record: dict[str, object] | None = StateReader(view).get(state.NEXT_VALIDATORS_KEY)
+        record: dict[str, Any] | None = StateReader(view).get(state.NEXT_VALIDATORS_KEY)
         return record
