@@ -295,6 +295,7 @@ class Node:
             genesis_id=genesis_block(
                 self.genesis.chain_id, self.genesis.validator_set, self.genesis.genesis_time_ms
             )[0].id,
+            ready_marker=self.epochs.ready_next_set,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None

@@ -157,9 +157,17 @@ def test_joining_orgs_and_the_next_set_while_a_change_is_pending(chain: Chain) -
     assert ready is not None and ready.size == 7
 
 
-def test_block_sync_stops_at_an_epoch_marker(chain: Chain, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("suffix_qc", "honest_marker"), [(False, True), (True, True), (True, False)]
+)
+def test_block_sync_stops_at_an_epoch_marker(
+    chain: Chain, tmp_path: Path, suffix_qc: bool, honest_marker: bool
+) -> None:
+    """A marker is applied with a QC committing exactly it, or one of its epoch committing a
+    block of its empty suffix, and only when it names the ready next set of the follower's
+    executed state; nothing past it is applied."""
     chain.remove_kepa()
-    marker = chain.block(0, encode_epoch_change(FIVE))
+    marker = chain.block(0, encode_epoch_change(FIVE), qc_commits_height_above=int(suffix_qc))
     chain.block(1, encode_payload([chain.tx("KOMCA/client", "RegisterParty", {"x": 1})]))
     follower = Chain(tmp_path / "follower")
     applied: list[int] = []
@@ -172,6 +180,10 @@ def test_block_sync_stops_at_an_epoch_marker(chain: Chain, tmp_path: Path) -> No
                 height, record.consensus_block, record.commit_qc, record.header.encode(), b""
             )
 
+    def ready() -> ValidatorSet | None:
+        found = follower.registry.ready_next_set(follower.store.view)
+        return found if honest_marker else SIX
+
     async def run() -> Any:
         pipeline = CommitPipeline(follower.committer)
         sync = BlockSync(
@@ -181,6 +193,7 @@ def test_block_sync_stops_at_an_epoch_marker(chain: Chain, tmp_path: Path) -> No
             verify_qc=lambda qc: True,
             on_applied=lambda committed, _cert: applied.append(committed.header.height),
             genesis_id=chain.blocks[0].id,
+            ready_marker=ready,
         )
         runner = asyncio.create_task(pipeline.run(lambda _c: None, lambda: None))
         target = QuorumCert.decode(chain.store.block(3).commit_qc)  # type: ignore[union-attr]
@@ -192,8 +205,11 @@ def test_block_sync_stops_at_an_epoch_marker(chain: Chain, tmp_path: Path) -> No
 
     try:
         result = asyncio.run(run())
-        assert result is not None and result[0].id == marker.id  # the run ends at the marker
-        assert applied == [1, 2] and follower.store.last_height() == 2
+        if honest_marker:
+            assert result is not None and result[0].id == marker.id  # the run ends at it
+            assert applied == [1, 2] and follower.store.last_height() == 2
+        else:
+            assert applied == [1] and follower.store.last_height() == 1  # refused the marker
     finally:
         follower.store.close()
 
