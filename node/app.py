@@ -318,6 +318,7 @@ class Node:
         # Peer admission (docs/design.md §4.8): the current set and the orgs joining it; orgs
         # that were ever validators here and are no longer admitted are not dialed.
         self._admitted: frozenset[str] = frozenset(validators.ids)
+        self._retiring: set[asyncio.Task[bool]] = set()
         self._past_validators: set[str] = set(known_validator_keys(self.registry, self.store))
         self._follow_epoch()
 
@@ -456,10 +457,14 @@ class Node:
         retired = [
             p for p in self.transport.peers if p not in admitted and p in self._past_validators
         ]
-        if retired and self._loop is not None:
-            for org in retired:
-                log_event(log, "peer_left_validator_set", peer=org, epoch=current.epoch)
-                self._loop.create_task(self.transport.retire_peer(org))
+        for org in retired:
+            log_event(log, "peer_left_validator_set", peer=org, epoch=current.epoch)
+            if not self.transport.started:
+                self.transport.forget_peer(org)
+            elif self._loop is not None:
+                task = self._loop.create_task(self.transport.retire_peer(org))
+                self._retiring.add(task)  # held until done (the loop keeps weak references)
+                task.add_done_callback(self._retiring.discard)
         self._past_validators |= admitted
         self.metrics.epoch.set(current.epoch)
         self.metrics.validators.set(current.size)

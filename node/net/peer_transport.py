@@ -353,6 +353,15 @@ class PeerTransport:
         log_event(log, "peer_added", peer=org, address=str(address))
         return True
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def forget_peer(self, org: str) -> bool:
+        """Before `start`: leave a configured peer out (its org left the validator set)."""
+        assert not self._started, "a running link is retired with retire_peer"
+        return self._links.pop(org, None) is not None
+
     async def retire_peer(self, org: str) -> bool:
         """Stop dialing a peer (its org left the validator set); False if it was none."""
         link = self._links.pop(org, None)
