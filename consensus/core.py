@@ -771,11 +771,13 @@ class Core:
     # ---- messages --------------------------------------------------------------------------
 
     def _on_message(self, sender: NodeId, message: Message, out: list[Effect]) -> None:
+        if isinstance(message, EpochRequest):
+            # Any peer the transport admits may ask how epochs ended: a node joining the set
+            # starts outside it, in an older epoch, and must learn the ending certificates.
+            self._on_epoch_request(sender, message, out)
+            return
         if not self._validators.contains(sender):
             self._drop("not_member")
-            return
-        if isinstance(message, EpochRequest):
-            self._on_epoch_request(sender, message, out)
             return
         if isinstance(message, EpochProof):
             self._on_epoch_proof(sender, message, out)

@@ -5,9 +5,17 @@ gossip), the client service's backend is kledger.node.api.ledger_backend, the co
 point is kledger.node.ordering.restore.
 
 Start-up order (each step refuses to go on with a clear ValueError / StoreCorrupt):
-  config -> genesis -> validator key matches genesis -> store opens and checks itself ->
-  registry state root matches the last header -> core restored from the store's safety data and
-  last committed block -> servers bound -> driver and transport running -> health SERVING.
+  config -> genesis -> store opens and checks itself -> registry state root matches the last
+  header -> validator key matches a set the chain knows (genesis, any epoch's, the pending next
+  one) or the node is `joining` with a new store -> core restored from the store's safety data
+  and last committed block, in that block's epoch -> servers bound -> driver and transport
+  running -> health SERVING.
+
+Epochs (docs/design.md §4.8): node/ordering/epochs.py answers the set of each epoch. After each
+commit the node follows the epoch: the certifier checks each header with its epoch's set, the
+node signs with the key its epoch names (or not at all while it follows), peers are the current
+set plus the orgs joining it (dialed at the peer_address of their add_org), and an org that
+left the set is refused and no longer dialed.
 
 Everything runs on one asyncio loop, except block execution and its synced write: committed
 blocks go to the commit pipeline (node/commit/pipeline.py), which applies them on its one worker
@@ -37,7 +45,8 @@ from kledger.consensus import (
     genesis_block,
 )
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
-from kledger.consensus.validators import NodeId
+from kledger.consensus.types import vote_sign_bytes
+from kledger.consensus.validators import NodeId, ValidatorSet
 from kledger.node.api.access import AccessPolicy
 from kledger.node.api.ledger_backend import NodeLedger
 from kledger.node.api.ledger_service import (
@@ -53,7 +62,7 @@ from kledger.node.commit.certified_state import CertifiedState
 from kledger.node.commit.certifier import Certifier, HeaderSignature
 from kledger.node.commit.committer import CommittedHeight, Committer
 from kledger.node.commit.pipeline import CommitPipeline
-from kledger.node.config import RESERVED_DESCRIPTORS, ConnectionSettings, NodeConfig
+from kledger.node.config import RESERVED_DESCRIPTORS, ConnectionSettings, NodeConfig, parse_address
 from kledger.node.errors import Refused, StoreCorrupt
 from kledger.node.net.block_sync import BlockSync
 from kledger.node.net.gossip import run_gossip
@@ -71,10 +80,12 @@ from kledger.node.net.tls import TlsMaterial
 from kledger.node.ordering.admission import Admission
 from kledger.node.ordering.byzantine import ByzantinePayloads
 from kledger.node.ordering.driver import ConsensusDriver, SyncResult, wall_clock_ms
+from kledger.node.ordering.epochs import EpochSets
 from kledger.node.ordering.mempool import Mempool, MempoolLimits, StateCheck
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.restore import load_floor, restored_state
-from kledger.node.registry import Registry
+from kledger.node.registry import Registry, governance, state
+from kledger.node.registry.state import StateReader
 from kledger.node.storage.proofs import build_epoch_chain
 from kledger.node.storage.safety_record import SafetyRecord
 from kledger.node.storage.state_pruner import StatePruner
@@ -100,18 +111,65 @@ class StoreDamaged(Exception):
 class NodeIdentity:
     org: str
     key: keys.KeyPair
+    # The key a change_validator rotates to (node.json next_validator_key), if any.
+    next_key: keys.KeyPair | None = None
+
+    def key_for(self, validators: ValidatorSet) -> keys.KeyPair | None:
+        """The key `validators` names for this org (of the node's keys), None if none: the
+        node then neither votes nor signs headers of that epoch."""
+        named = validators.public_key(self.org)
+        for key in (self.key, self.next_key):
+            if key is not None and key.public_key == named:
+                return key
+        return None
 
 
-def check_identity(config: NodeConfig, genesis: Genesis) -> NodeIdentity:
+def check_identity(
+    config: NodeConfig, genesis: Genesis, known_keys: dict[str, set[bytes]], fresh_store: bool
+) -> NodeIdentity:
+    """The node's org and keys against what the chain knows: `known_keys` holds, per org, every
+    validator key of genesis, of any epoch's set in the committed state and of the pending next
+    set. A brand-new store of a node marked `joining` knows nothing yet: it follows and learns
+    its set from its peers."""
     key = keys.load_key(config.validator_key)
-    org = genesis.org(config.org)
-    if org is None:
-        raise ValueError(f"org: {config.org!r} is not an org of the genesis")
-    if org.validator_key != key.public_key:
+    next_key = None
+    if config.next_validator_key is not None:
+        next_key = keys.load_key(config.next_validator_key)
+    identity = NodeIdentity(config.org, key, next_key)
+    if config.joining and fresh_store:
+        return identity
+    known = known_keys.get(config.org)
+    if not known:
+        if genesis.org(config.org) is None:
+            raise ValueError(
+                f"org: {config.org!r} is not an org of the genesis nor of any validator set in "
+                "the store (a node of an org added by governance starts with joining: true)"
+            )
+        raise ValueError(f"org: {config.org!r} has no validator key in any validator set")
+    if key.public_key not in known and (next_key is None or next_key.public_key not in known):
         raise ValueError(
-            f"validator_key: {config.validator_key} is not {config.org}'s validator key in genesis"
+            f"validator_key: {config.validator_key} is not {config.org}'s validator key in "
+            "genesis nor in any validator set of the store"
         )
-    return NodeIdentity(config.org, key)
+    return identity
+
+
+def known_validator_keys(registry: Registry, store: LedgerStore) -> dict[str, set[bytes]]:
+    """org -> every validator key of genesis, each stored epoch's set and the pending next set."""
+    known: dict[str, set[bytes]] = {}
+    sets = [registry.genesis.validator_set]
+    epoch = registry.current_set(store.view).epoch
+    for past in range(epoch + 1):
+        found = registry.validators_of_epoch(store.view, past)
+        if found is not None:
+            sets.append(found)
+    pending = registry.next_set_record(store.view)
+    if pending is not None:
+        sets.append(governance.validator_set_of(pending))
+    for validators in sets:
+        for validator in validators.validators:
+            known.setdefault(validator.node_id, set()).add(validator.public_key)
+    return known
 
 
 class Node:
@@ -120,8 +178,6 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.genesis = load_genesis(config.genesis)
-        self.identity = check_identity(config, self.genesis)
-        self.validators = self.genesis.validator_set
         self.registry = Registry(self.genesis)
         self.store = LedgerStore.open(
             config.data_dir,
@@ -136,6 +192,17 @@ class Node:
                 f"{config.data_dir}: registry state root {stored_root.hex()} does not match the "
                 f"state_root of header {self.store.last_height()}"
             )
+        try:
+            self.identity = check_identity(
+                config,
+                self.genesis,
+                known_validator_keys(self.registry, self.store),
+                fresh_store=self.store.last_height() == 0,
+            )
+        except BaseException:
+            self.store.close()
+            raise
+        self.epochs = EpochSets(self.store, self.registry)
         self.safety_record = SafetyRecord(config.safety_record_path)
         try:
             floor = load_floor(self.store, self.safety_record)
@@ -146,12 +213,20 @@ class Node:
         self.mempool = Mempool(
             MempoolLimits(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
         )
-        self.certifier = Certifier(
-            self.validators, self._save_certificate, executed_height=self.store.last_height()
-        )
-        self.committer = Committer(self.store, self.registry, self.genesis, lambda: self.validators)
-        self.commit_pipeline = CommitPipeline(self.committer)
         core_config = config.core_config()
+        restored, validators = restored_state(
+            self.store,
+            self.genesis,
+            self.epochs.set_of,
+            core_config.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS,
+            floor,
+        )
+        self.epochs.entered(validators)
+        self.certifier = Certifier(
+            validators, self._save_certificate, executed_height=self.store.last_height()
+        )
+        self.committer = Committer(self.store, self.registry, self.genesis)
+        self.commit_pipeline = CommitPipeline(self.committer)
         self.payloads = MempoolPayloads(
             self.mempool,
             self.genesis,
@@ -159,6 +234,8 @@ class Node:
             config.batching.proposal_max_txs,
             check_payload=self.registry.check_payload,
             max_payload_bytes=core_config.max_payload_bytes,
+            epochs=self.epochs,
+            epoch=validators.epoch,
         )
         payload_source: MempoolPayloads | ByzantinePayloads = self.payloads
         if config.testing.byzantine_proposer:
@@ -172,24 +249,17 @@ class Node:
             payload_source = ByzantinePayloads(
                 self.payloads, self.genesis, config.testing.byzantine_seed
             )
-        key = self.identity.key
         self.core = Core(
             core_config,
             self.genesis.chain_id,
             NodeId(config.org),
-            self.validators,
-            sign=lambda message: key.sign(keys.CONSENSUS_TAG, message),
+            validators,
+            sign=lambda message: self._consensus_key().sign(keys.CONSENSUS_TAG, message),
             verify=lambda public_key, message, signature: keys.verify(
                 public_key, keys.CONSENSUS_TAG, message, signature
             ),
             payloads=payload_source,
-            restored=restored_state(
-                self.store,
-                self.genesis,
-                self.validators,
-                core_config.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS,
-                floor,
-            ),
+            restored=restored,
         )
         self.transport = PeerTransport(
             org=config.org,
@@ -221,11 +291,12 @@ class Node:
             store=self.store,
             pipeline=self.commit_pipeline,
             fetch=self.transport.fetch_blocks,
-            verify_qc=self.core.verify_qc,
+            verify_qc=self._verify_qc,
             on_applied=self._on_synced,
             genesis_id=genesis_block(
-                self.genesis.chain_id, self.validators, self.genesis.genesis_time_ms
+                self.genesis.chain_id, self.genesis.validator_set, self.genesis.genesis_time_ms
             )[0].id,
+            ready_marker=self.epochs.ready_next_set,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.servers: NodeServers | None = None
@@ -245,6 +316,12 @@ class Node:
         self._damaged = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store.on_damaged(self._store_damaged)
+        # Peer admission (docs/design.md §4.8): the current set and the orgs joining it; orgs
+        # that were ever validators here and are no longer admitted are not dialed.
+        self._admitted: frozenset[str] = frozenset(validators.ids)
+        self._retiring: set[asyncio.Task[bool]] = set()
+        self._past_validators: set[str] = set(known_validator_keys(self.registry, self.store))
+        self._follow_epoch()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -256,7 +333,7 @@ class Node:
         peer_servicer = PeerServicer(
             on_message=self._on_peer_message,
             block_source=self._block_source,
-            is_validator=self.validators.contains,
+            is_validator=self._is_admitted_peer,
             metrics=self.metrics,
             settings=self.config.peer,
             max_streams_per_peer=self.config.connections.max_streams_per_peer,
@@ -348,6 +425,68 @@ class Node:
         assert self._damage is not None
         log_event(log, "store_damaged", logging.ERROR, error=str(self._damage))
         raise StoreDamaged(str(self._damage))
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def _consensus_key(self) -> keys.KeyPair:
+        """The key the current epoch's set names for this org (a follower signs nothing the
+        others count; its own key stands in)."""
+        return self.identity.key_for(self.core.validators) or self.identity.key
+
+    def _is_admitted_peer(self, org: str) -> bool:
+        return org in self._admitted
+
+    def _follow_epoch(self) -> None:
+        """After a commit (and at start): admission, dial list, certifier and gauges follow the
+        current epoch and the pending next set."""
+        current = self.epochs.current
+        pending = self.epochs.pending_record()
+        next_set: ValidatorSet | None = None
+        joining: set[str] = set()
+        if pending is not None:
+            next_set = governance.validator_set_of(pending)
+            joining = {org for org in next_set.ids if not current.contains(org)}
+        admitted = frozenset(current.ids) | joining
+        self._admitted = admitted
+        self.certifier.follow(current, next_set)
+        reader = StateReader(self.store.view)
+        for org in sorted(admitted - {self.identity.org} - set(self.transport.peers)):
+            record = reader.get(state.org_key(org))
+            address = record.get("peer_address", "") if record is not None else ""
+            if address:
+                self.transport.add_peer(org, parse_address(address, f"{org}.peer_address"))
+        retired = [
+            p for p in self.transport.peers if p not in admitted and p in self._past_validators
+        ]
+        for org in retired:
+            log_event(log, "peer_left_validator_set", peer=org, epoch=current.epoch)
+            if not self.transport.started:
+                self.transport.forget_peer(org)
+            elif self._loop is not None:
+                task = self._loop.create_task(self.transport.retire_peer(org))
+                self._retiring.add(task)  # held until done (the loop keeps weak references)
+                task.add_done_callback(self._retiring.discard)
+        self._past_validators |= admitted
+        self.metrics.epoch.set(current.epoch)
+        self.metrics.validators.set(current.size)
+        self.metrics.validating.set(1 if current.contains(self.identity.org) else 0)
+
+    def _verify_qc(self, qc: QuorumCert) -> bool:
+        """A QC checked with the set of its own epoch (block sync: docs/design.md §4.8)."""
+        if qc.epoch == self.core.epoch:
+            return self.core.verify_qc(qc)
+        validators = self.epochs.set_of(qc.epoch)
+        if validators is None or not qc.signatures:
+            return False
+        authors = [author for author, _ in qc.signatures]
+        if len(authors) < validators.quorum or authors != sorted(set(authors)):
+            return False
+        message = vote_sign_bytes(self.genesis.chain_id, qc.data)
+        for author, signature in qc.signatures:
+            key = validators.public_key(author)
+            if key is None or not keys.verify(key, keys.CONSENSUS_TAG, message, signature):
+                return False
+        return True
 
     def _send_consensus(self, to: NodeId, data: bytes) -> None:
         self.transport.send(to, ConsensusBytes(data))
@@ -460,12 +599,20 @@ class Node:
         self.certified_state.committed(header.height)
         self.state_pruner.notify()
         header_hash = header.hash()
-        signature = sign_header(self.identity.key, header_hash)
-        self.transport.broadcast(HeaderVote(header.height, header_hash, signature))
-        self.certifier.executed(header.height, header_hash)
-        self.certifier.add(
-            HeaderSignature(header.height, header_hash, self.identity.org, signature)
-        )
+        # The header's epoch set certifies it (the marker block's, the epoch's last, included).
+        header_set = self.epochs.set_of(header.epoch)
+        assert header_set is not None, f"no validator set of epoch {header.epoch}"
+        if committed.validator_change is not None:
+            self.epochs.entered(committed.validator_change)
+        key = self.identity.key_for(header_set)
+        self.certifier.executed(header.height, header_hash, header_set)
+        if key is not None:
+            signature = sign_header(key, header_hash)
+            self.transport.broadcast(HeaderVote(header.height, header_hash, signature))
+            self.certifier.add(
+                HeaderSignature(header.height, header_hash, self.identity.org, signature)
+            )
+        self._follow_epoch()
         self.mempool.remove_committed(tx.tx_hash for tx in committed.txs)
         self.driver.applied(header.height)  # after the mempool let go of its txs
         self.ledger.announce(committed.txs, committed.receipts)
@@ -504,7 +651,8 @@ class Node:
             certificate = CommitCertificate.decode(encoded)
         except Refused:
             return
-        if certificate_problem(certificate, header, self.validators) is None:
+        validators = self.epochs.set_of(header.epoch)
+        if validators is not None and certificate_problem(certificate, header, validators) is None:
             self.certifier.already_certified(header.height)
             self._save_certificate(header.height, certificate)
 
@@ -524,6 +672,8 @@ class Node:
             ),
             clock=clock.state,
             clock_offset_ms=clock.offset_ms,
+            role="validator" if self.core.validators.contains(self.identity.org) else "follower",
+            validators=self.core.validators.size,
         )
 
 

@@ -171,6 +171,12 @@ class NodeConfig:
     # The safety record (node/storage/safety_record.py); None: `safety.bin` beside data_dir, so
     # moving a damaged data_dir aside keeps it.
     safety_record: Path | None = None
+    # Key rotation (docs/node.md "Epochs"): the key a change_validator names for this org; the
+    # node signs each epoch with whichever of its two keys that epoch's set names.
+    next_validator_key: Path | None = None
+    # An org added by governance starts its node with a brand-new store as a non-voting
+    # follower; it learns the chain from its peers (docs/node.md "Epochs").
+    joining: bool = False
 
     @property
     def safety_record_path(self) -> Path:
@@ -219,6 +225,12 @@ class NodeConfig:
             "connections": _settings_json(self.connections),
             "storage": _settings_json(self.storage),
             "log_level": self.log_level,
+            **(
+                {"next_validator_key": path(self.next_validator_key)}
+                if self.next_validator_key is not None
+                else {}
+            ),
+            **({"joining": True} if self.joining else {}),
             **(
                 {"testing": dataclasses.asdict(self.testing)}
                 if self.testing != TestingSettings()
@@ -270,6 +282,8 @@ _TOP_LEVEL = frozenset(
         "storage",
         "log_level",
         "testing",
+        "next_validator_key",
+        "joining",
     }
 )
 
@@ -339,8 +353,14 @@ def parse_config(raw: Any, base_dir: Path) -> NodeConfig:
         value = testing_raw.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"testing.{name}: must be an integer")
+    joining = raw.get("joining", False)
+    if not isinstance(joining, bool):
+        raise ValueError("joining: must be true or false")
+    next_key = raw.get("next_validator_key")
     return NodeConfig(
         org=org,
+        next_validator_key=None if next_key is None else path(next_key, "next_validator_key"),
+        joining=joining,
         genesis=path(raw.get("genesis"), "genesis", "../../genesis.json"),
         validator_key=path(raw.get("validator_key"), "validator_key", "validator.key"),
         data_dir=path(raw.get("data_dir"), "data_dir", "data"),

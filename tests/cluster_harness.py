@@ -116,6 +116,14 @@ class LocalCluster:
         body = TxBody(chain_id, "RegisterParty", self._nonce, payload)
         return sign_tx(key or self.client_key(org), body)
 
+    def signed_tx(
+        self, org: str, tx_type: str, payload: dict[str, object], key: KeyPair | None = None
+    ) -> SignedTx:
+        """A tx of any type, signed by `org`'s client key unless `key` is given."""
+        self._nonce += 1
+        body = TxBody(CHAIN_ID, tx_type, self._nonce, payload)
+        return sign_tx(key or self.client_key(org), body)
+
     def submit(self, org: str, txs: list[SignedTx]) -> list[ledger_pb2.TxSubmitResult]:
         request = ledger_pb2.SubmitBatchRequest(txs=[tx.encoding for tx in txs])
         return list(self.stub(org).SubmitBatch(request, timeout=10).results)

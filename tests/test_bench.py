@@ -198,7 +198,7 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
                 record = store.block(h)
                 certificate = store.certificate(h)
                 assert header is not None and record is not None and certificate is not None
-                assert certificate_problem(certificate, header, node.validators) is None
+                assert certificate_problem(certificate, header, node.core.validators) is None
                 block = Block.decode(record.consensus_block)
                 assert QuorumCert.decode(record.commit_qc).commit == block.info
                 assert core.verify_qc(QuorumCert.decode(record.commit_qc))
@@ -216,7 +216,7 @@ def test_preloaded_ledger_is_what_a_restarted_node_resumes_from(tmp_path: Path) 
             assert safety.highest_vote_round == pending.round
             assert safety.highest_qc_round == pending.qc.round
             assert verify(
-                node.validators.public_key(org) or b"",
+                node.core.validators.public_key(org) or b"",
                 CONSENSUS_TAG,
                 vote_sign_bytes("kledger-bench", safety.last_vote.data),
                 safety.last_vote.signature,

@@ -105,7 +105,7 @@ def open_store(path: Path) -> tuple[LedgerStore, Committer]:
     store = LedgerStore.open(
         path, GENESIS, registry.genesis_writes(), registry.genesis_state_root()
     )
-    return store, Committer(store, registry, GENESIS, lambda: GENESIS.validator_set)
+    return store, Committer(store, registry, GENESIS)
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def open_ledger(path: Path) -> Ledger:
     store = LedgerStore.open(
         path, GENESIS, registry.genesis_writes(), registry.genesis_state_root()
     )
-    committer = Committer(store, registry, GENESIS, lambda: GENESIS.validator_set)
+    committer = Committer(store, registry, GENESIS)
     return Ledger(path, store, registry, CommitPipeline(committer), [])
 
 

@@ -28,9 +28,10 @@ from kledger.node.errors import Refused, StoreCorrupt
 from kledger.node.ordering.mempool import Mempool
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.registry import BlockContext, Registry
+from kledger.node.registry.governance import sign_pop
 from kledger.node.registry.txtypes import TX_TYPES
 from kledger.node.storage.keyspace import DictView
-from tests.helpers import key
+from tests.helpers import key, make_genesis
 from tests.test_registry import Chain, party
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "registry.md"
@@ -42,12 +43,16 @@ PREREQUISITE_PARTIES = (
     ("FKMP-A001", "FKMP", "person"),
 )
 HEX = "ab" * 32
-# Governance actions beyond the documented set_tariff example.
+NEW_KEY = key("NEW/validator")
+# Governance actions beyond the documented set_tariff example (each stays an open proposal).
 EXTRA_ACTIONS = (
     {"kind": "add_org", "org_id": "MCST", "name": "Ministry", "roles": ["REPORTER"],
-     "admin_key": HEX, "validator_key": "cd" * 32, "member_keys": ["ef" * 32]},
+     "admin_key": HEX, "validator_key": NEW_KEY.public_key.hex(), "member_keys": ["ef" * 32],
+     "validator_pop": sign_pop(NEW_KEY, make_genesis().chain_id, "MCST").hex(),
+     "peer_address": "127.0.0.1:7007", "tls_cert_sha256": "12" * 32},
     {"kind": "remove_org", "org_id": "KEPA"},
-    {"kind": "change_validator", "org_id": "KEPA", "validator_key": "cd" * 32},
+    {"kind": "change_validator", "org_id": "KEPA", "validator_key": NEW_KEY.public_key.hex(),
+     "validator_pop": sign_pop(NEW_KEY, make_genesis().chain_id, "KEPA").hex()},
 )  # fmt: skip
 
 
@@ -75,6 +80,8 @@ def _build_seeds() -> list[Seed]:
         for i, action in enumerate(EXTRA_ACTIONS)
     ]
     seeds = []
+    # ValidatorReady needs a decided change and the new key: seeded after the loop.
+    documented = [doc for doc in documented if doc["type"] != "ValidatorReady"]
     for doc in [*extra, *documented]:
         state = dict(chain.view.data)
         for signer in SIGNERS:
@@ -85,6 +92,15 @@ def _build_seeds() -> list[Seed]:
                 break
         else:
             raise AssertionError(f"no signer runs the example of {doc['type']}")
+    # ValidatorReady: signed by the new key of a decided (pending) change.
+    decide = {"proposal_id": "GOV-READY", "action": EXTRA_ACTIONS[2]}
+    chain.ok("KOMCA/client", "ProposeGovernance", decide)
+    for org in ("RIAK", "FKMP", "KEPA"):
+        chain.ok(f"{org}/client", "ApproveGovernance", {"proposal_id": "GOV-READY"})
+    ctx = BlockContext(chain.genesis.chain_id, 0, chain.height + 1, chain.time_ms + 1000)
+    ready = {"org": "KEPA"}
+    seeds.append(Seed("ValidatorReady", "NEW/validator", ready, dict(chain.view.data), ctx))
+    chain.ok("NEW/validator", "ValidatorReady", ready)
     return seeds
 
 

@@ -33,6 +33,7 @@ class Chain:
         self.nonce = 0
         self.roots = [self.registry.genesis_state_root()]
         self.blocks: list[tuple[list[Any], BlockContext]] = []
+        self.epoch = self.genesis.validator_set.epoch
 
     def signed(self, signer: str, tx_type: str, payload: dict[str, Any]):
         self.nonce += 1
@@ -44,7 +45,7 @@ class Chain:
     ) -> list[TxResult]:
         self.height += 1
         self.time_ms += advance_ms
-        ctx = BlockContext(self.genesis.chain_id, 0, self.height, self.time_ms)
+        ctx = BlockContext(self.genesis.chain_id, self.epoch, self.height, self.time_ms)
         signed = [self.signed(*tx) for tx in txs]
         outcome = self.registry.execute_block(self.view, signed, ctx)
         self.view.apply(outcome.writes)
@@ -53,6 +54,22 @@ class Chain:
         self.blocks.append((signed, ctx))
         self.last_outcome = outcome
         return outcome.results
+
+    def epoch_change(self) -> Any:
+        """Execute the marker block of the ready next set (docs/design.md §4.8)."""
+        marker = self.registry.ready_next_set(self.view)
+        assert marker is not None, "no ready next validator set"
+        self.height += 1
+        self.time_ms += 1000
+        ctx = BlockContext(self.genesis.chain_id, self.epoch, self.height, self.time_ms)
+        outcome = self.registry.execute_epoch_change(self.view, marker, ctx)
+        self.view.apply(outcome.writes)
+        self.roots.append(outcome.state_root)
+        self.blocks.append(([], ctx))
+        self.last_outcome = outcome
+        self.epoch = marker.epoch
+        assert outcome.validator_change == marker
+        return marker
 
     def ok(self, signer: str, tx_type: str, payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
         [result] = self.block((signer, tx_type, payload), **kw)
@@ -612,6 +629,8 @@ def test_member_keys_register_and_revoke():
 
 
 def test_governance_quorum_adds_an_org_and_changes_validators():
+    from kledger.node.registry.governance import sign_pop
+
     chain = Chain()
     auditor_admin = key("MCST/admin").public_key.hex()
     action = {
@@ -621,6 +640,9 @@ def test_governance_quorum_adds_an_org_and_changes_validators():
         "roles": ["AUDITOR"],
         "admin_key": auditor_admin,
         "validator_key": key("MCST/validator").public_key.hex(),
+        "validator_pop": sign_pop(key("MCST/validator"), chain.genesis.chain_id, "MCST").hex(),
+        "peer_address": "127.0.0.1:7005",
+        "tls_cert_sha256": "ab" * 32,
     }
     out = chain.ok("KOMCA/client", "ProposeGovernance", {"proposal_id": "G1", "action": action})
     assert out == {"proposal_id": "G1", "approvals": 1, "quorum": 4, "status": "open"}
@@ -630,15 +652,17 @@ def test_governance_quorum_adds_an_org_and_changes_validators():
     )
     chain.ok("RIAK/client", "ApproveGovernance", {"proposal_id": "G1"})
     chain.ok("KMCA/admin", "ApproveGovernance", {"proposal_id": "G1"})
-    assert chain.last_outcome.validator_change is None
     out = chain.ok("FKMP/client", "ApproveGovernance", {"proposal_id": "G1"})
     assert out["status"] == "executed"
-    change = chain.last_outcome.validator_change
-    assert change is not None and change.epoch == 1 and change.size == 7 and change.quorum == 5
+    # Decided, not enacted: the approval block changes no epoch (docs/design.md §4.8).
+    assert chain.last_outcome.validator_change is None
     assert (
         chain.refused("KEPA/client", "ApproveGovernance", {"proposal_id": "G1"}).status
         == "FAILED_PRECONDITION"
     )
+    chain.ok("MCST/validator", "ValidatorReady", {"org": "MCST"})
+    change = chain.epoch_change()
+    assert change.epoch == 1 and change.size == 7 and change.quorum == 5
     # a tariff change now needs 5 of 7
     tariff = {
         "version": 2,

@@ -198,7 +198,7 @@ class Pipeline:
             check_payload=self.registry.check_payload,
             max_payload_bytes=CoreConfig().max_payload_bytes,
         )
-        self.committer = Committer(self.store, self.registry, genesis, lambda: self.validators)
+        self.committer = Committer(self.store, self.registry, genesis)
         self.pruner = StatePruner(self.store, retention_blocks)
         self.metrics = NodeMetrics.create("ORG1")
         self.admission = Admission(

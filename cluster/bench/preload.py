@@ -247,12 +247,9 @@ class LedgerBuilder:
         return LedgerStore.open(path, self.genesis, self._genesis_writes, self._genesis_root)
 
     def _open_staging(self) -> None:
-        validators = self.genesis.validator_set
         self._store = self._open(self.staging)
         # A fresh registry per opening: nothing it might cache outlives the store it read.
-        self._committer = Committer(
-            self._store, Registry(self.genesis), self.genesis, lambda: validators
-        )
+        self._committer = Committer(self._store, Registry(self.genesis), self.genesis)
 
     def _close_staging(self) -> None:
         if self._store is not None:

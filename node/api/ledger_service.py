@@ -78,6 +78,8 @@ class NodeStatusView:
     connected_peers: tuple[str, ...]
     clock: str = "unknown"
     clock_offset_ms: int | None = None
+    role: str = "validator"  # or "follower": not in the current epoch's set
+    validators: int = 0  # size of the current epoch's set
 
 
 class LedgerBackend(Protocol):
@@ -474,6 +476,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
             connected_peers=list(status.connected_peers),
             clock=status.clock,
             clock_offset_ms=status.clock_offset_ms or 0,
+            role=status.role,
+            validators=status.validators,
         )
 
     async def StreamCommits(

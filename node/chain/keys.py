@@ -26,6 +26,9 @@ COMMIT_TAG = b"kledger/commit/v1\x00"
 # Around the consensus core's own sign bytes (which carry per-message tags and the chain id), so
 # no consensus signature can ever pass as a tx or header signature.
 CONSENSUS_TAG = b"kledger/consensus/v1\x00"
+# A new validator key's proof of possession (governance add_org / change_validator): the key
+# signs [chain_id, org_id, key] so no one can name a key they do not hold (docs/domain.md §7.4).
+POP_TAG = b"kledger/pop/v1\x00"
 
 
 @dataclass(frozen=True, slots=True)

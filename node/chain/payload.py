@@ -1,7 +1,14 @@
-"""Block payloads: the batch of signed transactions a consensus block carries.
+"""Block payloads: the batch of signed transactions a consensus block carries, or the marker
+that ends an epoch (docs/design.md §4.8).
 
     payload = b""                                      no transactions
             | canonical msgpack list of tx encodings   (node/chain/tx.py SignedTx.encoding)
+            | canonical msgpack map {"epoch_change": {"epoch": e+1,
+                  "validators": [[org str, key bytes32], ...] sorted by org}}
+
+A tx payload is empty or a list, so a map is never a tx batch: `decode_epoch_change` answers
+the set for a marker and None for anything else (hostile bytes included, never an exception),
+and `decode_payload` refuses a marker like any other non-list.
 
 The consensus core treats payloads as opaque bytes; this module is the one place that knows
 their shape. Decoding checks limits first (count, bytes) and refuses anything malformed with
@@ -21,6 +28,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from kledger.consensus.types import Block
+from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain import canonical
 from kledger.node.chain.genesis import BlockLimits
 from kledger.node.chain.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
@@ -45,6 +54,68 @@ def _remember(payload: bytes, txs: tuple[SignedTx, ...]) -> None:
         _recent.move_to_end(payload)
         while len(_recent) > RECENT_PAYLOADS:
             _recent.popitem(last=False)
+
+
+MARKER = "epoch_change"
+# A marker names at most this many validators (a set far beyond any cluster this ledger runs;
+# checked before the set is built).
+MAX_MARKER_VALIDATORS = 256
+MAX_MARKER_BYTES = 64 * 1024
+
+
+def encode_epoch_change(validators: ValidatorSet) -> bytes:
+    """The payload of the block that ends the epoch before `validators.epoch`."""
+    return canonical.encode(
+        {
+            MARKER: {
+                "epoch": validators.epoch,
+                "validators": [[v.node_id, v.public_key] for v in validators.validators],
+            }
+        }
+    )
+
+
+def decode_epoch_change(payload: bytes) -> ValidatorSet | None:
+    """The set an epoch-change marker names, or None when `payload` is not exactly one (tx
+    payloads, junk). Total: every input gives a value."""
+    if not payload or len(payload) > MAX_MARKER_BYTES or payload[0] & 0xF0 != 0x80:
+        return None  # empty, too long, or not a fixmap (a canonical one-key map is one)
+    try:
+        value = canonical.decode(payload)
+    except DecodeError:
+        return None
+    if not isinstance(value, dict) or set(value) != {MARKER}:
+        return None
+    body = value[MARKER]
+    if not isinstance(body, dict) or set(body) != {"epoch", "validators"}:
+        return None
+    epoch, members = body["epoch"], body["validators"]
+    if type(epoch) is not int or not 0 < epoch < 1 << 63:
+        return None
+    if type(members) is not list or not 0 < len(members) <= MAX_MARKER_VALIDATORS:
+        return None
+    pairs: list[tuple[str, bytes]] = []
+    for member in members:
+        if type(member) is not list or len(member) != 2:
+            return None
+        org, key = member
+        if type(org) is not str or not org or type(key) is not bytes or len(key) != 32:
+            return None
+        pairs.append((org, key))
+    if [org for org, _ in pairs] != sorted({org for org, _ in pairs}):
+        return None  # sorted by org, no org twice: one encoding per set
+    if len({key for _, key in pairs}) != len(pairs):
+        return None
+    return ValidatorSet.of(epoch, pairs)
+
+
+def epoch_change_of(block: Block) -> ValidatorSet | None:
+    """The next epoch's set when `block` is its epoch's marker block (a marker naming epoch
+    block.epoch + 1), else None: the syntactic rule every node applies to a committed block."""
+    marker = decode_epoch_change(block.payload)
+    if marker is None or marker.epoch != block.epoch + 1:
+        return None
+    return marker
 
 
 def encode_payload(txs: Sequence[SignedTx]) -> bytes:

@@ -1,7 +1,8 @@
 """Turns committed consensus blocks into ledger heights (docs/design.md §3.4).
 
 For each committed block, in order:
-  1. decode its payload (checked when the block was voted on, so failure here is our bug);
+  1. decode its payload (checked when the block was voted on, so failure here is our bug); an
+     epoch-change marker block executes as the epoch change with no txs (docs/design.md §4.8);
   2. drop txs already committed (belt and braces: the proposal check refuses them, and every
      honest node applies this same rule to the same chain, so execution stays identical);
   3. execute the txs against the registry state (node/registry), deterministically;
@@ -19,14 +20,13 @@ consensus safety broke, and the node stops rather than fork.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from kledger.consensus.types import Block
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.header import ZERO_HASH, Header
-from kledger.node.chain.payload import decode_payload
+from kledger.node.chain.payload import decode_payload, epoch_change_of
 from kledger.node.chain.receipt import Receipt
 from kledger.node.chain.tx import SignedTx, TxBody, decode_body
 from kledger.node.proof.receipts import receipts_root
@@ -54,12 +54,10 @@ class Committer:
         store: LedgerStore,
         registry: Registry,
         genesis: Genesis,
-        validators: Callable[[], ValidatorSet],
     ) -> None:
         self._store = store
         self._registry = registry
         self._genesis = genesis
-        self._validators = validators
 
     def apply_block(self, block: Block, commit_qc: bytes) -> CommittedHeight | None:
         stored_height = self._store.last_height()
@@ -75,7 +73,16 @@ class Committer:
         assert block.height == stored_height + 1, (
             f"commit of height {block.height} on top of {stored_height}"
         )
-        txs = decode_payload(block.payload, self._genesis.block_limits, self._genesis.tx_limits)
+        # The block's epoch set, from the executed state: the marker that opened the epoch
+        # executed before any block of it (docs/design.md §4.8).
+        validators = self._registry.validators_of_epoch(self._store.view, block.epoch)
+        assert validators is not None, f"no validator set of epoch {block.epoch} in state"
+        marker = epoch_change_of(block)
+        txs = (
+            []
+            if marker is not None
+            else decode_payload(block.payload, self._genesis.block_limits, self._genesis.tx_limits)
+        )
         unique: list[tuple[SignedTx, TxBody]] = []
         seen: set[bytes] = set()
         for tx in txs:
@@ -92,7 +99,11 @@ class Committer:
             height=block.height,
             timestamp_ms=block.timestamp_ms,
         )
-        outcome = self._registry.execute_block(self._store.view, unique, context)
+        outcome = (
+            self._registry.execute_epoch_change(self._store.view, marker, context)
+            if marker is not None
+            else self._registry.execute_block(self._store.view, unique, context)
+        )
         assert len(outcome.results) == len(unique)
         log_size, log_root = self._store.root_after([tx.encoding for tx, _ in unique])
         # The receipts the store will write (node/storage/store.py asserts they agree).
@@ -111,7 +122,7 @@ class Committer:
             tx_log_size=log_size,
             tx_log_root=log_root,
             state_root=outcome.state_root,
-            validator_set_hash=self._validators().digest(),
+            validator_set_hash=validators.digest(),
             next_validator_set_hash=ZERO_HASH if change is None else change.digest(),
             receipts_root=receipts_root(expected_receipts),
             proposer=block.proposer,

@@ -312,13 +312,15 @@ class PeerTransport:
             for peer, address in sorted(peers.items())
         }
         self._stopping = False
+        self._started = False
 
     @property
     def peers(self) -> tuple[str, ...]:
         return tuple(self._links)
 
     def is_connected(self, peer: str) -> bool:
-        return self._links[peer].connected
+        link = self._links.get(peer)
+        return link is not None and link.connected
 
     def connections(self, peer: str) -> int:
         """How many times the stream to `peer` was (re)established."""
@@ -328,12 +330,51 @@ class PeerTransport:
         return self._links[peer].queue.qsize()
 
     def start(self) -> None:
+        self._started = True
         for link in self._links.values():
-            assert link.task is None
-            self._metrics.set_peer_connected(link.org, False)
-            link.task = asyncio.get_running_loop().create_task(
-                self._run_link(link), name=f"peer-{link.org}"
-            )
+            self._start_link(link)
+
+    def _start_link(self, link: _PeerLink) -> None:
+        assert link.task is None
+        self._metrics.set_peer_connected(link.org, False)
+        link.task = asyncio.get_running_loop().create_task(
+            self._run_link(link), name=f"peer-{link.org}"
+        )
+
+    def add_peer(self, org: str, address: Address) -> bool:
+        """Dial one more peer (an org joining the validator set, at the peer_address its
+        add_org recorded); False when it is this node or already a peer."""
+        if org == self.org or org in self._links or self._stopping:
+            return False
+        link = _PeerLink(org, address, asyncio.Queue(self._settings.queue_max_messages))
+        self._links = dict(sorted({**self._links, org: link}.items()))
+        if self._started:
+            self._start_link(link)
+        log_event(log, "peer_added", peer=org, address=str(address))
+        return True
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def forget_peer(self, org: str) -> bool:
+        """Before `start`: leave a configured peer out (its org left the validator set)."""
+        assert not self._started, "a running link is retired with retire_peer"
+        return self._links.pop(org, None) is not None
+
+    async def retire_peer(self, org: str) -> bool:
+        """Stop dialing a peer (its org left the validator set); False if it was none."""
+        link = self._links.pop(org, None)
+        if link is None:
+            return False
+        if link.task is not None:
+            link.task.cancel()
+            await asyncio.gather(link.task, return_exceptions=True)
+        if link.channel is not None:
+            await link.channel.close()
+        self._metrics.set_peer_connected(org, False)
+        log_event(log, "peer_retired", peer=org)
+        return True
 
     async def stop(self) -> None:
         self._stopping = True
@@ -448,7 +489,9 @@ class PeerTransport:
     ) -> AsyncIterator[SyncedBlockData]:
         """Committed blocks [from_height, to_height] from a peer (at most its sync_max_blocks
         per call). The caller checks each block's certificate before applying it."""
-        link = self._links[peer]
+        link = self._links.get(peer)
+        if link is None:
+            return
         async with self._channel(link) as channel:
             stub = peer_pb2_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
             request = peer_pb2.SyncRequest(from_height=from_height, to_height=to_height)

@@ -19,7 +19,7 @@ from kledger.consensus.types import Block, QuorumCert
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
 from kledger.node.chain.keys import KeyPair
-from kledger.node.chain.payload import decode_payload, encode_payload
+from kledger.node.chain.payload import decode_epoch_change, decode_payload, encode_payload
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.registry.txtypes import TX_TYPES
@@ -46,8 +46,8 @@ class ByzantinePayloads:
 
     def next_payload(self, pending: Sequence[bytes]) -> bytes:
         payload = self._honest.next_payload(pending)
-        if self._rng.random() < 0.5:
-            return payload
+        if self._rng.random() < 0.5 or decode_epoch_change(payload) is not None:
+            return payload  # an epoch-change marker goes out as it is
         limits = self._genesis.block_limits, self._genesis.tx_limits
         junk = [self._junk_tx() for _ in range(JUNK_TXS_PER_PROPOSAL)]
         txs = [*decode_payload(payload, *limits), *junk]

@@ -18,17 +18,34 @@ source is a pure query with no record of what was committed. Dropping them when 
 has them would let a proposal pick a committed tx still in the mempool (the store's tip moves
 on the worker thread, the mempool on the loop after it), a proposal every replica, the proposer
 included, refuses.
+
+Epoch changes (docs/design.md §4.8): once the executed committed state holds a decided next set
+that waits for nobody, the leader proposes the epoch-change marker as the whole payload; a
+replica votes for a marker only if it names epoch e+1 (the block is of epoch e), no uncommitted
+ancestor holds a marker, and its own executed state has that very set ready (a replica whose
+execution lags refuses now and votes in a later round). Blocks above an uncommitted marker are
+its empty suffix: they exist to commit it and carry b"". A marker in `pending` that names the
+current epoch or an earlier one is committed already (it ended the epoch before), so it no
+longer holds blocks empty.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from kledger.consensus.types import Block, QuorumCert
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
-from kledger.node.chain.payload import decode_payload, encode_payload
+from kledger.node.chain.payload import (
+    EMPTY,
+    decode_epoch_change,
+    decode_payload,
+    encode_epoch_change,
+    encode_payload,
+    epoch_change_of,
+)
 from kledger.node.chain.tx import TxBody, check_signature, decode_body
 from kledger.node.errors import Refused
 from kledger.node.ordering.mempool import Mempool
@@ -36,6 +53,16 @@ from kledger.node.ordering.mempool import Mempool
 # Decoded tx-hash sets of recent payloads: each pending payload is looked at once per proposal
 # and once per vote, so a small cache saves re-decoding the same bytes.
 _HASH_CACHE_ITEMS = 64
+
+
+class EpochFacts(Protocol):
+    """What the payload source asks about epochs (node/ordering/epochs.py EpochSets)."""
+
+    def ready_next_set(self) -> ValidatorSet | None: ...
+
+    def ending_qc(self, epoch: int) -> QuorumCert | None: ...
+
+    def entered(self, validators: ValidatorSet) -> None: ...
 
 
 class MempoolPayloads:
@@ -48,6 +75,8 @@ class MempoolPayloads:
         *,
         check_payload: Callable[[TxBody], None],
         max_payload_bytes: int,
+        epochs: EpochFacts | None = None,
+        epoch: int | None = None,
     ) -> None:
         """`max_payload_bytes` is the consensus core's limit (CoreConfig.max_payload_bytes): a
         proposal never exceeds it nor the genesis block limit, whichever is smaller. (It once
@@ -61,6 +90,24 @@ class MempoolPayloads:
         # Room for the msgpack list and bin headers around the tx encodings.
         self._max_bytes = min(genesis.block_limits.max_block_bytes, max_payload_bytes) - 64 * 1024
         self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        # Without `epochs` the node never changes its epoch (tests, the bench's pipeline).
+        self._epochs = epochs
+        # The epoch the consensus core runs: the start epoch, then each validator_set_after.
+        self.epoch = genesis.validator_set.epoch if epoch is None else epoch
+
+    def _marker_in_flight(self, pending: Sequence[bytes]) -> bool:
+        """Whether an uncommitted ancestor ends the epoch (a marker of the next epoch)."""
+        for payload in pending:
+            marker = decode_epoch_change(payload)
+            if marker is not None and marker.epoch > self.epoch:
+                return True
+        return False
+
+    def _marker_to_propose(self) -> ValidatorSet | None:
+        if self._epochs is None:
+            return None
+        ready = self._epochs.ready_next_set()
+        return ready if ready is not None and ready.epoch == self.epoch + 1 else None
 
     def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
         cached = self._hash_cache.get(payload)
@@ -79,19 +126,32 @@ class MempoolPayloads:
     def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
         in_flight: set[bytes] = set()
         for payload in pending:
-            in_flight |= self._hashes_of(payload)
+            if decode_epoch_change(payload) is None:
+                in_flight |= self._hashes_of(payload)
         return in_flight
 
     def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        if self._marker_in_flight(pending):
+            return EMPTY  # the empty suffix that commits the epoch's marker block
+        marker = self._marker_to_propose()
+        if marker is not None:
+            return encode_epoch_change(marker)
         txs = self._mempool.batch(self._max_txs, self._max_bytes, self._in_flight(pending))
         return encode_payload(txs)
 
     def has_payload(self, pending: Sequence[bytes]) -> bool:
+        if self._marker_to_propose() is not None and not self._marker_in_flight(pending):
+            return True  # the epoch-change marker waits to be proposed
         if not len(self._mempool):
             return False  # the idle case, answered without decoding anything in flight
         return bool(self._mempool.batch(1, None, self._in_flight(pending)))
 
     def is_valid_payload(self, payload: bytes, pending: Sequence[bytes]) -> bool:
+        if self._marker_in_flight(pending):
+            return payload == EMPTY  # no txs (and no second marker) above a marker
+        marker = decode_epoch_change(payload)
+        if marker is not None:
+            return marker == self._marker_to_propose()
         try:
             # Txs this node admitted come from the mempool (with their decoded bodies, which
             # the committer reuses) instead of being decoded again.
@@ -119,11 +179,14 @@ class MempoolPayloads:
         return True
 
     def validator_set_after(self, block: Block) -> ValidatorSet | None:
-        # Validator-set changes are decided by executing governance txs; the live node does not
-        # switch epochs yet (docs/design.md §4.8), so the epoch-0 set stays, which every honest
-        # node agrees on.
-        return None
+        """The marker's set when `block` is its epoch's marker block, else None. Syntactic, no
+        waiting: a committed marker was checked by the honest voters of its QC."""
+        marker = epoch_change_of(block)
+        if marker is None or self._epochs is None:
+            return None
+        self.epoch = marker.epoch
+        self._epochs.entered(marker)
+        return marker
 
     def epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
-        # No epoch has ended on a live node yet (see validator_set_after).
-        return None
+        return None if self._epochs is None else self._epochs.ending_qc(epoch)

@@ -7,11 +7,15 @@ Rules kept here:
 - The core gets the record's floor whenever there is one: it never votes below it, and it
   follows without voting while the store is behind the height the record names.
 - A store behind its record is said at start in one warning line, never silently.
+- The core restarts in the epoch its root is in, or in the next one when the root is its
+  epoch's marker block (docs/design.md §4.8), whose stored QC may commit a block of the empty
+  suffix (never stored) rather than the marker itself.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from kledger.consensus import (
     Block,
@@ -25,6 +29,7 @@ from kledger.consensus import (
 )
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain.genesis import Genesis
+from kledger.node.chain.payload import epoch_change_of
 from kledger.node.storage.safety_record import SafetyRecord
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.logs import log_event
@@ -73,13 +78,14 @@ def load_floor(store: LedgerStore, record: SafetyRecord) -> SafetyFloor:
 def restored_state(
     store: LedgerStore,
     genesis: Genesis,
-    validators: ValidatorSet,
+    set_of_epoch: Callable[[int], ValidatorSet | None],
     history_blocks: int,
     floor: SafetyFloor | None = None,
-) -> RestoredState:
-    """The core's starting point: the newest stored block whose stored QC commits it (a crash in
-    the middle of a multi-block commit leaves later blocks whose QC names a descendant), else
-    genesis. Blocks stored above it are committed again by consensus and skipped as stored."""
+) -> tuple[RestoredState, ValidatorSet]:
+    """The core's starting point and the set it runs: the newest stored block whose stored QC
+    commits it (a crash in the middle of a multi-block commit leaves later blocks whose QC names
+    a descendant), else genesis. Blocks stored above it are committed again by consensus and
+    skipped as stored."""
     raw = store.load_safety()
     safety = SafetyData.decode(raw) if raw is not None else None
     height = store.last_height()
@@ -89,8 +95,15 @@ def restored_state(
         if record.commit_qc:
             block = Block.decode(record.consensus_block)
             qc = QuorumCert.decode(record.commit_qc)
-            if qc.commit is not None and qc.commit.id == block.id:
-                return RestoredState(
+            marker = epoch_change_of(block)
+            commits_it = qc.commit is not None and (
+                qc.commit.id == block.id
+                or (marker is not None and qc.epoch == block.epoch and qc.commit.height > height)
+            )
+            if commits_it:
+                validators = marker if marker is not None else set_of_epoch(block.epoch)
+                assert validators is not None, f"no validator set of epoch {block.epoch} stored"
+                restored = RestoredState(
                     safety,
                     block,
                     qc,
@@ -98,9 +111,11 @@ def restored_state(
                     _committed_below(store, height, history_blocks),
                     floor,
                 )
+                return restored, validators
         height -= 1
+    validators = genesis.validator_set
     root, root_qc = genesis_block(genesis.chain_id, validators, genesis.genesis_time_ms)
-    return RestoredState(safety, root, root_qc, _pending_blocks(store), floor=floor)
+    return RestoredState(safety, root, root_qc, _pending_blocks(store), floor=floor), validators
 
 
 def _committed_below(store: LedgerStore, height: int, count: int) -> tuple[Block, ...]:

@@ -7,7 +7,9 @@ Contract with the node driver:
       .state_root(view)                 the SMT root as stored
       .check_admission(view, tx, body)  cheap checks before ordering; raises node.errors.Refused
       .execute_block(view, txs, ctx)    -> BlockOutcome(results, writes, state_root,
-                                           validator_change)
+                                           validator_change=None)
+      .execute_epoch_change(view, set, ctx)  the marker block (docs/design.md §4.8): no txs,
+                                           NEXT becomes the current set; validator_change=set
 
 Execution is deterministic: no clock (time is ctx.timestamp_ms), no randomness, no float, no
 dependence on dict order (state values are canonical msgpack, iteration is by sorted key). A
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kledger.consensus.validators import ValidatorSet
 from kledger.node.chain import canonical
@@ -71,6 +74,8 @@ def _tx_type(body: TxBody) -> TxType:
 def _authorize(
     reader: StateReader, tx: SignedTx, tx_type: TxType, payload: dict[str, object]
 ) -> permissions.Signer:
+    if tx_type.signer == "validator":
+        return governance.ready_signer(reader, tx.signer, str(payload.get("org")))
     signer = permissions.resolve_signer(reader, tx.signer)
     if tx_type.signer == "admin":
         if not signer.admin or signer.org != payload.get("org"):
@@ -108,14 +113,9 @@ class Registry:
                     state.member_key(member),
                     {"org": org.org_id, "roles": list(org.roles), "admin": False},
                 )
-        validators = self.genesis.validator_set
-        put(
-            state.VALIDATORS_KEY,
-            {
-                "epoch": validators.epoch,
-                "validators": [[v.node_id, v.public_key.hex()] for v in validators.validators],
-            },
-        )
+        validators = governance.validators_record(self.genesis.validator_set)
+        put(state.VALIDATORS_KEY, validators)
+        put(state.epoch_validators_key(validators["epoch"]), validators)
         put(state.tariff_key(usage.DEFAULT_TARIFF["version"]), usage.DEFAULT_TARIFF)  # type: ignore[arg-type]
         _, tree = state_tree.update(keyspace.DictView(), 0, changes)
         return {**changes, **tree}
@@ -148,7 +148,6 @@ class Registry:
     ) -> BlockOutcome:
         block_writes: WriteSet = {}
         results: list[TxResult] = []
-        validators_before = StateReader(view).get(state.VALIDATORS_KEY)
         for tx, body in txs:
             st = TxState(view, block_writes)
             try:
@@ -176,15 +175,44 @@ class Registry:
             block_writes.update(st.writes)
             results.append(TxResult(output=output))
         root, tree_writes = state_tree.update(view, ctx.height, block_writes)
-        validators_after = StateReader(keyspace.OverlayView(view, block_writes)).get(
-            state.VALIDATORS_KEY
-        )
-        change = None
-        if validators_after != validators_before:
-            change = governance.validator_set_of(validators_after)
         return BlockOutcome(
             results=results,
             writes={**block_writes, **tree_writes},
             state_root=root,
-            validator_change=change,
+            validator_change=None,
         )
+
+    def execute_epoch_change(
+        self, view: ReadView, marker: ValidatorSet, ctx: BlockContext
+    ) -> BlockOutcome:
+        """The epoch's last block, whose payload is the epoch-change marker: no txs; the
+        decided next set becomes the current one (raises StoreCorrupt if it is not the one the
+        marker names, which the vote rule excludes)."""
+        assert marker.epoch == ctx.epoch + 1, "a marker names the next epoch"
+        st = TxState(view, {})
+        governance.enact_epoch_change(st, marker)
+        root, tree_writes = state_tree.update(view, ctx.height, st.writes)
+        return BlockOutcome(
+            results=[],
+            writes={**st.writes, **tree_writes},
+            state_root=root,
+            validator_change=marker,
+        )
+
+    def current_set(self, view: ReadView) -> ValidatorSet:
+        """The set of the epoch the executed state is in (state.VALIDATORS_KEY)."""
+        return governance.validator_set_of(governance.current_validators(StateReader(view)))
+
+    def validators_of_epoch(self, view: ReadView, epoch: int) -> ValidatorSet | None:
+        """The set of `epoch` from the executed state's history, or None if not reached yet."""
+        record = StateReader(view).get(state.epoch_validators_key(epoch))
+        return None if record is None else governance.validator_set_of(record)
+
+    def ready_next_set(self, view: ReadView) -> ValidatorSet | None:
+        """The decided next set with every new key announced (the marker to propose)."""
+        return governance.ready_next_set(StateReader(view))
+
+    def next_set_record(self, view: ReadView) -> dict[str, Any] | None:
+        """The pending decision as stored (epoch, validators, decided_height, waiting_for)."""
+        record: dict[str, Any] | None = StateReader(view).get(state.NEXT_VALIDATORS_KEY)
+        return record

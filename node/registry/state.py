@@ -46,6 +46,14 @@ def member_key(public_key: bytes) -> bytes:
 
 
 VALIDATORS_KEY = S + b"validators"
+# The set a governance decision chose for the next epoch, until its marker block executes
+# (docs/design.md §4.8); and every epoch's set, genesis included, by 8-byte big-endian epoch.
+NEXT_VALIDATORS_KEY = S + b"validators/next"
+
+
+def epoch_validators_key(epoch: int) -> bytes:
+    assert 0 <= epoch < 1 << 64, f"bad epoch {epoch}"
+    return S + b"validators/" + epoch.to_bytes(8, "big")
 
 
 def party_key(party_id: str) -> bytes:

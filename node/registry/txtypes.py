@@ -30,7 +30,8 @@ class TxType:
     apply: Callable[[TxState, Env, Payload], Payload]
     # Roles that may submit (any one of them), from the normalized payload; empty = any member.
     roles: Callable[[Payload], frozenset[str]]
-    # "member": member keys only; "admin": admin keys only; "any": both (governance votes).
+    # "member": member keys only; "admin": admin keys only; "any": both (governance votes);
+    # "validator": the new validator key the pending set names for the payload's org.
     signer: str = "member"
 
 
@@ -122,5 +123,6 @@ TX_TYPES: dict[str, TxType] = {
         TxType(
             "ApproveGovernance", governance.check_approval, governance.apply_approval, ANY, "any"
         ),
+        TxType("ValidatorReady", governance.check_ready, governance.apply_ready, ANY, "validator"),
     )
 }

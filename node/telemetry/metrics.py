@@ -84,6 +84,9 @@ class NodeMetrics:
     registry: CollectorRegistry
     height: Gauge
     round: Gauge
+    epoch: Gauge
+    validators: Gauge
+    validating: Gauge
     commits: Counter
     committed_txs: Counter
     mempool_txs: Gauge
@@ -119,6 +122,11 @@ class NodeMetrics:
             registry=registry,
             height=gauge("kledger_height", "height of the last committed block"),
             round=gauge("kledger_round", "current consensus round"),
+            epoch=gauge("kledger_epoch", "epoch consensus runs (its validator set's)"),
+            validators=gauge("kledger_validators", "validators in the current epoch's set"),
+            validating=gauge(
+                "kledger_validating", "1 while this node's org is in the current set, else 0"
+            ),
             commits=counter("kledger_commits", "committed blocks"),
             committed_txs=counter("kledger_committed_txs", "committed transactions"),
             mempool_txs=gauge("kledger_mempool_txs", "transactions in the mempool"),

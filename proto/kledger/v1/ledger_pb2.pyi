@@ -598,6 +598,8 @@ class NodeStatus(_message.Message):
     CONNECTED_PEERS_FIELD_NUMBER: _builtins.int
     CLOCK_FIELD_NUMBER: _builtins.int
     CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    VALIDATORS_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     chain_id: _builtins.str
     epoch: _builtins.int
@@ -623,6 +625,12 @@ class NodeStatus(_message.Message):
     """
     clock_offset_ms: _builtins.int
     """median over peers of their clock minus ours (0 if unknown)"""
+    role: _builtins.str
+    """"validator" when this node's org is in the current epoch's set (it votes), "follower"
+    otherwise (a joiner before its epoch, or a removed org's node): docs/node.md "Epochs".
+    """
+    validators: _builtins.int
+    """size of the current epoch's validator set"""
     @_builtins.property
     def connected_peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -644,10 +652,12 @@ class NodeStatus(_message.Message):
         connected_peers: _abc.Iterable[_builtins.str] | None = ...,
         clock: _builtins.str = ...,
         clock_offset_ms: _builtins.int = ...,
+        role: _builtins.str = ...,
+        validators: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certified_height", b"certified_height", "chain_id", b"chain_id", "clock", b"clock", "clock_offset_ms", b"clock_offset_ms", "connected_peers", b"connected_peers", "epoch", b"epoch", "height", b"height", "last_header_hash", b"last_header_hash", "leader", b"leader", "mempool_txs", b"mempool_txs", "org", b"org", "round", b"round", "state_root", b"state_root", "tx_log_root", b"tx_log_root", "tx_log_size", b"tx_log_size", "view_changes", b"view_changes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certified_height", b"certified_height", "chain_id", b"chain_id", "clock", b"clock", "clock_offset_ms", b"clock_offset_ms", "connected_peers", b"connected_peers", "epoch", b"epoch", "height", b"height", "last_header_hash", b"last_header_hash", "leader", b"leader", "mempool_txs", b"mempool_txs", "org", b"org", "role", b"role", "round", b"round", "state_root", b"state_root", "tx_log_root", b"tx_log_root", "tx_log_size", b"tx_log_size", "validators", b"validators", "view_changes", b"view_changes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
