@@ -266,6 +266,9 @@ class Equivocation:
 Effect = Persist | SaveBlock | Send | Broadcast | SetTimer | Commit | RequestSync | Equivocation
 
 _VERIFIED_CACHE_ITEMS = 512
+# Peers tracked per epoch table (asked, answered, held certificates per epoch): EpochRequest
+# and EpochProof come from any admitted peer, members or not, so each table has a bound.
+_EPOCH_PEERS = 64
 _LEADER_CACHE_ROUNDS = 256
 
 
@@ -690,6 +693,8 @@ class Core:
         if self._my_timeout is not None and self._my_timeout.round == round:
             out.append(Broadcast(self._my_timeout))
             return
+        if not self._validators.contains(self.me):
+            return  # a follower outside the set has no timeout to sign
         if self.following:
             self._drop("following")
             return
@@ -771,9 +776,12 @@ class Core:
     # ---- messages --------------------------------------------------------------------------
 
     def _on_message(self, sender: NodeId, message: Message, out: list[Effect]) -> None:
-        if not self._validators.contains(sender):
-            self._drop("not_member")
-            return
+        # Epoch catch-up is open to every peer the transport admitted, member of our set or
+        # not: a joiner (a follower outside the set) and a node behind a membership change
+        # hear the current epoch only from nodes their own set does not name, and the answers
+        # check themselves (each certificate against its own epoch's set). Dropping these as
+        # non-members kept a spare added epochs after genesis from ever catching up (the
+        # simulator found it: tests/test_sim.py, joiner regression).
         if isinstance(message, EpochRequest):
             self._on_epoch_request(sender, message, out)
             return
@@ -788,6 +796,9 @@ class Core:
             epoch = message.epoch
         if epoch != self.epoch:
             self._on_other_epoch(sender, message, epoch, out)
+            return
+        if not self._validators.contains(sender):
+            self._drop("not_member")
             return
         match message:
             case Proposal():
@@ -829,6 +840,8 @@ class Core:
         # later-epoch junk must not keep the honest peers from being asked).
         asked = self._epoch_requested_ms.get(sender)
         if asked is None or self._now_ms - asked >= self.config.round_timeout_ms:
+            if len(self._epoch_requested_ms) >= _EPOCH_PEERS:
+                self._epoch_requested_ms.clear()  # forget old asks: at worst one more request
             self._epoch_requested_ms[sender] = self._now_ms
             out.append(Send(sender, EpochRequest(self.epoch, self.me)))
 
@@ -854,6 +867,8 @@ class Core:
         if not qcs:
             self._drop("unknown_epoch")
             return
+        if len(self._epoch_answered_ms) >= _EPOCH_PEERS:
+            self._epoch_answered_ms.clear()  # forget old answers: at worst one more answer
         self._epoch_answered_ms[sender] = self._now_ms
         more = request.epoch + len(qcs) < self.epoch
         out.append(Send(sender, EpochProof(request.epoch, tuple(qcs), more, self.me)))
@@ -876,8 +891,10 @@ class Core:
             if qc.epoch != epoch or epoch < self.epoch:
                 continue
             if epoch <= self.epoch + MAX_EPOCH_PROOF_QCS:
-                self._epoch_backlog.setdefault(epoch, {})[sender] = qc
-                useful = True
+                held = self._epoch_backlog.setdefault(epoch, {})
+                if sender in held or len(held) < _EPOCH_PEERS:
+                    held[sender] = qc
+                    useful = True
         if not useful:
             self._drop("epoch")
             return
@@ -1032,6 +1049,8 @@ class Core:
         if last is not None and last.round == round and last.data.certified.id == block.id:
             self._send(next_leader, last, out)
             return
+        if not self._validators.contains(self.me):
+            return  # a follower outside the set (a joiner, a removed node) has no vote to give
         if self.following:
             self._drop("following")
             return
