@@ -480,6 +480,7 @@ class Simulation:
         self._recent_blocks = config.core.leader_reputation_window_rounds + REPUTATION_LAG_ROUNDS
         self._healed = False
         self._height_at_heal: dict[int, int] = {}
+        self._epoch_at_heal = 1
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -1193,14 +1194,27 @@ class Simulation:
         for node in self.nodes:
             if node.honest:
                 self._height_at_heal[node.index] = top
+        self._epoch_at_heal = max(self.validator_sets)
 
     def _liveness_reached(self) -> bool:
+        """Every honest node that owes progress passed the mark; with reconfigure, also at
+        least one epoch change after the mark, which all of them followed (so a change stuck
+        half-way, or a joiner that never catches up, is a liveness failure)."""
         need = self.config.min_new_commits
-        return self._down is None and all(
-            len(node.disk.chain) - 1 >= self._height_at_heal[node.index] + need
-            for node in self.nodes
-            if self._must_progress(node)
+        newest = max(self.validator_sets)
+        return (
+            self._down is None
+            and (not self.config.reconfigure or newest > self._epoch_at_heal)
+            and all(
+                len(node.disk.chain) - 1 >= self._height_at_heal[node.index] + need
+                and (not self.config.reconfigure or self._epoch_of(node) == newest)
+                for node in self.nodes
+                if self._must_progress(node)
+            )
         )
+
+    def _epoch_of(self, node: SimNode) -> int:
+        return node.core.epoch if node.core is not None else node.disk.validators.epoch
 
     def _finish(self, end_ms: int) -> None:
         result = self.result
@@ -1219,16 +1233,26 @@ class Simulation:
         if not self._healed:
             self._heal()
         if not self._liveness_reached():
+            newest = max(self.validator_sets)
             lagging = [
-                f"{n.label}@{len(n.disk.chain) - 1}"
+                f"{n.label}@{len(n.disk.chain) - 1}/e{self._epoch_of(n)}"
                 for n in self.nodes
                 if self._must_progress(n)
-                and len(n.disk.chain) - 1
-                < self._height_at_heal[n.index] + self.config.min_new_commits
+                and (
+                    len(n.disk.chain) - 1
+                    < self._height_at_heal[n.index] + self.config.min_new_commits
+                    or (self.config.reconfigure and self._epoch_of(n) != newest)
+                )
             ]
+            stuck = (
+                f"; no epoch change since epoch {newest}"
+                if self.config.reconfigure and newest <= self._epoch_at_heal
+                else ""
+            )
             result.liveness_failure = (
                 f"no progress within {self.config.liveness_bound_ms} ms after the faults stopped: "
                 + ", ".join(lagging)
+                + stuck
             )
 
     # ---- Byzantine behaviour -----------------------------------------------------------------
