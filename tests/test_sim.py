@@ -256,6 +256,18 @@ class _DropsNonMembersFirst(Core):
         super()._on_message(sender, message, out)
 
 
+class _NoHelpForEarlierEpochs(Core):
+    """The old rule: a message of an earlier epoch only dropped, never answered."""
+
+    def _on_other_epoch(
+        self, sender: NodeId, message: Message, epoch: int, out: list[Effect]
+    ) -> None:
+        if epoch < self.epoch:
+            self.dropped["epoch"] = self.dropped.get("epoch", 0) + 1
+            return
+        super()._on_other_epoch(sender, message, epoch, out)
+
+
 class _FirstSignerOnly(Core):
     """The old fetch target: always the first signer of the QC."""
 
@@ -274,6 +286,10 @@ class _FirstSignerOnly(Core):
             0,
             _DropsNonMembersFirst,
         ),
+        # The nodes that committed an epoch's last block were the ones it removed: they follow
+        # silently in the new epoch, and the rest, stuck in the old one, never heard a later
+        # epoch to ask how theirs ended (now a node answers an earlier-epoch message unasked).
+        (replace(ALL, nodes=6), 293, _NoHelpForEarlierEpochs),
         # A block whose only copy was at a signer other than the first (the others lost their
         # saved blocks in rollbacks) was asked of the first signer forever.
         (replace(STATIC, nodes=4), 40, _FirstSignerOnly),

@@ -16,15 +16,26 @@ messages, and a "fork" leader that after a timeout proposes on a stale QC. Valid
 for good" never start (they count against f); a restarted core gets back the committed blocks
 leader reputation reads.
 
+Live reconfiguration (`reconfigure`, docs/design.md §4.8, payloads in membership.py): decisions
+add a spare (a non-voting follower from the start) or a removed node, remove a validator or
+rotate a key; the decided node announces its new key; a marker enacts the set. Links follow
+peer admission (current set plus NEXT; a removed node is refused), each node signs with the key
+its epoch's set names, and execution may trail commit ("exec_lag"). Attacks on the switch:
+crashes at each of its steps ("epoch_crash"), forged markers and stale keys (Byzantine).
+
 Invariants, checked after every step (Byzantine keys excluded):
   - no two honest nodes commit different blocks at one height, and every honest committed
     chain is a prefix of the longest (one block per height, heights contiguous);
   - nothing is committed without a certificate: each Commit carries a QC with a quorum of valid
     signatures of the epoch's set whose commit info names the last block, linked by parent ids;
-  - no honest node signs two different votes in one round.
+  - no honest node signs two different votes in one round;
+  - every honest node runs an epoch with the same set, and no committed marker differs from the
+    set its execution decided (the node would stop: StoreCorrupt).
 After the fault phase (partitions healed, crashed nodes restarted, no drops) every honest node
 must commit `min_new_commits` blocks above the highest height any honest node had then, within
-`liveness_bound_ms` of simulated time (so a node left behind must catch up, epochs included).
+`liveness_bound_ms` of simulated time (so a node left behind must catch up, epochs included);
+with reconfiguration, the honest nodes owing it are the newest set's and its NEXT's, and one
+more epoch change must complete that all of them follow.
 
 Signatures are HMAC-SHA256 keyed by a per-validator secret; verification recomputes the MAC
 with the secret looked up from the public key. That is 50x faster than Ed25519 and as unforgeable
