@@ -266,6 +266,9 @@ class Equivocation:
 Effect = Persist | SaveBlock | Send | Broadcast | SetTimer | Commit | RequestSync | Equivocation
 
 _VERIFIED_CACHE_ITEMS = 512
+# Peers tracked per epoch table (asked, answered, held certificates per epoch): EpochRequest
+# and EpochProof come from any admitted peer, members or not, so each table has a bound.
+_EPOCH_PEERS = 64
 _LEADER_CACHE_ROUNDS = 256
 
 
@@ -316,6 +319,7 @@ class Core:
         self._epoch_answered_ms: dict[NodeId, int] = {}
         # Kept per sender, so a liar's junk for an epoch cannot displace an honest peer's.
         self._epoch_backlog: dict[int, dict[NodeId, QuorumCert]] = {}
+        self._fetch_turn = 0  # rotates the signer asked for a missing block (_some_signer)
         self._reset_epoch_state()
         epoch = validators.epoch
         # The unsigned QC that anchors this epoch: the genesis QC, or the one derived from the
@@ -690,6 +694,8 @@ class Core:
         if self._my_timeout is not None and self._my_timeout.round == round:
             out.append(Broadcast(self._my_timeout))
             return
+        if not self._validators.contains(self.me):
+            return  # a follower outside the set has no timeout to sign
         if self.following:
             self._drop("following")
             return
@@ -763,21 +769,27 @@ class Core:
         out.append(Broadcast(proposal))
 
     def _some_signer(self, qc: QuorumCert) -> NodeId | None:
-        for author, _ in qc.signatures:
-            if author != self.me:
-                return author
-        return None
+        """A signer of `qc` other than us, to ask for what it certifies: the next one at each
+        call. Always the first, a fetch whose block that signer no longer held (it lost its
+        saved blocks in a rollback) was retried against it forever while another signer held
+        the only copy (the simulator found it: 4 nodes, seed 40, all faults)."""
+        others = [author for author, _ in qc.signatures if author != self.me]
+        if not others:
+            return None
+        self._fetch_turn += 1
+        return others[self._fetch_turn % len(others)]
 
     # ---- messages --------------------------------------------------------------------------
 
     def _on_message(self, sender: NodeId, message: Message, out: list[Effect]) -> None:
+        # Epoch catch-up is open to every peer the transport admitted, member of our set or
+        # not: a joiner (a follower outside the set) and a node behind a membership change
+        # hear the current epoch only from nodes their own set does not name, and the answers
+        # check themselves (each certificate against its own epoch's set). Dropping these as
+        # non-members kept a spare added epochs after genesis from ever catching up (the
+        # simulator found it: tests/test_sim.py, joiner regression).
         if isinstance(message, EpochRequest):
-            # Any peer the transport admits may ask how epochs ended: a node joining the set
-            # starts outside it, in an older epoch, and must learn the ending certificates.
             self._on_epoch_request(sender, message, out)
-            return
-        if not self._validators.contains(sender):
-            self._drop("not_member")
             return
         if isinstance(message, EpochProof):
             self._on_epoch_proof(sender, message, out)
@@ -790,6 +802,9 @@ class Core:
             epoch = message.epoch
         if epoch != self.epoch:
             self._on_other_epoch(sender, message, epoch, out)
+            return
+        if not self._validators.contains(sender):
+            self._drop("not_member")
             return
         match message:
             case Proposal():
@@ -809,9 +824,15 @@ class Core:
         self, sender: NodeId, message: Message, epoch: int, out: list[Effect]
     ) -> None:
         """Drop it, but a message from the next epoch carries the commit certificate of the
-        block that ended ours: if we can check it, commit up to there and take the message."""
+        block that ended ours: if we can check it, commit up to there and take the message. A
+        message from an earlier epoch shows its sender behind: send it how that epoch ended."""
         self._drop("epoch")
         if epoch < self.epoch:
+            # Unasked, as _help_behind does within an epoch: when the only nodes that committed
+            # an epoch's end were removed by it, they follow silently in the next epoch and no
+            # later-epoch message would ever reach the rest to make them ask (the simulator
+            # found it: 4 nodes, an added node removed again, tests/test_sim.py).
+            self._answer_epoch(sender, epoch, out)
             return
         commit_qc = message.commit_qc if isinstance(message, Proposal | Timeout) else None
         if (
@@ -831,6 +852,8 @@ class Core:
         # later-epoch junk must not keep the honest peers from being asked).
         asked = self._epoch_requested_ms.get(sender)
         if asked is None or self._now_ms - asked >= self.config.round_timeout_ms:
+            if len(self._epoch_requested_ms) >= _EPOCH_PEERS:
+                self._epoch_requested_ms.clear()  # forget old asks: at worst one more request
             self._epoch_requested_ms[sender] = self._now_ms
             out.append(Send(sender, EpochRequest(self.epoch, self.me)))
 
@@ -843,22 +866,30 @@ class Core:
         if request.epoch >= self.epoch:
             self._drop("epoch")
             return
+        problem = self._answer_epoch(sender, request.epoch, out)
+        if problem is not None:
+            self._drop(problem)
+
+    def _answer_epoch(self, sender: NodeId, since: int, out: list[Effect]) -> str | None:
+        """Send `sender` the certificates that ended epochs `since` .. (at most a page), at most
+        once per peer a round timeout; the reason when nothing was sent."""
         answered = self._epoch_answered_ms.get(sender)
         if answered is not None and self._now_ms - answered < self.config.round_timeout_ms:
-            self._drop("too_frequent")
-            return
+            return "too_frequent"
         qcs: list[QuorumCert] = []
-        for epoch in range(request.epoch, min(self.epoch, request.epoch + MAX_EPOCH_PROOF_QCS)):
+        for epoch in range(since, min(self.epoch, since + MAX_EPOCH_PROOF_QCS)):
             qc = self._epoch_ending_qc(epoch)
             if qc is None:
                 break
             qcs.append(qc)
         if not qcs:
-            self._drop("unknown_epoch")
-            return
+            return "unknown_epoch"
+        if len(self._epoch_answered_ms) >= _EPOCH_PEERS:
+            self._epoch_answered_ms.clear()  # forget old answers: at worst one more answer
         self._epoch_answered_ms[sender] = self._now_ms
-        more = request.epoch + len(qcs) < self.epoch
-        out.append(Send(sender, EpochProof(request.epoch, tuple(qcs), more, self.me)))
+        more = since + len(qcs) < self.epoch
+        out.append(Send(sender, EpochProof(since, tuple(qcs), more, self.me)))
+        return None
 
     def _epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
         if epoch == self.epoch - 1 and self._root_qc.epoch == epoch and self._root_qc.signatures:
@@ -878,8 +909,10 @@ class Core:
             if qc.epoch != epoch or epoch < self.epoch:
                 continue
             if epoch <= self.epoch + MAX_EPOCH_PROOF_QCS:
-                self._epoch_backlog.setdefault(epoch, {})[sender] = qc
-                useful = True
+                held = self._epoch_backlog.setdefault(epoch, {})
+                if sender in held or len(held) < _EPOCH_PEERS:
+                    held[sender] = qc
+                    useful = True
         if not useful:
             self._drop("epoch")
             return
@@ -1034,6 +1067,8 @@ class Core:
         if last is not None and last.round == round and last.data.certified.id == block.id:
             self._send(next_leader, last, out)
             return
+        if not self._validators.contains(self.me):
+            return  # a follower outside the set (a joiner, a removed node) has no vote to give
         if self.following:
             self._drop("following")
             return

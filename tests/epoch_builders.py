@@ -60,6 +60,9 @@ class EpochRegistry(Registry):
         change = SETS[ctx.epoch + 1] if ends else None
         return BlockOutcome(outcome.results, outcome.writes, outcome.state_root, change)
 
+    def validators_of_epoch(self, view: ReadView, epoch: int) -> ValidatorSet | None:
+        return SETS[epoch] if epoch < len(SETS) else None
+
 
 @dataclass
 class EpochLedger:
@@ -77,7 +80,7 @@ def build_epoch_ledger(path: Path, extra_blocks: int = 2) -> EpochLedger:
         path, GENESIS, registry.genesis_writes(), registry.genesis_state_root()
     )
     epoch = 0
-    committer = Committer(store, registry, GENESIS, lambda: SETS[epoch])
+    committer = Committer(store, registry, GENESIS)
     parent = ROOT
     txs: list[SignedTx] = []
     heights = BLOCKS_PER_EPOCH * (len(SETS) - 1) + extra_blocks

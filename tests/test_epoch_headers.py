@@ -62,7 +62,7 @@ def open_ledger(path: Path, change_at: set[int]) -> tuple[LedgerStore, Committer
     store = LedgerStore.open(
         path, GENESIS, registry.genesis_writes(), registry.genesis_state_root()
     )
-    return store, Committer(store, registry, GENESIS, lambda: GENESIS.validator_set)
+    return store, Committer(store, registry, GENESIS)
 
 
 def reopen(path: Path) -> LedgerStore:

@@ -6,9 +6,10 @@
 
 A campaign runs seeds first_seed .. first_seed + seeds - 1 for each node count, with a progress
 bar on stderr, and prints a summary (with --json one object: runs, commits, safety_violations,
-liveness_failures, failing_seeds, simulated_rounds, view_changes, faults, dropped, ...). Each
-failure prints `seed=S` with the command that replays it. Exit status 1 on any safety violation
-or liveness failure, 2 on bad arguments.
+liveness_failures, failing_seeds, simulated_rounds, view_changes, faults, dropped,
+membership_changes, forged_marker_refused, ...). Live reconfiguration is on unless
+--no-reconfigure. Each failure prints `seed=S` with the command that replays it. Exit status 1
+on any safety violation or liveness failure, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -67,12 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--byzantine-keys", type=int, help="Byzantine validator keys (default: f of each n)"
     )
-    parser.add_argument("--reconfigure", action="store_true", help="change epochs now and then")
+    parser.add_argument(
+        "--reconfigure",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="change the validator set now and then: add a spare, remove one, rotate a key"
+        " (decided, then enacted by a marker; on by default)",
+    )
     parser.add_argument(
         "--reconfigure-probability",
         type=float,
         default=DEFAULTS.reconfigure_probability,
-        help="with --reconfigure: how likely a new payload is an epoch change",
+        help="with --reconfigure: how likely a new payload is a validator-set decision",
+    )
+    parser.add_argument(
+        "--spares",
+        type=int,
+        default=DEFAULTS.spare_nodes,
+        metavar="K",
+        help="with --reconfigure: K non-voting followers from the start that may be added",
     )
     parser.add_argument(
         "--down-for-epochs",
@@ -123,6 +137,11 @@ def summarize(results: list[SimResult], wall_seconds: float) -> dict[str, Any]:
         if not r.ok
     ]
     runs = len(results)
+    changes: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    for result in results:
+        changes.update(result.membership_changes)
+        refused.update(result.refused_txs)
     return {
         "runs": runs,
         "commits": sum(r.commits for r in results),
@@ -134,6 +153,14 @@ def summarize(results: list[SimResult], wall_seconds: float) -> dict[str, Any]:
         "safety_violations": sum(1 for r in results if r.safety_violations),
         "liveness_failures": sum(1 for r in results if r.liveness_failure is not None),
         "failing_seeds": failing,
+        "epochs": sum(r.epoch - 1 for r in results),
+        "membership_changes": dict(sorted(changes.items())),
+        "runs_ending_with_another_set": sum(
+            1 for r in results if r.final_validators != r.genesis_validators
+        ),
+        "forged_marker_refused": sum(r.forged_marker_refused for r in results),
+        "marker_refused_lagging": sum(r.marker_refused_lagging for r in results),
+        "refused_txs": dict(sorted(refused.items())),
         "wall_seconds": round(wall_seconds, 1),
         "rounds_per_wall_second": round(rounds / wall_seconds) if wall_seconds > 0 else 0,
         "seeds_per_10_minutes": round(runs * 600 / wall_seconds) if wall_seconds > 0 else 0,
@@ -161,8 +188,10 @@ def _replay_command(args: argparse.Namespace, nodes: int, seed: int) -> str:
     parts.append(f"--faults {args.faults or 'none'} --byzantine {args.byzantine or 'none'}")
     if args.broken:
         parts.append(f"--broken {args.broken}")
-    if args.reconfigure:
-        parts.append("--reconfigure")
+    if not args.reconfigure:
+        parts.append("--no-reconfigure")
+    if args.spares != DEFAULTS.spare_nodes:
+        parts.append(f"--spares {args.spares}")
     if args.reconfigure_probability != DEFAULTS.reconfigure_probability:
         parts.append(f"--reconfigure-probability {args.reconfigure_probability}")
     if args.down_for_epochs:
@@ -187,9 +216,15 @@ def main(argv: list[str]) -> int:
         parser.error(str(error))
     if any(n < 1 for n in node_counts) or args.seeds < 1:
         parser.error("--nodes and --seeds must be positive")
-    if args.leader_reputation < 0 or args.crashed_for_good < 0 or args.down_for_epochs < 0:
+    if (
+        args.leader_reputation < 0
+        or args.crashed_for_good < 0
+        or args.down_for_epochs < 0
+        or args.spares < 0
+    ):
         parser.error(
-            "--leader-reputation, --crashed-for-good and --down-for-epochs must not be negative"
+            "--leader-reputation, --crashed-for-good, --down-for-epochs and --spares must not be"
+            " negative"
         )
     if not 0.0 <= args.reconfigure_probability <= 1.0:
         parser.error("--reconfigure-probability must be in [0, 1]")
@@ -201,6 +236,7 @@ def main(argv: list[str]) -> int:
         liveness_bound_ms=args.liveness_bound_ms,
         reconfigure=args.reconfigure or args.down_for_epochs > 0,
         reconfigure_probability=args.reconfigure_probability,
+        spare_nodes=args.spares,
         down_for_epochs=args.down_for_epochs,
         byzantine_keys=args.byzantine_keys,
         crashed_for_good=args.crashed_for_good,
