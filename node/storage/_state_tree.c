@@ -376,6 +376,10 @@ static PyObject *page_write(PyObject *self, PyObject *args) {
                           &changes))
         return NULL;
     if (check_page(old_filled, old_leaves, old_size, &before) < 0) return NULL;
+    if (PyDict_GET_SIZE(changes) == 0) {
+        PyErr_SetString(PyExc_AssertionError, "a page is written for a change");
+        return NULL;
+    }
 
     Change slots[WIDTH];
     int changed = 0, filled = old_filled, leaves = old_leaves;

@@ -228,6 +228,7 @@ def decode_page(data: bytes, width: int = 1 << PAGE_BITS) -> Slots:
 
 _MASKS_RULE: Final = "a page's leaf slots are filled slots"
 _SIZE_RULE: Final = "a page record holds its masks, slots and inner hashes, no more"
+_UNCHANGED_RULE: Final = "a page is written for a change"
 
 
 def page_masks_pure(record: bytes, width: int = 1 << PAGE_BITS) -> tuple[int, int]:
@@ -578,6 +579,7 @@ def page_write_pure(
     assert leaves & ~filled == 0, _MASKS_RULE
     old_layout = _layout(filled, leaves, width)
     assert len(record) == old_layout.size, _SIZE_RULE
+    assert changes, _UNCHANGED_RULE
     new_filled, new_leaves = filled, leaves
     for index, ref in changes.items():
         bit = 1 << index
