@@ -260,7 +260,7 @@ def _updates_agree(blocks: list[dict[bytes, bytes | None]]) -> list[bytes]:
     def native_write(
         record: bytes, filled: int, leaves: int, changes: dict[int, Ref]
     ) -> tuple[bytes, int, int, bytes]:
-        page = native.page_write(record, filled, leaves, changes)
+        page: tuple[bytes, int, int, bytes] = native.page_write(record, filled, leaves, changes)
         written.append(page[0])
         return page
 
