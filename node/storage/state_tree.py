@@ -29,6 +29,13 @@ Rules kept here:
   pages; a replaced or removed page or leaf gets a stale entry at the block's height.
 - A record stale since `since` is needed only by heights below `since`: `prune_writes` deletes
   it once `since` <= the oldest height kept, and the root references below that height.
+
+Two builds of the per-page work, one rule (as kledger.node.chain.canonical's encoder): reading a
+page's masks and slots, writing a page with its inner hashes, hashing a new leaf. The C
+extension `_state_tree_native` (node/storage/_state_tree.c, compiled by `pip install`, 16-ary
+pages) runs unless KLEDGER_PURE=1 or it is missing; `page_masks_pure`, `page_slot_pure`,
+`page_write_pure` and `leaf_hashes_pure` here are its twins (and run every other page size).
+tests/test_native_state_tree.py checks that both give the same bytes and the same refusals.
 """
 
 from __future__ import annotations
