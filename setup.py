@@ -11,6 +11,11 @@ setup(
             "kledger.node.chain._canonical_native",
             sources=["proto/kledger/node/chain/_canonical.c"],
             extra_compile_args=["-O2", "-Wall"],
-        )
+        ),
+        Extension(
+            "kledger.node.storage._state_tree_native",
+            sources=["proto/kledger/node/storage/_state_tree.c"],
+            extra_compile_args=["-O2", "-Wall"],
+        ),
     ]
 )

@@ -1,7 +1,8 @@
 """The native build (setup.py: C extensions compiled by `pip install`) against its pure-Python
 twin: the same bytes and the same refusals for any value, the native one is what runs unless
 KLEDGER_PURE=1, and a whole pipeline run computes the same blocks, receipts, roots and proofs
-in both builds (the bench-pipeline fingerprint)."""
+in both builds (the bench-pipeline fingerprint: KLEDGER_PURE=1 also runs the state tree's pure
+pages, whose own parity tests are tests/test_native_state_tree.py)."""
 
 from __future__ import annotations
 

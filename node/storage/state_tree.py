@@ -29,16 +29,25 @@ Rules kept here:
   pages; a replaced or removed page or leaf gets a stale entry at the block's height.
 - A record stale since `since` is needed only by heights below `since`: `prune_writes` deletes
   it once `since` <= the oldest height kept, and the root references below that height.
+
+Two builds of the per-page work, one rule (as kledger.node.chain.canonical's encoder): reading a
+page's masks and slots, writing a page with its inner hashes, hashing a new leaf. The C
+extension `_state_tree_native` (node/storage/_state_tree.c, compiled by `pip install`, 16-ary
+pages) runs unless KLEDGER_PURE=1 or it is missing; `page_masks_pure`, `page_slot_pure`,
+`page_write_pure` and `leaf_hashes_pure` here are its twins (and run every other page size).
+tests/test_native_state_tree.py checks that both give the same bytes and the same refusals.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, NamedTuple
 
+from kledger.node.chain.canonical import PURE_ENV
 from kledger.node.proof.smt import (
     EMPTY,
     EMPTY_ROOT,
@@ -220,24 +229,27 @@ def _mask_bytes(width: int) -> int:
 
 
 def decode_page(data: bytes, width: int = 1 << PAGE_BITS) -> Slots:
-    page = _read_page(data, width, EMPTY)
-    layout = _layout(page.filled, page.leaves, width)
-    return tuple(_slot(page, layout, index) for index in range(width))
+    filled, leaves = page_masks_pure(data, width)
+    return tuple(page_slot_pure(data, filled, leaves, index, width) for index in range(width))
 
 
-def _read_page(data: bytes, width: int, root_hash: bytes) -> Page:
-    """The page of a record: the masks of its filled and of its leaf slots, each filled slot
-    in slot order (a leaf: version, hash, key path, value hash; a child page: version, hash),
-    then the hashes of its inner nodes below its root (node order; whether a node is inner the
-    masks decide), so reading a page hashes nothing and skips its empty slots."""
+_MASKS_RULE: Final = "a page's leaf slots are filled slots"
+_SIZE_RULE: Final = "a page record holds its masks, slots and inner hashes, no more"
+_UNCHANGED_RULE: Final = "a page is written for a change"
+
+
+def page_masks_pure(record: bytes, width: int = 1 << PAGE_BITS) -> tuple[int, int]:
+    """The masks of a page record's filled and leaf slots, checked against its length. The
+    record: the two masks, each filled slot in slot order (a leaf: version, hash, key path,
+    value hash; a child page: version, hash), then the hashes of its inner nodes below its
+    root (node order; whether a node is inner the masks decide), so reading a page hashes
+    nothing and skips its empty slots."""
     size = _mask_bytes(width)
-    filled = int.from_bytes(data[:size], "big")
-    leaves = int.from_bytes(data[size : 2 * size], "big")
-    assert leaves & ~filled == 0, "a page's leaf slots are filled slots"
-    assert len(data) == _layout(filled, leaves, width).size, (
-        "a page record holds its masks, slots and inner hashes, no more"
-    )
-    return Page(data, filled, leaves, root_hash)
+    filled = int.from_bytes(record[:size], "big")
+    leaves = int.from_bytes(record[size : 2 * size], "big")
+    assert leaves & ~filled == 0, _MASKS_RULE
+    assert len(record) == _layout(filled, leaves, width).size, _SIZE_RULE
+    return filled, leaves
 
 
 class _Layout(NamedTuple):
@@ -283,14 +295,18 @@ def _layout(filled: int, leaves: int, width: int) -> _Layout:
     )
 
 
-def _slot(page: Page, layout: _Layout, index: int) -> Ref:
+def page_slot_pure(
+    record: bytes, filled: int, leaves: int, index: int, width: int = 1 << PAGE_BITS
+) -> Ref:
     """The reference in one slot of a page, sliced out of its record."""
+    assert leaves & ~filled == 0, _MASKS_RULE
+    layout = _layout(filled, leaves, width)
+    assert len(record) == layout.size, _SIZE_RULE
     at = layout.slot_at[index]
     if at < 0:
         return EMPTY_REF
-    record = page.record
     version = int.from_bytes(record[at : at + 8], "big")
-    if page.leaves >> index & 1:
+    if leaves >> index & 1:
         return (_LEAF_KIND, record[at + 8 : at + 40], version, record[at + 40 : at + 72],
                 record[at + 72 : at + 104])  # fmt: skip
     return _PAGE_KIND, record[at + 8 : at + 40], version, b"", b""
@@ -361,7 +377,7 @@ def _chunk(path: bytes, depth: int, bits: int) -> int:
 class _Reader:
     def __init__(self, view: ReadView, bits: int) -> None:
         self._view = view
-        self._width = 1 << bits
+        self._masks = page_ops(bits).masks
         # The store's LevelView carries a cache; any other view (tests, overlays) reads through.
         self._cache: PageCache | None = getattr(view, "page_cache", None)
 
@@ -377,7 +393,8 @@ class _Reader:
                 return key, cached
         raw = self._view.get(key)
         assert raw is not None, f"state tree page {key.hex()} missing"
-        page = _read_page(raw, self._width, ref[1])
+        filled, leaves = self._masks(raw)
+        page = Page(raw, filled, leaves, ref[1])
         if cache is not None:
             cache.put(key, page)
         return key, page
@@ -436,12 +453,14 @@ class _Updater:
         assert bits in (1, 2, 4, 8), "a page covers 1, 2, 4 or 8 binary levels"
         self._bits = bits
         self._width = 1 << bits
+        self._ops = page_ops(bits)
         self._reader = _Reader(view, bits)
         self._writes = writes
         self._version = version
         self._stale_prefix = STALE + _u64(version)
         self._page_prefix = PAGE + _u64(version)  # + a page's position: its record key
         self._leaf_prefix = LEAF + _u64(version)  # + a key path: its leaf value's key
+        self._empty_record = bytes(2 * _mask_bytes(self._width))  # a page of no slots
         self.written: dict[bytes, Page] = {}
         self.replaced: list[bytes] = []
 
@@ -467,7 +486,8 @@ class _Updater:
             return self.build(depth, present)
         position = _position(items[0][0], depth)
         key, old = self._reader.page_at(ref, PAGE + _u64(ref[2]) + position)
-        layout = _layout(old.filled, old.leaves, self._width)
+        slot_of = self._ops.slot
+        record, old_filled, old_leaves = old.record, old.filled, old.leaves
         bits = self._bits
         changes: dict[int, Ref] = {}
         start = 0
@@ -476,7 +496,7 @@ class _Updater:
             end = start + 1
             while end < len(items) and _chunk(items[end][0], depth, bits) == slot:
                 end += 1
-            child = _slot(old, layout, slot)
+            child = slot_of(record, old_filled, old_leaves, slot)
             new = self.update(child, depth + bits, items[start:end])
             if new != child:
                 changes[slot] = new
@@ -507,167 +527,197 @@ class _Updater:
                 end += 1
             slots[slot] = self.build(depth + bits, present[start:end])
             start = end
-        return self.fresh(_position(present[0][0], depth), slots)
-
-    def fresh(self, position: bytes, slots: dict[int, Ref]) -> Ref:
-        """A new page of `slots` (two or more leaves under it) written at this version: its
-        heap hashed bottom-up over the nodes that hold something."""
-        width = self._width
-        filled = leaves = 0
-        for index, ref in slots.items():
-            filled |= 1 << index
-            if ref[0] == _LEAF_KIND:
-                leaves |= 1 << index
-        assert _lone_leaf(filled, leaves) < 0, "two leaves never make a page of one leaf"
-        layout = _layout(filled, leaves, width)
-        kinds = layout.kinds
-        hashes = [EMPTY] * (2 * width)
-        for index, ref in slots.items():
-            hashes[width + index] = ref[1]
-        for node in layout.filled_nodes:
-            kind = kinds[node]
-            if kind == _INNER_NODE_KIND:
-                hashes[node] = node_hash(hashes[2 * node], hashes[2 * node + 1])
-            else:  # a lone leaf lifted here
-                hashes[node] = hashes[width + kind]
-        size = _mask_bytes(width)
-        encoded = b"".join(
-            (
-                filled.to_bytes(size, "big"),
-                leaves.to_bytes(size, "big"),
-                *(_encode_slot(slots[index]) for index in sorted(slots)),
-                *(hashes[node] for node in layout.inner),
-            )
-        )
-        assert len(encoded) == layout.size
-        key = self._page_prefix + position
-        self._writes[key] = encoded
-        root = hashes[1]
-        self.written[key] = Page(encoded, filled, leaves, root)
-        return _PAGE_KIND, root, self._version, b"", b""
+        return self.write(_position(present[0][0], depth), self._empty_record, 0, 0, slots)
 
     def leaf(self, path: bytes, value: bytes) -> Ref:
         """A leaf written at this version."""
         self._writes[self._leaf_prefix + path] = value
-        hashed = value_hash(value)
-        return _LEAF_KIND, leaf_hash_of(path, hashed), self._version, path, hashed
+        hashed, value_hashed = self._ops.leaf_hashes(path, value)
+        return _LEAF_KIND, hashed, self._version, path, value_hashed
 
     def finish(self, position: bytes, old: Page, changes: dict[int, Ref]) -> Ref:
-        """The page `old` with the slots in `changes` replaced,
-        written at this version, or what it collapses to. Only the changed slots' ancestors
-        are rehashed; every other hash, and every unchanged slot's bytes, is copied from the
-        old record."""
-        width = self._width
+        """The page `old` with the slots in `changes` replaced, written at this version, or
+        what it collapses to (nothing, or its one leaf left, which moves up to the parent's
+        slot)."""
         filled, leaves = old.filled, old.leaves
         for index, ref in changes.items():
             bit = 1 << index
             kind = ref[0]
             filled = filled | bit if kind != _EMPTY_KIND else filled & ~bit
             leaves = leaves | bit if kind == _LEAF_KIND else leaves & ~bit
-        old_layout = _layout(old.filled, old.leaves, width)
         if filled == 0:
             return EMPTY_REF
         lone = _lone_leaf(filled, leaves)
-        if lone >= 0:  # one leaf left: it moves up to the parent's slot
+        if lone >= 0:
             kept = changes.get(lone)
-            return kept if kept is not None else _slot(old, old_layout, lone)
-        dirty = _above(changes, width)
-        if (filled, leaves) == (old.filled, old.leaves):
-            return self._rewrite(position, old, changes, dirty)
-        layout = _layout(filled, leaves, width)
-        kinds = layout.kinds
-        record = old.record
-        old_at = old_layout.node_at
-        fresh = {width + index: ref[1] for index, ref in changes.items()}
-        for node in dirty:
-            kind = kinds[node]
-            if kind == _INNER_NODE_KIND:
-                left = fresh.get(2 * node)
-                if left is None:
-                    at = old_at[2 * node]
-                    left = EMPTY if at < 0 else record[at : at + 32]
-                right = fresh.get(2 * node + 1)
-                if right is None:
-                    at = old_at[2 * node + 1]
-                    right = EMPTY if at < 0 else record[at : at + 32]
-                fresh[node] = node_hash(left, right)
-            elif kind >= 0:  # a lone leaf lifted here: its hash
-                lifted = fresh.get(width + kind)
-                if lifted is None:
-                    at = old_at[width + kind]
-                    lifted = record[at : at + 32]
-                fresh[node] = lifted
-            else:
-                fresh[node] = EMPTY
-        size = _mask_bytes(width)
-        parts = [filled.to_bytes(size, "big"), leaves.to_bytes(size, "big")]
-        slot_at, slot_end = old_layout.slot_at, old_layout.slot_end
-        rest = filled
-        while rest:
-            index = (rest & -rest).bit_length() - 1
-            rest &= rest - 1
-            new = changes.get(index)
-            parts.append(
-                _encode_slot(new) if new is not None else record[slot_at[index] : slot_end[index]]
+            return (
+                kept
+                if kept is not None
+                else self._ops.slot(old.record, old.filled, old.leaves, lone)
             )
-        for node in layout.inner:
-            hashed = fresh.get(node)
-            if hashed is None:  # not above a change: the old page's inner node, unchanged
-                at = old_at[node]
-                hashed = record[at : at + 32]
-            parts.append(hashed)
-        encoded = b"".join(parts)
-        assert len(encoded) == layout.size
-        key = self._page_prefix + position
-        self._writes[key] = encoded
-        root = fresh[1]
-        self.written[key] = Page(encoded, filled, leaves, root)
-        return _PAGE_KIND, root, self._version, b"", b""
+        return self.write(position, old.record, old.filled, old.leaves, changes)
 
-    def _rewrite(
-        self,
-        position: bytes,
-        old: Page,
-        changes: dict[int, Ref],
-        dirty: tuple[int, ...],
+    def write(
+        self, position: bytes, record: bytes, filled: int, leaves: int, changes: dict[int, Ref]
     ) -> Ref:
-        """finish() for the usual case, a page whose slots keep their kinds (values
-        overwritten, child pages rewritten): the record keeps its layout, so it is the old
-        record with the changed slots' bytes and the hashes above them overwritten in place;
-        a node's children's hashes are read back from it (a slot's hash is in its bytes)."""
-        layout = _layout(old.filled, old.leaves, self._width)
-        record = bytearray(old.record)
-        slot_at, slot_end, node_at, kinds = (
-            layout.slot_at,
-            layout.slot_end,
-            layout.node_at,
-            layout.kinds,
-        )
-        for index, ref in changes.items():
-            record[slot_at[index] : slot_end[index]] = _encode_slot(ref)
-        root = EMPTY
-        for node in dirty:  # children before parents; only inner nodes have a hash of their own
-            if kinds[node] != _INNER_NODE_KIND:
-                continue
-            left, right = node_at[2 * node], node_at[2 * node + 1]
-            hashed = node_hash(
-                EMPTY if left < 0 else bytes(record[left : left + 32]),
-                EMPTY if right < 0 else bytes(record[right : right + 32]),
-            )
-            at = node_at[node]
-            if at < 0:  # node 1, the root: its hash is the parent's, not in the record
-                root = hashed
-            else:
-                record[at : at + 32] = hashed
-        assert root != EMPTY, "a page of two or more leaves has an inner root"
-        encoded = bytes(record)
+        """Write the page at `position` made of the page (record, filled, leaves) with the
+        slots in `changes` replaced; its reference."""
+        encoded, filled, leaves, root = self._ops.write(record, filled, leaves, changes)
         key = self._page_prefix + position
         self._writes[key] = encoded
-        self.written[key] = Page(encoded, old.filled, old.leaves, root)
+        self.written[key] = Page(encoded, filled, leaves, root)
         return _PAGE_KIND, root, self._version, b"", b""
 
     def stale(self, record_key: bytes) -> None:
         self._writes[self._stale_prefix + record_key] = b""
+
+
+# ---- writing a page: the pure build ----------------------------------------------------------
+
+
+def page_write_pure(
+    record: bytes, filled: int, leaves: int, changes: dict[int, Ref], width: int = 1 << PAGE_BITS
+) -> tuple[bytes, int, int, bytes]:
+    """(record, filled mask, leaf mask, root hash) of the page whose record and masks are
+    given (the empty record for a new page) with the slots in `changes` replaced; the result
+    holds two or more leaves (the caller handles a page that collapses). Only the changed
+    slots' ancestors are hashed; every other hash, and every unchanged slot's bytes, is copied
+    from the old record."""
+    assert leaves & ~filled == 0, _MASKS_RULE
+    old_layout = _layout(filled, leaves, width)
+    assert len(record) == old_layout.size, _SIZE_RULE
+    assert changes, _UNCHANGED_RULE
+    new_filled, new_leaves = filled, leaves
+    for index, ref in changes.items():
+        bit = 1 << index
+        kind = ref[0]
+        new_filled = new_filled | bit if kind != _EMPTY_KIND else new_filled & ~bit
+        new_leaves = new_leaves | bit if kind == _LEAF_KIND else new_leaves & ~bit
+    assert new_filled and _lone_leaf(new_filled, new_leaves) < 0, (
+        "a written page holds two or more leaves"
+    )
+    if filled == 0:
+        return _fresh(new_filled, new_leaves, changes, width)
+    dirty = _above(changes, width)
+    if (new_filled, new_leaves) == (filled, leaves):
+        rewritten, root = _rewrite(record, old_layout, changes, dirty)
+        return rewritten, filled, leaves, root
+    layout = _layout(new_filled, new_leaves, width)
+    kinds = layout.kinds
+    old_at = old_layout.node_at
+    fresh = {width + index: ref[1] for index, ref in changes.items()}
+    for node in dirty:
+        kind = kinds[node]
+        if kind == _INNER_NODE_KIND:
+            left = fresh.get(2 * node)
+            if left is None:
+                at = old_at[2 * node]
+                left = EMPTY if at < 0 else record[at : at + 32]
+            right = fresh.get(2 * node + 1)
+            if right is None:
+                at = old_at[2 * node + 1]
+                right = EMPTY if at < 0 else record[at : at + 32]
+            fresh[node] = node_hash(left, right)
+        elif kind >= 0:  # a lone leaf lifted here: its hash
+            lifted = fresh.get(width + kind)
+            if lifted is None:
+                at = old_at[width + kind]
+                lifted = record[at : at + 32]
+            fresh[node] = lifted
+        else:
+            fresh[node] = EMPTY
+    size = _mask_bytes(width)
+    parts = [new_filled.to_bytes(size, "big"), new_leaves.to_bytes(size, "big")]
+    slot_at, slot_end = old_layout.slot_at, old_layout.slot_end
+    rest = new_filled
+    while rest:
+        index = (rest & -rest).bit_length() - 1
+        rest &= rest - 1
+        new = changes.get(index)
+        parts.append(
+            _encode_slot(new) if new is not None else record[slot_at[index] : slot_end[index]]
+        )
+    for node in layout.inner:
+        hashed = fresh.get(node)
+        if hashed is None:  # not above a change: the old page's inner node, unchanged
+            at = old_at[node]
+            hashed = record[at : at + 32]
+        parts.append(hashed)
+    encoded = b"".join(parts)
+    assert len(encoded) == layout.size
+    return encoded, new_filled, new_leaves, fresh[1]
+
+
+def _fresh(
+    filled: int, leaves: int, slots: dict[int, Ref], width: int
+) -> tuple[bytes, int, int, bytes]:
+    """page_write_pure for a new page (no old record): its heap hashed bottom-up over the
+    nodes that hold something."""
+    layout = _layout(filled, leaves, width)
+    kinds = layout.kinds
+    hashes = [EMPTY] * (2 * width)
+    for index, ref in slots.items():
+        hashes[width + index] = ref[1]
+    for node in layout.filled_nodes:
+        kind = kinds[node]
+        if kind == _INNER_NODE_KIND:
+            hashes[node] = node_hash(hashes[2 * node], hashes[2 * node + 1])
+        else:  # a lone leaf lifted here
+            hashes[node] = hashes[width + kind]
+    size = _mask_bytes(width)
+    encoded = b"".join(
+        (
+            filled.to_bytes(size, "big"),
+            leaves.to_bytes(size, "big"),
+            *(_encode_slot(slots[index]) for index in sorted(slots)),
+            *(hashes[node] for node in layout.inner),
+        )
+    )
+    assert len(encoded) == layout.size
+    return encoded, filled, leaves, hashes[1]
+
+
+def _rewrite(
+    old: bytes,
+    layout: _Layout,
+    changes: dict[int, Ref],
+    dirty: tuple[int, ...],
+) -> tuple[bytes, bytes]:
+    """page_write_pure for the usual case, a page whose slots keep their kinds (values
+    overwritten, child pages rewritten): the record keeps its layout, so it is the old record
+    with the changed slots' bytes and the hashes above them overwritten in place; a node's
+    children's hashes are read back from it (a slot's hash is in its bytes)."""
+    record = bytearray(old)
+    slot_at, slot_end, node_at, kinds = (
+        layout.slot_at,
+        layout.slot_end,
+        layout.node_at,
+        layout.kinds,
+    )
+    for index, ref in changes.items():
+        record[slot_at[index] : slot_end[index]] = _encode_slot(ref)
+    root = EMPTY
+    for node in dirty:  # children before parents; only inner nodes have a hash of their own
+        if kinds[node] != _INNER_NODE_KIND:
+            continue
+        left, right = node_at[2 * node], node_at[2 * node + 1]
+        hashed = node_hash(
+            EMPTY if left < 0 else bytes(record[left : left + 32]),
+            EMPTY if right < 0 else bytes(record[right : right + 32]),
+        )
+        at = node_at[node]
+        if at < 0:  # node 1, the root: its hash is the parent's, not in the record
+            root = hashed
+        else:
+            record[at : at + 32] = hashed
+    assert root != EMPTY, "a page of two or more leaves has an inner root"
+    return bytes(record), root
+
+
+def leaf_hashes_pure(path: bytes, value: bytes) -> tuple[bytes, bytes]:
+    """(the leaf's hash, its value's hash) of `value` at key path `path` (smt's rules)."""
+    hashed = value_hash(value)
+    return leaf_hash_of(path, hashed), hashed
 
 
 def _above(changes: dict[int, Ref], width: int) -> tuple[int, ...]:
@@ -697,6 +747,54 @@ _PATHS_UP: Final = {
 }
 
 
+# ---- the two builds of the page functions ----------------------------------------------------
+
+
+class PageOps(NamedTuple):
+    """The per-page functions an update and a proof call, for one page width: the native
+    build's (node/storage/_state_tree.c, 16-ary pages only) or the pure ones above. The two
+    are one rule: tests/test_native.py checks they give the same bytes and refusals."""
+
+    masks: Callable[[bytes], tuple[int, int]]
+    slot: Callable[[bytes, int, int, int], Ref]
+    write: Callable[[bytes, int, int, dict[int, Ref]], tuple[bytes, int, int, bytes]]
+    leaf_hashes: Callable[[bytes, bytes], tuple[bytes, bytes]]
+
+
+PURE_OPS: Final = PageOps(page_masks_pure, page_slot_pure, page_write_pure, leaf_hashes_pure)
+
+
+def _native_ops() -> PageOps | None:
+    if os.environ.get(PURE_ENV) == "1":
+        return None
+    try:
+        from kledger.node.storage import _state_tree_native as native
+    except ImportError:  # not compiled (a source checkout without `pip install`)
+        return None
+    return PageOps(native.page_masks, native.page_slot, native.page_write, native.leaf_hashes)
+
+
+_NATIVE_OPS = _native_ops()
+NATIVE: Final = _NATIVE_OPS is not None
+OPS: Final = _NATIVE_OPS if _NATIVE_OPS is not None else PURE_OPS
+"""The 16-ary pages' functions: the native build unless KLEDGER_PURE=1 or it is missing."""
+
+
+@functools.cache
+def page_ops(bits: int) -> PageOps:
+    """The page functions for pages of `bits` binary levels (other sizes than the store's
+    run the pure build: only the tests and the layout bench use them)."""
+    if bits == PAGE_BITS:
+        return OPS
+    width = 1 << bits
+    return PageOps(
+        functools.partial(page_masks_pure, width=width),
+        functools.partial(page_slot_pure, width=width),
+        functools.partial(page_write_pure, width=width),
+        OPS.leaf_hashes,
+    )
+
+
 # ---- proving ---------------------------------------------------------------------------------
 
 
@@ -715,6 +813,7 @@ def prove_ref(
 ) -> tuple[bytes | None, Proof]:
     path = key_path(state_key)
     reader = _Reader(view, page_bits)
+    slot_of = page_ops(page_bits).slot
     siblings: list[tuple[int, bytes]] = []
     bits = page_bits
     depth = 0
@@ -728,11 +827,12 @@ def prove_ref(
             if kind == _EMPTY_NODE_KIND:
                 return None, Proof(siblings)
             if kind >= 0:
-                return _at_leaf(view, _slot(page, layout, kind), path, siblings)
+                leaf = slot_of(record, page.filled, page.leaves, kind)
+                return _at_leaf(view, leaf, path, siblings)
             at = node_at[((2 << step) + (slot >> (bits - 1 - step))) ^ 1]  # the path's sibling
             if at >= 0:
                 siblings.append((depth + step, record[at : at + 32]))
-        ref = _slot(page, layout, slot)
+        ref = slot_of(record, page.filled, page.leaves, slot)
         depth += bits
     if ref[0] == _EMPTY_KIND:
         return None, Proof(siblings)
