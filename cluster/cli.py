@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "kledger.cluster.bench.etcd",
         "the yardstick: a 3-member etcd cluster under the same client machinery, puts/s",
     ),
+    "bench-catalog": (
+        "kledger.cluster.bench.catalog",
+        "load a synthetic national catalog through `kledger import`: works/s, first vs last 10 %",
+    ),
     "bench-pipeline": (
         "kledger.cluster.bench.pipeline",
         "one node's admission, execution and commit path in one process, µs per tx",
