@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # only for the annotations: catalog imports this module
     from kledger.cluster.bench.catalog_data import Catalog
 
 WINDOW_FRACTION = 0.10
+CURVE_POINTS = 100  # the works phase's progress curve in the JSON, at most this many points
 
 
 def merged(results: Sequence[ImportResult]) -> list[tuple[float, int]]:
@@ -105,6 +106,12 @@ def _phase(name: str, phase: dict[str, Any], sign_us_per_tx: float) -> dict[str,
         out["last_10pct_works_per_s"] = _round(last)
         out["last_to_first_ratio"] = None if not first or last is None else round(last / first, 3)
         out["samples"] = len(curve)
+        first_commit = curve[0][0] - start_s if curve else None
+        out["first_works_committed_after_s"] = _round(first_commit, 2)
+        points = curve[:: max(1, len(curve) // CURVE_POINTS)]
+        if curve and points[-1] != curve[-1]:
+            points.append(curve[-1])
+        out["curve_s_works"] = [[round(t - start_s, 2), n] for t, n in points]
     return out
 
 
