@@ -208,7 +208,7 @@ def table(report: dict[str, Any]) -> str:
                         f"{_fmt(w['tx_per_s'])} tx/s ({w['importers']} importers)"),
         ("first / last 10 %", f"{_fmt(w['first_10pct_works_per_s'])} / "
                               f"{_fmt(w['last_10pct_works_per_s'])} works/s, ratio "
-                              f"{_fmt(w['last_to_first_ratio'])}"),
+                              f"{w['last_to_first_ratio'] or 0:.2f}"),
         ("recordings phase", f"{_fmt(r['elapsed_s'])} s: {_fmt(r['tx_per_s'])} recordings/s"),
         ("refused", f"{report['refused_by_status'] or 'none'}; not sent "
                     f"{report['not_sent_by_level'] or 'none'}; already in ledger "
