@@ -129,6 +129,12 @@ def test_windows_are_fractions_of_the_works_interpolated_between_samples() -> No
     assert catalog_report.rate_window(curve, 10.0, 200, 0.9, 1.0) == pytest.approx(50.0)
     assert catalog_report.rate_window(curve, 10.0, 0, 0.0, 0.1) is None
     assert catalog_report.time_at(curve, 10.0, 201) is None
+    # CPU per tx over the first and last 10 % of 1,000 txs, from ticks at 50 and 950 txs.
+    ticks = [(50, 1.0), (950, 10.0)]
+    first = catalog_report.cpu_ms_per_tx_window(ticks, 1_000, 12.0, 0.0, 0.1)
+    assert first == pytest.approx(1000 * 1.5 / 100)  # 1.0 s at 50, 10.0 at 950: 1.5 s at 100
+    last = catalog_report.cpu_ms_per_tx_window(ticks, 1_000, 12.0, 0.9, 1.0)
+    assert last == pytest.approx(1000 * (12.0 - 9.5) / 100)
 
 
 @pytest.mark.integration
@@ -153,6 +159,8 @@ def test_a_tiny_real_run_imports_every_work_and_reports_every_figure(tmp_path: P
     for phase in (works, recordings):
         profile = phase["profile"]
         assert profile["batches"] > 0 and 0 < profile["in_submit_s"] <= profile["importer_wall_s"]
+        assert phase["first_10pct_node_cpu_ms_per_tx"] > 0
+        assert phase["last_10pct_node_cpu_ms_per_tx"] > 0
     # Works, parties, share sets, links, recordings, code indexes: several records a work.
     assert report["live_state_keys"] > 200 * 5
     assert all(size > 0 for size in report["disk_bytes_per_node"].values())

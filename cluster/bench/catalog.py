@@ -94,9 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--works", type=int, required=True, help="works in the catalog")
     parser.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="cluster size (>= 2)")
     parser.add_argument(
-        "--files", type=int, help="CWR files, one per society sender (default: one per org, "
-        "or one per 25,000 works)"
-    )  # fmt: skip
+        "--files",
+        type=int,
+        help="CWR files, one per society sender (default: one per org, or one per 25,000 works)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="the catalog generator's seed")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -240,6 +241,12 @@ class Run:
         pids = self.pids()
         before_txs = self.tx_log_size() or 0
         cpu_before = {org: bench_probe.cpu_s(pid) if pid else None for org, pid in pids.items()}
+
+        def nodes_cpu_s() -> float:
+            return sum(bench_probe.cpu_s(pid) or 0.0 for pid in pids.values() if pid)
+
+        cpu_start_s = nodes_cpu_s()
+        ticks: list[tuple[int, float]] = []  # (txs committed, all nodes' CPU s) per tick
         go.set()
         started_s = time.monotonic()
         finished: list[ImportResult] = []
@@ -257,6 +264,7 @@ class Run:
                 if seen is not None:
                     elapsed_s = time.monotonic() - started_s
                     bench_report.progress(seen - before_txs, total_txs, elapsed_s)
+                    ticks.append((seen - before_txs, nodes_cpu_s() - cpu_start_s))
                 continue
             if result.error:
                 self._check_alive()
@@ -277,6 +285,7 @@ class Run:
             "started_s": started_s,
             "ended_s": ended_s,
             "node_cpu_s": node_cpu_s,
+            "cpu_ticks": ticks,
         }
 
     def disk_bytes(self) -> dict[str, int]:
@@ -365,8 +374,8 @@ def main(argv: list[str]) -> int:
         print(f"kledger bench-catalog: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nkledger bench-catalog: interrupted; every process it started is stopped",
-              file=sys.stderr)  # fmt: skip
+        message = "interrupted; every process it started is stopped"
+        print(f"\nkledger bench-catalog: {message}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -133,10 +133,11 @@ def _run(job: ImportJob, ready: ProcessQueue[int], go: Event, result: ImportResu
         nonce = time.time_ns() // 1000  # as `kledger import`: from the clock, never a replay
         for path, kind in job.files:
             plan = bulk.plan_file(open_lines(Path(path)), kind, job.org, Path(path).name)
-            summary = bulk.submit_file(plan, key, job.chain_id, submit, first_nonce=nonce,
-                                       on_unit=sampler)  # fmt: skip
-            nonce = max(time.time_ns() // 1000, nonce + summary.accepted + len(summary.refused)
-                        + summary.already + 1)  # fmt: skip
+            summary = bulk.submit_file(
+                plan, key, job.chain_id, submit, first_nonce=nonce, on_unit=sampler
+            )
+            signed = summary.accepted + summary.already + len(summary.refused)
+            nonce = max(time.time_ns() // 1000, nonce + signed)
             result.files += 1
             result.accepted += summary.accepted
             result.already += summary.already

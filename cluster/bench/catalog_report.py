@@ -62,6 +62,30 @@ def rate_window(
     return (high - low) * total / (end - begin)
 
 
+def cpu_ms_per_tx_window(
+    ticks: list[tuple[int, float]], total_txs: int, total_cpu_s: float, low: float, high: float
+) -> float | None:
+    """All nodes' CPU ms per tx committed between the fractions `low` and `high` of the
+    phase's txs, from the (txs committed, CPU s) read at each progress tick, interpolated."""
+    if total_txs <= 0:
+        return None
+    points = sorted({(0, 0.0), *ticks, (total_txs, total_cpu_s)})
+
+    def cpu_at(txs: float) -> float:
+        before = points[0]
+        for point in points:
+            if point[0] >= txs:
+                if point[0] == before[0]:
+                    return point[1]
+                share = (txs - before[0]) / (point[0] - before[0])
+                return before[1] + (point[1] - before[1]) * share
+            before = point
+        return points[-1][1]
+
+    txs = (high - low) * total_txs
+    return 1000 * (cpu_at(high * total_txs) - cpu_at(low * total_txs)) / txs
+
+
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -97,6 +121,10 @@ def _phase(name: str, phase: dict[str, Any], sign_us_per_tx: float) -> dict[str,
             "signing_s_estimate": round(sign_us_per_tx * txs / 1e6, 2),
         },
     }
+    cpu_first = cpu_ms_per_tx_window(phase["cpu_ticks"], txs, sum(node_cpu), 0, WINDOW_FRACTION)
+    cpu_last = cpu_ms_per_tx_window(phase["cpu_ticks"], txs, sum(node_cpu), 0.9, 1.0)
+    out["first_10pct_node_cpu_ms_per_tx"] = _round(cpu_first, 3)
+    out["last_10pct_node_cpu_ms_per_tx"] = _round(cpu_last, 3)
     if name == "works":
         curve = merged(results)
         first = rate_window(curve, start_s, works, 0.0, WINDOW_FRACTION)
@@ -184,11 +212,11 @@ def figures(
     }
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        return f"{value:,.{digits}f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -208,12 +236,14 @@ def table(report: dict[str, Any]) -> str:
                         f"{_fmt(w['tx_per_s'])} tx/s ({w['importers']} importers)"),
         ("first / last 10 %", f"{_fmt(w['first_10pct_works_per_s'])} / "
                               f"{_fmt(w['last_10pct_works_per_s'])} works/s, ratio "
-                              f"{w['last_to_first_ratio'] or 0:.2f}"),
+                              f"{_fmt(w['last_to_first_ratio'], 2)}"),
         ("recordings phase", f"{_fmt(r['elapsed_s'])} s: {_fmt(r['tx_per_s'])} recordings/s"),
         ("refused", f"{report['refused_by_status'] or 'none'}; not sent "
                     f"{report['not_sent_by_level'] or 'none'}; already in ledger "
                     f"{_fmt(report['already_in_ledger'])}"),
-        ("node CPU", f"{_fmt(report['node_cpu_ms_per_tx'])} ms per tx (all nodes)"),
+        ("node CPU", f"{_fmt(report['node_cpu_ms_per_tx'])} ms per tx (all nodes); works "
+                     f"phase first / last 10 %: {_fmt(w['first_10pct_node_cpu_ms_per_tx'], 2)} / "
+                     f"{_fmt(w['last_10pct_node_cpu_ms_per_tx'], 2)}"),
         ("disk", f"{_fmt(report['disk_bytes_per_work'])} bytes per work per node"),
         ("live state keys", f"{_fmt(report['live_state_keys'])} "
                             f"({_fmt(report['live_state_keys_per_work'])} per work)"),
