@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "kledger.cluster.bench.idle",
         "an idle cluster: blocks and bytes per idle minute, the first tx after the idle window",
     ),
+    "bench-catalog": (
+        "kledger.cluster.bench.catalog",
+        "load a synthetic national catalog through `kledger import`: works/s, first vs last 10 %",
+    ),
     "bench-pipeline": (
         "kledger.cluster.bench.pipeline",
         "one node's admission, execution and commit path in one process, µs per tx",
