@@ -66,7 +66,7 @@ class Load:
             try:
                 if self._cluster.submit(org, [tx])[0].status == "OK":
                     self.acknowledged.append((org, tx))
-            except Exception:  # noqa: BLE001 - a node busy switching: the next try goes on
+            except Exception:
                 pass
             self._stop.wait(0.05)
 
@@ -86,6 +86,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -108,7 +109,7 @@ def test_add_org_under_load_brings_a_new_validator_in(cluster: LocalCluster) -> 
         return header.epoch == 1 and "ORG5" in {signer for signer, _ in cert.signatures}
 
     wait_for("a certificate with ORG5's signature", signed_by_org5, 90)
-    header, cert = newest_certified(cluster, "ORG1")
+    _, cert = newest_certified(cluster, "ORG1")
     assert len(cert.signatures) >= 4
     # Every tx a node acknowledged under the switch is committed.
     for org, tx in load.acknowledged:
@@ -175,6 +176,7 @@ def test_a_proof_from_the_last_epoch_verifies_from_genesis(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode != 0
     assert "next_validator_set_hash" in result.stdout + result.stderr

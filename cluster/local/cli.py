@@ -203,7 +203,7 @@ def _run_add_org(args: argparse.Namespace) -> int:
         proposal = membership.write_proposal(layout, f"add-{args.org}", new.action)
         print(f"{args.org}: files in {layout.node_dir(args.org)}; proposal in {proposal}")
         print(
-            f"  start its node (a follower until it votes): kledger cluster restart {layout.root} {args.org}"
+            f"  start its node (a follower until it votes): kledger cluster restart DIR {args.org}"
         )
         return 0
     epoch = membership.add_org(args.dir, args.org, args.name or args.org, roles, print)

@@ -149,7 +149,7 @@ def _status(layout: ClusterLayout, org: str) -> ledger_pb2.NodeStatus | None:
         stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
         reply: ledger_pb2.NodeStatus = stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=2.0)
         return reply
-    except Exception:  # noqa: BLE001 - unreachable right now: the caller polls again
+    except Exception:
         return None
     finally:
         channel.close()
