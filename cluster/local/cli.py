@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kledger.cluster.layout import ClusterLayout
-from kledger.cluster.local import launcher
+from kledger.cluster.local import launcher, membership
 from kledger.cluster.local.gen import (
+    ALL_ROLES,
     DEFAULT_CHAIN_ID,
     FOUNDING_ORGS,
     ClusterSpec,
@@ -178,6 +179,48 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0 if all(row.reachable for row in rows) else 1
 
 
+def _add_org_arguments(parser: argparse.ArgumentParser) -> None:
+    _dir_argument(parser)
+    parser.add_argument("org", help="the new org's id (e.g. ORG5)")
+    parser.add_argument("--name", help="the org's name (default: the id)")
+    parser.add_argument(
+        "--roles",
+        default=",".join(ALL_ROLES),
+        help="comma-separated roles of the new org (default: every role)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only make the org's files and write the proposal to DIR/governance/add-ORG.json "
+        "(for orgs on separate hosts: each approves with its own key)",
+    )
+
+
+def _run_add_org(args: argparse.Namespace) -> int:
+    roles = [r for r in args.roles.split(",") if r]
+    if args.prepare_only:
+        layout, new = membership.prepare_org(args.dir, args.org, args.name or args.org, roles)
+        proposal = membership.write_proposal(layout, f"add-{args.org}", new.action)
+        print(f"{args.org}: files in {layout.node_dir(args.org)}; proposal in {proposal}")
+        print(
+            f"  start its node (a follower until it votes): kledger cluster restart DIR {args.org}"
+        )
+        return 0
+    epoch = membership.add_org(args.dir, args.org, args.name or args.org, roles, print)
+    print(f"{args.org} votes from epoch {epoch}")
+    return 0
+
+
+def _run_remove_org(args: argparse.Namespace) -> int:
+    membership.remove_org(args.dir, args.node, print)
+    return 0
+
+
+def _run_rotate_key(args: argparse.Namespace) -> int:
+    membership.rotate_key(args.dir, args.node, print)
+    return 0
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         "init",
@@ -200,6 +243,24 @@ SUBCOMMANDS: list[Subcommand] = [
         _run_status,
     ),
     Subcommand("kill", "kill -9 one node", _node_arguments, _run_kill),
+    Subcommand(
+        "add-org",
+        "add an org: its node syncs as a follower, then votes from the next epoch",
+        _add_org_arguments,
+        _run_add_org,
+    ),
+    Subcommand(
+        "remove-org",
+        "remove an org from the validator set (governance vote, next epoch)",
+        _node_arguments,
+        _run_remove_org,
+    ),
+    Subcommand(
+        "rotate-key",
+        "give an org's node a new validator key from the next epoch on",
+        _node_arguments,
+        _run_rotate_key,
+    ),
     Subcommand("restart", "stop (if running) and start one node", _node_arguments, _run_restart),
 ]
 
@@ -221,6 +282,9 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"kledger cluster {args.command}: {exc}", file=sys.stderr)
         return 2
+    except membership.MembershipError as exc:
+        print(f"kledger cluster {args.command}: {exc}", file=sys.stderr)
+        return 1
     return result
 
 
