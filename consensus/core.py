@@ -832,7 +832,7 @@ class Core:
             # an epoch's end were removed by it, they follow silently in the next epoch and no
             # later-epoch message would ever reach the rest to make them ask (the simulator
             # found it: 4 nodes, an added node removed again, tests/test_sim.py).
-            self._answer_epoch(sender, epoch, out)
+            self._answer_epoch(sender, epoch, out, asked=False)
             return
         commit_qc = message.commit_qc if isinstance(message, Proposal | Timeout) else None
         if (
@@ -866,16 +866,17 @@ class Core:
         if request.epoch >= self.epoch:
             self._drop("epoch")
             return
-        problem = self._answer_epoch(sender, request.epoch, out)
-        if problem is not None:
-            self._drop(problem)
+        self._answer_epoch(sender, request.epoch, out, asked=True)
 
-    def _answer_epoch(self, sender: NodeId, since: int, out: list[Effect]) -> str | None:
+    def _answer_epoch(self, sender: NodeId, since: int, out: list[Effect], *, asked: bool) -> None:
         """Send `sender` the certificates that ended epochs `since` .. (at most a page), at most
-        once per peer a round timeout; the reason when nothing was sent."""
+        once per peer a round timeout. Unasked (a help), what is not sent is not counted: the
+        message that prompted it was counted already."""
         answered = self._epoch_answered_ms.get(sender)
         if answered is not None and self._now_ms - answered < self.config.round_timeout_ms:
-            return "too_frequent"
+            if asked:
+                self._drop("too_frequent")
+            return
         qcs: list[QuorumCert] = []
         for epoch in range(since, min(self.epoch, since + MAX_EPOCH_PROOF_QCS)):
             qc = self._epoch_ending_qc(epoch)
@@ -883,13 +884,14 @@ class Core:
                 break
             qcs.append(qc)
         if not qcs:
-            return "unknown_epoch"
+            if asked:
+                self._drop("unknown_epoch")
+            return
         if len(self._epoch_answered_ms) >= _EPOCH_PEERS:
             self._epoch_answered_ms.clear()  # forget old answers: at worst one more answer
         self._epoch_answered_ms[sender] = self._now_ms
         more = since + len(qcs) < self.epoch
         out.append(Send(sender, EpochProof(since, tuple(qcs), more, self.me)))
-        return None
 
     def _epoch_ending_qc(self, epoch: int) -> QuorumCert | None:
         if epoch == self.epoch - 1 and self._root_qc.epoch == epoch and self._root_qc.signatures:
