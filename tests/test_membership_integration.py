@@ -152,14 +152,15 @@ def test_a_proof_from_the_last_epoch_verifies_from_genesis(
     root = str(cluster.layout.root)
     bundle = tmp_path / "bundle.json"
     run_cli(
-        "proof", "tx", tx.tx_hash.hex(), "--cluster", root, "--org", "ORG2", "--out", str(bundle)
+        "proof", "get", tx.tx_hash.hex(), "--cluster", root, "--org", "ORG2", "--out", str(bundle)
     )
     verdict = run_cli("verify", "proof", str(bundle), "--genesis", str(cluster.layout.genesis))
     assert "epoch 2" in verdict.stdout, verdict.stdout
     # A forged link (another set named as epoch 1's) is refused by name.
     document = json.loads(bundle.read_text())
-    assert len(document["epochs"]) == 2
-    document["epochs"][0]["next_validators"] = document["epochs"][1]["next_validators"]
+    chain = document["epoch_chain"]
+    assert len(chain) == 2  # epoch 0 ended by adding ORG5, epoch 1 by removing it
+    chain[0]["next_validators"]["validators"] = chain[1]["next_validators"]["validators"]
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(document))
     result = subprocess.run(

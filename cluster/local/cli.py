@@ -171,7 +171,8 @@ def _run_status(args: argparse.Namespace) -> int:
         print(json.dumps([row.to_json() for row in rows], indent=2))
     else:
         print(
-            f"{'node':<8} {'pid':>7} {'up':<5} {'height':>7} {'cert':>7} {'round':>7} "
+            f"{'node':<8} {'pid':>7} {'up':<5} {'epoch':>5} {'role':<9} {'height':>7} {'cert':>7} "
+            f"{'round':>7} "
             f"{'leader':<8} {'mempool':>7}  last root"
         )
         for row in rows:
@@ -238,7 +239,7 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("down", "stop every node gracefully (SIGTERM)", _dir_argument, _run_down),
     Subcommand(
         "status",
-        "per node: reachable, height, round, leader, last root",
+        "per node: reachable, epoch and role, height, round, leader, last root",
         _status_arguments,
         _run_status,
     ),

@@ -278,6 +278,8 @@ class NodeStatus:
     org: str
     pid: int | None
     reachable: bool
+    epoch: int = 0
+    role: str = ""  # "validator" of the current epoch, or "follower"
     height: int = 0
     certified_height: int = 0
     round: int = 0
@@ -297,7 +299,8 @@ class NodeStatus:
             state = "running" if self.pid else "stopped"
             return f"{self.org:<8} {self.pid or '-':>7} {'no':<5} ({state}) {self.error}"
         return (
-            f"{self.org:<8} {self.pid or '-':>7} {'yes':<5} {self.height:>7} "
+            f"{self.org:<8} {self.pid or '-':>7} {'yes':<5} {self.epoch:>5} {self.role:<9} "
+            f"{self.height:>7} "
             f"{self.certified_height:>7} {self.round:>7} {self.leader:<8} {self.mempool_txs:>7}"
             f"  {self.tx_log_root[:16]}"
         )
@@ -319,6 +322,8 @@ def node_status(layout: ClusterLayout, node: NodeAddress, timeout_s: float = 2.0
         org=node.org,
         pid=pid,
         reachable=True,
+        epoch=reply.epoch,
+        role=reply.role,
         height=reply.height,
         certified_height=reply.certified_height,
         round=reply.round,

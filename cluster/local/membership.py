@@ -45,13 +45,13 @@ from kledger.cluster.local.gen import (
 )
 from kledger.cluster.local.ports import claim_block
 from kledger.consensus.validators import quorum_size
-from kledger.node.chain import canonical
 from kledger.node.chain.genesis import ORG_ID, load_genesis
-from kledger.node.chain.keys import POP_TAG, KeyPair, load_key, save_key
+from kledger.node.chain.keys import KeyPair, load_key, save_key
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import sign_tx
 from kledger.node.config import Address, Listen, NodeConfig, TlsFiles, load_config, save_config
 from kledger.node.net.tls import Authority, issue_node_cert
+from kledger.node.registry import governance
 from kledger.node.registry.tx_file import body_from_json
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -62,12 +62,6 @@ POLL_S = 0.5
 
 class MembershipError(RuntimeError):
     """A step of a membership change did not happen; the message names the step."""
-
-
-def proof_of_possession(key: KeyPair, chain_id: str, org: str) -> bytes:
-    """The validator key's signature that it belongs to `org` on `chain_id` (governance checks
-    it, so nobody can name someone else's key as their validator key)."""
-    return key.sign(POP_TAG, canonical.encode([chain_id, org, key.public_key]))
 
 
 # -- the txs ---------------------------------------------------------------------------------
@@ -274,7 +268,7 @@ def prepare_org(
         "admin_key": admin.public_key.hex(),
         "member_keys": [client.public_key.hex()],
         "validator_key": validator.public_key.hex(),
-        "validator_pop": proof_of_possession(validator, genesis.chain_id, org).hex(),
+        "validator_pop": governance.sign_pop(validator, genesis.chain_id, org).hex(),
         "peer_address": f"{host}:{peer_port}",
         "tls_cert_sha256": tls_fingerprint(cert_pem),
     }
@@ -370,7 +364,7 @@ def rotate_key(root: Path, org: str, report: Callable[[str], None]) -> int:
         "kind": "change_validator",
         "org_id": org,
         "validator_key": new_key.public_key.hex(),
-        "validator_pop": proof_of_possession(new_key, chain_id, org).hex(),
+        "validator_pop": governance.sign_pop(new_key, chain_id, org).hex(),
     }
     voters = quorum_of(validators)
     txs.governance(f"rotate-{org}-{secrets.token_hex(4)}", action, voters)
