@@ -6,8 +6,8 @@ set included; a seed replays exactly; the CLI reports and exits as documented.""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
