@@ -35,7 +35,7 @@ import asyncio
 import logging
 import resource
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from kledger.consensus import (
@@ -170,6 +170,17 @@ def known_validator_keys(registry: Registry, store: LedgerStore) -> dict[str, se
         for validator in validators.validators:
             known.setdefault(validator.node_id, set()).add(validator.public_key)
     return known
+
+
+def _certificate_pins(reader: StateReader, orgs: Iterable[str]) -> dict[str, bytes]:
+    """The tls_cert_sha256 each of `orgs` was added with, for those that have one."""
+    pins = {}
+    for org in orgs:
+        record = reader.get(state.org_key(org))
+        pinned = record.get("tls_cert_sha256", "") if record is not None else ""
+        if pinned:
+            pins[org] = bytes.fromhex(pinned)
+    return pins
 
 
 class Node:
@@ -319,6 +330,9 @@ class Node:
         # Peer admission (docs/design.md §4.8): the current set and the orgs joining it; orgs
         # that were ever validators here and are no longer admitted are not dialed.
         self._admitted: frozenset[str] = frozenset(validators.ids)
+        # org -> the certificate hash its add_org pinned (genesis orgs pin none: the CA and
+        # the CN vouch for them, as before).
+        self._pinned_certificates: dict[str, bytes] = {}
         self._retiring: set[asyncio.Task[bool]] = set()
         self._past_validators: set[str] = set(known_validator_keys(self.registry, self.store))
         self._follow_epoch()
@@ -334,6 +348,7 @@ class Node:
             on_message=self._on_peer_message,
             block_source=self._block_source,
             is_validator=self._is_admitted_peer,
+            certificate_pin=self._certificate_pin,
             metrics=self.metrics,
             settings=self.config.peer,
             max_streams_per_peer=self.config.connections.max_streams_per_peer,
@@ -436,6 +451,9 @@ class Node:
     def _is_admitted_peer(self, org: str) -> bool:
         return org in self._admitted
 
+    def _certificate_pin(self, org: str) -> bytes | None:
+        return self._pinned_certificates.get(org)
+
     def _follow_epoch(self) -> None:
         """After a commit (and at start): admission, dial list, certifier and gauges follow the
         current epoch and the pending next set."""
@@ -448,8 +466,9 @@ class Node:
             joining = {org for org in next_set.ids if not current.contains(org)}
         admitted = frozenset(current.ids) | joining
         self._admitted = admitted
-        self.certifier.follow(current, next_set)
         reader = StateReader(self.store.view)
+        self._pinned_certificates = _certificate_pins(reader, admitted)
+        self.certifier.follow(current, next_set)
         for org in sorted(admitted - {self.identity.org} - set(self.transport.peers)):
             record = reader.get(state.org_key(org))
             address = record.get("peer_address", "") if record is not None else ""

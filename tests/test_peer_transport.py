@@ -33,6 +33,7 @@ from kledger.node.net.peer_transport import (
 from kledger.node.net.tls import (
     Authority,
     TlsMaterial,
+    certificate_sha256,
     issue_node_cert,
     make_ca,
     peer_channel_credentials,
@@ -80,6 +81,8 @@ class PeerNode:
         layout: ClusterLayout,
         org: str,
         on_message: InboundHandler | None = None,
+        admitted: Callable[[str], bool] | None = None,
+        pins: dict[str, bytes] | None = None,
     ) -> None:
         self.org = org
         self.material = material_of(layout, org)
@@ -89,9 +92,10 @@ class PeerNode:
         self.servicer = PeerServicer(
             on_message=on_message or (lambda sender, p, _: self.inbox.put_nowait((sender, p))),
             block_source=blocks,
-            is_validator=validators.contains,
+            is_validator=admitted or validators.contains,
             metrics=self.metrics,
             settings=SETTINGS,
+            certificate_pin=(pins or {}).get,
         )
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -210,6 +214,37 @@ async def test_non_validator_certificate_is_refused_and_counted(layout: ClusterL
                 async for _ in stub.SyncBlocks(peer_pb2.SyncRequest(from_height=1, to_height=2)):
                     pass
             assert sync_info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await two.close()
+
+
+@pytest.mark.asyncio
+async def test_a_joined_org_is_admitted_only_with_its_pinned_certificate(
+    layout: ClusterLayout,
+) -> None:
+    """ORG9 joined by add_org with its certificate's SHA-256: that certificate is admitted;
+    another one the same CA issues for ORG9 is refused by name and counted."""
+    authority = cluster_authority(layout)
+    pinned_cert, pinned_key = issue_node_cert(authority, "ORG9")
+    other_cert, other_key = issue_node_cert(authority, "ORG9")
+    two = PeerNode(
+        layout,
+        "ORG2",
+        admitted=lambda org: org in {"ORG1", "ORG2", "ORG3", "ORG4", "ORG9"},
+        pins={"ORG9": certificate_sha256(pinned_cert)},
+    )
+    try:
+        address = await two.serve()
+        pinned = TlsMaterial(layout.ca_cert.read_bytes(), pinned_cert, pinned_key)
+        await raw_stream(pinned, address, [peer_pb2.PeerMessage(consensus=b"x")])
+        assert (await two.receive())[0] == "ORG9"
+        impostor = TlsMaterial(layout.ca_cert.read_bytes(), other_cert, other_key)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw_stream(impostor, address, [peer_pb2.PeerMessage(consensus=b"y")])
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "pinned" in (info.value.details() or "")
+        assert two.metrics.value("kledger_refused_peer_connections_total", peer="ORG9") == 1.0
+        assert two.inbox.empty()
     finally:
         await two.close()
 

@@ -20,7 +20,6 @@ as an org's back office would send it; nothing here writes to a node's store.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -28,9 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.client.submit import submit_and_wait
@@ -50,7 +46,7 @@ from kledger.node.chain.keys import KeyPair, load_key, save_key
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import sign_tx
 from kledger.node.config import Address, Listen, NodeConfig, TlsFiles, load_config, save_config
-from kledger.node.net.tls import Authority, issue_node_cert
+from kledger.node.net.tls import Authority, certificate_sha256, issue_node_cert
 from kledger.node.registry import governance
 from kledger.node.registry.tx_file import body_from_json
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -285,9 +281,8 @@ def write_proposal(layout: ClusterLayout, name: str, action: dict[str, Any]) -> 
 
 
 def tls_fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 of the certificate's DER bytes, hex: the TLS identity an add_org pins."""
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
+    """The TLS identity an add_org pins: its node certificate's SHA-256, hex."""
+    return certificate_sha256(cert_pem).hex()
 
 
 def add_org(

@@ -27,6 +27,7 @@ Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -36,7 +37,14 @@ from typing import Any
 import grpc
 
 from kledger.node.config import Address, PeerSettings
-from kledger.node.net.tls import TlsMaterial, org_tls_name, peer_channel_credentials, peer_org_of
+from kledger.node.net.tls import (
+    TlsMaterial,
+    certificate_sha256,
+    org_tls_name,
+    peer_certificate_of,
+    peer_channel_credentials,
+    peer_org_of,
+)
 from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import NodeMetrics
 from kledger.v1 import peer_pb2, peer_pb2_grpc
@@ -106,6 +114,8 @@ InboundHandler = Callable[[str, PeerPayload, InboundStream], float | None]
 BlockSource = Callable[[int, int], Iterable[SyncedBlockData]]
 # Whether an org id is a validator of the current set.
 MembershipCheck = Callable[[str], bool]
+# org -> the SHA-256 its node's certificate must have (orgs that joined by add_org), or None.
+CertificatePin = Callable[[str], bytes | None]
 
 
 def encode_payload(payload: PeerPayload) -> peer_pb2.PeerMessage:
@@ -158,6 +168,17 @@ def server_options(settings: PeerSettings) -> list[tuple[str, int]]:
     ]
 
 
+def _presents(context: grpc.aio.ServicerContext, pin: bytes) -> bool:
+    """Whether the call's verified certificate is the pinned one."""
+    pem = peer_certificate_of(context)
+    if pem is None:
+        return False
+    try:
+        return hmac.compare_digest(certificate_sha256(pem), pin)
+    except ValueError:
+        return False
+
+
 class PeerServicer(peer_pb2_grpc.PeerServicer):
     """The receiving side: authenticates each stream by its TLS certificate's CN."""
 
@@ -170,10 +191,12 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         metrics: NodeMetrics,
         settings: PeerSettings,
         max_streams_per_peer: int = 4,
+        certificate_pin: CertificatePin = lambda org: None,
     ) -> None:
         self._on_message = on_message
         self._block_source = block_source
         self._is_validator = is_validator
+        self._certificate_pin = certificate_pin
         self._metrics = metrics
         self._settings = settings
         self._max_streams_per_peer = max_streams_per_peer
@@ -201,6 +224,17 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 "speaks for its org's node)",
             )
         assert org is not None
+        pin = self._certificate_pin(org)
+        if pin is not None and not _presents(context, pin):
+            self._metrics.refuse_connection(org)
+            self._metrics.drop("transport.certificate_not_pinned")
+            log_event(
+                log, "peer_refused", logging.WARNING, peer=org, rule="not the pinned certificate"
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{org}'s node certificate is not the one its add_org pinned (tls_cert_sha256)",
+            )
         return org
 
     async def _open_call(self, context: grpc.aio.ServicerContext) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,15 @@ def peer_certificate_of(context: Any) -> bytes | None:
         return None
     raw = found[0]
     return raw if isinstance(raw, bytes) else str(raw).encode()
+
+
+@functools.lru_cache(maxsize=256)
+def certificate_sha256(cert_pem: bytes) -> bytes:
+    """SHA-256 of a certificate's DER bytes: the TLS identity an add_org pins
+    (`tls_cert_sha256`), so the joined org's node is that certificate and no other the CA
+    might issue for the same name. ValueError for bytes that are no PEM certificate."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).digest()
 
 
 MEMBER_URI_PREFIX = "urn:kledger:member:"

@@ -27,6 +27,9 @@ DROP_REASONS: dict[str, str] = {
     "transport.oversize": "a message over peer.max_message_bytes, not sent",
     "transport.undecodable": "a peer sent bytes that are no peer message",
     "transport.not_validator": "a stream whose certificate names no validator",
+    "transport.certificate_not_pinned": (
+        "a joined org's stream with another certificate than its add_org pinned"
+    ),
     "transport.no_link": "a message for an org that is no peer",
     "transport.link_down": "queued messages lost with a broken link",
     "transport.handler_bug": "a bug of ours while handling a peer message (logged with stack)",
