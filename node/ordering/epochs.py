@@ -32,7 +32,6 @@ class EpochSets:
         self._registry = registry
         self._lock = threading.Lock()  # the loop and the commit worker thread both ask
         self._sets: dict[int, ValidatorSet] = {}
-        self._ending_heights: dict[int, int] = {}
         current = registry.current_set(store.view)
         self._current = current
         self._entered = current
@@ -91,29 +90,9 @@ class EpochSets:
 
     def ending_height(self, epoch: int) -> int | None:
         """The height of `epoch`'s last block (its marker block) in this node's store, or None
-        if the store holds no later epoch. Heights' epochs only grow, so a binary search over
-        the stored blocks finds it."""
-        with self._lock:
-            known = self._ending_heights.get(epoch)
-        if known is not None:
-            return known
-        top = self._store.last_height()
-        if top == 0 or self._epoch_at(top) <= epoch:
-            return None
-        low, high = 0, top  # epoch_at(low) <= epoch < epoch_at(high)
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self._epoch_at(middle) <= epoch:
-                low = middle
-            else:
-                high = middle
-        if low == 0 or self._epoch_at(low) != epoch:
-            return None  # no block of that epoch (it cannot be: each epoch has its marker)
-        with self._lock:
-            if len(self._ending_heights) >= MAX_CACHED_EPOCHS:
-                self._ending_heights.clear()
-            self._ending_heights[epoch] = low
-        return low
+        while the epoch runs here: the store's epoch index, written in that block's batch."""
+        end = self._store.epoch_end(epoch)
+        return None if end is None else end.last_height
 
     def ending_qc(self, epoch: int) -> QuorumCert | None:
         """The commit certificate stored with `epoch`'s last block (it commits that block or a
@@ -129,10 +108,3 @@ class EpochSets:
         except DecodeError:
             return None
         return qc if qc.epoch == epoch else None
-
-    def _epoch_at(self, height: int) -> int:
-        if height == 0:
-            return self._registry.genesis.validator_set.epoch
-        header = self._store.header(height)
-        assert header is not None, f"store lost height {height}"
-        return header.epoch
