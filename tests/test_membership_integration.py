@@ -1,9 +1,10 @@
 """The validator set changes in a running cluster of real node processes, by the operator's
-commands (docs/node.md "Changing the validator set"): `kledger cluster add-org` brings ORG5 in
-under load (it syncs as a follower, announces ready, and from the next epoch its signatures are
-in the certificates); `kledger cluster remove-org` takes it out again (its peer links are refused
-from the epoch after); every acknowledged tx is kept throughout and a proof from the last epoch
-verifies offline from genesis alone.
+commands (docs/node.md "Epochs: changing the validator set"): `kledger cluster add-org` brings
+ORG5 in under load (it syncs as a follower, announces ready, and from the next epoch its
+signatures are in the certificates); `kledger cluster remove-org` takes it out again (its peer
+links are refused from the epoch after); `rotate-key` gives ORG3 a new validator key; every
+acknowledged tx is kept throughout and a proof from the last epoch verifies offline from
+genesis alone.
 
 One cluster for the module, scenarios in file order; every process is stopped at the end.
 """
@@ -21,6 +22,7 @@ import pytest
 
 from kledger.cluster.local import membership
 from kledger.node.chain.header import CommitCertificate, Header
+from kledger.node.chain.keys import COMMIT_TAG, load_key, verify
 from kledger.node.chain.tx import SignedTx
 from kledger.v1 import ledger_pb2
 from tests.cluster_harness import LocalCluster, wait_for
@@ -138,6 +140,33 @@ def test_remove_org_takes_it_out_and_refuses_its_links(cluster: LocalCluster) ->
         assert cluster.receipt(org, tx).height > 0, tx.tx_hash.hex()
 
 
+def test_rotate_key_gives_a_node_a_new_key_from_the_next_epoch(cluster: LocalCluster) -> None:
+    old_key = load_key(cluster.layout.node_dir("ORG3") / "validator.key").public_key
+    run_cli("cluster", "rotate-key", str(cluster.layout.root), "ORG3")
+    for org in FOUNDERS:
+        assert cluster.status(org).epoch == 3, org
+    new_key = load_key(cluster.layout.node_dir("ORG3") / "validator-epoch3.key").public_key
+    assert new_key != old_key
+
+    # A node's certificate holds the first q signatures it got; any node's newest one may
+    # be the one with ORG3's, so all four are looked at while txs make new heights.
+    found: list[tuple[Header, bytes]] = []
+
+    def org3_signs_with_its_new_key() -> bool:
+        cluster.submit("ORG1", [cluster.party_tx("ORG1")])  # new heights to certify
+        for org in FOUNDERS:
+            header, cert = newest_certified(cluster, org)
+            signature = dict(cert.signatures).get("ORG3")
+            if header.epoch == 3 and signature is not None:
+                found.append((header, signature))
+                return verify(new_key, COMMIT_TAG, header.hash(), signature)
+        return False
+
+    wait_for("an epoch-3 certificate with ORG3's new key", org3_signs_with_its_new_key, 90)
+    header, signature = found[-1]
+    assert not verify(old_key, COMMIT_TAG, header.hash(), signature)
+
+
 def test_a_proof_from_the_last_epoch_verifies_from_genesis(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -155,11 +184,11 @@ def test_a_proof_from_the_last_epoch_verifies_from_genesis(
         "proof", "get", tx.tx_hash.hex(), "--cluster", root, "--org", "ORG2", "--out", str(bundle)
     )
     verdict = run_cli("verify", "proof", str(bundle), "--genesis", str(cluster.layout.genesis))
-    assert "epoch 2" in verdict.stdout, verdict.stdout
+    assert "epoch 3" in verdict.stdout, verdict.stdout
     # A forged link (another set named as epoch 1's) is refused by name.
     document = json.loads(bundle.read_text())
     chain = document["epoch_chain"]
-    assert len(chain) == 2  # epoch 0 ended by adding ORG5, epoch 1 by removing it
+    assert len(chain) == 3  # epochs 0, 1, 2 ended by adding ORG5, removing it, rotating ORG3
     chain[0]["next_validators"]["validators"] = chain[1]["next_validators"]["validators"]
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(document))

@@ -1,7 +1,7 @@
 """Changing a local cluster's validator set: `kledger cluster add-org | remove-org | rotate-key`.
 
 Each command runs, on one machine whose DIR holds every org's keys, the procedure that
-docs/node.md "Changing the validator set" describes for organizations on separate hosts:
+docs/node.md "Epochs: changing the validator set" describes for organizations on separate hosts:
 
 - add-org: make the new org's keys, its node's TLS certificate (from the cluster CA), ports and
   node.json (marked joining); the ProposeGovernance tx (add_org with the validator key, its proof
@@ -182,9 +182,13 @@ def wait_caught_up(layout: ClusterLayout, follower: str, leaders: Sequence[str])
 
 
 def validators_now(layout: ClusterLayout, orgs: Sequence[str]) -> list[str]:
-    """The orgs whose nodes report themselves validators of the current epoch."""
+    """The orgs whose nodes report themselves validators of the current (highest) epoch: a
+    removed org's node that still runs may not have heard of the epoch that left it out, and
+    calls itself a validator of its old one."""
+    replies = {org: reply for org in orgs if (reply := _status(layout, org)) is not None}
+    epoch = max((reply.epoch for reply in replies.values()), default=0)
     return [
-        org for org in orgs if (r := _status(layout, org)) is not None and r.role == "validator"
+        org for org, reply in replies.items() if reply.epoch == epoch and reply.role == "validator"
     ]
 
 
@@ -293,7 +297,8 @@ def add_org(
     members = [n.org for n in before.nodes()]
     chain_id = load_genesis(before.genesis).chain_id
     epoch = current_epoch(before, members)
-    voters = quorum_of(validators_now(before, members))
+    validators = validators_now(before, members)
+    voters = quorum_of(validators)
     layout, new = prepare_org(root, org, name, roles)
     report(f"{org}: keys, TLS certificate and node.json in {layout.node_dir(org)}")
     launcher.check_ports(layout, [org])
@@ -309,19 +314,38 @@ def add_org(
     ready = txs.submit({"type": "ValidatorReady", "payload": {"org": org}}, new.validator, org)
     _require_ok(ready, f"{org}'s ValidatorReady")
     report(f"{org}: announced ready with its validator key")
-    wait_for_epoch(layout, [*members, org], epoch + 1)
+    wait_for_epoch(layout, [*validators, org], epoch + 1)
     report(f"epoch {epoch + 1}: {org} is a validator")
     return epoch + 1
 
 
-def remove_org(root: Path, org: str, report: Callable[[str], None]) -> int:
+@dataclass(frozen=True, slots=True)
+class ClusterNow:
+    """A running local cluster as a membership command starts from."""
+
+    layout: ClusterLayout
+    chain_id: str
+    epoch: int  # the highest epoch a node reports
+    validators: list[str]  # the nodes that report themselves validators of it
+
+
+def cluster_now(root: Path, org: str) -> ClusterNow:
+    """The cluster a command on `org` starts from; ValueError if `org` is no node of it."""
     layout = ClusterLayout(Path(root))
     members = [n.org for n in layout.nodes()]
     if org not in members:
         raise ValueError(f"ORG: {org!r} is not a node of {layout.manifest}")
-    chain_id = load_genesis(layout.genesis).chain_id
-    epoch = current_epoch(layout, members)
-    validators = validators_now(layout, members)
+    return ClusterNow(
+        layout,
+        load_genesis(layout.genesis).chain_id,
+        current_epoch(layout, members),
+        validators_now(layout, members),
+    )
+
+
+def remove_org(root: Path, org: str, report: Callable[[str], None]) -> int:
+    now = cluster_now(root, org)
+    layout, chain_id, epoch, validators = now.layout, now.chain_id, now.epoch, now.validators
     if org not in validators:
         raise ValueError(f"ORG: {org} is not a validator of epoch {epoch}")
     voters = quorum_of([o for o in validators if o != org] + [org])
@@ -329,20 +353,14 @@ def remove_org(root: Path, org: str, report: Callable[[str], None]) -> int:
         f"remove-{org}-{secrets.token_hex(4)}", {"kind": "remove_org", "org_id": org}, voters
     )
     report(f"remove_org {org}: proposed and approved by {', '.join(voters)}")
-    staying = [o for o in members if o != org]
-    wait_for_epoch(layout, staying, epoch + 1)
+    wait_for_epoch(layout, [o for o in validators if o != org], epoch + 1)
     report(f"epoch {epoch + 1}: {org} is no longer a validator")
     return epoch + 1
 
 
 def rotate_key(root: Path, org: str, report: Callable[[str], None]) -> int:
-    layout = ClusterLayout(Path(root))
-    members = [n.org for n in layout.nodes()]
-    if org not in members:
-        raise ValueError(f"ORG: {org!r} is not a node of {layout.manifest}")
-    chain_id = load_genesis(layout.genesis).chain_id
-    epoch = current_epoch(layout, members)
-    validators = validators_now(layout, members)
+    now = cluster_now(root, org)
+    layout, chain_id, epoch, validators = now.layout, now.chain_id, now.epoch, now.validators
     config_path = layout.node_config(org)
     config = load_config(config_path)
     new_key = KeyPair.generate()
@@ -368,7 +386,7 @@ def rotate_key(root: Path, org: str, report: Callable[[str], None]) -> int:
         txs.submit({"type": "ValidatorReady", "payload": {"org": org}}, new_key, org),
         f"{org}'s ValidatorReady",
     )
-    wait_for_epoch(layout, members, epoch + 1)
+    wait_for_epoch(layout, validators, epoch + 1)
     report(f"epoch {epoch + 1}: {org} signs with its new key")
     return epoch + 1
 
