@@ -369,11 +369,14 @@ class Core:
         self._blocks: dict[BlockId, Block] = {self._root.id: self._root}
         self._votes: dict[Round, dict[NodeId, Vote]] = {}
         self._timeouts: dict[Round, dict[NodeId, Timeout]] = {}
-        self._seen_proposals: dict[Round, set[BlockId]] = {}
+        # Per round and proposer: leader reputation reads committed history, so the leader a
+        # node sees for a round can change once it learns older commits, and the new leader's
+        # first proposal is no equivocation of the old one's (n=6 seed 37 with reputation).
+        self._seen_proposals: dict[Round, dict[NodeId, set[BlockId]]] = {}
         # The first correctly signed proposal of each round, and the rounds whose equivocation
         # (by proposal, by vote author) was reported: evidence needs the first message, and
         # reporting once bounds the signature checks an equivocator can make us do.
-        self._first_proposals: dict[Round, Proposal] = {}
+        self._first_proposals: dict[Round, dict[NodeId, Proposal]] = {}
         self._idle_round: Round | None = None  # the round whose timer includes the heartbeat
         # The latest proposal accepted (sent to a validator found behind) and to whom it was
         # sent, per round. A core that accepted none yet never waits idle: after a restart it
@@ -977,7 +980,7 @@ class Core:
         if block.round < self._round:
             self._drop("old_round")
             return
-        seen = self._seen_proposals.setdefault(block.round, set())
+        seen = self._seen_proposals.setdefault(block.round, {}).setdefault(block.proposer, set())
         if block.id in seen:
             self._drop("duplicate")
             return
@@ -989,7 +992,9 @@ class Core:
         ):
             self._drop("bad_signature")
             return
-        first = self._first_proposals.setdefault(block.round, proposal)
+        first = self._first_proposals.setdefault(block.round, {}).setdefault(
+            block.proposer, proposal
+        )
         if first.block.id != block.id:
             self._report(Equivocation(block.proposer, block.round, first, proposal), out)
         if block.qc.epoch != self.epoch or block.qc.block_id != block.parent_id:

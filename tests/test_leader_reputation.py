@@ -225,6 +225,21 @@ def test_sweep_on_with_all_faults_and_twins(nodes: int) -> None:
     assert _sweep(config, range(100, 112)) == []
 
 
+def test_a_changed_leader_of_a_round_is_no_equivocation() -> None:
+    # n=6 seed 37: a node learned older commits, so reputation named another leader for round
+    # 11 after it had taken the Byzantine n5's proposal; n1's first proposal for that round
+    # was reported as n1 equivocating against n5's (false evidence).
+    config = SimConfig(
+        nodes=6,
+        faults=frozenset(FAULT_KINDS),
+        byzantine=frozenset(BYZANTINE_KINDS),
+        core=REPUTATION,
+        reconfigure=False,
+    )
+    result = run_seed(config, 37)
+    assert result.safety_violations == [] and result.liveness_failure is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("nodes", [4, 6])
 def test_long_sweep_on_with_all_faults_and_every_byzantine_kind(nodes: int) -> None:
