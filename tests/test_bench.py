@@ -45,6 +45,7 @@ from kledger.node.chain.tx import decode_body, decode_tx
 from kledger.node.config import load_config
 from kledger.node.registry import BlockContext, Registry
 from kledger.node.registry.identifiers import PARSERS
+from kledger.node.registry.state import recording_key
 from kledger.node.storage.keyspace import DictView
 from tests.helpers import key, make_genesis
 
@@ -302,11 +303,14 @@ def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path
     assert report["proofs"]["count"] == 20 and report["proofs"]["tree_size"] >= 240
     assert report["proofs"]["settle_s"] >= 0 and report["proofs"]["serving_node_cores_busy"] > 0
     assert report["proofs"]["other_nodes_cores_busy"] >= 0
-    own_core = report["proofs"]["own_core"]
-    if len(os.sched_getaffinity(0)) >= 2:
-        assert own_core["count"] == 20 and set(own_core["latency_ms"]) == {"p50", "p95", "p99"}
-    else:
-        assert own_core is None
+    state = report["proofs"]["state"]  # as many StateProof calls, each for the asked key
+    assert state["count"] == 20 and set(state["latency_ms"]) == {"p50", "p95", "p99"}
+    for figures in (report["proofs"], state):
+        own_core = figures["own_core"]
+        if len(os.sched_getaffinity(0)) >= 2:
+            assert own_core["count"] == 20 and set(own_core["latency_ms"]) == {"p50", "p95", "p99"}
+        else:
+            assert own_core is None
     catchup = report["catchup"]
     assert catchup["node"] == "ORG4" and catchup["behind_txs"] == 60
     assert catchup["method"] == "kill_restart"
@@ -365,6 +369,17 @@ def test_preload_soak_and_catchup_from_an_older_copy_report_every_figure(tmp_pat
     layout = ClusterLayout(tmp_path / "cluster")
     assert all(not p.running for p in launcher.processes(layout))
     assert "soak" in table(report)
+
+
+def test_state_proof_keys_spread_over_both_parts_with_absent_ones() -> None:
+    keys = bench.state_proof_keys(preloaded_songs=50, first_song=60, end_song=110, count=20)
+    assert len(keys) == 20 and len(set(keys)) == 20
+    present = {recording_key(isrc_of(s)) for s in [*range(50), *range(60, 110)]}
+    absent = [k for k in keys if k not in present]
+    assert len(absent) == 20 // bench.ABSENT_KEY_EVERY  # one in ten proves an absence
+    assert recording_key(isrc_of(0)) in keys  # the preloaded part
+    assert any(recording_key(isrc_of(s)) in keys for s in range(60, 110))  # the load's
+    assert bench.state_proof_keys(0, 0, 0, 20) == [] and bench.state_proof_keys(5, 5, 9, 0) == []
 
 
 def test_an_idle_run_reports_blocks_bytes_and_the_first_tx(tmp_path: Path) -> None:

@@ -54,12 +54,19 @@ from kledger.cluster.bench.preload import (
     preload,
 )
 from kledger.cluster.bench.proofs import ProofJob, ProofResult, run_proof_client
-from kledger.cluster.bench.workload import TXS_PER_SONG, SignedSong, sign_songs
+from kledger.cluster.bench.workload import (
+    MAX_SONGS,
+    TXS_PER_SONG,
+    SignedSong,
+    isrc_of,
+    sign_songs,
+)
 from kledger.cluster.client.connect import ClientCert, open_channel
 from kledger.cluster.layout import NodeAddress
 from kledger.cluster.local import launcher
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.keys import load_key
+from kledger.node.registry.state import recording_key
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 CHAIN_ID = "kledger-bench"
@@ -68,7 +75,8 @@ DEFAULT_TXS = 20_000
 DEFAULT_CLIENTS = 2
 DEFAULT_BATCH_TXS = 120  # a multiple of TXS_PER_SONG: a song never straddles two batches
 DEFAULT_WINDOW_TXS = 1_200
-DEFAULT_PROOFS = 1_000
+DEFAULT_PROOFS = 1_000  # inclusion proofs, and as many state proofs
+ABSENT_KEY_EVERY = 10  # state proofs: one key in ten is never registered
 DEFAULT_CATCHUP_TXS = 6_000
 DEFAULT_TIMEOUT_S = 900.0
 MAX_TXS = 10_000_000
@@ -247,6 +255,26 @@ def proof_sample(
         return []
     from_preload = min(len(preloaded), round(count * preload_txs / total))
     return spread(preloaded, from_preload) + spread(loaded, count - from_preload)
+
+
+def state_proof_keys(
+    preloaded_songs: int, first_song: int, end_song: int, count: int
+) -> list[bytes]:
+    """`count` registry keys to prove: the recordings of songs spread over the preloaded ones
+    (0..preloaded_songs) and the load's (first_song..end_song) in proportion, and every
+    ABSENT_KEY_EVERY-th a song number no run reaches (an absence proof)."""
+    total = preloaded_songs + max(0, end_song - first_song)
+    if total == 0 or count == 0:
+        return []
+    keys: list[bytes] = []
+    for i in range(count):
+        if i % ABSENT_KEY_EVERY == ABSENT_KEY_EVERY - 1:
+            song = MAX_SONGS - 1 - i
+        else:
+            n = i * total // count
+            song = n if n < preloaded_songs else first_song + n - preloaded_songs
+        keys.append(recording_key(isrc_of(song)))
+    return keys
 
 
 class Bench:
@@ -651,26 +679,39 @@ class Bench:
                 channel.close()
         return len(sample), ok
 
-    def proofs(self, sample: list[bytes]) -> dict[str, Any] | None:
+    def proofs(self, sample: list[bytes], state_keys: list[bytes]) -> dict[str, Any] | None:
         """GetInclusionProof for each of `sample` (spread over the ledger in leaf order), one at
         a time from a proof client process of its own, on a settled cluster: first as the nodes
         run (every process on every core), then with the serving node on a core of its own and
         everything else on the rest (`own_core`), as a node on its own host serves: on a shared
         machine a proof that arrives while the other nodes run a consensus round waits for a
-        core, and that wait, not the proof, makes the shared p99."""
+        core, and that wait, not the proof, makes the shared p99. Then the same twice for
+        StateProof of `state_keys` (`state`)."""
         if not sample:
             return None
         settle_s = self.settle()
-        shared = self._proof_run(sample, own_core=False)
-        shared["settle_s"] = round(settle_s, 1)
         # With one core there is nothing to set apart.
         own_core = len(os.sched_getaffinity(0)) >= 2
-        shared["own_core"] = self._proof_run(sample, own_core=True) if own_core else None
+        shared = self._proof_run(sample, (), own_core=False)
+        shared["settle_s"] = round(settle_s, 1)
+        shared["own_core"] = self._proof_run(sample, (), own_core=True) if own_core else None
+        if state_keys:
+            state = self._proof_run(sample, tuple(state_keys), own_core=False)
+            state.pop("tree_size")
+            state["own_core"] = (
+                self._proof_run(sample, tuple(state_keys), own_core=True) if own_core else None
+            )
+            shared["state"] = state
+        else:
+            shared["state"] = None
         return shared
 
-    def _proof_run(self, sample: list[bytes], *, own_core: bool) -> dict[str, Any]:
+    def _proof_run(
+        self, sample: list[bytes], state_keys: tuple[bytes, ...], *, own_core: bool
+    ) -> dict[str, Any]:
         node = self.nodes[0]
-        job = ProofJob(f"{node.host}:{node.client_port}", self.ca_cert, self.members, tuple(sample))
+        target = f"{node.host}:{node.client_port}"
+        job = ProofJob(target, self.ca_cert, self.members, tuple(sample), state_keys)
         pids = self.pids()
         others = {org: pid for org, pid in pids.items() if org != node.org}
         serving_busy = NodesCpu({node.org: pids.get(node.org)})
@@ -977,7 +1018,13 @@ def run(settings: Settings, root: Path) -> dict[str, Any]:
             load["committed_txs"],
             settings.proofs,
         )
-        proofs = bench.proofs(sample)
+        state_keys = state_proof_keys(
+            settings.preload_txs // TXS_PER_SONG,
+            first_song,
+            first_song + load["committed_txs"] // TXS_PER_SONG,
+            settings.proofs,
+        )
+        proofs = bench.proofs(sample, state_keys)
         if proofs is not None:
             proofs["from_preload"] = len(set(sample) & set(preloaded_hashes))
         disk = bench.disk()

@@ -1,4 +1,8 @@
-"""The benchmark's proof client: its own process, fetching inclusion proofs one at a time.
+"""The benchmark's proof client: its own process, fetching proofs one at a time.
+
+Two kinds, one run each: inclusion proofs of txs (GetInclusionProof) and state proofs of registry
+keys (RegistryService.StateProof against the latest certified header: the answer, the state
+tree's path and the certificate, as `kledger verify state` checks them).
 
 Why a process of its own: the figure is the gRPC round trip of GetInclusionProof as one client
 sees it; in the bench process it would share the interpreter with the progress bar, the other
@@ -15,6 +19,7 @@ each timed with perf_counter from the request to the decoded reply.
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import time
 from dataclasses import dataclass, field
@@ -23,7 +28,7 @@ from multiprocessing.queues import Queue as ProcessQueue
 import grpc
 
 from kledger.cluster.client.connect import ClientCert, open_channel
-from kledger.v1 import ledger_pb2, ledger_pb2_grpc
+from kledger.v1 import ledger_pb2, ledger_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 READY_WAIT_S = 30.0
 CALL_TIMEOUT_S = 10.0
@@ -35,6 +40,9 @@ class ProofJob:
     ca_cert: bytes
     clients: tuple[ClientCert, ...]  # one member per org: inclusion proofs are member tier
     tx_hashes: tuple[bytes, ...]  # spread over the ledger in leaf order; the last is newest
+    # With state keys the run fetches state proofs of these instead (after the inclusion run,
+    # so the newest tx is provable already; absent keys are proven absent).
+    state_keys: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +72,10 @@ def _wait_provable(stub: ledger_pb2_grpc.LedgerStub, tx_hash: bytes) -> None:
 
 
 def fetch_proofs(job: ProofJob) -> ProofResult:
-    """Fetch a proof of each of job.tx_hashes, one at a time; never raises."""
+    """Fetch a proof of each of job.tx_hashes (or of each state key), one at a time; never
+    raises."""
+    if job.state_keys:
+        return fetch_state_proofs(job)
     channels = [open_channel(job.target, job.ca_cert, client) for client in job.clients]
     stubs = [ledger_pb2_grpc.LedgerStub(c) for c in channels]  # type: ignore[no-untyped-call]
     try:
@@ -101,6 +112,48 @@ def fetch_proofs(job: ProofJob) -> ProofResult:
     finally:
         for channel in channels:
             channel.close()
+
+
+def fetch_state_proofs(job: ProofJob) -> ProofResult:
+    """StateProof of each of job.state_keys, one at a time, as the first member; never raises.
+    Each reply must carry one bundle for the asked key and the root it is proven against."""
+    channel = open_channel(job.target, job.ca_cert, job.clients[0])
+    stub = registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        for key in job.state_keys[: max(1, len(job.state_keys) // 4)]:  # untimed: warm up
+            stub.StateProof(registry_pb2.StateProofRequest(key=key), timeout=CALL_TIMEOUT_S)
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for key in job.state_keys:
+            sent = time.perf_counter()
+            reply = stub.StateProof(registry_pb2.StateProofRequest(key=key), timeout=CALL_TIMEOUT_S)
+            latencies.append(time.perf_counter() - sent)
+            error = _state_reply_error(key, reply)
+            if error:
+                return ProofResult(error=error)
+        return ProofResult(
+            count=len(latencies),
+            elapsed_s=time.perf_counter() - start,
+            latencies_s=latencies,
+            cpu_s=time.process_time(),
+        )
+    except grpc.RpcError as exc:
+        return ProofResult(error=f"StateProof: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+
+
+def _state_reply_error(key: bytes, reply: registry_pb2.QueryReply) -> str:
+    """Why `reply` is not a state proof of `key` ("" if it is one)."""
+    if len(reply.proofs_json) != 1 or len(reply.state_root) != 32:
+        return f"state proof of {key!r}: expected one bundle and a 32-byte root"
+    try:
+        bundle = json.loads(reply.proofs_json[0])
+    except ValueError:
+        return f"state proof of {key!r}: the bundle is not JSON"
+    if not isinstance(bundle, dict) or bundle.get("key") != key.hex():
+        return f"state proof of {key!r} carries another key"
+    return ""
 
 
 def _reader_of(

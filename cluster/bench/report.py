@@ -175,6 +175,11 @@ def table(report: dict[str, Any]) -> str:
         ("bytes on disk per committed tx (per node)", _fmt(report["disk_bytes_per_tx"], 0)),
         ("proofs/s (one client) / p50 / p99 ms", _proof_row(proofs)),
         ("  the same, serving node on its own core", _proof_row(proofs.get("own_core") or {})),
+        ("state proofs/s (one client) / p50 / p99 ms", _proof_row(proofs.get("state") or {})),
+        (
+            "  the same, serving node on its own core",
+            _proof_row((proofs.get("state") or {}).get("own_core") or {}),
+        ),
         (
             "catch-up blocks/s / tx/s",
             f"{_fmt(catchup.get('blocks_per_s'))} / {_fmt(catchup.get('tx_per_s'))}",
