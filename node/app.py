@@ -92,6 +92,7 @@ from kledger.node.storage.state_pruner import StatePruner
 from kledger.node.storage.store import LedgerStore
 from kledger.node.telemetry.logs import SummaryLog, log_event
 from kledger.node.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
+from kledger.node.telemetry.timeline import BlockTimeline
 from kledger.v1 import registry_pb2
 
 log = logging.getLogger("kledger.node")
@@ -221,6 +222,7 @@ class Node:
             self.store.close()
             raise
         self.metrics = NodeMetrics.create(config.org)
+        self.timeline = BlockTimeline(config.org, self.metrics.registry)
         self.mempool = Mempool(
             MempoolLimits(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
         )
@@ -237,7 +239,7 @@ class Node:
             validators, self._save_certificate, executed_height=self.store.last_height()
         )
         self.committer = Committer(self.store, self.registry, self.genesis)
-        self.commit_pipeline = CommitPipeline(self.committer)
+        self.commit_pipeline = CommitPipeline(self.committer, self.timeline)
         self.payloads = MempoolPayloads(
             self.mempool,
             self.genesis,
@@ -287,6 +289,7 @@ class Node:
             commit=self.commit_pipeline.submit,
             sync=self._sync_from,
             clock_ms=self._consensus_clock(config),
+            timeline=self.timeline,
         )
         self.admission = Admission(
             self.mempool,
@@ -296,6 +299,7 @@ class Node:
             metrics=self.metrics,
             on_admitted=self.driver.payload_available,
             settings=config.admission,
+            timeline=self.timeline,
         )
         self.ledger = NodeLedger(self.store, self.admission, self._status)
         self.block_sync = BlockSync(
@@ -614,6 +618,7 @@ class Node:
         (the commit pipeline holds its lock): the state snapshot below is of this height."""
         header = committed.header
         assert self.store.last_height() == header.height, "announced out of step with the store"
+        self.timeline.executed(header.height)
         # Freeze this height's state first: its certificate can complete in the calls below.
         self.certified_state.committed(header.height)
         self.state_pruner.notify()
@@ -638,6 +643,7 @@ class Node:
         self.metrics.height.set(header.height)
         self.metrics.commits.inc()
         self.metrics.committed_txs.inc(len(committed.txs))
+        self.timeline.announced(header.height, (tx.tx_hash for tx in committed.txs))
         log_event(
             log,
             "committed",

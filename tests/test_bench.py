@@ -47,6 +47,7 @@ from kledger.node.registry import BlockContext, Registry
 from kledger.node.registry.identifiers import PARSERS
 from kledger.node.registry.state import recording_key
 from kledger.node.storage.keyspace import DictView
+from kledger.node.telemetry.timeline import BLOCK_PHASES, TX_PHASES
 from tests.helpers import key, make_genesis
 
 
@@ -303,6 +304,14 @@ def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path
     assert report["proofs"]["count"] == 20 and report["proofs"]["tree_size"] >= 240
     assert report["proofs"]["settle_s"] >= 0 and report["proofs"]["serving_node_cores_busy"] > 0
     assert report["proofs"]["other_nodes_cores_busy"] >= 0
+    # Where the latency went, from the nodes' own phase histograms over the load.
+    phases = report["phases"]
+    assert phases["nodes_read"] == 4
+    assert set(phases["block"]) == set(BLOCK_PHASES) and set(phases["tx"]) == set(TX_PHASES)
+    assert all(f["count"] > 0 and f["mean_ms"] >= 0 for f in phases["block"].values())
+    # Every client tx is observed once, by the node it was submitted to (a node may announce
+    # the last block after the client saw it committed on the node it follows).
+    assert 0 < phases["tx"]["received_to_announced"]["count"] <= report["committed_txs"]
     state = report["proofs"]["state"]  # as many StateProof calls, each for the asked key
     assert state["count"] == 20 and set(state["latency_ms"]) == {"p50", "p95", "p99"}
     for figures in (report["proofs"], state):

@@ -129,6 +129,15 @@ def _proof_row(proofs: dict[str, Any]) -> str:
     )
 
 
+def _phase_row(report: dict[str, Any], kind: str) -> str:
+    found = (report.get("phases") or {}).get(kind) or {}
+    if not found:
+        return "-"
+    return ", ".join(
+        f"{phase} {_fmt(f['mean_ms'], 1)} / {_fmt(f['p99_ms'], 1)}" for phase, f in found.items()
+    )
+
+
 def _own_core_row(report: dict[str, Any]) -> str:
     own = report.get("own_core")
     if not own:
@@ -166,6 +175,8 @@ def table(report: dict[str, Any]) -> str:
             "latency ms p50 / p95 / p99",
             f"{_fmt(lat['p50'])} / {_fmt(lat['p95'])} / {_fmt(lat['p99'])}",
         ),
+        ("block phases, mean / p99 ms (all nodes)", _phase_row(report, "block")),
+        ("client tx phases, mean / p99 ms", _phase_row(report, "tx")),
         ("Ed25519 verify/s per core", _fmt(report["verify_per_s_per_core"], 0)),
         ("cores", str(report["cores"])),
         ("limit tx/s (cores * verify / n)", _fmt(report["limit_tx_per_s"], 0)),

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kledger.consensus.types import Block, QuorumCert
 from kledger.node.commit.committer import CommittedHeight, Committer
+from kledger.node.telemetry.timeline import BlockTimeline
 
 # Runs on the loop for each height written, before the next block starts.
 Announce = Callable[[CommittedHeight], None]
@@ -44,8 +45,9 @@ class CommitPipelineClosed(RuntimeError):
 
 
 class CommitPipeline:
-    def __init__(self, committer: Committer) -> None:
+    def __init__(self, committer: Committer, timeline: BlockTimeline | None = None) -> None:
         self._committer = committer
+        self._timeline = timeline
         # One thread: blocks must execute in order against the state their parent left.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kledger-commit")
         self._commits: asyncio.Queue[tuple[tuple[Block, ...], QuorumCert]] = asyncio.Queue()
@@ -85,6 +87,8 @@ class CommitPipeline:
         async with self._one_block:
             if self._closed:
                 raise CommitPipelineClosed("the node is stopping")
+            if self._timeline is not None:
+                self._timeline.executing(block.height)
             job = self._worker.submit(self._committer.apply_block, block, commit_qc)
             # If this task is cancelled while the job runs, the job still finishes its write
             # (a thread cannot be interrupted) and `close` waits for it; if the job has not

@@ -50,6 +50,7 @@ from kledger.node.ordering.sources import SourceBudgets
 from kledger.node.ordering.verifier import Dropped, FairVerifier
 from kledger.node.telemetry.logs import SummaryLog
 from kledger.node.telemetry.metrics import NodeMetrics
+from kledger.node.telemetry.timeline import BlockTimeline
 
 log = logging.getLogger("kledger.admission")
 
@@ -169,6 +170,7 @@ class Admission:
         on_admitted: Callable[[], None],
         settings: AdmissionLimits,
         verifier: FairVerifier | None = None,
+        timeline: BlockTimeline | None = None,
     ) -> None:
         """`state_check()` gives the registry's check bound to the committed state of now (one
         per batch); `on_admitted` runs once after a batch that added anything. `verifier`
@@ -179,6 +181,7 @@ class Admission:
         self._state_check = state_check
         self._metrics = metrics
         self._on_admitted = on_admitted
+        self._timeline = timeline
         self._pause_s = settings.throttled_pause_ms / 1000
         self._verifier = verifier if verifier is not None else FairVerifier(settings.verify_threads)
         penalty_ms = settings.bad_signature_penalty_ms
@@ -201,6 +204,7 @@ class Admission:
         is throttled: no per-tx work, not even per-tx answers; and for a batch whose bad
         signatures throttled it midway when nothing of it was admitted (the per-tx answers
         would only repeat that)."""
+        received = BlockTimeline.now()
         throttled_s = self.clients.throttled_s(source)
         if throttled_s:
             self._metrics.drop("client.throttled", len(encodings))
@@ -214,6 +218,8 @@ class Admission:
             self._metrics.drop("client.over_budget", len(over))
         refused_over = self._refuse_over_budget(source, over)
         results = await self._admit(source, encodings[:granted], self.clients, local=True)
+        if self._timeline is not None:
+            self._timeline.client_txs((r.tx_hash for r in results if r.ok), received)
         bad = sum(1 for r in results if r.status == Status.UNAUTHENTICATED.value)
         if bad:
             self._client_log.note(source, "bad_signature", bad, "signature: does not verify")

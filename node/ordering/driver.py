@@ -51,6 +51,7 @@ from kledger.consensus.types import Block, DecodeError, Height, QuorumCert
 from kledger.consensus.validators import NodeId
 from kledger.node.ordering.clock_health import ClockHealth
 from kledger.node.telemetry.logs import log_event
+from kledger.node.telemetry.timeline import BlockTimeline
 
 log = logging.getLogger("kledger.driver")
 
@@ -76,6 +77,7 @@ class ConsensusDriver:
         sync: Callable[[NodeId, QuorumCert], Awaitable[SyncResult]],
         clock_ms: Callable[[], int] = wall_clock_ms,
         max_inbox_messages: int = 10_000,
+        timeline: BlockTimeline | None = None,
     ) -> None:
         self.core = core
         self._persist = persist
@@ -85,6 +87,7 @@ class ConsensusDriver:
         self._sync = sync
         self._clock_ms = clock_ms
         self._max_inbox_messages = max_inbox_messages
+        self._timeline = timeline
         self._inbox: asyncio.Queue[Input] = asyncio.Queue()
         self._queued_messages = 0
         self._payload_signal_queued = False
@@ -115,6 +118,7 @@ class ConsensusDriver:
             self.clock.observe(
                 sender, message.block.timestamp_ms, now_ms, self.core.validators.contains(sender)
             )
+            self._note_proposal(message)
         self._inbox.put_nowait(Deliver(NodeId(sender), message, now_ms))
 
     def applied(self, height: int) -> None:
@@ -172,10 +176,14 @@ class ConsensusDriver:
                 case Send(to=to, message=message):
                     self._send(to, encode_message(message))
                 case Broadcast(message=message):
+                    if isinstance(message, Proposal):
+                        self._note_proposal(message)
                     self._broadcast(encode_message(message))
                 case SetTimer(timer=timer, at_ms=at_ms):
                     self._set_timer(timer, at_ms)
                 case Commit(blocks=committed, qc=qc):
+                    if self._timeline is not None:
+                        self._timeline.committed((block.id, block.height) for block in committed)
                     self._commit(committed, qc)
                 case RequestSync(peer=peer, target=target):
                     self._start_sync(peer, target)
@@ -185,6 +193,11 @@ class ConsensusDriver:
                     assert_never(effect)
         if safety is not None or blocks:
             self._persist(safety, blocks)
+
+    def _note_proposal(self, proposal: Proposal) -> None:
+        if self._timeline is not None:
+            block = proposal.block
+            self._timeline.proposal(block.id, block.qc.block_id)
 
     def _set_timer(self, timer: object, at_ms: int) -> None:
         delay_s = max(0.0, (at_ms - self._clock_ms()) / 1000)
