@@ -537,6 +537,7 @@ async def test_requests_that_do_not_parse_are_invalid_arguments(tmp_path: Path) 
         garbage = b"\xff\xff\xff\xff"  # field 31 with a wire type that does not exist
         raw_calls = [
             h.channel.unary_unary("/kledger.v1.Ledger/SubmitTx")(garbage),
+            h.channel.unary_unary("/kledger.v1.Ledger/WaitForCommits")(garbage),
             h.channel.unary_stream("/kledger.v1.Ledger/StreamCommits")(garbage),
         ]
         for call in raw_calls:

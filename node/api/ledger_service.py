@@ -7,9 +7,13 @@ this module only translates protobuf <-> domain types and maps errors (docs/desi
 - any unexpected exception -> INTERNAL (logged with its traceback); the server keeps serving;
 - a batch call succeeds and carries one result per tx;
 - who may call what is decided before a handler runs (node/api/access.py); the handlers that
-  return a committed tx or its receipt (GetTx, GetInclusionProof, WaitForCommit) also check the
-  tx's own rule (a usage report's revenue, a distribution), refusing it whole: the tx bytes are
-  signed and are the Merkle leaf, so a redacted tx would prove nothing.
+  return a committed tx or its receipt (GetTx, GetInclusionProof, WaitForCommit(s)) also check
+  the tx's own rule (a usage report's revenue, a distribution), refusing it whole: the tx bytes
+  are signed and are the Merkle leaf, so a redacted tx would prove nothing. WaitForCommits
+  checks every tx it answers and one refusal refuses the call, naming `tx_hashes[i]`;
+- a commit wait for many hashes is one wait (node/api/commit_waiters.py), and the hashes waited
+  for at once are bounded per client connection and in all, so the bound stays per hash when one
+  call names thousands (the stream limit of node/api/server.py only counts calls).
 
 Request limits are named here: txs per batch, hashes per commit wait, the hashes waited for at
 once per client connection and in all, and the longest wait for a commit (docs/design.md §11).
