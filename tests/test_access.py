@@ -202,9 +202,10 @@ class ChainLedger:
     async def submit(self, encodings: Sequence[bytes], source: str) -> list[SubmitResult]:
         return [SubmitResult(b"\x00" * 32, "OK") for _ in encodings]
 
-    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
-        found = self.txs.get(tx_hash)
-        return None if found is None else found[1]
+    async def wait_for_receipts(
+        self, tx_hashes: Sequence[bytes], timeout_s: float
+    ) -> list[Receipt | None]:
+        return [None if (found := self.txs.get(h)) is None else found[1] for h in tx_hashes]
 
     def get_tx(self, tx_hash: bytes) -> StoredTx | None:
         found = self.txs.get(tx_hash)
@@ -399,6 +400,17 @@ def ledger_calls(world: RecordingChain) -> dict[str, tuple[Any, dict[str, str]]]
             lambda s: s.WaitForCommit(ledger_pb2.WaitForCommitRequest(tx_hash=usage)),
             USAGE_R1,
         ),
+        "WaitForCommits usage": (
+            # a party tx any member may see, then the usage report: refused whole, naming it
+            lambda s: s.WaitForCommits(
+                ledger_pb2.WaitForCommitsRequest(tx_hashes=[party_tx, usage])
+            ),
+            USAGE_R1,
+        ),
+        "WaitForCommits party": (
+            lambda s: s.WaitForCommits(ledger_pb2.WaitForCommitsRequest(tx_hashes=[party_tx])),
+            MEMBERS,
+        ),
         "GetTx party": (lambda s: s.GetTx(ledger_pb2.GetTxRequest(tx_hash=party_tx)), MEMBERS),
         "GetTx usage": (lambda s: s.GetTx(ledger_pb2.GetTxRequest(tx_hash=usage)), USAGE_R1),
         "GetTx distribution": (
@@ -500,6 +512,23 @@ async def test_every_rpc_answers_or_denies_each_identity_by_its_rule(world_node:
         named = {name.split()[0] for name in calls}
         listed = {m.rsplit("/", 1)[-1] for m in METHOD_ACCESS}
         assert listed - named == {"SubmitStream", "StreamCommits", "GetConsistencyProof"}
+
+
+@pytest.mark.asyncio
+async def test_a_batch_wait_is_refused_whole_naming_the_tx_a_reader_may_not_see(
+    world_node: Node,
+) -> None:
+    async with world_node as node:
+        party_tx = node.chain.tx_of("RegisterParty").tx_hash
+        usage = node.chain.tx_of("ReportUsage").tx_hash
+        request = ledger_pb2.WaitForCommitsRequest(tx_hashes=[party_tx, party_tx, usage])
+        denied = await outcome(node.ledger_stub("KEPA").WaitForCommits(request))
+        assert rule_of(denied) == "usage_revenue"
+        assert "(tx_hashes[2])" in denied[1]
+        # The reporter's org sees both, the repeated hash answered twice.
+        reply = await node.ledger_stub("KMCA").WaitForCommits(request)
+        assert len(reply.receipts) == 3 and reply.receipts[0] == reply.receipts[1]
+        assert reply.receipts[2] != reply.receipts[0]
 
 
 @pytest.mark.asyncio

@@ -1,15 +1,17 @@
 """The client ledger service over real gRPC + TLS on 127.0.0.1 (node/api/server.py), backed by an
 in-memory ledger defined here (real mempool, real Ed25519, a real RFC 6962 tree and commit
-certificates signed by a quorum): proto <-> domain translation, every refusal's status code with
-the field named, INTERNAL for unexpected errors without killing the server, health and
-reflection."""
+certificates signed by a quorum, and the node's own commit waiters): proto <-> domain
+translation, every refusal's status code with the field named, INTERNAL for unexpected errors
+without killing the server, commit waits for one tx and for many (receipts in order, timeouts
+naming the missing hashes, the per-connection bound on hashes waited for, no waiter left after a
+timeout or a cancelled call), health and reflection."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -17,10 +19,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from kledger.cluster.client.connect import ClientCert, open_aio_channel
+from kledger.cluster.client.connect import (
+    ClientCert,
+    channel_options,
+    client_credentials,
+    open_aio_channel,
+)
 from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.api.access import AccessPolicy
+from kledger.node.api.commit_waiters import CommitWaiters
 from kledger.node.api.ledger_service import (
+    MAX_WAIT_HASHES,
+    MAX_WAIT_MS,
     BlockView,
     CertifiedHeader,
     LedgerServicer,
@@ -137,6 +147,7 @@ class MemoryLedger:
         self.txs: dict[bytes, StoredTx] = {}
         self.blocks: list[BlockView] = []
         self.changed = asyncio.Condition()
+        self.waiters = CommitWaiters()  # the node's own (node/api/ledger_backend.py)
         self.broken_height = 666  # get_block raises here: an unexpected error
 
     @property
@@ -200,15 +211,17 @@ class MemoryLedger:
         async with self.changed:
             self.blocks.append(block)
             self.changed.notify_all()
+        self.waiters.announce((h, self.txs[h].receipt) for h in hashes)
         return block
 
-    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
-        try:
-            async with asyncio.timeout(timeout_s), self.changed:
-                await self.changed.wait_for(lambda: tx_hash in self.txs)
-        except TimeoutError:
-            return None
-        return self.txs[tx_hash].receipt
+    async def wait_for_receipts(
+        self, tx_hashes: Sequence[bytes], timeout_s: float
+    ) -> list[Receipt | None]:
+        return await self.waiters.wait(tx_hashes, self.stored_receipt, timeout_s)
+
+    def stored_receipt(self, tx_hash: bytes) -> Receipt | None:
+        stored = self.txs.get(tx_hash)
+        return None if stored is None else stored.receipt
 
     def get_tx(self, tx_hash: bytes) -> StoredTx | None:
         return self.txs.get(tx_hash)
@@ -292,7 +305,8 @@ class MemoryLedger:
 
 
 class Harness:
-    def __init__(self, root_dir: Path) -> None:
+    def __init__(self, root_dir: Path, **servicer_options: int) -> None:
+        self.servicer_options = servicer_options
         layout = init_cluster(root_dir, ClusterSpec(orgs=generic_orgs(4), chain_id="ledger-t"))
         node = layout.node_dir("ORG1")
         self.material = TlsMaterial.load(layout.ca_cert, node / "tls.pem", node / "tls.key")
@@ -314,7 +328,7 @@ class Harness:
             client_address=Address("127.0.0.1", 0),
             peer_address=Address("127.0.0.1", 0),
             access=access,
-            ledger=LedgerServicer(self.ledger, access, metrics),
+            ledger=LedgerServicer(self.ledger, access, metrics, **self.servicer_options),
             peer=PeerServicer(
                 on_message=lambda s, p, _: None,
                 block_source=lambda a, b: [],
@@ -335,6 +349,16 @@ class Harness:
         assert self.channel is not None and self.servers is not None
         await self.channel.close()
         await self.servers.stop(0)
+
+    def other_connection(self) -> grpc.aio.Channel:
+        """A second channel as ORG1's member on a connection of its own (gRPC shares one
+        connection between a process's channels to one target unless told not to)."""
+        assert self.servers is not None
+        return grpc.aio.secure_channel(
+            f"127.0.0.1:{self.servers.client_port}",
+            client_credentials(self.material.ca_pem, ClientCert.member(self.layout, "ORG1")),
+            options=[*channel_options(), ("grpc.use_local_subchannel_pool", 1)],
+        )
 
     @property
     def stub(self) -> ledger_pb2_grpc.LedgerStub:
@@ -513,6 +537,7 @@ async def test_requests_that_do_not_parse_are_invalid_arguments(tmp_path: Path) 
         garbage = b"\xff\xff\xff\xff"  # field 31 with a wire type that does not exist
         raw_calls = [
             h.channel.unary_unary("/kledger.v1.Ledger/SubmitTx")(garbage),
+            h.channel.unary_unary("/kledger.v1.Ledger/WaitForCommits")(garbage),
             h.channel.unary_stream("/kledger.v1.Ledger/StreamCommits")(garbage),
         ]
         for call in raw_calls:
@@ -535,6 +560,177 @@ async def test_requests_that_do_not_parse_are_invalid_arguments(tmp_path: Path) 
 async def _drain(call: object) -> None:
     async for _ in call:  # type: ignore[attr-defined]
         pass
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll until `condition` holds: the server runs on this test's loop, so it moves on while
+    the test sleeps."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def wait_request(
+    hashes: Sequence[bytes], timeout_ms: int = 20_000
+) -> ledger_pb2.WaitForCommitsRequest:
+    return ledger_pb2.WaitForCommitsRequest(tx_hashes=list(hashes), timeout_ms=timeout_ms)
+
+
+@pytest.mark.asyncio
+async def test_batch_wait_answers_every_receipt_in_the_request_order(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        txs = [h.tx(n) for n in range(5)]
+        for tx in txs[:3]:
+            await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=tx.encoding))
+        await h.ledger.commit_block()  # leaves 0, 1, 2 at height 1
+        for tx in txs[3:]:
+            await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=tx.encoding))
+        order = [txs[4], txs[1], txs[3], txs[1], txs[0]]  # committed and not, one repeated
+        waiting = asyncio.ensure_future(
+            h.stub.WaitForCommits(wait_request([tx.tx_hash for tx in order]))
+        )
+        # The committed ones are read from the store; the other two wait, once each.
+        await until(lambda: h.ledger.waiters.waiting_hashes == 2)
+        await h.ledger.commit_block()  # leaves 3, 4 at height 2
+        reply = await asyncio.wait_for(waiting, WAIT_S)
+        assert [(r.height, r.leaf_index, r.status) for r in reply.receipts] == [
+            (2, 4, "OK"), (1, 1, "OK"), (2, 3, "OK"), (1, 1, "OK"), (1, 0, "OK"),
+        ]  # fmt: skip
+        assert [json.loads(r.output_json)["n"] for r in reply.receipts] == [4, 1, 3, 1, 0]
+        assert h.ledger.waiters.waiting_hashes == 0
+        empty = await h.stub.WaitForCommits(ledger_pb2.WaitForCommitsRequest())
+        assert list(empty.receipts) == []
+        # As many hashes as one SubmitBatch may carry, and no more.
+        full = await h.stub.WaitForCommits(wait_request([txs[0].tx_hash] * MAX_WAIT_HASHES))
+        assert len(full.receipts) == MAX_WAIT_HASHES
+
+
+@pytest.mark.asyncio
+async def test_batch_wait_refusals_name_the_field(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c") as h:
+        tx = h.tx(1)
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=tx.encoding))
+        await h.ledger.commit_block()
+        good = tx.tx_hash
+        cases = [
+            (wait_request([good] * (MAX_WAIT_HASHES + 1)), grpc.StatusCode.INVALID_ARGUMENT,
+             f"tx_hashes: {MAX_WAIT_HASHES + 1} hashes exceed MAX_WAIT_HASHES={MAX_WAIT_HASHES}"),
+            (wait_request([good, good, b"short", b""]), grpc.StatusCode.INVALID_ARGUMENT,
+             "tx_hashes[2]: must be 32 bytes"),
+            (wait_request([good], timeout_ms=MAX_WAIT_MS + 1), grpc.StatusCode.INVALID_ARGUMENT,
+             f"timeout_ms: must be at most MAX_WAIT_MS={MAX_WAIT_MS}"),
+        ]  # fmt: skip
+        for request, code, details in cases:
+            error = await refusal(h.stub.WaitForCommits(request))
+            assert (error.code(), error.details()) == (code, details)
+        assert h.ledger.waiters.waiting_hashes == 0  # nothing was registered for a refusal
+
+
+@pytest.mark.asyncio
+async def test_batch_wait_times_out_naming_what_did_not_commit_and_leaves_no_waiter(
+    tmp_path: Path,
+) -> None:
+    async with Harness(tmp_path / "c") as h:
+        committed, pending = h.tx(1), h.tx(2)
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=committed.encoding))
+        await h.ledger.commit_block()
+        await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=pending.encoding))
+        never = b"\x07" * 32
+        hashes = [committed.tx_hash, pending.tx_hash, never, pending.tx_hash]
+        error = await refusal(h.stub.WaitForCommits(wait_request(hashes, timeout_ms=50)))
+        assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert error.details() == (
+            "tx_hashes[1], tx_hashes[2], tx_hashes[3]: not committed within timeout_ms=50 (3 of 4)"
+        )
+        assert h.ledger.waiters.waiting_hashes == 0
+        # Many missing: the first few are named, the rest counted.
+        many = [bytes([n]) * 32 for n in range(1, 21)]
+        error = await refusal(h.stub.WaitForCommits(wait_request(many, timeout_ms=20)))
+        named = ", ".join(f"tx_hashes[{n}]" for n in range(8))
+        assert (
+            error.details() == f"{named} and 12 more: not committed within timeout_ms=20 (20 of 20)"
+        )
+        assert h.ledger.waiters.waiting_hashes == 0
+        # A client that gives up takes its waiters with it.
+        call = h.stub.WaitForCommits(wait_request([pending.tx_hash, never]))
+        await until(lambda: h.ledger.waiters.waiting_hashes == 2)
+        call.cancel()
+        await until(lambda: h.ledger.waiters.waiting_hashes == 0)
+        await h.ledger.commit_block()
+        reply = await h.stub.WaitForCommits(wait_request([pending.tx_hash]))
+        assert [(r.height, r.leaf_index) for r in reply.receipts] == [(2, 1)]
+
+
+@pytest.mark.asyncio
+async def test_commit_waits_are_bounded_per_hash_not_per_call(tmp_path: Path) -> None:
+    async with Harness(tmp_path / "c", waiting_hashes_per_connection=3, waiting_hashes=5) as h:
+        a, b, c, d = (bytes([n]) * 32 for n in range(1, 5))
+        holding = asyncio.ensure_future(h.stub.WaitForCommits(wait_request([a, b, c, a])))
+        await until(lambda: h.ledger.waiters.waiting_hashes == 3)  # a repeated hash counts once
+        for call, field in (
+            (h.stub.WaitForCommits(wait_request([d], timeout_ms=10)), "tx_hashes"),
+            (h.stub.WaitForCommit(ledger_pb2.WaitForCommitRequest(tx_hash=d, timeout_ms=10)),
+             "tx_hash"),
+        ):  # fmt: skip
+            error = await refusal(call)
+            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+            assert (error.details() or "").startswith(f"{field}: 1 more hashes"), error.details()
+        # Another connection has a budget of its own, within the total of 5.
+        other = h.other_connection()
+        try:
+            other_stub = ledger_pb2_grpc.LedgerStub(other)  # type: ignore[no-untyped-call]
+            late = await refusal(other_stub.WaitForCommits(wait_request([c, d], timeout_ms=10)))
+            assert late.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # admitted, then timed out
+            full = await refusal(other_stub.WaitForCommits(wait_request([a, b, d], timeout_ms=10)))
+            assert full.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # 3 + 3 > 5
+        finally:
+            await other.close()
+        holding.cancel()
+        await until(lambda: h.ledger.waiters.waiting_hashes == 0)
+        # Released: the connection's whole budget again.
+        error = await refusal(h.stub.WaitForCommits(wait_request([b, c, d], timeout_ms=10)))
+        assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.asyncio
+async def test_commit_waiters_wake_each_call_once_and_forget_every_ended_wait() -> None:
+    """The node's waiter registry itself (node/api/commit_waiters.py), without gRPC."""
+    waiters = CommitWaiters()
+    a, b, c = (bytes([n]) * 32 for n in range(1, 4))
+    receipts = {h: Receipt(1, n, TxResult("OK", "")) for n, h in enumerate((a, b, c))}
+
+    def nothing_stored(_tx_hash: bytes) -> Receipt | None:
+        return None
+
+    first = asyncio.ensure_future(waiters.wait([a, b], nothing_stored, WAIT_S))
+    second = asyncio.ensure_future(waiters.wait([b, c], nothing_stored, 0.05))
+    await asyncio.sleep(0)
+    assert waiters.waiting_hashes == 3
+    waiters.announce([(b, receipts[b])])  # wakes both calls' b, completes neither
+    assert await second == [receipts[b], None]  # timed out on c
+    assert waiters.waiting_hashes == 1  # c forgotten with its only waiter; a still waited for
+    waiters.announce([(a, receipts[a]), (c, receipts[c])])
+    assert await first == [receipts[a], receipts[b]]
+    assert waiters.waiting_hashes == 0
+
+    cancelled = asyncio.ensure_future(waiters.wait([a, c], nothing_stored, WAIT_S))
+    await asyncio.sleep(0)
+    assert waiters.waiting_hashes == 2
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert waiters.waiting_hashes == 0
+
+    closing = asyncio.ensure_future(waiters.wait([c], nothing_stored, WAIT_S))
+    await asyncio.sleep(0)
+    waiters.close()  # the node stops
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert waiters.waiting_hashes == 0
+
+    # Already stored: answered without registering anything.
+    assert await waiters.wait([c, a], receipts.get, WAIT_S) == [receipts[c], receipts[a]]
+    assert waiters.waiting_hashes == 0
 
 
 @pytest.mark.asyncio

@@ -1,6 +1,6 @@
 """Submitting signed txs and waiting for their receipts: one helper for every client (the tx,
-import and demo commands). Batches go in one SubmitBatch call; refusals come back at once with
-their status; accepted txs are waited for until committed.
+import and demo commands). A batch goes in one SubmitBatch call; refusals come back at once with
+their status; the accepted txs are waited for in one WaitForCommits call until committed.
 """
 
 from __future__ import annotations
@@ -23,27 +23,40 @@ def submit_and_wait(
     timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
 ) -> list[TxResult | Receipt]:
     """One result per tx, in order: the admission refusal (a TxResult), or the committed
-    receipt (a Receipt: height, leaf index and result). A tx accepted but not committed within
-    timeout_s is reported UNAVAILABLE."""
+    receipt (a Receipt: height, leaf index and result). Two calls for the whole batch: one
+    SubmitBatch, then one WaitForCommits for the accepted txs. An accepted tx not committed
+    within timeout_s fails the wait: grpc.RpcError DEADLINE_EXCEEDED naming it."""
     reply = stub.SubmitBatch(ledger_pb2.SubmitBatchRequest(txs=list(encodings)), timeout=timeout_s)
-    results: list[TxResult | Receipt] = []
-    for submitted in reply.results:
-        if submitted.status != OK:
-            results.append(TxResult(submitted.status, submitted.message))
-            continue
-        receipt = stub.WaitForCommit(
-            ledger_pb2.WaitForCommitRequest(
-                tx_hash=submitted.tx_hash, timeout_ms=int(timeout_s * 1000)
-            ),
-            timeout=timeout_s + 5,
-        )
-        output = json.loads(receipt.output_json) if receipt.output_json else None
-        result = TxResult(receipt.status, receipt.message, output)
-        results.append(
-            Receipt(receipt.height, receipt.leaf_index, result) if receipt.height else result
-        )
+    accepted = [submitted.tx_hash for submitted in reply.results if submitted.status == OK]
+    receipts = iter(_wait_for_commits(stub, accepted, timeout_s))
+    results: list[TxResult | Receipt] = [
+        _receipt_of(next(receipts))
+        if submitted.status == OK
+        else TxResult(submitted.status, submitted.message)
+        for submitted in reply.results
+    ]
     assert len(results) == len(encodings)
     return results
+
+
+def _wait_for_commits(
+    stub: ledger_pb2_grpc.LedgerStub, tx_hashes: list[bytes], timeout_s: float
+) -> list[ledger_pb2.Receipt]:
+    """The receipts of `tx_hashes` (at most a batch's), in order, from one WaitForCommits."""
+    if not tx_hashes:
+        return []
+    reply = stub.WaitForCommits(
+        ledger_pb2.WaitForCommitsRequest(tx_hashes=tx_hashes, timeout_ms=int(timeout_s * 1000)),
+        timeout=timeout_s + 5,  # the node answers DEADLINE_EXCEEDED first, naming the txs
+    )
+    assert len(reply.receipts) == len(tx_hashes), "the node answers every hash"
+    return list(reply.receipts)
+
+
+def _receipt_of(receipt: ledger_pb2.Receipt) -> TxResult | Receipt:
+    output = json.loads(receipt.output_json) if receipt.output_json else None
+    result = TxResult(receipt.status, receipt.message, output)
+    return Receipt(receipt.height, receipt.leaf_index, result) if receipt.height else result
 
 
 def make_submitter(args: argparse.Namespace) -> Submit:

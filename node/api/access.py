@@ -96,6 +96,7 @@ METHOD_ACCESS: dict[str, Access] = {
     LEDGER + "SubmitBatch": Access(Tier.MEMBER),
     LEDGER + "SubmitStream": Access(Tier.MEMBER),
     LEDGER + "WaitForCommit": Access(Tier.MEMBER, _TX_RULES),
+    LEDGER + "WaitForCommits": Access(Tier.MEMBER, _TX_RULES),
     LEDGER + "GetTx": Access(Tier.MEMBER, _TX_RULES),
     LEDGER + "GetBlock": Access(Tier.MEMBER),
     LEDGER + "GetHeader": Access(Tier.PUBLIC),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from kledger.node.api.commit_waiters import CommitWaiters
 from kledger.node.api.ledger_service import BlockView, CertifiedHeader, NodeStatusView, StoredTx
 from kledger.node.chain.receipt import Receipt
 from kledger.node.chain.tx import SignedTx
@@ -28,24 +29,20 @@ class NodeLedger:
         self._store = store
         self._admission = admission
         self._status = status
-        self._waiters: dict[bytes, list[asyncio.Future[Receipt]]] = {}
+        self._waiters = CommitWaiters()
         self._commit_event = asyncio.Event()
 
     # -- from the node ----------------------------------------------------------------------
 
     def announce(self, txs: Sequence[SignedTx], receipts: Sequence[Receipt]) -> None:
         """A height is stored: wake its txs' waiters and the commit streams."""
-        for tx, receipt in zip(txs, receipts, strict=True):
-            for future in self._waiters.pop(tx.tx_hash, ()):
-                if not future.done():
-                    future.set_result(receipt)
+        hashes = [tx.tx_hash for tx in txs]
+        self._waiters.announce(zip(hashes, receipts, strict=True))
         self._commit_event.set()
         self._commit_event = asyncio.Event()
 
     def close(self) -> None:
-        for futures in self._waiters.values():
-            for future in futures:
-                future.cancel()
+        self._waiters.close()
 
     # -- LedgerBackend ----------------------------------------------------------------------
 
@@ -56,25 +53,14 @@ class NodeLedger:
     async def submit(self, encodings: Sequence[bytes], source: str) -> list[SubmitResult]:
         return await self._admission.submit(source, encodings)
 
-    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
+    async def wait_for_receipts(
+        self, tx_hashes: Sequence[bytes], timeout_s: float
+    ) -> list[Receipt | None]:
+        return await self._waiters.wait(tx_hashes, self._stored_receipt, timeout_s)
+
+    def _stored_receipt(self, tx_hash: bytes) -> Receipt | None:
         stored = self._store.get_tx(tx_hash)
-        if stored is not None:
-            return stored[1]
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(tx_hash, []).append(future)
-        try:
-            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
-            # arrives as the future completes, which would stall a graceful shutdown.
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            return None
-        finally:
-            waiting = self._waiters.get(tx_hash)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-                if not waiting:
-                    del self._waiters[tx_hash]
+        return None if stored is None else stored[1]
 
     def status(self) -> NodeStatusView:
         return self._status()

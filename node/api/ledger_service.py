@@ -7,11 +7,16 @@ this module only translates protobuf <-> domain types and maps errors (docs/desi
 - any unexpected exception -> INTERNAL (logged with its traceback); the server keeps serving;
 - a batch call succeeds and carries one result per tx;
 - who may call what is decided before a handler runs (node/api/access.py); the handlers that
-  return a committed tx or its receipt (GetTx, GetInclusionProof, WaitForCommit) also check the
-  tx's own rule (a usage report's revenue, a distribution), refusing it whole: the tx bytes are
-  signed and are the Merkle leaf, so a redacted tx would prove nothing.
+  return a committed tx or its receipt (GetTx, GetInclusionProof, WaitForCommit(s)) also check
+  the tx's own rule (a usage report's revenue, a distribution), refusing it whole: the tx bytes
+  are signed and are the Merkle leaf, so a redacted tx would prove nothing. WaitForCommits
+  checks every tx it answers and one refusal refuses the call, naming `tx_hashes[i]`;
+- a commit wait for many hashes is one wait (node/api/commit_waiters.py), and the hashes waited
+  for at once are bounded per client connection and in all, so the bound stays per hash when one
+  call names thousands (the stream limit of node/api/server.py only counts calls).
 
-Request limits are named here: txs per batch and the longest wait for a commit.
+Request limits are named here: txs per batch, hashes per commit wait, the hashes waited for at
+once per client connection and in all, and the longest wait for a commit (docs/design.md §11).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from kledger.node.chain.header import HASH_BYTES, CommitCertificate, Header
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.errors import DecodeError, Refused, Status
 from kledger.node.ordering.admission import SubmitResult
+from kledger.node.ordering.sources import SourceBudgets
 from kledger.node.proof.bundle import ConsistencyBundle, InclusionBundle
 from kledger.node.proof.epochs import MAX_EPOCH_LINKS, EpochLink
 from kledger.node.telemetry.metrics import NodeMetrics
@@ -40,8 +46,18 @@ from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 log = logging.getLogger("kledger.ledger_service")
 
 MAX_BATCH_TXS = 10_000
+# Hashes one WaitForCommits may name: what one SubmitBatch may carry, so the accepted txs of any
+# batch are one wait.
+MAX_WAIT_HASHES = MAX_BATCH_TXS
+# Distinct hashes waited for at once, WaitForCommit and WaitForCommits together, per client
+# connection and over all of them. A waiter holds memory for its whole timeout and one call may
+# name thousands, so the bound counts hashes, not calls (the stream limit counts calls).
+MAX_WAITING_HASHES_PER_CONNECTION = MAX_WAIT_HASHES
+MAX_WAITING_HASHES = 4 * MAX_WAIT_HASHES
 MAX_WAIT_MS = 600_000
 DEFAULT_WAIT_MS = 30_000
+# A DEADLINE_EXCEEDED answer names at most this many of the hashes that did not commit.
+MAX_NAMED_MISSING = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +110,11 @@ class LedgerBackend(Protocol):
         names the client connection (its budget and penalty are its own)."""
         ...
 
-    async def wait_for_receipt(self, tx_hash: bytes, timeout_s: float) -> Receipt | None:
-        """The tx's receipt once committed; None if it did not commit within timeout_s."""
+    async def wait_for_receipts(
+        self, tx_hashes: Sequence[bytes], timeout_s: float
+    ) -> list[Receipt | None]:
+        """Each tx's receipt once committed, in order; None for those that did not commit
+        within timeout_s. The hashes are distinct; one wait for all of them, not one per tx."""
         ...
 
     def get_tx(self, tx_hash: bytes) -> StoredTx | None: ...
@@ -288,17 +307,66 @@ def _tx_hash(value: bytes, field: str = "tx_hash") -> bytes:
     return value
 
 
+def _wait_timeout_ms(requested_ms: int) -> int:
+    """A commit wait's timeout: DEFAULT_WAIT_MS for 0, at most MAX_WAIT_MS."""
+    if requested_ms > MAX_WAIT_MS:
+        raise Refused(
+            Status.INVALID_ARGUMENT, f"must be at most MAX_WAIT_MS={MAX_WAIT_MS}", "timeout_ms"
+        )
+    return requested_ms or DEFAULT_WAIT_MS
+
+
+@dataclass(frozen=True, slots=True)
+class _HashFields:
+    """How a commit wait names its hashes in refusals: `tx_hash`, or `tx_hashes[i]`."""
+
+    field: str
+    indexed: bool = True
+
+    def of(self, index: int) -> str:
+        return f"{self.field}[{index}]" if self.indexed else self.field
+
+
+def _not_committed_message(
+    missing: Sequence[int], total: int, timeout_ms: int, fields: _HashFields
+) -> str:
+    """`tx_hashes[3], tx_hashes[7]: not committed within timeout_ms=...`, naming at most
+    MAX_NAMED_MISSING of them (the answer's trailer stays small)."""
+    named = ", ".join(fields.of(index) for index in missing[:MAX_NAMED_MISSING])
+    more = len(missing) - MAX_NAMED_MISSING
+    if more > 0:
+        named += f" and {more} more"
+    counted = f" ({len(missing)} of {total})" if total > 1 else ""
+    return f"{named}: not committed within timeout_ms={timeout_ms}{counted}"
+
+
+def _committed(receipt: Receipt | None) -> Receipt:
+    assert receipt is not None, "every hash has its receipt once none is missing"
+    return receipt
+
+
 def _not_found(what: str, field: str) -> Refused:
     return Refused(Status.NOT_FOUND, f"{what} not found", field)
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
     def __init__(
-        self, backend: LedgerBackend, access: AccessPolicy, metrics: NodeMetrics | None = None
+        self,
+        backend: LedgerBackend,
+        access: AccessPolicy,
+        metrics: NodeMetrics | None = None,
+        *,
+        waiting_hashes_per_connection: int = MAX_WAITING_HASHES_PER_CONNECTION,
+        waiting_hashes: int = MAX_WAITING_HASHES,
     ) -> None:
         self._backend = backend
         self._access = access
         self._metrics = metrics
+        # Commit waits in flight, by hash, per client connection (no penalty: a wait is no
+        # offence, only a cost).
+        self._waits = SourceBudgets(
+            waiting_hashes_per_connection, penalty_ms=0, total_txs=waiting_hashes
+        )
 
     def _check_tx(self, context: grpc.aio.ServicerContext, rpc: str, encoding: bytes) -> None:
         """Refused unless this call's reader may see the committed tx `encoding`."""
@@ -367,22 +435,86 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         self, request: ledger_pb2.WaitForCommitRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.Receipt:
         tx_hash = _tx_hash(request.tx_hash)
-        timeout_ms = request.timeout_ms or DEFAULT_WAIT_MS
-        if timeout_ms > MAX_WAIT_MS:
+        timeout_ms = _wait_timeout_ms(request.timeout_ms)
+        (receipt,) = await self._wait_for_commits(
+            [tx_hash], timeout_ms, context, "WaitForCommit", _HashFields("tx_hash", indexed=False)
+        )
+        return receipt_to_proto(receipt)
+
+    @_unary
+    async def WaitForCommits(
+        self, request: ledger_pb2.WaitForCommitsRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.WaitForCommitsResponse:
+        if len(request.tx_hashes) > MAX_WAIT_HASHES:
             raise Refused(
-                Status.INVALID_ARGUMENT, f"must be at most MAX_WAIT_MS={MAX_WAIT_MS}", "timeout_ms"
+                Status.INVALID_ARGUMENT,
+                f"{len(request.tx_hashes)} hashes exceed MAX_WAIT_HASHES={MAX_WAIT_HASHES}",
+                "tx_hashes",
             )
-        receipt = await self._backend.wait_for_receipt(tx_hash, timeout_ms / 1000)
-        if receipt is None:
+        tx_hashes = [_tx_hash(h, f"tx_hashes[{i}]") for i, h in enumerate(request.tx_hashes)]
+        timeout_ms = _wait_timeout_ms(request.timeout_ms)
+        receipts = await self._wait_for_commits(
+            tx_hashes, timeout_ms, context, "WaitForCommits", _HashFields("tx_hashes")
+        )
+        return ledger_pb2.WaitForCommitsResponse(receipts=[receipt_to_proto(r) for r in receipts])
+
+    async def _wait_for_commits(
+        self,
+        tx_hashes: Sequence[bytes],
+        timeout_ms: int,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        fields: _HashFields,
+    ) -> list[Receipt]:
+        """The receipt of each of `tx_hashes` (checked hashes, maybe repeated), in order, after
+        one wait for all: DEADLINE_EXCEEDED naming the fields of those not committed in time,
+        and the access rule of every committed tx, as GetTx, before any is answered."""
+        first_index: dict[bytes, int] = {}  # a repeated hash is waited for once
+        for index, tx_hash in enumerate(tx_hashes):
+            first_index.setdefault(tx_hash, index)
+        distinct = list(first_index)
+        connection = connection_of(context)
+        self._reserve_waits(connection, len(distinct), fields.field)
+        try:
+            found = await self._backend.wait_for_receipts(distinct, timeout_ms / 1000)
+        finally:
+            self._waits.release(connection, len(distinct))
+        assert len(found) == len(distinct), "the backend answers every hash"
+        receipts = dict(zip(distinct, found, strict=True))
+        missing = [index for index, tx_hash in enumerate(tx_hashes) if receipts[tx_hash] is None]
+        if missing:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"tx_hash: not committed within timeout_ms={timeout_ms}",
+                _not_committed_message(missing, len(tx_hashes), timeout_ms, fields),
             )
-        assert receipt is not None
+        for tx_hash in distinct:
+            self._check_committed_tx(context, rpc, tx_hash, fields.of(first_index[tx_hash]))
+        return [_committed(receipts[tx_hash]) for tx_hash in tx_hashes]
+
+    def _reserve_waits(self, connection: str, count: int, field: str) -> None:
+        """Refused (RESOURCE_EXHAUSTED) unless `count` more hashes may be waited for now."""
+        granted = self._waits.reserve(connection, count)
+        if granted < count:
+            self._waits.release(connection, granted)
+            raise Refused(
+                Status.RESOURCE_EXHAUSTED,
+                f"{count} more hashes waited for would exceed this connection's "
+                f"{self._waits.per_source_txs} or all connections' limit "
+                "(MAX_WAITING_HASHES_PER_CONNECTION, MAX_WAITING_HASHES); retry later",
+                field,
+            )
+
+    def _check_committed_tx(
+        self, context: grpc.aio.ServicerContext, rpc: str, tx_hash: bytes, field: str
+    ) -> None:
+        """The reader may see this committed tx's receipt; a denial names the field too (the
+        rule stays first in the message, as every access denial)."""
         stored = self._backend.get_tx(tx_hash)
         assert stored is not None, "a tx with a receipt is stored"
-        self._check_tx(context, "WaitForCommit", stored.encoding)
-        return receipt_to_proto(receipt)
+        try:
+            self._check_tx(context, rpc, stored.encoding)
+        except Refused as denial:
+            raise Refused(denial.status, f"{denial.message} ({field})") from None
 
     @_unary
     async def GetTx(

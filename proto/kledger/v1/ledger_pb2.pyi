@@ -151,6 +151,53 @@ class WaitForCommitRequest(_message.Message):
 Global___WaitForCommitRequest: _TypeAlias = WaitForCommitRequest  # noqa: Y015
 
 @_typing.final
+class WaitForCommitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TX_HASHES_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    timeout_ms: _builtins.int
+    @_builtins.property
+    def tx_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """At most 10,000 (MAX_WAIT_HASHES); a hash listed twice gets its receipt twice."""
+
+    def __init__(
+        self,
+        *,
+        tx_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_ms", b"timeout_ms", "tx_hashes", b"tx_hashes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForCommitsRequest: _TypeAlias = WaitForCommitsRequest  # noqa: Y015
+
+@_typing.final
+class WaitForCommitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Receipt]:
+        """One per tx_hashes entry, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        receipts: _abc.Iterable[Global___Receipt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipts", b"receipts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForCommitsResponse: _TypeAlias = WaitForCommitsResponse  # noqa: Y015
+
+@_typing.final
 class Receipt(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -54,6 +54,11 @@ class LedgerStub:
                 request_serializer=kledger_dot_v1_dot_ledger__pb2.WaitForCommitRequest.SerializeToString,
                 response_deserializer=kledger_dot_v1_dot_ledger__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.WaitForCommits = channel.unary_unary(
+                '/kledger.v1.Ledger/WaitForCommits',
+                request_serializer=kledger_dot_v1_dot_ledger__pb2.WaitForCommitsRequest.SerializeToString,
+                response_deserializer=kledger_dot_v1_dot_ledger__pb2.WaitForCommitsResponse.FromString,
+                _registered_method=True)
         self.GetTx = channel.unary_unary(
                 '/kledger.v1.Ledger/GetTx',
                 request_serializer=kledger_dot_v1_dot_ledger__pb2.GetTxRequest.SerializeToString,
@@ -117,6 +122,14 @@ class LedgerServicer:
 
     def WaitForCommit(self, request, context):
         """Wait until a tx commits (DEADLINE_EXCEEDED after timeout_ms).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForCommits(self, request, context):
+        """Wait until every tx of a list commits: one receipt per hash, in the request's order
+        (DEADLINE_EXCEEDED naming the missing ones after timeout_ms).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +202,11 @@ def add_LedgerServicer_to_server(servicer, server):
                     servicer.WaitForCommit,
                     request_deserializer=kledger_dot_v1_dot_ledger__pb2.WaitForCommitRequest.FromString,
                     response_serializer=kledger_dot_v1_dot_ledger__pb2.Receipt.SerializeToString,
+            ),
+            'WaitForCommits': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitForCommits,
+                    request_deserializer=kledger_dot_v1_dot_ledger__pb2.WaitForCommitsRequest.FromString,
+                    response_serializer=kledger_dot_v1_dot_ledger__pb2.WaitForCommitsResponse.SerializeToString,
             ),
             'GetTx': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTx,
@@ -334,6 +352,33 @@ class Ledger:
             '/kledger.v1.Ledger/WaitForCommit',
             kledger_dot_v1_dot_ledger__pb2.WaitForCommitRequest.SerializeToString,
             kledger_dot_v1_dot_ledger__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForCommits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kledger.v1.Ledger/WaitForCommits',
+            kledger_dot_v1_dot_ledger__pb2.WaitForCommitsRequest.SerializeToString,
+            kledger_dot_v1_dot_ledger__pb2.WaitForCommitsResponse.FromString,
             options,
             channel_credentials,
             insecure,
