@@ -301,6 +301,8 @@ def test_small_real_run_commits_every_tx_and_reports_every_figure(tmp_path: Path
         assert node["cpu_s"] is not None and node["cpu_s"] > 0
         assert node["peak_rss_bytes"] > 0 and node["disk_bytes"] > 0
     assert report["disk_bytes_per_tx"] > 0
+    # 40 songs of 6 txs: at least a party, work, recording, share set and link record each.
+    assert report["live_state_keys"] >= 5 * 40 and report["disk_bytes_per_live_key"] > 0
     assert report["proofs"]["count"] == 20 and report["proofs"]["tree_size"] >= 240
     assert report["proofs"]["settle_s"] >= 0 and report["proofs"]["serving_node_cores_busy"] > 0
     assert report["proofs"]["other_nodes_cores_busy"] >= 0

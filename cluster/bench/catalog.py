@@ -47,7 +47,6 @@ from types import FrameType
 from typing import Any
 
 import grpc
-import plyvel
 
 from kledger.cluster.bench import catalog_report
 from kledger.cluster.bench import probe as bench_probe
@@ -61,7 +60,6 @@ from kledger.cluster.local.gen import ClusterSpec, generic_orgs, init_cluster
 from kledger.node.chain.keys import KeyPair, load_key
 from kledger.node.chain.tx import TxBody, sign_tx
 from kledger.node.registry import bulk
-from kledger.node.storage import keyspace
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 CHAIN_ID = "kledger-bench-catalog"
@@ -296,11 +294,7 @@ class Run:
     def live_state_keys(self) -> int:
         """s/ records in the first node's store; call once the nodes are stopped (LevelDB
         allows one process a store)."""
-        db = plyvel.DB(str(self.layout.node_dir(self.nodes[0].org) / "data"))
-        try:
-            return sum(1 for _ in db.iterator(prefix=keyspace.STATE, include_value=False))
-        finally:
-            db.close()
+        return bench_probe.live_state_keys(self.layout.node_dir(self.nodes[0].org) / "data")
 
 
 def run(settings: Settings, root: Path) -> dict[str, Any]:

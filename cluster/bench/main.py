@@ -1038,6 +1038,7 @@ def run(settings: Settings, root: Path) -> dict[str, Any]:
             catchup = bench.catchup(catchup_songs)
     finally:
         bench.close()
+    live_keys = bench_probe.live_state_keys(bench.layout.node_dir(bench.nodes[0].org) / "data")
     limit = bench_report.limit_tx_per_s(cores, verify_rate, settings.nodes)
     if catchup is not None:
         catchup["ratio_to_commit_rate"] = round(
@@ -1063,6 +1064,8 @@ def run(settings: Settings, root: Path) -> dict[str, Any]:
         "receipts_sampled": sampled,
         "ok_fraction_sampled": round(ok / max(sampled, 1), 4),
         "disk_bytes_per_tx": round(sum(disk.values()) / len(disk) / max(ledger_txs, 1), 1),
+        "live_state_keys": live_keys,
+        "disk_bytes_per_live_key": round(sum(disk.values()) / len(disk) / max(live_keys, 1), 1),
         "preload": _preload_figures(preloaded),
         "proofs": proofs,
         "catchup": catchup,

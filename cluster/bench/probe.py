@@ -15,7 +15,10 @@ import time
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
+import plyvel
 from nacl.signing import SigningKey
+
+from kledger.node.storage import keyspace
 
 VERIFY_MEASURE_S = 1.0
 VERIFY_MESSAGE_BYTES = 300  # about one signed registry tx body
@@ -103,6 +106,16 @@ def tree_bytes(root: Path) -> int:
         except OSError:
             continue  # LevelDB compaction removed it while we walked
     return total
+
+
+def live_state_keys(data_dir: Path) -> int:
+    """Registry state records (s/) in a node's LevelDB store; only once the node is stopped
+    (LevelDB allows one process a store)."""
+    db = plyvel.DB(str(data_dir))
+    try:
+        return sum(1 for _ in db.iterator(prefix=keyspace.STATE, include_value=False))
+    finally:
+        db.close()
 
 
 def pin(pid: int | None, cpus: AbstractSet[int]) -> None:

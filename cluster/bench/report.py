@@ -184,6 +184,10 @@ def table(report: dict[str, Any]) -> str:
         ("node CPU ms per committed tx (all nodes)", _fmt(report["node_cpu_ms_per_tx"], 3)),
         ("client CPU s (all clients)", _fmt(report["client_cpu_s"], 2)),
         ("bytes on disk per committed tx (per node)", _fmt(report["disk_bytes_per_tx"], 0)),
+        (
+            "live state keys / bytes on disk per live key (per node)",
+            f"{_fmt(report['live_state_keys'])} / {_fmt(report['disk_bytes_per_live_key'], 0)}",
+        ),
         ("proofs/s (one client) / p50 / p99 ms", _proof_row(proofs)),
         ("  the same, serving node on its own core", _proof_row(proofs.get("own_core") or {})),
         ("state proofs/s (one client) / p50 / p99 ms", _proof_row(proofs.get("state") or {})),
