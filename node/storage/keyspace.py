@@ -11,7 +11,9 @@ from typing import Protocol
 BLOCK = b"b/"  # height (8 bytes BE) -> stored block record (header, consensus block, tx hashes)
 BLOCK_BY_HASH = b"B/"  # header hash -> height
 CERTIFICATE = b"c/"  # height -> commit certificate
-TX = b"t/"  # tx hash -> tx encoding + receipt
+TX = b"t/"  # tx hash -> its position: height (8 bytes BE) + index in its block (4 bytes BE)
+TX_RECORD = b"T/"  # height (8 bytes BE) + index in block (4 bytes BE) -> tx encoding + receipt
+RECEIPT_TREE = b"r/"  # height (8 bytes BE) -> RFC 6962 tree over the block's receipts
 MERKLE = b"m/"  # Merkle log nodes and leaves
 STATE = b"s/"  # registry state: s/<family>/<key> -> canonical value
 SMT = b"z/"  # sparse Merkle tree nodes over the registry state
