@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from kledger.node.errors import StoreCorrupt
 from kledger.node.proof import merkle
 from kledger.node.storage import keyspace
 from kledger.node.storage.leveldb_files import check_store_files, is_new_store_dir
-from kledger.node.storage.store import HEADERS, _StoredBlock
+from kledger.node.storage.store import HEADERS, LedgerStore, _StoredBlock
 from tests.ledger_builders import certify, commit, make_tx, open_store
 
 PARTY = b"party-name:KIM MIN-SU (KOMCA member 0042)"
@@ -156,6 +157,7 @@ def test_a_damaged_tx_record_index_or_receipt_tree_is_refused_naming_it(tmp_path
     found = store.get_tx(tx.tx_hash)
     store.close()
     assert found is not None and found[1].height == 20
+    read: Callable[[LedgerStore], object]
     if family == "T/":
         assert tx in txs[95:100]
         nonce = 10 * 20 + txs[95:100].index(tx)
