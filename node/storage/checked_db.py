@@ -34,7 +34,7 @@ _POSITION = "position"
 _FAMILIES: tuple[tuple[bytes, str, str], ...] = (
     (keyspace.BLOCK + b"h", "block record (b/h)", _HEIGHT),
     (keyspace.BLOCK + b"c", "block body (b/c)", _HEIGHT),
-    (keyspace.BLOCK_BY_HASH, "header hash index (B/)", _HASH),
+    (keyspace.BLOCK_BY_HASH, "header hash index (h/)", _HASH),
     (keyspace.CERTIFICATE, "commit certificate (c/)", _HEIGHT),
     (keyspace.TX_RECORD, "tx record (T/)", _POSITION),
     (keyspace.TX, "tx index (t/)", _HASH),

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 BLOCK = b"b/"  # height (8 bytes BE) -> stored block record (header, consensus block, tx hashes)
-BLOCK_BY_HASH = b"B/"  # header hash -> height
+BLOCK_BY_HASH = b"h/"  # header hash -> height
 CERTIFICATE = b"c/"  # height -> commit certificate
 TX = b"t/"  # tx hash -> its position: height (8 bytes BE) + index in its block (4 bytes BE)
 TX_RECORD = b"T/"  # height (8 bytes BE) + index in block (4 bytes BE) -> tx encoding + receipt
@@ -20,6 +20,17 @@ SMT = b"z/"  # sparse Merkle tree nodes over the registry state
 EPOCH = b"e/"  # ending epoch (8 bytes BE) -> its last height and the next epoch's set
 SAFETY = b"v/"  # consensus safety data (highest vote, lock, last vote)
 META = b"x/"  # store metadata (format version, genesis digest, last height, ...)
+
+FAMILIES: tuple[bytes, ...] = (TX_RECORD, BLOCK, BLOCK_BY_HASH, CERTIFICATE, TX, RECEIPT_TREE)
+FAMILIES += (MERKLE, STATE, SMT, EPOCH, SAFETY, META)
+# The tx records, the bulk of the store, sort before every other family (store v4). LevelDB
+# compacts one file of a level with every file of the next level its key range overlaps. New
+# records of a family in the middle of the key space share a file with the keys just below
+# them (another family's), and that file's range then spans all of the family's older
+# records, which are rewritten with it; a first family has nothing below it, so its new
+# records only ever overlap the newest older ones (docs/design.md §6).
+assert min(FAMILIES) == TX_RECORD and len(set(FAMILIES)) == len(FAMILIES)
+assert all(len(prefix) == 2 and prefix.endswith(b"/") for prefix in FAMILIES)
 
 # What a state transition writes: raw key -> new value, or None to delete.
 WriteSet = dict[bytes, bytes | None]
