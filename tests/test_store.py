@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kledger.node.chain.header import ZERO_HASH
+from kledger.node.chain.payload import encode_payload
 from kledger.node.chain.receipt import TxResult
 from kledger.node.errors import StoreCorrupt
 from kledger.node.proof import merkle
@@ -393,3 +394,37 @@ def test_a_v3_store_is_refused_by_name(tmp_path):
     message = str(refused.value)
     assert "kledger-store/v3" in message and "tx records keyed by tx hash" in message
     assert "kledger-store/v4" in message and "does not convert" in message
+
+
+def test_a_block_body_without_its_payload_is_rebuilt_byte_for_byte(tmp_path):
+    """The body keeps a consensus block without the payload its T/ records hold, and gives back
+    the very bytes it was handed, also after a restart; a block whose payload is not exactly
+    its committed txs (one skipped as a replay) is kept whole."""
+    store = open_store(tmp_path / "db")
+    txs = [make_tx(700 + i) for i in range(6)]
+    payload = encode_payload(txs)
+    assert payload.count(payload[:64]) == 1
+    block_bytes = b"chain, round, parent" + payload + b"the parent's QC"
+    header = next_header(store, txs)
+    store.commit_block(BlockRecord(header, block_bytes, b"qc 1"), txs, [TxResult()] * 6, {})
+    skipped = [make_tx(800), make_tx(801)]
+    whole = b"head" + encode_payload([*skipped, txs[0]]) + b"tail"  # txs[0] was a replay
+    header2 = next_header(store, skipped)
+    store.commit_block(BlockRecord(header2, whole, b"qc 2"), skipped, [TxResult()] * 2, {})
+    body = store._db.get(BODIES + _height(1))
+    assert body is not None and len(body) < 100  # the payload is not stored twice
+    assert len(store._db.get(BODIES + _height(2)) or b"") > len(whole)
+    for reopened in (False, True):
+        if reopened:
+            store.close()
+            store = open_store(tmp_path / "db", deep_check=True)
+        assert store.block(1) == BlockRecord(header, block_bytes, b"qc 1")
+        assert store.block(2) == BlockRecord(header2, whole, b"qc 2")
+    # A T/ record that does not hash to the block's tx is never rebuilt into its block.
+    record = keyspace.TX_RECORD + _height(1) + (3).to_bytes(4, "big")
+    other = store._db.get(keyspace.TX_RECORD + _height(1) + (4).to_bytes(4, "big"))
+    assert other is not None
+    store._db.put(record, other)
+    with pytest.raises(StoreCorrupt, match=r"\(T/\) at height 1, index 3: holds another tx"):
+        store.block(1)
+    store.close()

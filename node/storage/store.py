@@ -5,7 +5,7 @@ Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so 
 
     b/h<height>      canonical {header, tx_hashes}
     b/c<height>      canonical [consensus_block, commit_qc]
-    B/<header hash>  height
+    h/<header hash>  height
     T/<height><index in block (4 bytes BE)>
                      canonical [tx encoding, receipt bytes]: a block's txs are adjacent keys,
                      appended after every earlier block's (see TX_RECORDS_BY_POSITION)
@@ -40,6 +40,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -228,23 +229,46 @@ class _StoredBlock:
         return _StoredBlock(Header.decode(value["header"]), tuple(hashes))
 
 
-def _encode_body(record: BlockRecord) -> bytes:
-    # The body keeps the consensus block whole, payload included, although its txs are also in
-    # the T/ records: block sync and restart must hand out the very bytes consensus certified
-    # (the block id hashes them), and they are not a function of the T/ records: the committer
-    # skips a tx the chain already holds, and a marker block's payload is no tx list. Rebuilding
-    # them would need the skipped txs too. The body is keyed by height, so it costs disk (about
-    # the tx bytes again) but, like the T/ records, no rewriting in compaction.
-    return canonical.encode([record.consensus_block, record.commit_qc])
+def _tx_payload_bytes(encodings: Sequence[bytes]) -> bytes:
+    """The payload of a block that carries exactly these tx encodings (node/chain/payload.py's
+    format: empty, or their canonical list)."""
+    return canonical.encode(list(encodings)) if encodings else b""
 
 
-def _decode_body(data: bytes) -> tuple[bytes, bytes]:
+def _encode_body(record: BlockRecord, txs: Sequence[SignedTx]) -> bytes:
+    """The body record: [consensus block, commit QC], or, when the consensus block's bytes hold
+    the payload of exactly the committed txs, [head, tail, commit QC] with the block = head +
+    payload + tail (BODY_WITHOUT_PAYLOAD)."""
+    payload = _tx_payload_bytes([tx.encoding for tx in txs])
+    at = _find(record.consensus_block, payload) if payload else -1
+    if at < 0:
+        return canonical.encode([record.consensus_block, record.commit_qc])
+    head, tail = record.consensus_block[:at], record.consensus_block[at + len(payload) :]
+    return canonical.encode([head, tail, record.commit_qc])
+
+
+def _find(data: bytes, part: bytes) -> int:
+    """Where `part` (a block payload, megabytes) sits in `data`, or -1: candidates by a short
+    prefix, then compared in place (no copy, no search table of the whole part)."""
+    view, probe = memoryview(data), part[:64]
+    at = data.find(probe)
+    while at >= 0 and view[at : at + len(part)] != part:
+        at = data.find(probe, at + 1)
+    return at
+
+
+def _decode_body(data: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """(consensus block or its head, commit QC, its tail or None when the block is whole)."""
     value = canonical.decode(data)
     if not (
-        isinstance(value, list) and len(value) == 2 and all(isinstance(v, bytes) for v in value)
+        isinstance(value, list)
+        and len(value) in (2, 3)
+        and all(isinstance(v, bytes) for v in value)
     ):
-        raise DecodeError("not [consensus_block, commit_qc]", "block body")
-    return value[0], value[1]
+        raise DecodeError("not [consensus_block, commit_qc] nor [head, tail, commit_qc]", "body")
+    if len(value) == 2:
+        return value[0], value[1], None
+    return value[0], value[2], value[1]
 
 
 class LevelView:
@@ -532,10 +556,32 @@ class LedgerStore:
         if raw is None:
             raise StoreCorrupt(f"{self._path}: block body at height {height} is missing")
         try:
-            consensus_block, commit_qc = _decode_body(raw)
+            head, commit_qc, tail = _decode_body(raw)
         except DecodeError as exc:
             raise StoreCorrupt(f"{self._path}: block body at height {height}: {exc}") from None
-        return BlockRecord(block.header, consensus_block, commit_qc)
+        if tail is None:
+            return BlockRecord(block.header, head, commit_qc)
+        payload = _tx_payload_bytes(self._block_encodings(block))
+        return BlockRecord(block.header, head + payload + tail, commit_qc)
+
+    def _block_encodings(self, block: _StoredBlock) -> list[bytes]:
+        """A block's tx encodings in order, each hashing to the tx hash its block record lists
+        (the payload rebuilt from them must be the certified one, byte for byte)."""
+        height = block.header.height
+        encodings = []
+        for index, raw in self._block_records(height, len(block.tx_hashes)):
+            try:
+                encoding = _decode_tx_record(raw)[0]
+            except DecodeError as exc:
+                where = f"tx record (T/) at height {height}, index {index}"
+                raise self._damaged(f"{where}: {exc}") from None
+            if hashlib.sha256(encoding).digest() != block.tx_hashes[index]:
+                raise self._damaged(
+                    f"tx record (T/) at height {height}, index {index}: holds another tx than "
+                    f"the block's {block.tx_hashes[index].hex()}"
+                )
+            encodings.append(encoding)
+        return encodings
 
     def block_tx_hashes(self, height: int) -> tuple[Header, tuple[bytes, ...]] | None:
         """The header and tx hashes of a height, from its small block record alone (no body,
@@ -855,7 +901,7 @@ class LedgerStore:
             )
             batch.put(_epoch_key(ended), EpochEnd(ended, header.height, validator_change).encode())
         batch.put(_height_key(HEADERS, header.height), block.encode())
-        batch.put(_height_key(BODIES, header.height), _encode_body(record))
+        batch.put(_height_key(BODIES, header.height), _encode_body(record, txs))
         batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(header.height))
         for index, (tx, receipt) in enumerate(zip(txs, receipts, strict=True)):
             position = _position(header.height, index)
@@ -1123,7 +1169,7 @@ def _create(
         if value is not None:
             batch.put(key, value)
     batch.put(_height_key(HEADERS, 0), block.encode())
-    batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b"")))
+    batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b""), ()))
     batch.put(_height_key(keyspace.RECEIPT_TREE, 0), encode_receipt_tree(receipts_tree([])))
     batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(0))
     batch.put(GENESIS_KEY, genesis.digest())
