@@ -4,11 +4,13 @@ commit certificates, registry state, consensus safety data and metadata (docs/de
 Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so they sort):
 
     b/h<height>      canonical {header, tx_hashes}
-    b/c<height>      canonical [consensus_block, commit_qc]
+    b/c<height>      canonical [head, tail, commit_qc]: the consensus block is head + payload +
+                     tail, the payload rebuilt from the block's T/ records (BODY_WITHOUT_PAYLOAD);
+                     or [consensus_block, commit_qc] when its payload is not exactly its txs
     h/<header hash>  height
     T/<height><index in block (4 bytes BE)>
                      canonical [tx encoding, receipt bytes]: a block's txs are adjacent keys,
-                     appended after every earlier block's (see TX_RECORDS_BY_POSITION)
+                     after every earlier block's, the first family of all (TX_RECORDS_BY_POSITION)
     t/<tx hash>      its position: height (8 bytes BE) + index in block (4 bytes BE)
     r/<height>       the block's receipts tree (node/storage/receipt_trees.py)
     c/<height>       commit certificate (CommitCertificate.encode())
@@ -98,9 +100,18 @@ WRITE_BUFFER_BYTES = 64 * 1024 * 1024
 # by tx hash (v3) they landed all over the key space, so every LevelDB level rewrote them again
 # and again: at 10^6 txs the compaction thread used more CPU than the commit worker
 # (docs/bench.md "Tx records by position (store v4)"). Keyed by (height, index) a block's
-# records are one run of keys after every earlier one, which compaction moves down a level
-# without merging; the hash index t/ holds 12 bytes per tx.
+# records are one run of keys after every earlier one, and T/ sorts before every other family
+# (node/storage/keyspace.py says why), so compaction merges new records with the newest older
+# ones only; the hash index t/ holds 12 bytes per tx.
 POSITION_BYTES = 12
+# BODY_WITHOUT_PAYLOAD: the consensus block (block sync and restart hand out its exact bytes,
+# which its id hashes) carries the payload, the same tx encodings as the T/ records: stored
+# whole, every tx's bytes would be written and compacted twice. The body keeps the bytes around
+# the payload, and the payload is rebuilt from the T/ records, each checked against the tx hash
+# the block record lists. Only a payload that is exactly the committed txs is cut out (a
+# committed block whose payload repeats a tx the chain holds, or a marker block, is kept
+# whole), and the cut is found in the block's own bytes, so the rebuilt block is byte for byte
+# the one handed in whatever the consensus codec.
 TABLE_FILE_BYTES = 32 * 1024 * 1024
 
 
@@ -238,7 +249,7 @@ def _tx_payload_bytes(encodings: Sequence[bytes]) -> bytes:
 def _encode_body(record: BlockRecord, txs: Sequence[SignedTx]) -> bytes:
     """The body record: [consensus block, commit QC], or, when the consensus block's bytes hold
     the payload of exactly the committed txs, [head, tail, commit QC] with the block = head +
-    payload + tail (BODY_WITHOUT_PAYLOAD)."""
+    payload + tail (see BODY_WITHOUT_PAYLOAD)."""
     payload = _tx_payload_bytes([tx.encoding for tx in txs])
     at = _find(record.consensus_block, payload) if payload else -1
     if at < 0:
