@@ -100,9 +100,9 @@ WRITE_BUFFER_BYTES = 64 * 1024 * 1024
 # by tx hash (v3) they landed all over the key space, so every LevelDB level rewrote them again
 # and again: at 10^6 txs the compaction thread used more CPU than the commit worker
 # (docs/bench.md "Tx records by position (store v4)"). Keyed by (height, index) a block's
-# records are one run of keys after every earlier one, and T/ sorts before every other family
-# (node/storage/keyspace.py says why), so compaction merges new records with the newest older
-# ones only; the hash index t/ holds 12 bytes per tx.
+# records are one run of keys after every earlier one (T/ sorts before every other family,
+# node/storage/keyspace.py), so compaction merges them with few older ones; the hash index t/
+# holds 12 bytes per tx.
 POSITION_BYTES = 12
 # BODY_WITHOUT_PAYLOAD: the consensus block (block sync and restart hand out its exact bytes,
 # which its id hashes) carries the payload, the same tx encodings as the T/ records: stored
