@@ -428,3 +428,22 @@ def test_a_block_body_without_its_payload_is_rebuilt_byte_for_byte(tmp_path):
     with pytest.raises(StoreCorrupt, match=r"\(T/\) at height 1, index 3: holds another tx"):
         store.block(1)
     store.close()
+
+
+def test_a_receipt_tree_whose_inner_node_was_rewritten_serves_no_path(store):
+    """A perfect tree's root is one stored hash, so the root check on read does not cover the
+    nodes below it: the path served is checked against the header's root too."""
+    txs = [make_tx(900 + i) for i in range(8)]
+    commit(store, txs)
+    key = _tree(1)
+    record = bytearray(store._db.get(key) or b"")
+    level_one = 4 + 8 * 32  # after the count and the 8 leaf hashes
+    record[level_one] ^= 0x01  # node (level 1, index 0): leaves 0 and 1
+    store._db.put(key, bytes(record))
+    assert store.receipts_tree(1) is not None  # its root is still the header's
+    found = store.get_tx(txs[2].tx_hash)
+    assert found is not None
+    with pytest.raises(StoreCorrupt, match=r"receipt tree \(r/\) at height 1: the audit path"):
+        store.receipt_path(found[1])
+    untouched = store.get_tx(txs[0].tx_hash)  # its path holds (0, 1) and (1, 1), not (1, 0)
+    assert untouched is not None and store.receipt_path(untouched[1])[0] == 8
