@@ -1,7 +1,9 @@
 """The ledger store on real LevelDB files: genesis creation, the read API, one-batch commits,
 refusal of commits that do not follow the chain, and the open-time self-check refusing stores
 that do not add up (overwritten header, deleted block record, overwritten log node, other
-genesis, ...) with a message naming the problem."""
+genesis, a missing tx record, index entry or receipts tree, ...) with a message naming the
+problem; store v4's tx records by position, tx index and receipt trees served the same after a
+restart, and a v3 store refused by name."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from typing import Any
 import pytest
 
 from kledger.node.chain.header import ZERO_HASH
+from kledger.node.chain.payload import encode_payload
 from kledger.node.chain.receipt import TxResult
 from kledger.node.errors import StoreCorrupt
 from kledger.node.proof import merkle
-from kledger.node.proof.receipts import receipts_root
+from kledger.node.proof.bundle import bundle_problem
+from kledger.node.proof.receipts import receipt_path, receipts_root
 from kledger.node.storage import keyspace
 from kledger.node.storage.merkle_log import node_key
+from kledger.node.storage.proofs import build_inclusion_bundle
 from kledger.node.storage.store import BODIES, HEADERS, BlockRecord, _StoredBlock
 from tests.helpers import make_genesis
 from tests.ledger_builders import (
@@ -32,6 +37,15 @@ from tests.ledger_builders import (
 
 def _height(value: int) -> bytes:
     return value.to_bytes(8, "big")
+
+
+def _record(height: int, index: int) -> bytes:
+    """The T/ key of the tx at `index` of block `height`."""
+    return keyspace.TX_RECORD + _height(height) + index.to_bytes(4, "big")
+
+
+def _tree(height: int) -> bytes:
+    return keyspace.RECEIPT_TREE + _height(height)
 
 
 @pytest.fixture
@@ -245,9 +259,29 @@ def _overwrite_header_and_index(store: Any, db: Any) -> None:
         (lambda s, db: db.put(b"m/size", _height(19)), "log holds 19 leaves", False),
         (
             lambda s, db: db.delete(keyspace.TX + s.block_txs(4)[0].tx_hash),
-            "is missing",
+            "does not name height 4, index 0",
             False,
         ),
+        (
+            lambda s, db: db.delete(_record(4, 0)),
+            "tx record (T/) at height 4, index 0 is missing",
+            False,
+        ),
+        (
+            lambda s, db: db.delete(_record(4, 4)),
+            "tx record (T/) at height 4, index 4 is missing",
+            False,
+        ),
+        (lambda s, db: db.delete(_record(2, 1)), "(T/) at height 2, index 1 is missing", True),
+        (
+            lambda s, db: db.put(_record(4, 5), db.get(_record(4, 4))),
+            "(T/) at height 4: key",
+            False,
+        ),
+        (lambda s, db: db.delete(_tree(4)), "receipt tree (r/) at height 4 is missing", False),
+        (lambda s, db: db.put(_tree(4), b"\0\0\0\5junk"), "receipt tree (r/) at height 4", False),
+        (lambda s, db: db.put(_tree(4), db.get(_tree(3))), "leaves do not hash to", False),
+        (lambda s, db: db.put(_tree(2), db.get(_tree(3))), "(r/) at height 2 is not the", True),
         (
             lambda s, db: db.put(keyspace.CERTIFICATE + _height(4), certify(s.header(3)).encode()),
             "certificate at height 4 signs another header",
@@ -289,3 +323,127 @@ def test_block_body_is_stored_apart(store):
     with pytest.raises(StoreCorrupt, match="block body at height 1 is missing"):
         store.block(1)
     assert store.header(1) == header
+
+
+def _served(store: Any, txs: list[Any], sizes: list[int]) -> list[Any]:
+    """Everything the tx families serve, for every height: txs, receipts, trees, proofs."""
+    out: list[Any] = []
+    first = 0
+    for height, size in enumerate(sizes, start=1):
+        block = txs[first : first + size]
+        header = store.header(height)
+        receipts = store.block_receipts(height)
+        assert store.block_txs(height) == block and len(receipts) == size
+        assert receipts_root(receipts) == header.receipts_root
+        tree = store.receipts_tree(height)
+        assert tree.size == size and tree.root() == header.receipts_root
+        for offset, (tx, receipt) in enumerate(zip(block, receipts, strict=True)):
+            assert store.has_tx(tx.tx_hash) and store.get_tx(tx.tx_hash) == (tx, receipt)
+            assert receipt.leaf_index == first + offset and receipt.height == height
+            # The stored tree's path is the one node/proof/receipts.py computes from scratch:
+            # the bundles' bytes do not change with the store format.
+            count, path = store.receipt_path(receipt)
+            assert (count, path) == (size, receipt_path(receipts, offset))
+            assert merkle.verify_inclusion(
+                merkle.leaf_hash(receipt.encode()), offset, size, path, header.receipts_root
+            )
+            bundle = build_inclusion_bundle(store, tx.tx_hash)
+            assert bundle_problem(bundle, make_genesis()) is None
+            out.append((tx, receipt, path, bundle))
+        first += size
+    return out
+
+
+def test_tx_records_by_position_round_trip_and_survive_a_restart(tmp_path):
+    """Store v4: tx records by (height, index), the t/ index, the per-block receipts tree;
+    blocks of 0, 1 and many txs (perfect and ragged trees), mixed results; a restarted store
+    (deep check included) serves exactly the same, and an unknown tx is not there."""
+    store = open_store(tmp_path / "db")
+    sizes = [1, 0, 2, 5, 8, 17, 3]
+    txs = [make_tx(500 + i) for i in range(sum(sizes))]
+    first = 0
+    for size in sizes:
+        block = txs[first : first + size]
+        results = [
+            TxResult("FAILED_PRECONDITION", f"no {i}") if i % 3 == 1 else TxResult(output={"i": i})
+            for i in range(size)
+        ]
+        header, _ = commit(store, block, results=results)
+        store.save_certificate(header.height, certify(header))
+        first += size
+    before = _served(store, txs, sizes)
+    assert store.block_txs(2) == [] and store.block_receipts(2) == []
+    empty = store.receipts_tree(2)
+    assert empty is not None and empty.root() == merkle.EMPTY_ROOT
+    assert store.block_txs(99) == [] and store.receipts_tree(99) is None
+    assert not store.has_tx(make_tx(1).tx_hash) and store.get_tx(make_tx(1).tx_hash) is None
+    store.close()
+    store = open_store(tmp_path / "db", deep_check=True)
+    try:
+        assert _served(store, txs, sizes) == before
+    finally:
+        store.close()
+
+
+def test_a_v3_store_is_refused_by_name(tmp_path):
+    store = open_store(tmp_path / "db")
+    store._db.put(b"x/format", b"kledger-store/v3")
+    store.close()
+    with pytest.raises(StoreCorrupt) as refused:
+        open_store(tmp_path / "db")
+    message = str(refused.value)
+    assert "kledger-store/v3" in message and "tx records keyed by tx hash" in message
+    assert "kledger-store/v4" in message and "does not convert" in message
+
+
+def test_a_block_body_without_its_payload_is_rebuilt_byte_for_byte(tmp_path):
+    """The body keeps a consensus block without the payload its T/ records hold, and gives back
+    the very bytes it was handed, also after a restart; a block whose payload is not exactly
+    its committed txs (one skipped as a replay) is kept whole."""
+    store = open_store(tmp_path / "db")
+    txs = [make_tx(700 + i) for i in range(6)]
+    payload = encode_payload(txs)
+    assert payload.count(payload[:64]) == 1
+    block_bytes = b"chain, round, parent" + payload + b"the parent's QC"
+    header = next_header(store, txs)
+    store.commit_block(BlockRecord(header, block_bytes, b"qc 1"), txs, [TxResult()] * 6, {})
+    skipped = [make_tx(800), make_tx(801)]
+    whole = b"head" + encode_payload([*skipped, txs[0]]) + b"tail"  # txs[0] was a replay
+    header2 = next_header(store, skipped)
+    store.commit_block(BlockRecord(header2, whole, b"qc 2"), skipped, [TxResult()] * 2, {})
+    body = store._db.get(BODIES + _height(1))
+    assert body is not None and len(body) < 100  # the payload is not stored twice
+    assert len(store._db.get(BODIES + _height(2)) or b"") > len(whole)
+    for reopened in (False, True):
+        if reopened:
+            store.close()
+            store = open_store(tmp_path / "db", deep_check=True)
+        assert store.block(1) == BlockRecord(header, block_bytes, b"qc 1")
+        assert store.block(2) == BlockRecord(header2, whole, b"qc 2")
+    # A T/ record that does not hash to the block's tx is never rebuilt into its block.
+    record = keyspace.TX_RECORD + _height(1) + (3).to_bytes(4, "big")
+    other = store._db.get(keyspace.TX_RECORD + _height(1) + (4).to_bytes(4, "big"))
+    assert other is not None
+    store._db.put(record, other)
+    with pytest.raises(StoreCorrupt, match=r"\(T/\) at height 1, index 3: holds another tx"):
+        store.block(1)
+    store.close()
+
+
+def test_a_receipt_tree_whose_inner_node_was_rewritten_serves_no_path(store):
+    """A perfect tree's root is one stored hash, so the root check on read does not cover the
+    nodes below it: the path served is checked against the header's root too."""
+    txs = [make_tx(900 + i) for i in range(8)]
+    commit(store, txs)
+    key = _tree(1)
+    record = bytearray(store._db.get(key) or b"")
+    level_one = 4 + 8 * 32  # after the count and the 8 leaf hashes
+    record[level_one] ^= 0x01  # node (level 1, index 0): leaves 0 and 1
+    store._db.put(key, bytes(record))
+    assert store.receipts_tree(1) is not None  # its root is still the header's
+    found = store.get_tx(txs[2].tx_hash)
+    assert found is not None
+    with pytest.raises(StoreCorrupt, match=r"receipt tree \(r/\) at height 1: the audit path"):
+        store.receipt_path(found[1])
+    untouched = store.get_tx(txs[0].tx_hash)  # its path holds (0, 1) and (1, 1), not (1, 0)
+    assert untouched is not None and store.receipt_path(untouched[1])[0] == 8

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ from kledger.node.app import Node, StoreDamaged
 from kledger.node.chain import canonical
 from kledger.node.config import load_config
 from kledger.node.errors import StoreCorrupt
+from kledger.node.proof import merkle
 from kledger.node.storage import keyspace
 from kledger.node.storage.leveldb_files import check_store_files, is_new_store_dir
-from kledger.node.storage.store import HEADERS, _StoredBlock
+from kledger.node.storage.store import HEADERS, LedgerStore, _StoredBlock
 from tests.ledger_builders import certify, commit, make_tx, open_store
 
 PARTY = b"party-name:KIM MIN-SU (KOMCA member 0042)"
@@ -123,7 +126,60 @@ def test_rewritten_value_bytes_are_refused_by_name_never_served(tmp_path):
         data = table.read_bytes()
         if work in data:
             table.write_bytes(data.replace(work, work[:-1] + b"X"))
-    _never_served(path2, lambda s: s.get_tx(txs[7].tx_hash), r"damaged record: tx record \(t/\) ")
+    _never_served(
+        path2, lambda s: s.get_tx(txs[7].tx_hash), r"damaged record: tx record \(T/\) at height 2"
+    )
+
+
+def _rewrite_last_in_tables(path: Path, old: bytes, new: bytes) -> None:
+    """Overwrite the last occurrence of `old` in the store's table files (the tx index's key
+    sorts after the block record that lists the same hash)."""
+    assert len(old) == len(new)
+    for table in reversed(_tables(path)):
+        data = table.read_bytes()
+        at = data.rfind(old)
+        if at >= 0:
+            table.write_bytes(data[:at] + new + data[at + len(old) :])
+            return
+    raise AssertionError(f"{old.hex()} is in no table file")
+
+
+@pytest.mark.parametrize("family", ["T/", "t/", "r/"])
+def test_a_damaged_tx_record_index_or_receipt_tree_is_refused_naming_it(tmp_path, family):
+    """Store v4's tx families rewritten on disk: the tx record (T/, by position), the tx index
+    (t/, by hash) and the block's receipts tree (r/). Either the open's self-check meets the
+    damaged LevelDB block (it reads the tip's records of all three) or the read of the record
+    does; both name the family, and nothing damaged is served."""
+    path = tmp_path / "db"
+    txs = _build(path, compact=True, blocks=40)  # records of many LevelDB blocks each
+    tx = sorted(txs[95:100], key=lambda t: t.tx_hash)[2]  # height 20; a t/ key mid-family
+    store = open_store(path)
+    found = store.get_tx(tx.tx_hash)
+    store.close()
+    assert found is not None and found[1].height == 20
+    read: Callable[[LedgerStore], object]
+    if family == "T/":
+        assert tx in txs[95:100]
+        nonce = 10 * 20 + txs[95:100].index(tx)
+        _rewrite_last_in_tables(path, f"T-{nonce:09d}".encode(), f"T-{nonce:08d}X".encode())
+        read, name = (lambda s: s.get_tx(tx.tx_hash)), r"tx record \(T/\) at height"
+    elif family == "t/":
+        _rewrite_last_in_tables(path, tx.tx_hash[4:28], bytes(24))
+        read, name = (lambda s: s.get_tx(tx.tx_hash)), r"tx index \(t/\) "
+    else:
+        leaf = merkle.leaf_hash(found[1].encode())
+        _rewrite_last_in_tables(path, leaf, bytes(32))
+        read, name = (lambda s: s.block_receipts(20)), r"receipt tree \(r/\) at height"
+    try:
+        store = open_store(path)
+    except StoreCorrupt as exc:
+        assert re.search(rf"damaged record: (a scan at )?{name}", str(exc)), str(exc)
+        return
+    try:
+        with pytest.raises(StoreCorrupt, match=rf"damaged record: (a scan at )?{name}"):
+            read(store)
+    finally:
+        store.close()
 
 
 def test_rewritten_header_bytes_fail_the_open(tmp_path):
@@ -131,8 +187,9 @@ def test_rewritten_header_bytes_fail_the_open(tmp_path):
     _build(path, compact=True)
     for table in _tables(path):
         data = table.read_bytes()
-        marker = b"kledger-test"  # the chain id inside every header record
-        index = data.find(marker)
+        marker = b"kledger-test"  # the chain id inside every header record (and every tx's)
+        # The first header after the tx records (T/ sorts before b/): the genesis header.
+        index = data.find(marker, data.rfind(b"T-00000"))
         if index >= 0:
             table.write_bytes(data[:index] + b"kledger-tesT" + data[index + len(marker) :])
             break
@@ -288,9 +345,24 @@ def test_records_that_pass_checksums_but_not_their_hashes_are_refused(tmp_path):
         tx, receipt = store.get_tx(txs[3].tx_hash) or (None, None)
         assert tx is not None and receipt is not None
         moved = replace(receipt, leaf_index=receipt.leaf_index + 1)
-        store._db.put(keyspace.TX + tx.tx_hash, canonical.encode([tx.encoding, moved.encode()]))
+        position = store._db.get(keyspace.TX + tx.tx_hash)
+        assert position is not None
+        record = canonical.encode([tx.encoding, moved.encode()])
+        store._db.put(keyspace.TX_RECORD + position, record)
         with pytest.raises(StoreCorrupt, match="its receipt names log leaf 4, which is not"):
             store.get_tx(tx.tx_hash)
+        with pytest.raises(StoreCorrupt, match=r"\(T/\) at height 1, index 3: .* leaf 4, not 3"):
+            store.block_txs(1)
+        store._db.put(
+            keyspace.TX_RECORD + position, canonical.encode([tx.encoding, receipt.encode()])
+        )
+        # The index pointing at another tx's record: refused naming the index.
+        other = store._db.get(keyspace.TX + txs[4].tx_hash)
+        assert other is not None
+        store._db.put(keyspace.TX + tx.tx_hash, other)
+        with pytest.raises(StoreCorrupt, match=r"tx index \(t/\) .*: names height 1, index 4"):
+            store.get_tx(tx.tx_hash)
+        store._db.put(keyspace.TX + tx.tx_hash, position)
         header = store.header(1)
         assert header is not None
         forged = replace(header, timestamp_ms=header.timestamp_ms + 1)
@@ -301,6 +373,6 @@ def test_records_that_pass_checksums_but_not_their_hashes_are_refused(tmp_path):
         store._db.put(keyspace.CERTIFICATE + (2).to_bytes(8, "big"), certify(forged).encode())
         with pytest.raises(StoreCorrupt, match="certificate at height 2 signs another header"):
             store.certificate(2)
-        assert len(told) == 3
+        assert len(told) == 5
     finally:
         store.close()

@@ -29,7 +29,7 @@ from kledger.node.chain.header import ZERO_HASH, Header
 from kledger.node.chain.payload import decode_payload, epoch_change_of
 from kledger.node.chain.receipt import Receipt
 from kledger.node.chain.tx import SignedTx, TxBody, decode_body
-from kledger.node.proof.receipts import receipts_root
+from kledger.node.proof.receipts import receipts_tree
 from kledger.node.registry import BlockContext, Registry
 from kledger.node.storage.store import BlockRecord, LedgerStore
 
@@ -113,6 +113,8 @@ class Committer:
             for offset, result in enumerate(outcome.results)
         ]
         change = outcome.validator_change
+        # Built once: its root goes into the header, the tree itself into the store (r/).
+        receipt_tree = receipts_tree(expected_receipts)
         header = Header(
             chain_id=self._genesis.chain_id,
             epoch=block.epoch,
@@ -124,7 +126,7 @@ class Committer:
             state_root=outcome.state_root,
             validator_set_hash=validators.digest(),
             next_validator_set_hash=ZERO_HASH if change is None else change.digest(),
-            receipts_root=receipts_root(expected_receipts),
+            receipts_root=receipt_tree.root(),
             proposer=block.proposer,
             timestamp_ms=block.timestamp_ms,
         )
@@ -134,6 +136,7 @@ class Committer:
             outcome.results,
             outcome.writes,
             change,
+            receipt_tree=receipt_tree,
         )
         return CommittedHeight(
             header=header,

@@ -30,12 +30,15 @@ _HEIGHT = "height"
 _HASH = "hash"
 _NAME = "name"
 _EPOCH = "epoch"
+_POSITION = "position"
 _FAMILIES: tuple[tuple[bytes, str, str], ...] = (
     (keyspace.BLOCK + b"h", "block record (b/h)", _HEIGHT),
     (keyspace.BLOCK + b"c", "block body (b/c)", _HEIGHT),
-    (keyspace.BLOCK_BY_HASH, "header hash index (B/)", _HASH),
+    (keyspace.BLOCK_BY_HASH, "header hash index (h/)", _HASH),
     (keyspace.CERTIFICATE, "commit certificate (c/)", _HEIGHT),
-    (keyspace.TX, "tx record (t/)", _HASH),
+    (keyspace.TX_RECORD, "tx record (T/)", _POSITION),
+    (keyspace.TX, "tx index (t/)", _HASH),
+    (keyspace.RECEIPT_TREE, "receipt tree (r/)", _HEIGHT),
     (keyspace.MERKLE, "Merkle log node (m/)", _HASH),
     (keyspace.STATE, "registry state (s/)", _NAME),
     (keyspace.SMT, "state tree node (z/)", _HASH),
@@ -52,6 +55,9 @@ def describe_key(key: bytes) -> str:
             rest = key[len(prefix) :]
             if form == _HEIGHT and len(rest) == 8:
                 return f"{family} at height {int.from_bytes(rest, 'big')}"
+            if form == _POSITION and len(rest) == 12:
+                height, index = int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:], "big")
+                return f"{family} at height {height}, index {index}"
             if form == _EPOCH and len(rest) == 8:
                 return f"{family} of epoch {int.from_bytes(rest, 'big')}"
             if form == _HASH and not (rest.isascii() and rest.isalpha()):

@@ -6,7 +6,8 @@ Rules kept here:
 - A bundle carries the links of the epochs before the newest header it certifies, read from the
   store's epoch index; at most MAX_EPOCH_LINKS (the last ones): a verifier of an older start
   passes a checkpoint (docs/design.md §7.4). Building one costs three reads per link.
-- The receipt is proven against the header of the tx's own block, which must be certified.
+- The receipt is proven against the header of the tx's own block, which must be certified;
+  its audit path comes from the block's stored receipts tree (O(log n) reads of one record).
 """
 
 from __future__ import annotations
@@ -37,11 +38,7 @@ def build_inclusion_bundle(
             "tx_hash",
         )
     block_header, block_cert = _certified(store, receipt.height)
-    found_tree = store.receipts_tree(receipt.height)
-    assert found_tree is not None, f"no receipts at committed height {receipt.height}"
-    receipts, tree = found_tree
-    offset = receipt.leaf_index - (block_header.tx_log_size - len(receipts))
-    assert 0 <= offset < len(receipts) and receipts[offset] == receipt, "receipt out of place"
+    receipt_count, receipt_path = store.receipt_path(receipt)
     path = store.inclusion_proof(receipt.leaf_index, header.tx_log_size)
     return InclusionBundle(
         chain_id=store.genesis.chain_id,
@@ -54,8 +51,8 @@ def build_inclusion_bundle(
         receipt=receipt,
         receipt_header=block_header,
         receipt_certificate=block_cert,
-        receipt_count=len(receipts),
-        receipt_path=tuple(tree.inclusion_path(offset)),
+        receipt_count=receipt_count,
+        receipt_path=tuple(receipt_path),
         epoch_chain=build_epoch_chain(store, header.epoch),
     )
 

@@ -4,9 +4,15 @@ commit certificates, registry state, consensus safety data and metadata (docs/de
 Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so they sort):
 
     b/h<height>      canonical {header, tx_hashes}
-    b/c<height>      canonical [consensus_block, commit_qc]
-    B/<header hash>  height
-    t/<tx hash>      canonical [tx encoding, receipt bytes]
+    b/c<height>      canonical [head, tail, commit_qc]: the consensus block is head + payload +
+                     tail, the payload rebuilt from the block's T/ records (BODY_WITHOUT_PAYLOAD);
+                     or [consensus_block, commit_qc] when its payload is not exactly its txs
+    h/<header hash>  height
+    T/<height><index in block (4 bytes BE)>
+                     canonical [tx encoding, receipt bytes]: a block's txs are adjacent keys,
+                     after every earlier block's, the first family of all (TX_RECORDS_BY_POSITION)
+    t/<tx hash>      its position: height (8 bytes BE) + index in block (4 bytes BE)
+    r/<height>       the block's receipts tree (node/storage/receipt_trees.py)
     c/<height>       commit certificate (CommitCertificate.encode())
     e/<epoch>        canonical {"last_height", "next_epoch", "validators": [[org, key], ...]}:
                      the epoch's last block and the set that follows it (written with that block)
@@ -16,8 +22,9 @@ Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so 
     x/format, x/genesis, x/last_height, x/tx_count
 
 Rules it keeps:
-- A committed block and everything it changes (block record, hash index, txs and receipts, log
-  nodes, state writes, metadata) go into ONE WriteBatch(sync=True): a crash leaves all or none.
+- A committed block and everything it changes (block record, hash index, tx records, tx index,
+  receipts tree, log nodes, state writes, metadata) go into ONE WriteBatch(sync=True): a crash
+  leaves all or none.
   In-memory state (last header, log frontier) changes only after that batch was written.
 - Heights are contiguous from genesis (0); each header names its parent's hash; each header's
   tx_log_size/tx_log_root are the log after its block's txs, its receipts_root the root over its
@@ -27,14 +34,15 @@ Rules it keeps:
 - On open the store checks itself and refuses, with StoreCorrupt naming the problem, a store
   that does not add up: genesis digest and genesis header, every header's height and parent
   link (or those of the last `check_blocks`), the hash index, tx counts, log size and root
-  against the last header, the last block's leaves against its txs, and the latest
-  certificate's header hash, and every epoch index entry against the header it names.
-  `deep_check=True` also recomputes every log node from the tx
-  encodings and every header's root (O(n)).
+  against the last header, the last block's tx records against its tx hashes, the tx index,
+  the log leaves and its receipts tree, the latest certificate's header hash, and every epoch
+  index entry against the header it names. `deep_check=True` also recomputes every log node
+  from the tx encodings, every header's root and every block's receipts tree (O(n)).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -58,14 +66,18 @@ from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.checked_db import CheckedDB, CheckedReads
 from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
+from kledger.node.storage.receipt_trees import StoredReceiptTree, encode_receipt_tree
 
-FORMAT = b"kledger-store/v3"
+FORMAT = b"kledger-store/v4"
 # v1 kept the state tree content-addressed (records by hash); v2 keeps it by position and
 # version (node/storage/state_tree.py); v3 stores header format v2 (next_validator_set_hash,
-# receipts_root) and the epoch index. An older store is refused by name, never converted.
+# receipts_root) and the epoch index; v4 keys tx records by position (T/), indexes them by
+# hash (t/) and stores each block's receipts tree (r/). An older store is refused by name,
+# never converted.
 OLD_FORMATS = {
     b"kledger-store/v1": "state tree stored by hash",
     b"kledger-store/v2": "headers of format v1, without next_validator_set_hash and receipts_root",
+    b"kledger-store/v3": "tx records keyed by tx hash, without receipt trees",
 }
 FORMAT_KEY = keyspace.META + b"format"
 GENESIS_KEY = keyspace.META + b"genesis"
@@ -86,8 +98,27 @@ BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 # snappy) cost 288 us/tx of background CPU; these settings 51 us/tx, for about 35 % more disk
 # and up to two write buffers of memory. CPU is what binds a node on this machine.
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
-# Receipt trees of recent heights kept for receipt proofs (LedgerStore.receipts_tree).
+# TX_RECORDS_BY_POSITION: the tx records are the bulk of the store (about 1 KB per tx). Keyed
+# by tx hash (v3) they landed all over the key space, so every LevelDB level rewrote them again
+# and again: at 10^6 txs the compaction thread used more CPU than the commit worker
+# (docs/bench.md "Tx records by position (store v4)"). Keyed by (height, index) a block's
+# records are one run of keys after every earlier one (T/ sorts before every other family,
+# node/storage/keyspace.py), so compaction merges them with few older ones; the hash index t/
+# holds 12 bytes per tx. Measured: it made inclusion proofs 5-8x faster at 10^6 txs, not
+# compaction (the records are ≈ 470 of ≈ 5,100 B per tx; docs/bench.md says where to look next).
+POSITION_BYTES = 12
+# Receipt trees of recent heights kept, checked, for receipt proofs (clients ask for proofs of
+# the txs of one recent block together); a tree is one read of ≈ 64 B per tx, ≈ 0.3 ms for a
+# block of 2,000 txs, so a miss costs little.
 RECEIPT_TREES_CACHED = 16
+# BODY_WITHOUT_PAYLOAD: the consensus block (block sync and restart hand out its exact bytes,
+# which its id hashes) carries the payload, the same tx encodings as the T/ records: stored
+# whole, every tx's bytes would be written and compacted twice. The body keeps the bytes around
+# the payload, and the payload is rebuilt from the T/ records, each checked against the tx hash
+# the block record lists. Only a payload that is exactly the committed txs is cut out (a
+# committed block whose payload repeats a tx the chain holds, or a marker block, is kept
+# whole), and the cut is found in the block's own bytes, so the rebuilt block is byte for byte
+# the one handed in whatever the consensus codec.
 TABLE_FILE_BYTES = 32 * 1024 * 1024
 
 
@@ -161,6 +192,30 @@ def _epoch_key(epoch: int) -> bytes:
     return _height_key(keyspace.EPOCH, epoch)
 
 
+def _position(height: int, index: int) -> bytes:
+    """A tx's position, the t/ index's value and the T/ key's suffix."""
+    assert 0 <= height < 2**64 - 1 and 0 <= index < 2**32
+    return _u64(height) + index.to_bytes(4, "big")
+
+
+def _record_key(height: int, index: int) -> bytes:
+    return keyspace.TX_RECORD + _position(height, index)
+
+
+def _encode_tx_record(tx: SignedTx, receipt: Receipt) -> bytes:
+    return canonical.encode([tx.encoding, receipt.encode()])
+
+
+def _decode_tx_record(raw: bytes) -> tuple[bytes, bytes]:
+    """(tx encoding, receipt encoding) of a T/ record; raises DecodeError."""
+    value = canonical.decode(raw)
+    if not (
+        isinstance(value, list) and len(value) == 2 and all(isinstance(v, bytes) for v in value)
+    ):
+        raise DecodeError("not [tx, receipt]", "tx record")
+    return value[0], value[1]
+
+
 HEADERS = keyspace.BLOCK + b"h"  # b/h<height> -> header and tx hashes (walked at open)
 BODIES = keyspace.BLOCK + b"c"  # b/c<height> -> consensus block and commit QC (block sync)
 HEADERS_END = keyspace.BLOCK + b"i"  # first key after every b/h... key
@@ -192,17 +247,46 @@ class _StoredBlock:
         return _StoredBlock(Header.decode(value["header"]), tuple(hashes))
 
 
-def _encode_body(record: BlockRecord) -> bytes:
-    return canonical.encode([record.consensus_block, record.commit_qc])
+def _tx_payload_bytes(encodings: Sequence[bytes]) -> bytes:
+    """The payload of a block that carries exactly these tx encodings (node/chain/payload.py's
+    format: empty, or their canonical list)."""
+    return canonical.encode(list(encodings)) if encodings else b""
 
 
-def _decode_body(data: bytes) -> tuple[bytes, bytes]:
+def _encode_body(record: BlockRecord, txs: Sequence[SignedTx]) -> bytes:
+    """The body record: [consensus block, commit QC], or, when the consensus block's bytes hold
+    the payload of exactly the committed txs, [head, tail, commit QC] with the block = head +
+    payload + tail (see BODY_WITHOUT_PAYLOAD)."""
+    payload = _tx_payload_bytes([tx.encoding for tx in txs])
+    at = _find(record.consensus_block, payload) if payload else -1
+    if at < 0:
+        return canonical.encode([record.consensus_block, record.commit_qc])
+    head, tail = record.consensus_block[:at], record.consensus_block[at + len(payload) :]
+    return canonical.encode([head, tail, record.commit_qc])
+
+
+def _find(data: bytes, part: bytes) -> int:
+    """Where `part` (a block payload, megabytes) sits in `data`, or -1: candidates by a short
+    prefix, then compared in place (no copy, no search table of the whole part)."""
+    view, probe = memoryview(data), part[:64]
+    at = data.find(probe)
+    while at >= 0 and view[at : at + len(part)] != part:
+        at = data.find(probe, at + 1)
+    return at
+
+
+def _decode_body(data: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """(consensus block or its head, commit QC, its tail or None when the block is whole)."""
     value = canonical.decode(data)
     if not (
-        isinstance(value, list) and len(value) == 2 and all(isinstance(v, bytes) for v in value)
+        isinstance(value, list)
+        and len(value) in (2, 3)
+        and all(isinstance(v, bytes) for v in value)
     ):
-        raise DecodeError("not [consensus_block, commit_qc]", "block body")
-    return value[0], value[1]
+        raise DecodeError("not [consensus_block, commit_qc] nor [head, tail, commit_qc]", "body")
+    if len(value) == 2:
+        return value[0], value[1], None
+    return value[0], value[2], value[1]
 
 
 class LevelView:
@@ -274,9 +358,7 @@ class LedgerStore:
         self.view = LevelView(db, self._page_cache)
         self._log = log
         self._last_header = last_header
-        self._receipt_trees: OrderedDict[int, tuple[tuple[Receipt, ...], merkle.MemoryTree]] = (
-            OrderedDict()
-        )
+        self._receipt_trees: OrderedDict[int, StoredReceiptTree] = OrderedDict()
         self._receipt_trees_lock = threading.Lock()
 
     # ---- opening and self-check -----------------------------------------------------------
@@ -370,22 +452,23 @@ class LedgerStore:
         return store
 
     def _check_tip_leaves(self, height: int) -> None:
-        """The last block's txs are the last leaves of the log, with matching receipts."""
+        """The last block's tx records are its listed txs, indexed by hash at their position,
+        the last leaves of the log, and their receipts the leaves of its receipts tree."""
         block = self._block(height)
         assert block is not None
+        tree = self._checked_receipts_tree(block)
         first = block.header.tx_log_size - len(block.tx_hashes)
-        for offset, tx_hash in enumerate(block.tx_hashes):
-            found = self._read_tx(tx_hash)
-            if found is None:
+        for index, (tx, receipt) in enumerate(self._block_tx_records(block)):
+            if self._db.get(keyspace.TX + tx.tx_hash) != _position(height, index):
                 raise StoreCorrupt(
-                    f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
+                    f"{self._path}: tx index (t/) of tx {tx.tx_hash.hex()} does not name "
+                    f"height {height}, index {index}"
                 )
-            tx, receipt = found
-            if receipt.height != height or receipt.leaf_index != first + offset:
-                raise StoreCorrupt(f"{self._path}: receipt of tx {tx_hash.hex()} is misplaced")
-            if self._node(0, first + offset) != merkle.leaf_hash(tx.encoding):
+            self._check_receipt_leaf(height, index, receipt, tree)
+            if self._node(0, first + index) != merkle.leaf_hash(tx.encoding):
                 raise StoreCorrupt(
-                    f"{self._path}: log leaf {first + offset} is not the hash of tx {tx_hash.hex()}"
+                    f"{self._path}: log leaf {first + index} is not the hash of tx "
+                    f"{tx.tx_hash.hex()}"
                 )
 
     def _check_latest_certificate(self) -> None:
@@ -422,22 +505,24 @@ class LedgerStore:
 
     def _check_deep(self) -> None:
         """O(n): rebuild the whole log from the tx encodings and compare every stored node and
-        every header's root."""
+        every header's root; rebuild every block's receipts tree and compare its record."""
         tree = merkle.MemoryTree()
         for height in range(self.last_height() + 1):
             block = self._block(height)
             assert block is not None
-            for tx_hash in block.tx_hashes:
-                found = self._read_tx(tx_hash)
-                if found is None:
-                    raise StoreCorrupt(
-                        f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
-                    )
-                tree.append(found[0].encoding)
+            records = self._block_tx_records(block)
+            for tx, _ in records:
+                tree.append(tx.encoding)
             header = block.header
             if tree.root(header.tx_log_size) != header.tx_log_root:
                 raise StoreCorrupt(
                     f"{self._path}: header at height {height} has a wrong tx_log_root"
+                )
+            rebuilt = encode_receipt_tree(receipts_tree([receipt for _, receipt in records]))
+            if self._db.get(_height_key(keyspace.RECEIPT_TREE, height)) != rebuilt:
+                raise StoreCorrupt(
+                    f"{self._path}: receipt tree (r/) at height {height} is not the tree of "
+                    "its block's receipts"
                 )
         for level, hashes in enumerate(tree.levels):
             for index, expected in enumerate(hashes):
@@ -491,10 +576,32 @@ class LedgerStore:
         if raw is None:
             raise StoreCorrupt(f"{self._path}: block body at height {height} is missing")
         try:
-            consensus_block, commit_qc = _decode_body(raw)
+            head, commit_qc, tail = _decode_body(raw)
         except DecodeError as exc:
             raise StoreCorrupt(f"{self._path}: block body at height {height}: {exc}") from None
-        return BlockRecord(block.header, consensus_block, commit_qc)
+        if tail is None:
+            return BlockRecord(block.header, head, commit_qc)
+        payload = _tx_payload_bytes(self._block_encodings(block))
+        return BlockRecord(block.header, head + payload + tail, commit_qc)
+
+    def _block_encodings(self, block: _StoredBlock) -> list[bytes]:
+        """A block's tx encodings in order, each hashing to the tx hash its block record lists
+        (the payload rebuilt from them must be the certified one, byte for byte)."""
+        height = block.header.height
+        encodings = []
+        for index, raw in self._block_records(height, len(block.tx_hashes)):
+            try:
+                encoding = _decode_tx_record(raw)[0]
+            except DecodeError as exc:
+                where = f"tx record (T/) at height {height}, index {index}"
+                raise self._damaged(f"{where}: {exc}") from None
+            if hashlib.sha256(encoding).digest() != block.tx_hashes[index]:
+                raise self._damaged(
+                    f"tx record (T/) at height {height}, index {index}: holds another tx than "
+                    f"the block's {block.tx_hashes[index].hex()}"
+                )
+            encodings.append(encoding)
+        return encodings
 
     def block_tx_hashes(self, height: int) -> tuple[Header, tuple[bytes, ...]] | None:
         """The header and tx hashes of a height, from its small block record alone (no body,
@@ -503,63 +610,161 @@ class LedgerStore:
         return None if block is None else (block.header, block.tx_hashes)
 
     def block_txs(self, height: int) -> list[SignedTx]:
+        """A height's txs in block order: one scan of its adjacent T/ records, each checked
+        against the tx hash its block record lists."""
         block = self._block(height)
         if block is None:
             return []
-        out: list[SignedTx] = []
-        for tx_hash in block.tx_hashes:
-            found = self._read_tx(tx_hash)
-            if found is None:
-                raise StoreCorrupt(
-                    f"{self._path}: tx {tx_hash.hex()} of height {height} is missing"
+        return [tx for tx, _ in self._block_tx_records(block)]
+
+    def _block_tx_records(self, block: _StoredBlock) -> list[tuple[SignedTx, Receipt]]:
+        """A block's txs and receipts, each the tx its block record lists, its receipt naming
+        that tx's leaf."""
+        height = block.header.height
+        first_leaf = block.header.tx_log_size - len(block.tx_hashes)
+        out = []
+        for index, raw in self._block_records(height, len(block.tx_hashes)):
+            tx, receipt = self._decode_record(height, index, raw)
+            if tx.tx_hash != block.tx_hashes[index]:
+                raise self._damaged(
+                    f"tx record (T/) at height {height}, index {index}: holds tx "
+                    f"{tx.tx_hash.hex()}, not the block's {block.tx_hashes[index].hex()}"
                 )
-            out.append(found[0])
+            if receipt.leaf_index != first_leaf + index:
+                raise self._damaged(
+                    f"tx record (T/) at height {height}, index {index}: its receipt names log "
+                    f"leaf {receipt.leaf_index}, not {first_leaf + index}"
+                )
+            out.append((tx, receipt))
         return out
 
     def block_receipts(self, height: int) -> list[Receipt]:
-        """The receipts of a height's txs in tx order: the leaves of its receipts_root."""
-        found = self.receipts_tree(height)
-        return [] if found is None else list(found[0])
+        """The receipts of a height's txs in tx order (the leaves of its receipts_root): one
+        scan of its T/ records, each receipt checked against its leaf in the receipts tree."""
+        block = self._block(height)
+        if block is None:
+            return []
+        tree = self._checked_receipts_tree(block)
+        receipts = []
+        for index, raw in self._block_records(height, len(block.tx_hashes)):
+            receipt = self._decode_receipt(height, index, raw)
+            self._check_receipt_leaf(height, index, receipt, tree)
+            receipts.append(receipt)
+        return receipts
 
-    def receipts_tree(self, height: int) -> tuple[tuple[Receipt, ...], merkle.MemoryTree] | None:
-        """A height's receipts and their RFC 6962 tree, checked against the header's
-        receipts_root (one check covers every receipt record of the block, so the tx records
-        need not be decoded). The last RECEIPT_TREES_CACHED are kept: clients ask for proofs
-        of the txs of one recent block together, and a block of 2000 txs costs ~100 ms."""
+    def receipts_tree(self, height: int) -> StoredReceiptTree | None:
+        """A height's receipts tree (r/), its root checked against the header's receipts_root."""
+        block = self._block(height)
+        return None if block is None else self._checked_receipts_tree(block)
+
+    def receipt_path(self, receipt: Receipt) -> tuple[int, list[bytes]]:
+        """(txs in the receipt's block, the audit path of the receipt in its receipts tree),
+        from the stored tree: O(log n) slices and hashes. The receipt must be the one stored
+        at its leaf (its hash is the tree's leaf) and the path must reach the header's root,
+        or the record that does not add up is refused as damaged."""
+        block = self._block(receipt.height)
+        assert block is not None, f"no block at the receipt's height {receipt.height}"
+        header = block.header
+        tree = self._checked_receipts_tree(block)
+        offset = receipt.leaf_index - (header.tx_log_size - tree.size)
+        assert 0 <= offset < tree.size, f"receipt of leaf {receipt.leaf_index} out of its block"
+        self._check_receipt_leaf(receipt.height, offset, receipt, tree)
+        path = tree.inclusion_path(offset)
+        if merkle.inclusion_problem(
+            tree.leaf(offset), offset, tree.size, path, header.receipts_root
+        ):
+            raise self._damaged(
+                f"receipt tree (r/) at height {receipt.height}: the audit path of receipt "
+                f"{offset} does not reach the receipts_root of the header there"
+            )
+        return tree.size, path
+
+    def _checked_receipts_tree(self, block: _StoredBlock) -> StoredReceiptTree:
+        height = block.header.height
         with self._receipt_trees_lock:
             cached = self._receipt_trees.get(height)
             if cached is not None:
                 self._receipt_trees.move_to_end(height)
                 return cached
-        block = self._block(height)
-        if block is None:
-            return None
-        receipts = tuple(self._read_receipt(height, tx_hash) for tx_hash in block.tx_hashes)
-        tree = receipts_tree(receipts)
-        if tree.root() != block.header.receipts_root:
-            raise self._db.report(
-                StoreCorrupt(
-                    f"{self._path}: damaged record: tx record (t/) of height {height}: its "
-                    "receipts do not hash to the receipts_root of the header there"
-                )
-            )
+        tree = self._read_receipts_tree(block)
         with self._receipt_trees_lock:
-            self._receipt_trees[height] = (receipts, tree)
+            self._receipt_trees[height] = tree
             while len(self._receipt_trees) > RECEIPT_TREES_CACHED:
                 self._receipt_trees.popitem(last=False)
-        return receipts, tree
+        return tree
 
-    def _read_receipt(self, height: int, tx_hash: bytes) -> Receipt:
-        raw = self._db.get(keyspace.TX + tx_hash)
+    def _read_receipts_tree(self, block: _StoredBlock) -> StoredReceiptTree:
+        height = block.header.height
+        raw = self._db.get(_height_key(keyspace.RECEIPT_TREE, height))
         if raw is None:
-            raise StoreCorrupt(f"{self._path}: tx {tx_hash.hex()} of height {height} is missing")
+            raise StoreCorrupt(f"{self._path}: receipt tree (r/) at height {height} is missing")
         try:
-            value = canonical.decode(raw)
-            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], bytes)):
-                raise DecodeError("not [tx, receipt]", "tx record")
-            return Receipt.decode(value[1])
+            tree = StoredReceiptTree(raw)
         except DecodeError as exc:
-            raise StoreCorrupt(f"{self._path}: tx record {tx_hash.hex()}: {exc}") from None
+            raise self._damaged(f"receipt tree (r/) at height {height}: {exc}") from None
+        if tree.size != len(block.tx_hashes) or tree.root() != block.header.receipts_root:
+            raise self._damaged(
+                f"receipt tree (r/) at height {height}: its {tree.size} leaves do not hash to "
+                f"the receipts_root of the header there ({len(block.tx_hashes)} txs)"
+            )
+        return tree
+
+    def _check_receipt_leaf(
+        self, height: int, index: int, receipt: Receipt, tree: StoredReceiptTree
+    ) -> None:
+        if merkle.leaf_hash(receipt.encode()) != tree.leaf(index):
+            raise self._damaged(
+                f"tx record (T/) at height {height}, index {index}: its receipt is not the "
+                "leaf the block's receipts tree holds there"
+            )
+
+    def _block_records(self, height: int, count: int) -> Iterator[tuple[int, bytes]]:
+        """(index, raw T/ record) of a height's txs, in order: exactly `count` adjacent keys."""
+        expected = 0
+        start = _record_key(height, 0)
+        stop = _height_key(keyspace.TX_RECORD, height + 1)
+        for key, raw in self._db.iterator(start=start, stop=stop):
+            index = int.from_bytes(key[len(start) - 4 :], "big")
+            if len(key) == len(start) and expected < min(index, count):
+                break  # the record at `expected` is missing
+            if len(key) != len(start) or index != expected or index >= count:
+                raise StoreCorrupt(
+                    f"{self._path}: tx record (T/) at height {height}: key {key[2:].hex()} "
+                    f"where record {expected} of {count} was expected"
+                )
+            yield index, raw
+            expected += 1
+        if expected != count:
+            raise StoreCorrupt(
+                f"{self._path}: tx record (T/) at height {height}, index {expected} is missing "
+                f"({count} txs)"
+            )
+
+    def _decode_record(self, height: int, index: int, raw: bytes) -> tuple[SignedTx, Receipt]:
+        """A T/ record's tx and receipt, the receipt of the record's height."""
+        where = f"tx record (T/) at height {height}, index {index}"
+        try:
+            encoding, receipt_bytes = _decode_tx_record(raw)
+            tx = decode_tx(encoding, self._genesis.tx_limits)
+            receipt = Receipt.decode(receipt_bytes)
+        except DecodeError as exc:
+            raise self._damaged(f"{where}: {exc}") from None
+        if receipt.height != height:
+            raise self._damaged(f"{where}: its receipt says height {receipt.height}")
+        return tx, receipt
+
+    def _decode_receipt(self, height: int, index: int, raw: bytes) -> Receipt:
+        """The receipt of a T/ record, the tx left undecoded."""
+        try:
+            return Receipt.decode(_decode_tx_record(raw)[1])
+        except DecodeError as exc:
+            raise self._damaged(
+                f"tx record (T/) at height {height}, index {index}: {exc}"
+            ) from None
+
+    def _damaged(self, what: str) -> StoreCorrupt:
+        """A record that LevelDB's checksums pass but that does not add up, told to the node."""
+        return self._db.report(StoreCorrupt(f"{self._path}: damaged record: {what}"))
 
     def height_of(self, header_hash: bytes) -> int | None:
         raw = self._db.get(keyspace.BLOCK_BY_HASH + header_hash)
@@ -576,12 +781,13 @@ class LedgerStore:
         return self._log.root_after(leaves)
 
     def has_tx(self, tx_hash: bytes) -> bool:
+        """One get of the small t/ index (the bloom filter answers most misses)."""
         return self._db.get(keyspace.TX + tx_hash) is not None
 
     def get_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
-        """The tx and its receipt, checked against the log: the leaf its receipt names is the
-        hash of this tx (a record that LevelDB's checksums pass but that does not belong where
-        it claims is refused, not served)."""
+        """The tx and its receipt (two gets: the t/ index, the T/ record), checked against the
+        log: the leaf its receipt names is the hash of this tx (a record that LevelDB's
+        checksums pass but that does not belong where it claims is refused, not served)."""
         found = self._read_tx(tx_hash)
         if found is None:
             return None
@@ -593,11 +799,9 @@ class LedgerStore:
         except LogCorrupt:
             leaf = None
         if leaf != merkle.leaf_hash(tx.encoding):
-            raise self._db.report(
-                StoreCorrupt(
-                    f"{self._path}: damaged record: tx record (t/) {tx_hash.hex()}: its "
-                    f"receipt names log leaf {receipt.leaf_index}, which is not this tx"
-                )
+            raise self._damaged(
+                f"tx record (T/) of tx {tx_hash.hex()}: its receipt names log leaf "
+                f"{receipt.leaf_index}, which is not this tx"
             )
         return found
 
@@ -682,9 +886,13 @@ class LedgerStore:
         results: Sequence[TxResult],
         state_writes: keyspace.WriteSet,
         validator_change: ValidatorSet | None = None,
+        *,
+        receipt_tree: merkle.MemoryTree | None = None,
     ) -> PreparedCommit:
         """Build the one WriteBatch of a block commit without writing it. `validator_change`
-        is the next epoch's set when this block ends its epoch (its header names the set)."""
+        is the next epoch's set when this block ends its epoch (its header names the set).
+        `receipt_tree` is the tree the header's receipts_root was taken from, when the caller
+        built one (the committer): then it is stored as it is, else built from the receipts."""
         header = record.header
         last = self._last_header
         assert header.height == last.height + 1, f"height {header.height} after {last.height}"
@@ -708,8 +916,12 @@ class LedgerStore:
             Receipt(header.height, plan.old_size + offset, result)
             for offset, result in enumerate(results)
         ]
-        # header.receipts_root is not hashed again here: the committer built it from these
-        # same results and leaf positions, and serving a receipt checks it (receipts_tree).
+        # A tree handed in is not hashed again here: the committer built it from these same
+        # results and leaf positions, and serving a receipt checks it (receipt_path).
+        if receipt_tree is None:
+            receipt_tree = receipts_tree(receipts)
+        assert receipt_tree.size == len(receipts), "receipts tree of another block"
+        assert receipt_tree.root() == header.receipts_root, "header receipts_root is not the tree's"
         expected_next = ZERO_HASH if validator_change is None else validator_change.digest()
         assert header.next_validator_set_hash == expected_next, (
             "header next_validator_set_hash does not name the validator change"
@@ -723,10 +935,15 @@ class LedgerStore:
             )
             batch.put(_epoch_key(ended), EpochEnd(ended, header.height, validator_change).encode())
         batch.put(_height_key(HEADERS, header.height), block.encode())
-        batch.put(_height_key(BODIES, header.height), _encode_body(record))
+        batch.put(_height_key(BODIES, header.height), _encode_body(record, txs))
         batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(header.height))
-        for tx, receipt in zip(txs, receipts, strict=True):
-            batch.put(keyspace.TX + tx.tx_hash, canonical.encode([tx.encoding, receipt.encode()]))
+        for index, (tx, receipt) in enumerate(zip(txs, receipts, strict=True)):
+            position = _position(header.height, index)
+            batch.put(keyspace.TX_RECORD + position, _encode_tx_record(tx, receipt))
+            batch.put(keyspace.TX + tx.tx_hash, position)
+        batch.put(
+            _height_key(keyspace.RECEIPT_TREE, header.height), encode_receipt_tree(receipt_tree)
+        )
         self._log.write_plan(plan, batch)
         for key, value in state_writes.items():
             if value is None:
@@ -744,9 +961,13 @@ class LedgerStore:
         results: Sequence[TxResult],
         state_writes: keyspace.WriteSet,
         validator_change: ValidatorSet | None = None,
+        *,
+        receipt_tree: merkle.MemoryTree | None = None,
     ) -> list[Receipt]:
         """Commit a block and everything it changes in one synced WriteBatch."""
-        return self.prepare_commit(record, txs, results, state_writes, validator_change).apply()
+        return self.prepare_commit(
+            record, txs, results, state_writes, validator_change, receipt_tree=receipt_tree
+        ).apply()
 
     def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
         self._log.install(plan)
@@ -834,19 +1055,25 @@ class LedgerStore:
         return block
 
     def _read_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
-        raw = self._db.get(keyspace.TX + tx_hash)
-        if raw is None:
+        position = self._db.get(keyspace.TX + tx_hash)
+        if position is None:
             return None
-        try:
-            value = canonical.decode(raw)
-            if not (isinstance(value, list) and len(value) == 2):
-                raise DecodeError("not [tx, receipt]", "tx record")
-            tx = decode_tx(value[0], self._genesis.tx_limits)
-            receipt = Receipt.decode(value[1])
-        except DecodeError as exc:
-            raise StoreCorrupt(f"{self._path}: tx record {tx_hash.hex()}: {exc}") from None
+        if len(position) != POSITION_BYTES:
+            raise self._damaged(f"tx index (t/) {tx_hash.hex()}: {len(position)} bytes")
+        height = int.from_bytes(position[:8], "big")
+        index = int.from_bytes(position[8:], "big")
+        raw = self._db.get(keyspace.TX_RECORD + position)
+        if raw is None:
+            raise self._damaged(
+                f"tx index (t/) {tx_hash.hex()}: names height {height}, index {index}, where "
+                "no tx record is"
+            )
+        tx, receipt = self._decode_record(height, index, raw)
         if tx.tx_hash != tx_hash:
-            raise StoreCorrupt(f"{self._path}: tx record {tx_hash.hex()} holds another tx")
+            raise self._damaged(
+                f"tx index (t/) {tx_hash.hex()}: names height {height}, index {index}, which "
+                "holds another tx"
+            )
         return tx, receipt
 
 
@@ -976,7 +1203,8 @@ def _create(
         if value is not None:
             batch.put(key, value)
     batch.put(_height_key(HEADERS, 0), block.encode())
-    batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b"")))
+    batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b""), ()))
+    batch.put(_height_key(keyspace.RECEIPT_TREE, 0), encode_receipt_tree(receipts_tree([])))
     batch.put(keyspace.BLOCK_BY_HASH + header.hash(), _u64(0))
     batch.put(GENESIS_KEY, genesis.digest())
     batch.put(TX_COUNT_KEY, _u64(0))
