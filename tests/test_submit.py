@@ -7,6 +7,8 @@ one WaitForCommits call, and a wait that times out fails naming the txs."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -19,14 +21,20 @@ from kledger.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.test_ledger_service import WAIT_S, Harness, until
 
 
-def sync_channel(h: Harness) -> grpc.Channel:
-    """The blocking channel the CLI uses; its calls run in a thread beside the server's loop."""
+@contextmanager
+def sync_stub(h: Harness) -> Iterator[ledger_pb2_grpc.LedgerStub]:
+    """A stub on the blocking channel the CLI uses (its calls run in a thread beside the
+    server's loop), as ORG1's member; the channel is closed after."""
     assert h.servers is not None
-    return open_channel(
+    channel = open_channel(
         f"127.0.0.1:{h.servers.client_port}",
         h.material.ca_pem,
         ClientCert.member(h.layout, "ORG1"),
     )
+    try:
+        yield ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        channel.close()
 
 
 @pytest.mark.asyncio
@@ -36,9 +44,7 @@ async def test_a_mixed_batch_comes_back_in_order_after_one_wait(tmp_path: Path) 
         await h.stub.SubmitTx(ledger_pb2.SubmitTxRequest(tx=in_mempool.encoding))
         first, second = h.tx(2), h.tx(3)
         batch = [first.encoding, b"junk", in_mempool.encoding, second.encoding]
-        channel = sync_channel(h)
-        try:
-            stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        with sync_stub(h) as stub:
             submitting = asyncio.ensure_future(
                 asyncio.to_thread(submit_and_wait, stub, batch, WAIT_S)
             )
@@ -46,8 +52,6 @@ async def test_a_mixed_batch_comes_back_in_order_after_one_wait(tmp_path: Path) 
             await until(lambda: h.ledger.waiters.waiting_hashes == 2)
             await h.ledger.commit_block()
             results = await asyncio.wait_for(submitting, WAIT_S)
-        finally:
-            channel.close()
         assert [type(r) for r in results] == [Receipt, TxResult, TxResult, Receipt]
         committed, junk, duplicate, last = results
         assert isinstance(committed, Receipt) and isinstance(last, Receipt)
@@ -64,12 +68,8 @@ async def test_a_mixed_batch_comes_back_in_order_after_one_wait(tmp_path: Path) 
 @pytest.mark.asyncio
 async def test_a_batch_refused_whole_waits_for_nothing(tmp_path: Path) -> None:
     async with Harness(tmp_path / "c") as h:
-        channel = sync_channel(h)
-        try:
-            stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        with sync_stub(h) as stub:
             results = await asyncio.to_thread(submit_and_wait, stub, [b"junk", b""], WAIT_S)
-        finally:
-            channel.close()
         assert [r.status for r in results if isinstance(r, TxResult)] == [
             "INVALID_ARGUMENT",
             "INVALID_ARGUMENT",
@@ -79,14 +79,9 @@ async def test_a_batch_refused_whole_waits_for_nothing(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_a_batch_not_committed_in_time_fails_naming_its_txs(tmp_path: Path) -> None:
     async with Harness(tmp_path / "c") as h:
-        channel = sync_channel(h)
-        try:
-            stub = ledger_pb2_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
-            batch = [b"junk", h.tx(1).encoding, h.tx(2).encoding]
-            with pytest.raises(grpc.RpcError) as info:
-                await asyncio.to_thread(submit_and_wait, stub, batch, 0.05)
-        finally:
-            channel.close()
+        batch = [b"junk", h.tx(1).encoding, h.tx(2).encoding]
+        with sync_stub(h) as stub, pytest.raises(grpc.RpcError) as info:
+            await asyncio.to_thread(submit_and_wait, stub, batch, 0.05)
         error = info.value
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
         # Indexes into the wait (the accepted txs), not into the batch.
