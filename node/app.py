@@ -603,6 +603,7 @@ class Node:
             self.metrics.mempool_bytes.set(self.mempool.size_bytes)
             try:
                 self.metrics.store_bytes.set(self.store.size_bytes())
+                self.metrics.set_leveldb_levels(self.store.leveldb_levels())
             except OSError as exc:  # e.g. EMFILE: the gauge waits for the next second
                 self._periodic_failures.note("store_bytes", type(exc).__name__, example=str(exc))
             self.admission.flush_logs()

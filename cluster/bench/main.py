@@ -42,6 +42,8 @@ from typing import Any
 import grpc
 
 from kledger.cluster.bench import etcd as bench_etcd
+from kledger.cluster.bench import leveldb_levels as bench_leveldb
+from kledger.cluster.bench import node_metrics as bench_metrics
 from kledger.cluster.bench import phases as bench_phases
 from kledger.cluster.bench import probe as bench_probe
 from kledger.cluster.bench import report as bench_report
@@ -536,7 +538,7 @@ class Bench:
         placement: dict[int | None, frozenset[int]] = {}
         cpus = frozenset(os.sched_getaffinity(0))
         cpu_window_s = [0.0, 0.0]  # when the nodes' CPU was read before and after the load
-        phases_before: dict[str, bench_phases.Snapshot | None] = {}
+        metrics_before: dict[str, str | None] = {}
 
         def at_start() -> None:
             if s.own_core:  # the clients are started and connected now
@@ -548,7 +550,7 @@ class Bench:
                 cpu_before[org] = bench_probe.cpu_s(pid) if pid else None
                 main_before[org] = bench_probe.main_thread_cpu_s(pid) if pid else None
             rss.sample(0.0)
-            phases_before.update(bench_phases.read_all(self.nodes))
+            metrics_before.update(bench_metrics.read_all(self.nodes))
 
         def on_tick(elapsed_s: float) -> None:
             if s.soak_s > 0 and elapsed_s - rss.last_s >= RSS_EVERY_S:
@@ -575,8 +577,16 @@ class Bench:
             org: bench_probe.main_thread_cpu_s(pid) if pid else None for org, pid in pids.items()
         }
         rss.sample(ended_s)
-        phases = bench_phases.figures(phases_before, bench_phases.read_all(self.nodes))
+        metrics_after = bench_metrics.read_all(self.nodes)
         committed = sum(r.committed_txs for r in finished)
+        phases = bench_phases.figures(
+            bench_phases.parse_all(metrics_before), bench_phases.parse_all(metrics_after)
+        )
+        leveldb = bench_leveldb.figures(
+            {org: bench_leveldb.parse(text) for org, text in metrics_before.items()},
+            {org: bench_leveldb.parse(text) for org, text in metrics_after.items()},
+            committed,
+        )
         if s.soak_s > 0:
             bench_report.soak_progress(ended_s, s.soak_s, committed)
         else:
@@ -621,6 +631,7 @@ class Bench:
             "committed_tx_per_s": round(committed / elapsed_s, 1),
             "latency_ms": bench_report.latency_ms(latencies),
             "phases": phases,
+            "leveldb": leveldb,
             "refused": refused,
             "retries": sum(r.retries for r in finished),
             "paced": None

@@ -47,7 +47,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -456,6 +456,9 @@ def run(
                         "proofs": pipeline.serve_proofs(bytes(hashes), proofs) if proofs else None,
                         "state_proofs": state_proofs,
                         "disk": pipeline.disk(ledger_txs, live_keys),
+                        # LevelDB's per-level totals since the store opened (not per window):
+                        # the difference of two checkpoints is what compaction did between.
+                        "leveldb_levels": [asdict(row) for row in pipeline.store.leveldb_levels()],
                     }
                     results.append(figures)
                     progress(_line(figures))

@@ -138,6 +138,17 @@ def _phase_row(report: dict[str, Any], kind: str) -> str:
     )
 
 
+def _leveldb_row(report: dict[str, Any]) -> str:
+    found = report.get("leveldb") or {}
+    if not found.get("levels"):
+        return "-"
+    per_level = ", ".join(
+        f"L{level} {f['written_mib']:,} / {f['compaction_s']}"
+        for level, f in found["levels"].items()
+    )
+    return f"{_fmt(found['written_bytes_per_tx_per_node'], 0)} ({per_level})"
+
+
 def _own_core_row(report: dict[str, Any]) -> str:
     own = report.get("own_core")
     if not own:
@@ -183,6 +194,10 @@ def table(report: dict[str, Any]) -> str:
         ("ratio to limit", _fmt(report["ratio_to_limit"], 3)),
         ("node CPU ms per committed tx (all nodes)", _fmt(report["node_cpu_ms_per_tx"], 3)),
         ("client CPU s (all clients)", _fmt(report["client_cpu_s"], 2)),
+        (
+            "LevelDB bytes written per tx per node (per level: MiB written / compaction s)",
+            _leveldb_row(report),
+        ),
         ("bytes on disk per committed tx (per node)", _fmt(report["disk_bytes_per_tx"], 0)),
         (
             "live state keys / bytes on disk per live key (per node)",

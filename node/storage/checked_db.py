@@ -152,5 +152,10 @@ class CheckedDB(CheckedReads):
     def compact_range(self) -> None:
         self._db.compact_range()
 
+    def get_property(self, name: bytes) -> bytes | None:
+        """A LevelDB property (e.g. b"leveldb.stats"); None for a name LevelDB does not know."""
+        value: bytes | None = self._db.get_property(name)
+        return value
+
     def close(self) -> None:
         self._db.close()

@@ -65,6 +65,7 @@ from kledger.node.proof.receipts import receipts_tree
 from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.checked_db import CheckedDB, CheckedReads
 from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
+from kledger.node.storage.leveldb_stats import STATS_PROPERTY, LevelStats, parse_stats
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
 from kledger.node.storage.receipt_trees import StoredReceiptTree, encode_receipt_tree
 
@@ -876,6 +877,11 @@ class LedgerStore:
             except FileNotFoundError:
                 continue  # LevelDB compaction deleted it after the directory was listed
         return total
+
+    def leveldb_levels(self) -> tuple[LevelStats, ...]:
+        """LevelDB's per-level files, sizes and compaction totals since the store opened."""
+        raw = self._db.get_property(STATS_PROPERTY)
+        return parse_stats(raw.decode("ascii", "replace")) if raw else ()
 
     # ---- writes ---------------------------------------------------------------------------
 

@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+
+from kledger.node.storage.leveldb_stats import LevelStats
+
+# LevelDB's own figures per level (label `level`, 0..6), read from its `leveldb.stats` once a
+# second: files and bytes now; and, since the store opened, the wall time, bytes read and bytes
+# written of the compactions (memtable flushes included) whose output went into the level.
+LEVELDB_LEVEL_FIGURES: dict[str, str] = {
+    "kledger_leveldb_files": "LevelDB table files at the level",
+    "kledger_leveldb_bytes": "bytes of the level's table files (LevelDB rounds to MiB)",
+    "kledger_leveldb_compaction_seconds": "seconds of compactions into the level since open",
+    "kledger_leveldb_compaction_read_bytes": "bytes read by compactions into the level since open",
+    "kledger_leveldb_compaction_written_bytes": (
+        "bytes written by compactions (and memtable flushes) into the level since open"
+    ),
+}
 
 # Why a message was dropped: the `reason` label of kledger_dropped_messages_total, one name per
 # cause, "<where>.<cause>". The consensus core, the driver and the certifier count in their own
@@ -98,6 +114,7 @@ class NodeMetrics:
     sync_target_height: Gauge
     synced_blocks: Counter
     store_bytes: Gauge
+    leveldb_levels: dict[str, Gauge]  # LEVELDB_LEVEL_FIGURES name -> gauge by (org, level)
     clock_offset_ms: Gauge
     dropped_messages: Counter
     refused_connections: Counter
@@ -140,6 +157,10 @@ class NodeMetrics:
             ),
             synced_blocks=counter("kledger_synced_blocks", "blocks applied from block sync"),
             store_bytes=gauge("kledger_store_bytes", "bytes of the LevelDB directory"),
+            leveldb_levels={
+                name: Gauge(name, text, ("org", "level"), registry=registry)
+                for name, text in LEVELDB_LEVEL_FIGURES.items()
+            },
             clock_offset_ms=gauge(
                 "kledger_clock_offset_ms",
                 "median over peers of their proposals' clock minus ours on arrival",
@@ -195,6 +216,20 @@ class NodeMetrics:
             _bring_up(
                 self.equivocations.labels(org=self.org, author=author), author, total, exported
             )
+
+    def set_leveldb_levels(self, levels: Iterable[LevelStats]) -> None:
+        """LevelDB's per-level figures (node/storage/leveldb_stats.py); the compaction ones
+        count since the store opened, so a restart starts them at 0."""
+        for row in levels:
+            level = str(row.level)
+            for name, value in (
+                ("kledger_leveldb_files", row.files),
+                ("kledger_leveldb_bytes", row.size_bytes),
+                ("kledger_leveldb_compaction_seconds", row.compaction_s),
+                ("kledger_leveldb_compaction_read_bytes", row.read_bytes),
+                ("kledger_leveldb_compaction_written_bytes", row.written_bytes),
+            ):
+                self.leveldb_levels[name].labels(org=self.org, level=level).set(value)
 
     def set_peer_connected(self, peer: str, connected: bool) -> None:
         self.peer_connected.labels(org=self.org, peer=peer).set(1 if connected else 0)

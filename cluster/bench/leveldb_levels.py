@@ -1,0 +1,84 @@
+"""Where compaction goes: every node's LevelDB figures per level (the kledger_leveldb_* gauges,
+node/storage/leveldb_stats.py), read before and after the load. Per level, summed over the
+nodes read both times: the compactions' wall seconds, MiB read and MiB written over the load,
+and the files and MiB the level holds at the end; and the bytes compaction wrote per committed
+tx and node — the LSM tree's write amplification as a byte count (docs/bench.md "Where
+compaction goes").
+
+A node restarted during the load starts its counts at 0 again: a level whose count fell is
+read from 0 (its delta is its count after), which can only under-count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kledger.node.storage.leveldb_stats import MIB
+
+FILES = "kledger_leveldb_files"
+BYTES = "kledger_leveldb_bytes"
+SECONDS = "kledger_leveldb_compaction_seconds"
+READ = "kledger_leveldb_compaction_read_bytes"
+WRITTEN = "kledger_leveldb_compaction_written_bytes"
+COUNTS = (SECONDS, READ, WRITTEN)  # since the store opened: differenced over the load
+NOW = (FILES, BYTES)  # the level as it is: taken from after
+
+# level -> metric -> value
+Levels = dict[int, dict[str, float]]
+
+
+def parse(text: str | None) -> Levels | None:
+    if text is None:
+        return None
+    levels: Levels = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in COUNTS + NOW:
+            continue
+        for sample in family.samples:
+            try:
+                level = int(sample.labels.get("level", ""))
+            except ValueError:
+                continue
+            levels.setdefault(level, {})[family.name] = sample.value
+    return levels
+
+
+def figures(
+    before: dict[str, Levels | None], after: dict[str, Levels | None], committed_txs: int
+) -> dict[str, Any]:
+    """{"levels": {level: {compaction_s, read_mib, written_mib, files, mib}}, "nodes_read",
+    "written_bytes_per_tx_per_node"}."""
+    totals: dict[int, dict[str, float]] = {}
+    nodes_read = 0
+    for org, end in after.items():
+        start = before.get(org)
+        if start is None or end is None:
+            continue
+        nodes_read += 1
+        for level, now in end.items():
+            was = start.get(level, {})
+            into = totals.setdefault(level, dict.fromkeys(COUNTS + NOW, 0.0))
+            for name in COUNTS:
+                value, earlier = now.get(name, 0.0), was.get(name, 0.0)
+                into[name] += value - earlier if value >= earlier else value
+            for name in NOW:
+                into[name] += now.get(name, 0.0)
+    written = sum(level[WRITTEN] for level in totals.values())
+    return {
+        "levels": {
+            str(level): {
+                "compaction_s": round(t[SECONDS], 1),
+                "read_mib": round(t[READ] / MIB),
+                "written_mib": round(t[WRITTEN] / MIB),
+                "files": int(t[FILES]),
+                "mib": round(t[BYTES] / MIB),
+            }
+            for level, t in sorted(totals.items())
+        },
+        "nodes_read": nodes_read,
+        "written_bytes_per_tx_per_node": round(written / nodes_read / committed_txs)
+        if nodes_read and committed_txs
+        else None,
+    }
