@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kledger.cluster.bench.node_metrics import read_both
 from kledger.node.storage.leveldb_stats import MIB
 
 FILES = "kledger_leveldb_files"
@@ -51,12 +52,9 @@ def figures(
     """{"levels": {level: {compaction_s, read_mib, written_mib, files, mib}}, "nodes_read",
     "written_bytes_per_tx_per_node"}."""
     totals: dict[int, dict[str, float]] = {}
-    nodes_read = 0
-    for org, end in after.items():
-        start = before.get(org)
-        if start is None or end is None:
-            continue
-        nodes_read += 1
+    pairs = list(read_both(before, after))
+    nodes_read = len(pairs)
+    for start, end in pairs:
         for level, now in end.items():
             was = start.get(level, {})
             into = totals.setdefault(level, dict.fromkeys(COUNTS + NOW, 0.0))

@@ -5,11 +5,13 @@ does not answer its metrics port gives None; the figures leave it out."""
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TypeVar
 
 from kledger.cluster.layout import NodeAddress
 
 READ_TIMEOUT_S = 5.0
+T = TypeVar("T")
 
 
 def read_text(node: NodeAddress) -> str | None:
@@ -23,3 +25,13 @@ def read_text(node: NodeAddress) -> str | None:
 
 def read_all(nodes: Sequence[NodeAddress]) -> dict[str, str | None]:
     return {node.org: read_text(node) for node in nodes}
+
+
+def read_both(
+    before: Mapping[str, T | None], after: Mapping[str, T | None]
+) -> Iterator[tuple[T, T]]:
+    """(before, after) of each node that answered both times."""
+    for org, end in after.items():
+        start = before.get(org)
+        if start is not None and end is not None:
+            yield start, end

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kledger.cluster.bench.node_metrics import read_both
+
 METRICS = ("kledger_block_phase_seconds", "kledger_tx_phase_seconds")
 
 
@@ -94,12 +96,9 @@ def figures(
     """Per phase over the load, merged over the nodes read both times: {"block": {phase:
     {count, mean_ms, p50_ms, p99_ms}}, "tx": {...}, "nodes_read": n}."""
     merged: Snapshot = {}
-    nodes_read = 0
-    for org, end in after.items():
-        start = before.get(org)
-        if start is None or end is None:
-            continue
-        nodes_read += 1
+    pairs = list(read_both(before, after))
+    nodes_read = len(pairs)
+    for start, end in pairs:
         for key, histogram in end.items():
             if key not in start:
                 continue
