@@ -13,12 +13,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
-
-from kledger.node.storage.leveldb_stats import LevelStats
 
 # LevelDB's own figures per level (label `level`, 0..6), read from its `leveldb.stats` once a
 # second: files and bytes now; and, since the store opened, the wall time, bytes read and bytes
@@ -32,6 +30,24 @@ LEVELDB_LEVEL_FIGURES: dict[str, str] = {
         "bytes written by compactions (and memtable flushes) into the level since open"
     ),
 }
+
+
+class LevelFigures(Protocol):
+    """One LevelDB level as the store reports it (node/storage/leveldb_stats.py LevelStats)."""
+
+    @property
+    def level(self) -> int: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def compaction_s(self) -> float: ...
+    @property
+    def read_bytes(self) -> int: ...
+    @property
+    def written_bytes(self) -> int: ...
+
 
 # Why a message was dropped: the `reason` label of kledger_dropped_messages_total, one name per
 # cause, "<where>.<cause>". The consensus core, the driver and the certifier count in their own
@@ -217,7 +233,7 @@ class NodeMetrics:
                 self.equivocations.labels(org=self.org, author=author), author, total, exported
             )
 
-    def set_leveldb_levels(self, levels: Iterable[LevelStats]) -> None:
+    def set_leveldb_levels(self, levels: Iterable[LevelFigures]) -> None:
         """LevelDB's per-level figures (node/storage/leveldb_stats.py); the compaction ones
         count since the store opened, so a restart starts them at 0."""
         for row in levels:
