@@ -32,6 +32,7 @@ in a summary log line, so a node out of descriptors refuses connections and keep
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import resource
 import signal
@@ -603,9 +604,10 @@ class Node:
             self.metrics.mempool_bytes.set(self.mempool.size_bytes)
             try:
                 self.metrics.store_bytes.set(self.store.size_bytes())
-                self.metrics.set_leveldb_levels(self.store.leveldb_levels())
             except OSError as exc:  # e.g. EMFILE: the gauge waits for the next second
                 self._periodic_failures.note("store_bytes", type(exc).__name__, example=str(exc))
+            for level in self.store.leveldb_levels():
+                self.metrics.set_leveldb_level(**dataclasses.asdict(level))
             self.admission.flush_logs()
             if self._peer_servicer is not None:
                 self._peer_servicer.flush_logs()

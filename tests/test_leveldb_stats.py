@@ -5,6 +5,7 @@ not recognise by giving no levels."""
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import plyvel
 from prometheus_client import generate_latest
@@ -13,6 +14,12 @@ from kledger.cluster.bench import leveldb_levels
 from kledger.node.storage.leveldb_stats import MIB, STATS_PROPERTY, LevelStats, parse_stats
 from kledger.node.telemetry.metrics import LEVELDB_LEVEL_FIGURES, NodeMetrics
 from tests.ledger_builders import commit, make_tx, open_store
+
+
+def export(metrics: NodeMetrics, levels: list[LevelStats]) -> None:
+    """What the node's metrics tick does with the store's levels (node/app.py)."""
+    for level in levels:
+        metrics.set_leveldb_level(**asdict(level))
 
 
 def test_a_real_leveldb_reports_what_it_wrote_per_level(tmp_path):
@@ -49,7 +56,7 @@ def test_unrecognised_text_gives_no_levels():
 
 def test_the_levels_reach_the_metrics_registry():
     metrics = NodeMetrics.create("ORG1")
-    metrics.set_leveldb_levels([LevelStats(1, 3, 4 * MIB, 2.0, 5 * MIB, 6 * MIB)])
+    export(metrics, [LevelStats(1, 3, 4 * MIB, 2.0, 5 * MIB, 6 * MIB)])
     assert metrics.value("kledger_leveldb_files", level="1") == 3
     assert metrics.value("kledger_leveldb_compaction_written_bytes", level="1") == 6 * MIB
     assert metrics.value("kledger_leveldb_compaction_seconds", level="1") == 2.0
@@ -69,17 +76,18 @@ def test_the_bench_differences_the_levels_over_the_load():
     def text(metrics: NodeMetrics) -> str:
         return generate_latest(metrics.registry).decode()
 
-    one.set_leveldb_levels([LevelStats(0, 2, 8 * MIB, 1.0, 0, 64 * MIB)])
-    two.set_leveldb_levels([LevelStats(0, 1, 4 * MIB, 5.0, 0, 640 * MIB)])
+    export(one, [LevelStats(0, 2, 8 * MIB, 1.0, 0, 64 * MIB)])
+    export(two, [LevelStats(0, 1, 4 * MIB, 5.0, 0, 640 * MIB)])
     before = {"ORG1": leveldb_levels.parse(text(one)), "ORG2": leveldb_levels.parse(text(two))}
     before["ORG3"] = None
-    one.set_leveldb_levels(
+    export(
+        one,
         [
             LevelStats(0, 1, 4 * MIB, 2.0, 0, 128 * MIB),
             LevelStats(1, 5, 20 * MIB, 3.0, 30 * MIB, 40 * MIB),
-        ]
+        ],
     )
-    two.set_leveldb_levels([LevelStats(0, 1, 4 * MIB, 0.5, 0, 64 * MIB)])  # restarted: from 0
+    export(two, [LevelStats(0, 1, 4 * MIB, 0.5, 0, 64 * MIB)])  # restarted: from 0
     after = {"ORG1": leveldb_levels.parse(text(one)), "ORG2": leveldb_levels.parse(text(two))}
     after["ORG3"] = leveldb_levels.parse(None)
     found = leveldb_levels.figures(before, after, committed_txs=1024)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Any, Protocol
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
@@ -30,23 +29,6 @@ LEVELDB_LEVEL_FIGURES: dict[str, str] = {
         "bytes written by compactions (and memtable flushes) into the level since open"
     ),
 }
-
-
-class LevelFigures(Protocol):
-    """One LevelDB level as the store reports it (node/storage/leveldb_stats.py LevelStats)."""
-
-    @property
-    def level(self) -> int: ...
-    @property
-    def files(self) -> int: ...
-    @property
-    def size_bytes(self) -> int: ...
-    @property
-    def compaction_s(self) -> float: ...
-    @property
-    def read_bytes(self) -> int: ...
-    @property
-    def written_bytes(self) -> int: ...
 
 
 # Why a message was dropped: the `reason` label of kledger_dropped_messages_total, one name per
@@ -233,19 +215,26 @@ class NodeMetrics:
                 self.equivocations.labels(org=self.org, author=author), author, total, exported
             )
 
-    def set_leveldb_levels(self, levels: Iterable[LevelFigures]) -> None:
-        """LevelDB's per-level figures (node/storage/leveldb_stats.py); the compaction ones
-        count since the store opened, so a restart starts them at 0."""
-        for row in levels:
-            level = str(row.level)
-            for name, value in (
-                ("kledger_leveldb_files", row.files),
-                ("kledger_leveldb_bytes", row.size_bytes),
-                ("kledger_leveldb_compaction_seconds", row.compaction_s),
-                ("kledger_leveldb_compaction_read_bytes", row.read_bytes),
-                ("kledger_leveldb_compaction_written_bytes", row.written_bytes),
-            ):
-                self.leveldb_levels[name].labels(org=self.org, level=level).set(value)
+    def set_leveldb_level(
+        self,
+        *,
+        level: int,
+        files: int,
+        size_bytes: int,
+        compaction_s: float,
+        read_bytes: int,
+        written_bytes: int,
+    ) -> None:
+        """One level's figures (the fields of node/storage/leveldb_stats.py LevelStats); the
+        compaction ones count since the store opened, so a restart starts them at 0."""
+        for name, value in (
+            ("kledger_leveldb_files", files),
+            ("kledger_leveldb_bytes", size_bytes),
+            ("kledger_leveldb_compaction_seconds", compaction_s),
+            ("kledger_leveldb_compaction_read_bytes", read_bytes),
+            ("kledger_leveldb_compaction_written_bytes", written_bytes),
+        ):
+            self.leveldb_levels[name].labels(org=self.org, level=str(level)).set(value)
 
     def set_peer_connected(self, peer: str, connected: bool) -> None:
         self.peer_connected.labels(org=self.org, peer=peer).set(1 if connected else 0)
