@@ -606,8 +606,9 @@ class Node:
                 self.metrics.store_bytes.set(self.store.size_bytes())
             except OSError as exc:  # e.g. EMFILE: the gauge waits for the next second
                 self._periodic_failures.note("store_bytes", type(exc).__name__, example=str(exc))
-            for level in self.store.leveldb_levels():
-                self.metrics.set_leveldb_level(**dataclasses.asdict(level))
+            for part, levels in self.store.leveldb_levels().items():
+                for level in levels:
+                    self.metrics.set_leveldb_level(db=part, **dataclasses.asdict(level))
             self.admission.flush_logs()
             if self._peer_servicer is not None:
                 self._peer_servicer.flush_logs()

@@ -32,6 +32,7 @@ from kledger.node.chain.keys import KeyPair, load_key
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.net.tls import TLS_NAME, TlsMaterial, peer_channel_credentials
 from kledger.node.storage.store import HEADERS
+from kledger.node.storage.store_parts import locate
 from kledger.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2, peer_pb2_grpc
 from tests.cluster_harness import CHAIN_ID, LocalCluster, wait_for
 
@@ -353,9 +354,9 @@ def test_a_corrupted_store_is_refused_at_start(cluster: LocalCluster) -> None:
     cluster.wait_height("ORG4", 3)
     cluster.stop("ORG4")
     data_dir = cluster.layout.node_dir("ORG4") / "data"
-    db = plyvel.DB(str(data_dir))
+    part, key = locate(HEADERS + (2).to_bytes(8, "big"))  # history/, height first
+    db = plyvel.DB(str(data_dir / part))
     try:
-        key = HEADERS + (2).to_bytes(8, "big")
         record = canonical.decode(db.get(key))
         header = Header.decode(record["header"])
         forged = replace(header, timestamp_ms=header.timestamp_ms + 1)  # one field rewritten

@@ -26,6 +26,7 @@ from kledger.node.registry import BlockContext, BlockOutcome, Registry
 from kledger.node.storage import keyspace
 from kledger.node.storage.keyspace import ReadView
 from kledger.node.storage.store import EpochEnd, LedgerStore
+from kledger.node.storage.store_parts import locate
 from tests.helpers import key, make_genesis
 from tests.ledger_builders import make_tx
 
@@ -133,18 +134,20 @@ def test_a_decided_change_is_named_by_its_header_and_indexed(tmp_path: Path) -> 
 
 
 def _reopen_after(path: Path, key_: bytes, value: bytes) -> StoreCorrupt:
-    """Write `value` at `key_` with plain LevelDB, open (refused), then undo the write."""
-    db = plyvel.DB(str(path))
-    original = db.get(key_)
-    db.put(key_, value)
+    """Write `value` at `key_` with plain LevelDB (in the store's LevelDB that holds the key,
+    under the key it is stored by), open (refused), then undo the write."""
+    part, stored = locate(key_)
+    db = plyvel.DB(str(path / part))
+    original = db.get(stored)
+    db.put(stored, value)
     db.close()
     with pytest.raises(StoreCorrupt) as refused:
         reopen(path)
-    db = plyvel.DB(str(path))
+    db = plyvel.DB(str(path / part))
     if original is None:
-        db.delete(key_)
+        db.delete(stored)
     else:
-        db.put(key_, original)
+        db.put(stored, original)
     db.close()
     reopen(path).close()
     return refused.value

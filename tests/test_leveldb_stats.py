@@ -16,10 +16,10 @@ from kledger.node.telemetry.metrics import LEVELDB_LEVEL_FIGURES, NodeMetrics
 from tests.ledger_builders import commit, make_tx, open_store
 
 
-def export(metrics: NodeMetrics, levels: list[LevelStats]) -> None:
-    """What the node's metrics tick does with the store's levels (node/app.py)."""
+def export(metrics: NodeMetrics, levels: list[LevelStats], db: str = "history") -> None:
+    """What the node's metrics tick does with one of the store's LevelDBs (node/app.py)."""
     for level in levels:
-        metrics.set_leveldb_level(**asdict(level))
+        metrics.set_leveldb_level(db=db, **asdict(level))
 
 
 def test_a_real_leveldb_reports_what_it_wrote_per_level(tmp_path):
@@ -39,9 +39,12 @@ def test_a_real_leveldb_reports_what_it_wrote_per_level(tmp_path):
 def test_the_store_reports_its_levels_after_a_compaction(tmp_path):
     store = open_store(tmp_path / "db")
     commit(store, [make_tx(i) for i in range(5)])
-    assert store.leveldb_levels() == ()  # all in the memtable: no level holds a file yet
+    # all in the memtables: no level of the three LevelDBs holds a file yet
+    assert store.leveldb_levels() == {"state": (), "history": (), "tree": ()}
     store.compact()
-    assert sum(row.files for row in store.leveldb_levels()) >= 1
+    levels = store.leveldb_levels()
+    assert sum(row.files for row in levels["state"]) >= 1  # the tx index, log, metadata
+    assert sum(row.files for row in levels["history"]) >= 1  # the blocks and tx records
     store.close()
 
 
@@ -57,9 +60,11 @@ def test_unrecognised_text_gives_no_levels():
 def test_the_levels_reach_the_metrics_registry():
     metrics = NodeMetrics.create("ORG1")
     export(metrics, [LevelStats(1, 3, 4 * MIB, 2.0, 5 * MIB, 6 * MIB)])
-    assert metrics.value("kledger_leveldb_files", level="1") == 3
-    assert metrics.value("kledger_leveldb_compaction_written_bytes", level="1") == 6 * MIB
-    assert metrics.value("kledger_leveldb_compaction_seconds", level="1") == 2.0
+    assert metrics.value("kledger_leveldb_files", db="history", level="1") == 3
+    assert metrics.value("kledger_leveldb_compaction_written_bytes", db="history", level="1") == (
+        6 * MIB
+    )
+    assert metrics.value("kledger_leveldb_compaction_seconds", db="history", level="1") == 2.0
     assert set(LEVELDB_LEVEL_FIGURES) == {
         family.name
         for family in metrics.registry.collect()
@@ -92,12 +97,13 @@ def test_the_bench_differences_the_levels_over_the_load():
     after["ORG3"] = leveldb_levels.parse(None)
     found = leveldb_levels.figures(before, after, committed_txs=1024)
     assert found["nodes_read"] == 2
-    assert found["levels"]["0"] == {
+    assert found["levels"]["history/0"] == {
         "compaction_s": 1.5,
         "read_mib": 0,
         "written_mib": 64 + 64,
         "files": 2,
         "mib": 8,
     }
-    assert found["levels"]["1"]["written_mib"] == 40 and found["levels"]["1"]["files"] == 5
+    assert found["levels"]["history/1"]["written_mib"] == 40
+    assert found["levels"]["history/1"]["files"] == 5
     assert found["written_bytes_per_tx_per_node"] == (64 + 64 + 40) * MIB // 2 // 1024

@@ -61,7 +61,7 @@ def test_a_node_with_a_cut_log_follows_catches_up_and_never_votes_twice(
     cluster.stop("ORG4")
     node_dir = cluster.layout.node_dir("ORG4")
     assert (node_dir / "safety.bin").exists()
-    (log,) = (node_dir / "data").glob("*.log")
+    (log,) = (node_dir / "data" / "state").glob("*.log")  # state/: the store's commit point
     size = log.stat().st_size
     assert size > 0, "the store's writes should still be in its log (a 64 MiB write buffer)"
     with open(log, "r+b") as file:
@@ -105,14 +105,14 @@ def test_a_deleted_current_is_one_line_exit_1_and_nothing_deleted(cluster: Local
     cluster.wait_height("ORG3", 2)
     cluster.stop("ORG3")
     data = cluster.layout.node_dir("ORG3") / "data"
-    os.remove(data / "CURRENT")
-    before = sorted(p.name for p in data.iterdir() if not p.name.startswith("LOG"))
+    os.remove(data / "history" / "CURRENT")
+    before = sorted(str(p) for p in data.rglob("*") if not p.name.startswith("LOG"))
     started = _start_once(cluster, "ORG3")
     assert started.returncode == 1
     lines = started.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing to start" in lines[0], started.stderr[-2000:]
     assert "CURRENT" in lines[0] and "re-syncs every block from its peers" in lines[0]
-    assert sorted(p.name for p in data.iterdir() if not p.name.startswith("LOG")) == before
+    assert sorted(str(p) for p in data.rglob("*") if not p.name.startswith("LOG")) == before
     # The documented recovery: move the directory aside, start; it re-syncs, keeps its record.
     os.rename(data, Path(str(data) + ".damaged"))
     cluster.start("ORG3")

@@ -33,6 +33,7 @@ from kledger.node.storage.safety_record import (
     decode_record,
     encode_record,
 )
+from kledger.node.storage.store_parts import STATE_PART
 from tests.ledger_builders import commit, make_tx, open_store
 from tests.test_consensus_rules import (
     CHAIN,
@@ -136,7 +137,7 @@ def _cut_everywhere(tmp_path: Path, stride: int) -> None:
     record = SafetyRecord(record_path)
     load_floor(store, record)
     commit(store, [make_tx(1)])
-    (log,) = data.glob("*.log")
+    (log,) = (data / STATE_PART).glob("*.log")  # state/: safety data and the commit point
     start = log.stat().st_size
     core = _core(None, record.floor)
     first = block_on(GENESIS_QC, GENESIS, 1)
@@ -161,7 +162,7 @@ def _cut_everywhere(tmp_path: Path, stride: int) -> None:
     for cut in cuts:
         work = tmp_path / "cut"
         shutil.copytree(data, work)
-        with open(work / log.name, "r+b") as file:
+        with open(work / STATE_PART / log.name, "r+b") as file:
             file.truncate(cut)
         shutil.copy(record_path, tmp_path / "cut.safety")
         reopened = open_store(work)

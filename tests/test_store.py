@@ -8,9 +8,11 @@ restart, and a v3 store refused by name."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from typing import Any
 
+import plyvel
 import pytest
 
 from kledger.node.chain.header import ZERO_HASH
@@ -24,6 +26,7 @@ from kledger.node.storage import keyspace
 from kledger.node.storage.merkle_log import node_key
 from kledger.node.storage.proofs import build_inclusion_bundle
 from kledger.node.storage.store import BODIES, HEADERS, BlockRecord, _StoredBlock
+from kledger.node.storage.store_parts import HISTORY_PART, PARTS
 from tests.helpers import make_genesis
 from tests.ledger_builders import (
     GENESIS_STATE_ROOT,
@@ -75,7 +78,7 @@ def test_genesis_header_and_writes(store):
     assert header.timestamp_ms == genesis.genesis_time_ms
     assert header.validator_set_hash == genesis.validator_set.digest()
     assert store.view.get(b"s/org/KOMCA") == b"\x01"
-    assert list(store.view.iterate(b"z/")) == [(b"z/root", b"\x02")]
+    assert store.view.get(b"z/root") == b"\x02"
     assert store.height_of(header.hash()) == 0
     assert store.latest_certified_height() == 0 and store.certificate(0) is None
     assert store.log_root() == merkle.EMPTY_ROOT
@@ -137,9 +140,10 @@ def test_size_ignores_a_file_compaction_removed_while_it_was_counted(store, tmp_
     # LevelDB compaction deletes table files at any time; a size read must not raise (it did,
     # from the node's metrics loop, and stopped the node in a 5-minute soak). The listing is
     # taken first and a file removed after it, as compaction would between scandir and stat.
-    doomed = tmp_path / "db" / "999999.ldb"
+    state = tmp_path / "db" / "state"
+    doomed = state / "999999.ldb"
     doomed.write_bytes(b"x" * 1000)
-    listed = list(os.scandir(tmp_path / "db"))
+    listed = list(os.scandir(state))
     doomed.unlink()
     monkeypatch.setattr("kledger.node.storage.store.os.scandir", lambda path: iter(listed))
     assert store.size_bytes() > 0
@@ -203,10 +207,10 @@ def test_compact_leaves_nothing_in_the_write_ahead_log(tmp_path):
     store = open_store(tmp_path / "db")
     txs = _fill(store)
     root = store.log_root()
-    assert sum(p.stat().st_size for p in (tmp_path / "db").glob("*.log")) > 0
+    assert sum(p.stat().st_size for p in (tmp_path / "db").rglob("*.log")) > 0
     store.compact()
     store.close()
-    assert sum(p.stat().st_size for p in (tmp_path / "db").glob("*.log")) == 0
+    assert sum(p.stat().st_size for p in (tmp_path / "db").rglob("*.log")) == 0
     store = open_store(tmp_path / "db", deep_check=True)
     assert store.log_root() == root and store.get_tx(txs[-1].tx_hash) is not None
     store.close()
@@ -253,7 +257,7 @@ def _overwrite_header_and_index(store: Any, db: Any) -> None:
         (lambda s, db: db.put(node_key(1, 3), bytes(32)), "level 1, index 3) is wrong", True),
         (lambda s, db: db.put(node_key(0, 19), bytes(32)), "log leaf 19 is not the hash", False),
         (lambda s, db: db.put(b"x/tx_count", _height(21)), "21 committed txs", False),
-        (lambda s, db: db.put(b"x/last_height", _height(3)), "beyond last height 3", False),
+        (lambda s, db: db.put(b"x/last_height", _height(3)), "20 committed txs", False),
         (lambda s, db: db.put(b"x/last_height", _height(5)), "height 5 is missing", False),
         (lambda s, db: db.put(b"x/genesis", bytes(32)), "genesis digest", False),
         (lambda s, db: db.put(b"m/size", _height(19)), "log holds 19 leaves", False),
@@ -393,7 +397,32 @@ def test_a_v3_store_is_refused_by_name(tmp_path):
         open_store(tmp_path / "db")
     message = str(refused.value)
     assert "kledger-store/v3" in message and "tx records keyed by tx hash" in message
-    assert "kledger-store/v4" in message and "does not convert" in message
+    assert "kledger-store/v5" in message and "does not convert" in message
+
+
+def test_a_v4_store_of_one_leveldb_is_refused_by_name_and_left_as_it_is(tmp_path):
+    """Stores v1-v4 were one LevelDB in the data directory itself; v5 is three in directories
+    of their own (node/storage/store_parts.py). An old one is refused by name, not converted,
+    and no directory of the new format is made in it."""
+    old = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    old.put(b"x/format", b"kledger-store/v4")
+    old.close()
+    with pytest.raises(StoreCorrupt) as refused:
+        open_store(tmp_path / "db")
+    message = str(refused.value)
+    assert "kledger-store/v4" in message and "one LevelDB for every record" in message
+    assert "kledger-store/v5" in message and "does not convert" in message
+    assert not any((tmp_path / "db" / part).exists() for part in PARTS)
+
+
+def test_a_store_missing_one_of_its_leveldbs_is_refused_and_nothing_is_created(tmp_path):
+    store = open_store(tmp_path / "db")
+    _fill(store, blocks=2)
+    store.close()
+    shutil.rmtree(tmp_path / "db" / HISTORY_PART)
+    with pytest.raises(StoreCorrupt, match=r"history is missing while the others hold records"):
+        open_store(tmp_path / "db")
+    assert not (tmp_path / "db" / HISTORY_PART).exists()
 
 
 def test_a_block_body_without_its_payload_is_rebuilt_byte_for_byte(tmp_path):

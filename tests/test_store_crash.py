@@ -1,6 +1,7 @@
 """Crash safety of the ledger store: a crash between any two writes leaves the previous consistent
-state. Simulated two ways: (1) the block's WriteBatch is built and dropped, never written (what a
-crash before the write does, since LevelDB applies a batch atomically); (2) a child process runs
+state. Simulated three ways: (1) the block's WriteBatch is built and dropped, never written (what a
+crash before the write does, since LevelDB applies a batch atomically); (2) the block's writes to
+two of the store's three LevelDBs land and the last, state/'s, does not; (3) a child process runs
 a long series of synced commits and is killed with SIGKILL mid-run; the store then opens clean
 (self-check passes, deep check included) at a committed height at least as high as the last one
 the child reported.
@@ -17,7 +18,9 @@ import pytest
 
 from kledger.node.chain.receipt import TxResult
 from kledger.node.proof import merkle
+from kledger.node.storage import store_parts
 from kledger.node.storage.store import BlockRecord
+from kledger.node.storage.store_parts import HISTORY_PART
 from tests.ledger_builders import (
     certify,
     commit,
@@ -57,6 +60,38 @@ def test_dropped_batch_leaves_previous_state(tmp_path):
     assert store.log_size() == 10 and store.view.get(b"s/new") == b"1"
     with pytest.raises(AssertionError, match="another tip"):
         stale.apply()  # prepared before the same block committed: refused, nothing written
+    store.close()
+
+
+def test_crash_between_the_writes_of_the_three_leveldbs(tmp_path, monkeypatch):
+    """A block's commit writes tree/ and history/ (synced) before state/, the commit point
+    (node/storage/store_parts.py). A crash after the first two: the block is not committed,
+    the next open deletes what it left above state/'s height, and the block commits again."""
+    store = open_store(tmp_path / "db")
+    commit(store, [make_tx(i) for i in range(4)])
+    before = (store.last_header(), store.log_size(), store.log_root())
+    page = b"z/n/" + (2).to_bytes(8, "big") + b"\x00"  # a state-tree page of height 2 (tree/)
+    txs = [make_tx(100 + i) for i in range(3)]
+    header = next_header(store, txs)
+    record = BlockRecord(header, b"b", b"q")
+    writes: dict[bytes, bytes | None] = {b"s/new": b"1", page: b"page"}
+    monkeypatch.setattr(store_parts, "WRITE_ORDER", (store_parts.TREE_PART, HISTORY_PART))
+    store.prepare_commit(record, txs, [TxResult()] * 3, writes).apply()  # state/ never written
+    monkeypatch.undo()
+    above = (2).to_bytes(8, "big")
+    for part in (HISTORY_PART, store_parts.TREE_PART):  # the crash left records of height 2
+        assert list(store._db.part(part).iterator(start=above, include_value=False))
+    store.close()
+    store = open_store(tmp_path / "db", deep_check=True)
+    assert (store.last_header(), store.log_size(), store.log_root()) == before
+    assert not store.has_tx(txs[0].tx_hash) and store.view.get(page) is None
+    for part in (HISTORY_PART, store_parts.TREE_PART):
+        assert not list(store._db.part(part).iterator(start=above, include_value=False))
+    store.prepare_commit(record, txs, [TxResult()] * 3, writes).apply()
+    store.close()
+    store = open_store(tmp_path / "db", deep_check=True)
+    assert store.last_height() == 2 and store.view.get(page) == b"page"
+    assert [tx.tx_hash for tx in store.block_txs(2)] == [tx.tx_hash for tx in txs]
     store.close()
 
 

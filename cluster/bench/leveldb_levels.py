@@ -1,6 +1,7 @@
-"""Where compaction goes: every node's LevelDB figures per level (the kledger_leveldb_* gauges,
-node/storage/leveldb_stats.py), read before and after the load. Per level, summed over the
-nodes read both times: the compactions' wall seconds, MiB read and MiB written over the load,
+"""Where compaction goes: every node's LevelDB figures per level of each of its store's three
+LevelDBs (the kledger_leveldb_* gauges, node/storage/leveldb_stats.py), read before and after
+the load. Per LevelDB and level ("state/0", "history/3", ...), summed over the nodes read both
+times: the compactions' wall seconds, MiB read and MiB written over the load,
 and the files and MiB the level holds at the end; and the bytes compaction wrote per committed
 tx and node — the LSM tree's write amplification as a byte count (docs/bench.md "Where
 compaction goes").
@@ -26,8 +27,8 @@ WRITTEN = "kledger_leveldb_compaction_written_bytes"
 COUNTS = (SECONDS, READ, WRITTEN)  # since the store opened: differenced over the load
 NOW = (FILES, BYTES)  # the level as it is: taken from after
 
-# level -> metric -> value
-Levels = dict[int, dict[str, float]]
+# (LevelDB of the store, level) -> metric -> value
+Levels = dict[tuple[str, int], dict[str, float]]
 
 
 def parse(text: str | None) -> Levels | None:
@@ -42,16 +43,17 @@ def parse(text: str | None) -> Levels | None:
                 level = int(sample.labels.get("level", ""))
             except ValueError:
                 continue
-            levels.setdefault(level, {})[family.name] = sample.value
+            db = sample.labels.get("db", "")
+            levels.setdefault((db, level), {})[family.name] = sample.value
     return levels
 
 
 def figures(
     before: dict[str, Levels | None], after: dict[str, Levels | None], committed_txs: int
 ) -> dict[str, Any]:
-    """{"levels": {level: {compaction_s, read_mib, written_mib, files, mib}}, "nodes_read",
-    "written_bytes_per_tx_per_node"}."""
-    totals: dict[int, dict[str, float]] = {}
+    """{"levels": {"db/level": {compaction_s, read_mib, written_mib, files, mib}},
+    "nodes_read", "written_bytes_per_tx_per_node"}."""
+    totals: Levels = {}
     pairs = list(read_both(before, after))
     nodes_read = len(pairs)
     for start, end in pairs:
@@ -66,14 +68,14 @@ def figures(
     written = sum(level[WRITTEN] for level in totals.values())
     return {
         "levels": {
-            str(level): {
+            f"{db}/{level}": {
                 "compaction_s": round(t[SECONDS], 1),
                 "read_mib": round(t[READ] / MIB),
                 "written_mib": round(t[WRITTEN] / MIB),
                 "files": int(t[FILES]),
                 "mib": round(t[BYTES] / MIB),
             }
-            for level, t in sorted(totals.items())
+            for (db, level), t in sorted(totals.items())
         },
         "nodes_read": nodes_read,
         "written_bytes_per_tx_per_node": round(written / nodes_read / committed_txs)

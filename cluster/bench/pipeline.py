@@ -458,7 +458,10 @@ def run(
                         "disk": pipeline.disk(ledger_txs, live_keys),
                         # LevelDB's per-level totals since the store opened (not per window):
                         # the difference of two checkpoints is what compaction did between.
-                        "leveldb_levels": [asdict(row) for row in pipeline.store.leveldb_levels()],
+                        "leveldb_levels": {
+                            part: [asdict(row) for row in levels]
+                            for part, levels in pipeline.store.leveldb_levels().items()
+                        },
                     }
                     results.append(figures)
                     progress(_line(figures))

@@ -72,6 +72,7 @@ from kledger.node.commit.committer import Committer
 from kledger.node.config import load_config
 from kledger.node.registry import Registry
 from kledger.node.storage.store import LedgerStore
+from kledger.node.storage.store_parts import PARTS
 
 # Room left in a payload for the msgpack list and bin headers around the tx encodings
 # (the node's proposals keep the same margin, node/ordering/proposals.py).
@@ -186,16 +187,18 @@ class ChainSigner:
 
 
 def copy_store(source: Path, target: Path) -> None:
-    """Copy a closed LevelDB directory: table files hard-linked, the rest copied."""
+    """Copy a closed store (its three LevelDB directories): table files hard-linked, the rest
+    copied."""
     if target.exists():
         raise PreloadFailed(f"{target} already exists; a preloaded node needs a fresh data dir")
-    target.mkdir(parents=True)
-    for entry in os.scandir(source):
-        destination = target / entry.name
-        if entry.name.endswith(TABLE_SUFFIXES):
-            os.link(entry.path, destination)
-        else:
-            shutil.copy2(entry.path, destination)
+    for part in PARTS:
+        (target / part).mkdir(parents=True)
+        for entry in os.scandir(source / part):
+            destination = target / part / entry.name
+            if entry.name.endswith(TABLE_SUFFIXES):
+                os.link(entry.path, destination)
+            else:
+                shutil.copy2(entry.path, destination)
 
 
 class _Workload:

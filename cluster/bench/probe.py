@@ -19,6 +19,7 @@ import plyvel
 from nacl.signing import SigningKey
 
 from kledger.node.storage import keyspace
+from kledger.node.storage.store_parts import STATE_PART
 
 VERIFY_MEASURE_S = 1.0
 VERIFY_MESSAGE_BYTES = 300  # about one signed registry tx body
@@ -109,9 +110,9 @@ def tree_bytes(root: Path) -> int:
 
 
 def live_state_keys(data_dir: Path) -> int:
-    """Registry state records (s/) in a node's LevelDB store; only once the node is stopped
-    (LevelDB allows one process a store)."""
-    db = plyvel.DB(str(data_dir))
+    """Registry state records (s/) in a node's store (its state/ LevelDB); only once the node
+    is stopped (LevelDB allows one process a store)."""
+    db = plyvel.DB(str(data_dir / STATE_PART))
     try:
         return sum(1 for _ in db.iterator(prefix=keyspace.STATE, include_value=False))
     finally:

@@ -143,7 +143,7 @@ def _leveldb_row(report: dict[str, Any]) -> str:
     if not found.get("levels"):
         return "-"
     per_level = ", ".join(
-        f"L{level} {f['written_mib']:,} / {f['compaction_s']}"
+        f"{level} {f['written_mib']:,} / {f['compaction_s']}"
         for level, f in found["levels"].items()
     )
     return f"{_fmt(found['written_bytes_per_tx_per_node'], 0)} ({per_level})"

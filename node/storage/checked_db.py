@@ -66,6 +66,10 @@ def describe_key(key: bytes) -> str:
     return f"key {key[:64]!r}"
 
 
+def _as_is(key: bytes) -> bytes:
+    return key
+
+
 class CheckedReads:
     """get and iterator of a plyvel DB or snapshot, checksums verified, errors named."""
 
@@ -74,10 +78,14 @@ class CheckedReads:
         source: Any,
         where: Path,
         listeners: list[Callable[[StoreCorrupt], None]] | None = None,
+        logical: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._source = source
         self._where = where
         self._listeners = listeners if listeners is not None else []
+        # How a stored key reads as the store's key (node/storage/store_parts.py stores some
+        # families height first): a damaged record is named by the key the code asked for.
+        self._logical = logical if logical is not None else _as_is
 
     def on_damaged(self, listener: Callable[[StoreCorrupt], None]) -> None:
         """Call `listener` with every StoreCorrupt a damaged read raises (any thread)."""
@@ -93,7 +101,7 @@ class CheckedReads:
         try:
             value: bytes | None = self._source.get(key, verify_checksums=True)
         except plyvel.Error as exc:
-            raise self._damaged(describe_key(key), exc) from None
+            raise self._damaged(describe_key(self._logical(key)), exc) from None
         return value
 
     def iterator(
@@ -119,7 +127,7 @@ class CheckedReads:
                     last = item[0] if include_value else item  # named only if damage follows
                     yield item
         except plyvel.Error as exc:
-            raise self._damaged(f"a scan at {describe_key(last)}", exc) from None
+            raise self._damaged(f"a scan at {describe_key(self._logical(last))}", exc) from None
 
     def _damaged(self, what: str, exc: BaseException) -> StoreCorrupt:
         return self.report(
@@ -131,10 +139,16 @@ class CheckedReads:
 
 
 class CheckedDB(CheckedReads):
-    """The store's one LevelDB handle: verified reads plus the writes the store makes."""
+    """One LevelDB handle of the store: verified reads plus the writes the store makes."""
 
-    def __init__(self, db: Any, where: Path) -> None:
-        super().__init__(db, where)
+    def __init__(
+        self,
+        db: Any,
+        where: Path,
+        listeners: list[Callable[[StoreCorrupt], None]] | None = None,
+        logical: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        super().__init__(db, where, listeners, logical)
         self._db = db
 
     def write_batch(self, *, sync: bool = False) -> Any:
@@ -147,7 +161,7 @@ class CheckedDB(CheckedReads):
         self._db.delete(key, sync=sync)
 
     def snapshot(self) -> CheckedReads:
-        return CheckedReads(self._db.snapshot(), self._where, self._listeners)
+        return CheckedReads(self._db.snapshot(), self._where, self._listeners, self._logical)
 
     def compact_range(self) -> None:
         self._db.compact_range()

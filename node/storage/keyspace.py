@@ -1,4 +1,4 @@
-"""The node's one LevelDB, split into key families by a one-byte-plus-slash prefix
+"""The store's key space, split into key families by a one-byte-plus-slash prefix
 (docs/design.md §6). Every module that touches the store takes its prefix from here, so two
 families can never collide.
 """

@@ -1,7 +1,9 @@
-"""The ledger store: one LevelDB per node holding blocks, txs with their receipts, the Merkle log,
-commit certificates, registry state, consensus safety data and metadata (docs/design.md §6).
+"""The ledger store: three LevelDBs per node (node/storage/store_parts.py) holding blocks, txs
+with their receipts, the Merkle log, commit certificates, registry state, consensus safety data
+and metadata (docs/design.md §6).
 
-Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so they sort):
+Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so they sort; the
+families kept by height live in history/ and tree/, height first, the rest in state/):
 
     b/h<height>      canonical {header, tx_hashes}
     b/c<height>      canonical [head, tail, commit_qc]: the consensus block is head + payload +
@@ -23,8 +25,9 @@ Keys (prefixes from node/storage/keyspace.py; heights are 8 bytes big-endian so 
 
 Rules it keeps:
 - A committed block and everything it changes (block record, hash index, tx records, tx index,
-  receipts tree, log nodes, state writes, metadata) go into ONE WriteBatch(sync=True): a crash
-  leaves all or none.
+  receipts tree, log nodes, state writes, metadata) go into ONE SplitBatch, synced: tree/ and
+  history/ first, then state/, whose last height is the commit point. A crash leaves the block
+  committed, or records above state/'s last height that the next open deletes (trim_above).
   In-memory state (last header, log frontier) changes only after that batch was written.
 - Heights are contiguous from genesis (0); each header names its parent's hash; each header's
   tx_log_size/tx_log_root are the log after its block's txs, its receipts_root the root over its
@@ -63,22 +66,33 @@ from kledger.node.errors import DecodeError, StoreCorrupt
 from kledger.node.proof import merkle
 from kledger.node.proof.receipts import receipts_tree
 from kledger.node.storage import keyspace, state_tree
-from kledger.node.storage.checked_db import CheckedDB, CheckedReads
+from kledger.node.storage.checked_db import CheckedDB
 from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
 from kledger.node.storage.leveldb_stats import STATS_PROPERTY, LevelStats, parse_stats
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
 from kledger.node.storage.receipt_trees import StoredReceiptTree, encode_receipt_tree
+from kledger.node.storage.store_parts import (
+    STATE_PART,
+    WRITE_ORDER,
+    SplitDB,
+    SplitReads,
+    is_empty,
+    logical_key,
+    part_paths,
+)
 
-FORMAT = b"kledger-store/v4"
+FORMAT = b"kledger-store/v5"
 # v1 kept the state tree content-addressed (records by hash); v2 keeps it by position and
 # version (node/storage/state_tree.py); v3 stores header format v2 (next_validator_set_hash,
 # receipts_root) and the epoch index; v4 keys tx records by position (T/), indexes them by
-# hash (t/) and stores each block's receipts tree (r/). An older store is refused by name,
-# never converted.
+# hash (t/) and stores each block's receipts tree (r/); v5 splits the store into three
+# LevelDBs, the records kept by height in two of their own (node/storage/store_parts.py). An
+# older store is refused by name, never converted.
 OLD_FORMATS = {
     b"kledger-store/v1": "state tree stored by hash",
     b"kledger-store/v2": "headers of format v1, without next_validator_set_hash and receipts_root",
     b"kledger-store/v3": "tx records keyed by tx hash, without receipt trees",
+    b"kledger-store/v4": "one LevelDB for every record, the height-keyed ones among the rest",
 }
 FORMAT_KEY = keyspace.META + b"format"
 GENESIS_KEY = keyspace.META + b"genesis"
@@ -219,7 +233,6 @@ def _decode_tx_record(raw: bytes) -> tuple[bytes, bytes]:
 
 HEADERS = keyspace.BLOCK + b"h"  # b/h<height> -> header and tx hashes (walked at open)
 BODIES = keyspace.BLOCK + b"c"  # b/c<height> -> consensus block and commit QC (block sync)
-HEADERS_END = keyspace.BLOCK + b"i"  # first key after every b/h... key
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +309,7 @@ class LevelView:
     and its snapshots) keeps the current tree's page records (parsed on demand): tree records
     never change once written, so every view of one store may share it."""
 
-    def __init__(self, db: CheckedReads, page_cache: state_tree.PageCache | None = None) -> None:
+    def __init__(self, db: SplitReads, page_cache: state_tree.PageCache | None = None) -> None:
         self._db = db
         self.page_cache = page_cache
 
@@ -345,7 +358,7 @@ class LedgerStore:
     def __init__(
         self,
         *,
-        db: CheckedDB,
+        db: SplitDB,
         path: Path,
         genesis: Genesis,
         log: MerkleLog,
@@ -385,9 +398,13 @@ class LedgerStore:
         `deep_check` rebuilds the whole log and every header's root (O(n) in txs)."""
         assert check_blocks is None or check_blocks >= 1, "check_blocks must be >= 1"
         path = Path(path)
-        db = CheckedDB(_open_leveldb(path), path)
+        _refuse_single_leveldb(path)
+        db = _open_parts(path)
         try:
-            if db.get(FORMAT_KEY) is None and _is_empty(db):
+            if db.get(FORMAT_KEY) is None and is_empty(db.part(STATE_PART)):
+                # Never created, or its creation cut short before state/ (written last): what
+                # the other parts hold can only be creation's first writes.
+                db.trim_above(-1)
                 _create(db, genesis, genesis_writes, genesis_state_root)
             store = LedgerStore._checked(
                 db,
@@ -404,7 +421,7 @@ class LedgerStore:
 
     @staticmethod
     def _checked(
-        db: CheckedDB,
+        db: SplitDB,
         path: Path,
         genesis: Genesis,
         genesis_state_root: bytes,
@@ -414,17 +431,14 @@ class LedgerStore:
     ) -> LedgerStore:
         fmt = db.get(FORMAT_KEY)
         if fmt in OLD_FORMATS:
-            raise StoreCorrupt(
-                f"{path}: format is {fmt!r} ({OLD_FORMATS[fmt]}); this node reads only "
-                f"{FORMAT!r} and does not convert: move the data_dir away and let the node "
-                'rebuild it by block sync from its peers (docs/node.md "Store format")'
-            )
+            raise _old_format(path, fmt)
         if fmt != FORMAT:
             raise StoreCorrupt(f"{path}: format is {fmt!r}, expected {FORMAT!r}")
         if db.get(GENESIS_KEY) != genesis.digest():
             raise StoreCorrupt(f"{path}: genesis digest differs from this genesis file")
         last_height = _read_u64(db, LAST_HEIGHT_KEY, "last height")
         tx_count = _read_u64(db, TX_COUNT_KEY, "tx count")
+        db.trim_above(last_height)  # a block whose state/ write a crash cut off
         try:
             log = MerkleLog(db)
         except LogCorrupt as exc:
@@ -722,13 +736,13 @@ class LedgerStore:
     def _block_records(self, height: int, count: int) -> Iterator[tuple[int, bytes]]:
         """(index, raw T/ record) of a height's txs, in order: exactly `count` adjacent keys."""
         expected = 0
-        start = _record_key(height, 0)
-        stop = _height_key(keyspace.TX_RECORD, height + 1)
-        for key, raw in self._db.iterator(start=start, stop=stop):
-            index = int.from_bytes(key[len(start) - 4 :], "big")
-            if len(key) == len(start) and expected < min(index, count):
+        prefix = _height_key(keyspace.TX_RECORD, height)
+        for key, raw in self._db.iterator(prefix=prefix):
+            whole = len(key) == len(prefix) + 4
+            index = int.from_bytes(key[len(prefix) :], "big")
+            if whole and expected < min(index, count):
                 break  # the record at `expected` is missing
-            if len(key) != len(start) or index != expected or index >= count:
+            if not whole or index != expected or index >= count:
                 raise StoreCorrupt(
                     f"{self._path}: tx record (T/) at height {height}: key {key[2:].hex()} "
                     f"where record {expected} of {count} was expected"
@@ -868,20 +882,24 @@ class LedgerStore:
         return value
 
     def size_bytes(self) -> int:
-        """Bytes of the store's files on disk."""
+        """Bytes of the store's files on disk (its three LevelDBs)."""
         total = 0
-        for entry in os.scandir(self._path):
-            try:
-                if entry.is_file():
-                    total += entry.stat().st_size
-            except FileNotFoundError:
-                continue  # LevelDB compaction deleted it after the directory was listed
+        for part in part_paths(self._path).values():
+            for entry in os.scandir(part):
+                try:
+                    if entry.is_file():
+                        total += entry.stat().st_size
+                except FileNotFoundError:
+                    continue  # LevelDB compaction deleted it after the directory was listed
         return total
 
-    def leveldb_levels(self) -> tuple[LevelStats, ...]:
-        """LevelDB's per-level files, sizes and compaction totals since the store opened."""
-        raw = self._db.get_property(STATS_PROPERTY)
-        return parse_stats(raw.decode("ascii", "replace")) if raw else ()
+    def leveldb_levels(self) -> dict[str, tuple[LevelStats, ...]]:
+        """Per LevelDB of the store (state, history, tree): its per-level files, sizes and
+        compaction totals since the store opened."""
+        return {
+            part: parse_stats(raw.decode("ascii", "replace")) if raw else ()
+            for part, raw in self._db.get_property(STATS_PROPERTY).items()
+        }
 
     # ---- writes ---------------------------------------------------------------------------
 
@@ -1084,7 +1102,7 @@ class LedgerStore:
 
 
 def _check_chain(
-    db: CheckedDB, where: Path, last_height: int, expected_genesis: Header, check_blocks: int | None
+    db: SplitDB, where: Path, last_height: int, expected_genesis: Header, check_blocks: int | None
 ) -> Header:
     """Walk the header records: contiguous heights, parent links, hash index, tx counts; the
     whole chain, or the genesis header and the last `check_blocks` headers."""
@@ -1102,17 +1120,12 @@ def _check_chain(
         raise StoreCorrupt(f"{where}: genesis header differs from this genesis")
     first = 0 if check_blocks is None else max(0, last_height - check_blocks)
     previous: Header | None = None
-    height = first - 1
-    for key, value in db.iterator(start=_height_key(HEADERS, first), stop=HEADERS_END):
-        height += 1
-        stored_height = int.from_bytes(key[len(HEADERS) :], "big")
-        if stored_height != height:
-            missing = height if stored_height > height else stored_height
-            raise StoreCorrupt(f"{where}: block record at height {missing} is missing")
-        if height > last_height:
-            raise StoreCorrupt(
-                f"{where}: block record at height {height} beyond last height {last_height}"
-            )
+    # One get per height: history/ keeps a height's records together, so the block records are
+    # not one run of keys to scan (and nothing lies above last_height once it is trimmed).
+    for height in range(first, last_height + 1):
+        value = db.get(_height_key(HEADERS, height))
+        if value is None:
+            raise StoreCorrupt(f"{where}: block record at height {height} is missing")
         block = decode(height, value)
         header = block.header
         if header.height != height:
@@ -1133,18 +1146,72 @@ def _check_chain(
         if indexed != _u64(height):
             raise StoreCorrupt(f"{where}: hash index does not point to height {height}")
         previous = header
-    if height < last_height:
-        raise StoreCorrupt(f"{where}: block record at height {height + 1} is missing")
     if db.get(_height_key(BODIES, last_height)) is None:
         raise StoreCorrupt(f"{where}: block body at height {last_height} is missing")
     assert previous is not None
     return previous
 
 
-def _open_leveldb(path: Path) -> Any:
+def _old_format(path: Path, fmt: bytes) -> StoreCorrupt:
+    return StoreCorrupt(
+        f"{path}: format is {fmt!r} ({OLD_FORMATS[fmt]}); this node reads only {FORMAT!r} and "
+        "does not convert: move the data_dir away and let the node rebuild it by block sync "
+        'from its peers (docs/node.md "Store format")'
+    )
+
+
+def _refuse_single_leveldb(path: Path) -> None:
+    """A store of format v1-v4 is one LevelDB in the data directory itself: refuse it by its
+    format's name (read, nothing written), as every older format is."""
+    if is_new_store_dir(path):
+        return
+    check_store_files(path)
+    db = _open_leveldb(path, new=False)
+    try:
+        fmt = CheckedDB(db, path).get(FORMAT_KEY)
+    finally:
+        db.close()
+    if fmt in OLD_FORMATS:
+        raise _old_format(path, fmt)
+    raise StoreCorrupt(
+        f"{path}: holds a LevelDB of format {fmt!r}, not a store of format {FORMAT!r} (its "
+        f"LevelDBs are the directories {', '.join(part_paths(path))})"
+    )
+
+
+def _open_parts(path: Path) -> SplitDB:
+    """The store's three LevelDBs, each checked file by file before any is opened. A new
+    store's parts are created state/ last, so a part missing next to the others is damage
+    (or a creation cut short), refused with nothing created or changed."""
+    paths = part_paths(path)
+    new = {name: is_new_store_dir(where) for name, where in paths.items()}
+    if any(new.values()) and not all(new.values()):
+        missing = ", ".join(str(paths[name]) for name, fresh in new.items() if fresh)
+        raise StoreCorrupt(
+            f"{path}: the store's LevelDB {missing} is missing while the others hold records "
+            f"(damaged, or its creation was cut short); {RECOVERY}"
+        )
+    for name, where in paths.items():
+        if not new[name]:
+            check_store_files(where)
+    listeners: list[Callable[[StoreCorrupt], None]] = []
+    opened: dict[str, CheckedDB] = {}
+    try:
+        for name in WRITE_ORDER:  # state/ last (see above)
+            logical = None if name == STATE_PART else logical_key
+            db = _open_leveldb(paths[name], new[name])
+            opened[name] = CheckedDB(db, paths[name], listeners, logical)
+    except BaseException:
+        for db in opened.values():
+            db.close()
+        raise
+    return SplitDB(opened)
+
+
+def _open_leveldb(path: Path, new: bool) -> Any:
     """The plyvel DB of `path`: created only when the directory never held a store; otherwise
-    checked file by file first and opened without create_if_missing, so LevelDB's recovery
-    never runs on (and deletes files of) a store whose CURRENT or MANIFEST is gone."""
+    (checked file by file first, by the caller) opened without create_if_missing, so LevelDB's
+    recovery never runs on (and deletes files of) a store whose CURRENT or MANIFEST is gone."""
     options: dict[str, Any] = {
         "paranoid_checks": True,
         "bloom_filter_bits": BLOOM_FILTER_BITS,
@@ -1153,11 +1220,8 @@ def _open_leveldb(path: Path) -> Any:
         "max_file_size": TABLE_FILE_BYTES,
         "compression": None,
     }
-    new = is_new_store_dir(path)
     if new:
         path.mkdir(parents=True, exist_ok=True)
-    else:
-        check_store_files(path)
     try:
         return plyvel.DB(str(path), create_if_missing=new, error_if_exists=new, **options)
     except plyvel.Error as exc:
@@ -1166,13 +1230,7 @@ def _open_leveldb(path: Path) -> Any:
         ) from None
 
 
-def _is_empty(db: CheckedDB) -> bool:
-    for _ in db.iterator(include_value=False):
-        return False
-    return True
-
-
-def _read_u64(db: CheckedDB, key: bytes, name: str) -> int:
+def _read_u64(db: SplitDB, key: bytes, name: str) -> int:
     raw = db.get(key)
     if raw is None or len(raw) != 8:
         raise StoreCorrupt(f"store metadata {name} is {'missing' if raw is None else 'malformed'}")
@@ -1198,7 +1256,7 @@ def _genesis_header(genesis: Genesis, state_root: bytes) -> Header:
 
 
 def _create(
-    db: CheckedDB, genesis: Genesis, genesis_writes: keyspace.WriteSet, state_root: bytes
+    db: SplitDB, genesis: Genesis, genesis_writes: keyspace.WriteSet, state_root: bytes
 ) -> None:
     assert len(state_root) == HASH_BYTES, "genesis state root must be 32 bytes"
     header = _genesis_header(genesis, state_root)

@@ -112,7 +112,7 @@ class NodeMetrics:
     sync_target_height: Gauge
     synced_blocks: Counter
     store_bytes: Gauge
-    leveldb_levels: dict[str, Gauge]  # LEVELDB_LEVEL_FIGURES name -> gauge by (org, level)
+    leveldb_levels: dict[str, Gauge]  # LEVELDB_LEVEL_FIGURES name -> gauge by (org, db, level)
     clock_offset_ms: Gauge
     dropped_messages: Counter
     refused_connections: Counter
@@ -156,7 +156,7 @@ class NodeMetrics:
             synced_blocks=counter("kledger_synced_blocks", "blocks applied from block sync"),
             store_bytes=gauge("kledger_store_bytes", "bytes of the LevelDB directory"),
             leveldb_levels={
-                name: Gauge(name, text, ("org", "level"), registry=registry)
+                name: Gauge(name, text, ("org", "db", "level"), registry=registry)
                 for name, text in LEVELDB_LEVEL_FIGURES.items()
             },
             clock_offset_ms=gauge(
@@ -218,6 +218,7 @@ class NodeMetrics:
     def set_leveldb_level(
         self,
         *,
+        db: str,
         level: int,
         files: int,
         size_bytes: int,
@@ -225,8 +226,9 @@ class NodeMetrics:
         read_bytes: int,
         written_bytes: int,
     ) -> None:
-        """One level's figures (the fields of node/storage/leveldb_stats.py LevelStats); the
-        compaction ones count since the store opened, so a restart starts them at 0."""
+        """One level's figures of one of the store's LevelDBs (`db`: state, history or tree;
+        the fields of node/storage/leveldb_stats.py LevelStats); the compaction ones count
+        since the store opened, so a restart starts them at 0."""
         for name, value in (
             ("kledger_leveldb_files", files),
             ("kledger_leveldb_bytes", size_bytes),
@@ -234,7 +236,7 @@ class NodeMetrics:
             ("kledger_leveldb_compaction_read_bytes", read_bytes),
             ("kledger_leveldb_compaction_written_bytes", written_bytes),
         ):
-            self.leveldb_levels[name].labels(org=self.org, level=str(level)).set(value)
+            self.leveldb_levels[name].labels(org=self.org, db=db, level=str(level)).set(value)
 
     def set_peer_connected(self, peer: str, connected: bool) -> None:
         self.peer_connected.labels(org=self.org, peer=peer).set(1 if connected else 0)

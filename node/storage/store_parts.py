@@ -1,0 +1,260 @@
+"""The store's three LevelDBs behind one key space (store v5, docs/design.md §6).
+
+Why three: LevelDB moves a table file down a level without rewriting it only when no file of
+the next level overlaps its keys. Records keyed by height (a block's tx records, its block
+record and receipts tree, the state-tree pages and leaves a block writes) arrive in rising key
+order, so in a LevelDB of their own every new file sits above every old one and goes down the
+levels untouched; in one LevelDB with the hash-keyed and sequential-per-family records (the tx
+index, the registry state, the log) every new file spans old keys and the levels rewrite the
+whole history again and again. Measured by a replay of a node's writes (docs/bench.md "Where
+compaction goes"): at 6 x 10^5 txs, 3,330 MiB written by compaction instead of 19,980, and
+86 % less of its CPU.
+
+    state/    the flat registry state (s/), the tx index (t/), the Merkle log (m/), the hash
+              index (h/), certificates (c/), the epoch index (e/), consensus safety data (v/),
+              metadata (x/), the state tree's root references and stale index (z/r, z/x,
+              z/root): what is read by key or by family. Its last height (x/last_height) is
+              the store's commit point.
+    history/  per height: the tx records (T/), the block record and body (b/h, b/c) and the
+              receipts tree (r/). Never deleted.
+    tree/     per version: the state tree's pages and leaves (z/n/, z/l/). The pruner deletes
+              the old ones at its front, which is why they are not in history/: its deletes
+              would make history's files overlap (node/storage/state_pruner.py).
+
+Callers see one key space: the logical keys of node/storage/keyspace.py. A key of a family
+kept by height is stored with its height first (`_physical`): <height><family prefix><rest>.
+
+Rules kept here:
+- A block's writes are one SplitBatch; `write()` writes tree/ and history/ (synced) before
+  state/: state/ names nothing that is not on disk. A crash in between leaves records above
+  state/'s last height in the other two, which `trim_above` deletes when the store opens.
+- Reads of a family kept by height are exact gets or scans of one height (`prefix` naming the
+  height); every read is checksum-verified and a damaged one names the logical key
+  (node/storage/checked_db.py).
+- A snapshot takes state/ first: the others then hold every record the state it sees names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from kledger.node.errors import StoreCorrupt
+from kledger.node.storage import keyspace
+from kledger.node.storage.checked_db import CheckedDB, CheckedReads
+
+STATE_PART: Final = "state"
+HISTORY_PART: Final = "history"
+TREE_PART: Final = "tree"
+PARTS: Final = (STATE_PART, HISTORY_PART, TREE_PART)
+# Written first, read last: the order of a batch's writes (state/ is the commit point).
+WRITE_ORDER: Final = (TREE_PART, HISTORY_PART, STATE_PART)
+
+HEIGHT_BYTES: Final = 8
+# (logical prefix, part): families whose logical key is prefix + height (8 bytes BE) + rest.
+HEIGHT_FAMILIES: Final[tuple[tuple[bytes, str], ...]] = (
+    (keyspace.TX_RECORD, HISTORY_PART),
+    (keyspace.BLOCK + b"h", HISTORY_PART),
+    (keyspace.BLOCK + b"c", HISTORY_PART),
+    (keyspace.RECEIPT_TREE, HISTORY_PART),
+    (keyspace.SMT + b"n/", TREE_PART),
+    (keyspace.SMT + b"l/", TREE_PART),
+)
+assert not any(
+    a != b and a.startswith(b) for a, _ in HEIGHT_FAMILIES for b, _ in HEIGHT_FAMILIES
+), "no family prefix is a prefix of another"
+
+
+def _family(key: bytes) -> tuple[bytes, str] | None:
+    for prefix, part in HEIGHT_FAMILIES:
+        if key.startswith(prefix):
+            return prefix, part
+    return None
+
+
+def _physical(prefix: bytes, key: bytes) -> bytes:
+    """<height><prefix><rest> of the logical key (or key prefix) prefix + height + rest."""
+    height = key[len(prefix) : len(prefix) + HEIGHT_BYTES]
+    assert len(height) == HEIGHT_BYTES, f"a key of {prefix!r} names no height: {key[:40]!r}"
+    return height + prefix + key[len(prefix) + HEIGHT_BYTES :]
+
+
+def logical_key(physical: bytes) -> bytes:
+    """The logical key of a record stored in history/ or tree/ (a stray key comes back as it
+    is, so that naming a damaged record never fails)."""
+    rest = physical[HEIGHT_BYTES:]
+    for prefix, _ in HEIGHT_FAMILIES:
+        if rest.startswith(prefix):
+            return prefix + physical[:HEIGHT_BYTES] + rest[len(prefix) :]
+    return physical
+
+
+def locate(key: bytes) -> tuple[str, bytes]:
+    """The part that holds a logical key and the key it is stored under there."""
+    family = _family(key)
+    if family is None:
+        return STATE_PART, key
+    prefix, part = family
+    return part, _physical(prefix, key)
+
+
+class SplitReads:
+    """Verified reads over the three parts (a store's live parts, or a snapshot of each)."""
+
+    def __init__(self, parts: dict[str, CheckedReads]) -> None:
+        assert set(parts) == set(PARTS)
+        self._parts = parts
+
+    def get(self, key: bytes) -> bytes | None:
+        part, physical = locate(key)
+        return self._parts[part].get(physical)
+
+    def iterator(
+        self,
+        *,
+        prefix: bytes | None = None,
+        start: bytes | None = None,
+        stop: bytes | None = None,
+        reverse: bool = False,
+        include_value: bool = True,
+    ) -> Iterator[Any]:
+        """Like CheckedReads.iterator over logical keys. A family kept by height is scanned
+        one height at a time: `prefix` must name the height (prefix + 8 bytes at least)."""
+        where = prefix if prefix is not None else start or b""
+        assert prefix is None or not any(
+            fp.startswith(prefix) and fp != prefix for fp, _ in HEIGHT_FAMILIES
+        ), "a scan across parts"
+        family = _family(where)
+        if family is None:
+            for probe in (stop, start):
+                assert probe is None or _family(probe) is None, "a scan across parts"
+            yield from self._parts[STATE_PART].iterator(
+                prefix=prefix, start=start, stop=stop, reverse=reverse, include_value=include_value
+            )
+            return
+        assert prefix is not None and start is None and stop is None, (
+            "a family kept by height is scanned by a prefix naming the height"
+        )
+        family_prefix, part = family
+        items = self._parts[part].iterator(
+            prefix=_physical(family_prefix, prefix), reverse=reverse, include_value=include_value
+        )
+        for item in items:
+            if include_value:
+                yield logical_key(item[0]), item[1]
+            else:
+                yield logical_key(item)
+
+    def on_damaged(self, listener: Callable[[StoreCorrupt], None]) -> None:
+        """Call `listener` with every StoreCorrupt a damaged read of any part raises (the
+        parts share one list of listeners)."""
+        self._parts[STATE_PART].on_damaged(listener)
+
+    def report(self, damage: StoreCorrupt) -> StoreCorrupt:
+        return self._parts[STATE_PART].report(damage)
+
+
+class SplitBatch:
+    """One block's (or one prune pass's) writes across the parts, written part by part in
+    WRITE_ORDER; usable as a context manager, as plyvel's WriteBatch (written on a clean
+    exit)."""
+
+    def __init__(self, parts: dict[str, CheckedDB], sync: bool) -> None:
+        self._parts = parts
+        self._sync = sync
+        self._batches: dict[str, Any] = {}
+
+    def _batch(self, part: str) -> Any:
+        batch = self._batches.get(part)
+        if batch is None:
+            batch = self._batches[part] = self._parts[part].write_batch(sync=self._sync)
+        return batch
+
+    def put(self, key: bytes, value: bytes) -> None:
+        part, physical = locate(key)
+        self._batch(part).put(physical, value)
+
+    def delete(self, key: bytes) -> None:
+        part, physical = locate(key)
+        self._batch(part).delete(physical)
+
+    def write(self) -> None:
+        for part in WRITE_ORDER:
+            batch = self._batches.get(part)
+            if batch is not None:
+                batch.write()
+
+    def __enter__(self) -> SplitBatch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if exc_type is None:
+            self.write()
+
+
+class SplitDB(SplitReads):
+    """The store's three LevelDB handles as one: verified reads, routed writes."""
+
+    def __init__(self, parts: dict[str, CheckedDB]) -> None:
+        super().__init__(dict(parts))
+        self._dbs = parts
+
+    def part(self, name: str) -> CheckedDB:
+        return self._dbs[name]
+
+    def write_batch(self, *, sync: bool = False) -> SplitBatch:
+        return SplitBatch(self._dbs, sync)
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        part, physical = locate(key)
+        self._dbs[part].put(physical, value, sync=sync)
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None:
+        part, physical = locate(key)
+        self._dbs[part].delete(physical, sync=sync)
+
+    def snapshot(self) -> SplitReads:
+        # state/ first: a commit writes it last, so the others hold all it names (see above).
+        return SplitReads({name: self._dbs[name].snapshot() for name in PARTS})
+
+    def is_empty(self) -> bool:
+        return all(is_empty(db) for db in self._dbs.values())
+
+    def trim_above(self, height: int) -> int:
+        """Delete (synced) the records of heights above `height` in history/ and tree/: what a
+        crash between a block's writes left of a block whose state/ write never happened.
+        Returns how many were deleted."""
+        start = (height + 1).to_bytes(HEIGHT_BYTES, "big")
+        deleted = 0
+        for name in (HISTORY_PART, TREE_PART):
+            db = self._dbs[name]
+            keys = list(db.iterator(start=start, include_value=False))
+            if keys:
+                with db.write_batch(sync=True) as batch:
+                    for key in keys:
+                        batch.delete(key)
+            deleted += len(keys)
+        return deleted
+
+    def compact_range(self) -> None:
+        for db in self._dbs.values():
+            db.compact_range()
+
+    def get_property(self, name: bytes) -> dict[str, bytes | None]:
+        """A LevelDB property of each part."""
+        return {part: db.get_property(name) for part, db in self._dbs.items()}
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+
+
+def is_empty(db: CheckedReads) -> bool:
+    for _ in db.iterator(include_value=False):
+        return False
+    return True
+
+
+def part_paths(path: Path) -> dict[str, Path]:
+    return {name: path / name for name in PARTS}
