@@ -66,8 +66,15 @@ assert not any(
 ), "no family prefix is a prefix of another"
 
 
+# The families kept by height by their first two bytes: every key of a block's batch is routed,
+# and most (s/, t/, m/) are told apart by one slice and one dict miss.
+_BY_LEAD: Final[dict[bytes, tuple[tuple[bytes, str], ...]]] = {}
+for _prefix, _part in HEIGHT_FAMILIES:
+    _BY_LEAD[_prefix[:2]] = (*_BY_LEAD.get(_prefix[:2], ()), (_prefix, _part))
+
+
 def _family(key: bytes) -> tuple[bytes, str] | None:
-    for prefix, part in HEIGHT_FAMILIES:
+    for prefix, part in _BY_LEAD.get(key[:2], ()):
         if key.startswith(prefix):
             return prefix, part
     return None
