@@ -389,13 +389,18 @@ def test_tx_records_by_position_round_trip_and_survive_a_restart(tmp_path):
         store.close()
 
 
+def _refused(path) -> str:
+    """The StoreCorrupt message of opening the store at `path`."""
+    with pytest.raises(StoreCorrupt) as refused:
+        open_store(path)
+    return str(refused.value)
+
+
 def test_a_v3_store_is_refused_by_name(tmp_path):
     store = open_store(tmp_path / "db")
     store._db.put(b"x/format", b"kledger-store/v3")
     store.close()
-    with pytest.raises(StoreCorrupt) as refused:
-        open_store(tmp_path / "db")
-    message = str(refused.value)
+    message = _refused(tmp_path / "db")
     assert "kledger-store/v3" in message and "tx records keyed by tx hash" in message
     assert "kledger-store/v5" in message and "does not convert" in message
 
@@ -407,9 +412,7 @@ def test_a_v4_store_of_one_leveldb_is_refused_by_name_and_left_as_it_is(tmp_path
     old = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     old.put(b"x/format", b"kledger-store/v4")
     old.close()
-    with pytest.raises(StoreCorrupt) as refused:
-        open_store(tmp_path / "db")
-    message = str(refused.value)
+    message = _refused(tmp_path / "db")
     assert "kledger-store/v4" in message and "one LevelDB for every record" in message
     assert "kledger-store/v5" in message and "does not convert" in message
     assert not any((tmp_path / "db" / part).exists() for part in PARTS)
