@@ -213,10 +213,6 @@ def _position(height: int, index: int) -> bytes:
     return _u64(height) + index.to_bytes(4, "big")
 
 
-def _record_key(height: int, index: int) -> bytes:
-    return keyspace.TX_RECORD + _position(height, index)
-
-
 def _encode_tx_record(tx: SignedTx, receipt: Receipt) -> bytes:
     return canonical.encode([tx.encoding, receipt.encode()])
 

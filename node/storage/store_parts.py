@@ -225,9 +225,6 @@ class SplitDB(SplitReads):
         # state/ first: a commit writes it last, so the others hold all it names (see above).
         return SplitReads({name: self._dbs[name].snapshot() for name in PARTS})
 
-    def is_empty(self) -> bool:
-        return all(is_empty(db) for db in self._dbs.values())
-
     def trim_above(self, height: int) -> int:
         """Delete (synced) the records of heights above `height` in history/ and tree/: what a
         crash between a block's writes left of a block whose state/ write never happened.
