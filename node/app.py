@@ -41,8 +41,10 @@ from dataclasses import dataclass
 
 from kledger.consensus import (
     Core,
+    EpochProof,
     QuorumCert,
     SafetyData,
+    encode_message,
     genesis_block,
 )
 from kledger.consensus.leader import REPUTATION_LAG_ROUNDS
@@ -340,6 +342,10 @@ class Node:
         self._pinned_certificates: dict[str, bytes] = {}
         self._retiring: set[asyncio.Task[bool]] = set()
         self._past_validators: set[str] = set(known_validator_keys(self.registry, self.store))
+        # A former validator may sync up to the end of the last epoch it was in (org -> that
+        # height), worked out once per epoch (the epoch it was for).
+        self._former_limits: dict[str, int] = {}
+        self._former_limits_epoch = -1
         self._follow_epoch()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -354,6 +360,7 @@ class Node:
             block_source=self._block_source,
             is_validator=self._is_admitted_peer,
             certificate_pin=self._certificate_pin,
+            former_member_limit=self._former_limits.get,
             metrics=self.metrics,
             settings=self.config.peer,
             max_streams_per_peer=self.config.connections.max_streams_per_peer,
@@ -470,7 +477,15 @@ class Node:
             next_set = governance.validator_set_of(pending)
             joining = {org for org in next_set.ids if not current.contains(org)}
         admitted = frozenset(current.ids) | joining
-        self._admitted = admitted
+        changed, self._admitted = admitted != self._admitted, admitted
+        if changed and self._peer_servicer is not None:
+            self._peer_servicer.revoke_departed()
+        if current.epoch != self._former_limits_epoch and (
+            current.epoch == 0 or self.epochs.ending_height(current.epoch - 1) is not None
+        ):
+            self._former_limits.clear()
+            self._former_limits.update(self.epochs.members_last_heights())
+            self._former_limits_epoch = current.epoch
         reader = StateReader(self.store.view)
         self._pinned_certificates = _certificate_pins(reader, admitted)
         self.certifier.follow(current, next_set)
@@ -487,13 +502,24 @@ class Node:
             if not self.transport.started:
                 self.transport.forget_peer(org)
             elif self._loop is not None:
-                task = self._loop.create_task(self.transport.retire_peer(org))
+                farewell = self._epoch_farewell(current.epoch)
+                task = self._loop.create_task(self.transport.retire_peer(org, farewell))
                 self._retiring.add(task)  # held until done (the loop keeps weak references)
                 task.add_done_callback(self._retiring.discard)
         self._past_validators |= admitted
         self.metrics.epoch.set(current.epoch)
         self.metrics.validators.set(current.size)
         self.metrics.validating.set(1 if current.contains(self.identity.org) else 0)
+
+    def _epoch_farewell(self, epoch: int) -> ConsensusBytes | None:
+        """For an org the change to `epoch` removed: the certificate that ended the epoch
+        before. Its node learns its removal from it (docs/design.md §4.8): no one is going to
+        take its messages, or send it any, again."""
+        qc = self.epochs.ending_qc(epoch - 1) if epoch > 0 else None
+        if qc is None:
+            return None
+        proof = EpochProof(epoch - 1, (qc,), False, NodeId(self.identity.org))
+        return ConsensusBytes(encode_message(proof))
 
     def _verify_qc(self, qc: QuorumCert) -> bool:
         """A QC checked with the set of its own epoch (block sync: docs/design.md §4.8)."""

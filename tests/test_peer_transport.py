@@ -83,6 +83,7 @@ class PeerNode:
         on_message: InboundHandler | None = None,
         admitted: Callable[[str], bool] | None = None,
         pins: dict[str, bytes] | None = None,
+        former_limits: dict[str, int] | None = None,
     ) -> None:
         self.org = org
         self.material = material_of(layout, org)
@@ -96,6 +97,7 @@ class PeerNode:
             metrics=self.metrics,
             settings=SETTINGS,
             certificate_pin=(pins or {}).get,
+            former_member_limit=(former_limits or {}).get,
         )
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -379,6 +381,74 @@ async def test_fetch_blocks_is_limited_per_request(layout: ClusterLayout) -> Non
     finally:
         await one.close()
         await two.close()
+
+
+@pytest.mark.asyncio
+async def test_an_org_that_left_is_cut_at_once_and_its_node_backs_off(
+    layout: ClusterLayout,
+) -> None:
+    """ORG1 leaves the set while its stream to ORG2 is open and idle: revoke_departed cuts it
+    (PERMISSION_DENIED, counted) without waiting for a message, and ORG1's link counts each
+    refused redial as a failure (so it backs off) instead of starting over at every connect."""
+    members = {"ORG1", "ORG2", "ORG3"}
+    one, two = PeerNode(layout, "ORG1"), PeerNode(layout, "ORG2", admitted=members.__contains__)
+    try:
+        transport = one.connect({"ORG2": await two.serve()})
+        await until(lambda: two.servicer.open_calls("ORG1") == 1)
+        members.discard("ORG1")
+        two.servicer.revoke_departed()
+        await until(lambda: two.servicer.open_calls("ORG1") == 0)
+        refused = "kledger_refused_peer_connections_total"
+        await until(lambda: two.metrics.value(refused, peer="ORG1") >= 3)
+        assert transport.failures("ORG2") >= 2
+        assert two.inbox.empty()
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest.mark.asyncio
+async def test_a_retired_link_writes_its_farewell_first(layout: ClusterLayout) -> None:
+    one, two = PeerNode(layout, "ORG1"), PeerNode(layout, "ORG2")
+    try:
+        transport = one.connect({"ORG2": await two.serve()})
+        await until(lambda: transport.is_connected("ORG2"))
+        assert await transport.retire_peer("ORG2", ConsensusBytes(b"how epoch 0 ended"))
+        assert await two.receive() == ("ORG1", ConsensusBytes(b"how epoch 0 ended"))
+        assert transport.peers == ()
+        assert not await transport.retire_peer("ORG2", ConsensusBytes(b"again"))
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest.mark.asyncio
+async def test_a_former_validator_syncs_only_the_epochs_it_was_in(layout: ClusterLayout) -> None:
+    """ORG1 is no validator now; its last epoch ended at height 7: it is served blocks up to 7
+    (a removed node that lagged commits its own removal), refused by name past it."""
+    one = PeerNode(layout, "ORG1")
+    two = PeerNode(
+        layout, "ORG2", admitted={"ORG2", "ORG3"}.__contains__, former_limits={"ORG1": 7}
+    )
+    try:
+        transport = one.connect({"ORG2": await two.serve()})
+        got = [b.height async for b in transport.fetch_blocks("ORG2", 3, 50)]
+        assert got == [3, 4, 5, 6, 7]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            _ = [b async for b in transport.fetch_blocks("ORG2", 8, 9)]
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "not a validator" in (info.value.details() or "")
+        # Its streams stay refused: it may read, never write.
+        with pytest.raises(grpc.aio.AioRpcError) as stream_info:
+            await raw_stream(one.material, transport_address(two), [])
+        assert stream_info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await one.close()
+        await two.close()
+
+
+def transport_address(node: PeerNode) -> Address:
+    return Address("127.0.0.1", node.port)
 
 
 def test_tls_material_errors_name_the_setting(tmp_path: Path, layout: ClusterLayout) -> None:

@@ -19,7 +19,17 @@ Rules it keeps:
   (a stream that floods): HTTP/2 flow control then slows that one stream's sender;
 - one peer org has at most `connections.max_streams_per_peer` calls open (Stream and
   SyncBlocks, over all its connections): one more is refused with RESOURCE_EXHAUSTED and
-  counted ("transport.too_many_streams"), logged as a summary line per peer.
+  counted ("transport.too_many_streams"), logged as a summary line per peer;
+- when the validator set changes, the open streams of an org that left it are cut at once
+  (`revoke_departed`), not at its next message: a removed node that has nothing more to send
+  learns its removal from the refusal;
+- a former validator may still read, never write: `SyncBlocks` serves it the blocks up to the
+  end of the last epoch it was a member of (so a removed node that lagged can commit the
+  marker that removed it), nothing after;
+- a link whose calls are refused (PERMISSION_DENIED, UNAUTHENTICATED, RESOURCE_EXHAUSTED)
+  keeps backing off as
+  for a peer that is down, and logs once per outage: a removed node does not redial its
+  former peers ten times a second.
 
 Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
 """
@@ -27,6 +37,7 @@ Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -58,6 +69,17 @@ KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
 # Refused calls are logged as one summary line per peer at most this often.
 REFUSAL_LOG_INTERVAL_S = 10.0
+# A retiring link's farewell (the certificate that ended the epoch, for the org that left) is
+# written within this long, or the link is closed without it.
+FAREWELL_TIMEOUT_S = 5.0
+# Call outcomes that mean "the peer will not take us", not "the link broke".
+REFUSED_CODES = frozenset(
+    {
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # all of our call slots there are taken
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +136,9 @@ InboundHandler = Callable[[str, PeerPayload, InboundStream], float | None]
 BlockSource = Callable[[int, int], Iterable[SyncedBlockData]]
 # Whether an org id is a validator of the current set.
 MembershipCheck = Callable[[str], bool]
+# For an org that is no validator now: the last height it may sync (where the last epoch it
+# was a member of ended), or None if it never was one here.
+FormerMemberLimit = Callable[[str], int | None]
 # org -> the SHA-256 its node's certificate must have (orgs that joined by add_org), or None.
 CertificatePin = Callable[[str], bytes | None]
 
@@ -192,27 +217,44 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         settings: PeerSettings,
         max_streams_per_peer: int = 4,
         certificate_pin: CertificatePin = lambda org: None,
+        former_member_limit: FormerMemberLimit = lambda org: None,
     ) -> None:
         self._on_message = on_message
         self._block_source = block_source
         self._is_validator = is_validator
+        self._former_member_limit = former_member_limit
         self._certificate_pin = certificate_pin
         self._metrics = metrics
         self._settings = settings
         self._max_streams_per_peer = max_streams_per_peer
         self._open_calls: dict[str, int] = {}
+        # The open Stream handlers (task -> sender), and those revoke_departed cancelled.
+        self._streams: dict[asyncio.Task[Any], str] = {}
+        self._revoked: set[asyncio.Task[Any]] = set()
         self._refusals = SummaryLog(log, "peer_calls_refused", "peer", REFUSAL_LOG_INTERVAL_S)
 
     def open_calls(self, org: str) -> int:
         return self._open_calls.get(org, 0)
 
+    def revoke_departed(self) -> None:
+        """Cut the open streams of every sender that is no validator any more (the node calls
+        this after each change of the set): each ends PERMISSION_DENIED, as a new call would."""
+        for task, sender in self._streams.items():
+            if not self._is_validator(sender) and task not in self._revoked:
+                self._revoked.add(task)
+                task.cancel()
+
     def flush_logs(self) -> None:
         """Write the refusal summaries that are due (the node calls this every second)."""
         self._refusals.flush()
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> str:
+    async def _authenticate(
+        self, context: grpc.aio.ServicerContext, *, former_member: bool = False
+    ) -> str:
+        """The calling node's org, or the call is refused (PERMISSION_DENIED). `former_member`:
+        the caller checked that this org, no validator now, may read what it was a member of."""
         org = peer_org_of(context)
-        if org is None or not self._is_validator(org):
+        if org is None or not (former_member or self._is_validator(org)):
             self._metrics.refuse_connection(org or "unknown")
             self._metrics.drop("transport.not_validator")
             log_event(log, "peer_refused", logging.WARNING, peer=org, rule="not a validator")
@@ -237,10 +279,12 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
             )
         return org
 
-    async def _open_call(self, context: grpc.aio.ServicerContext) -> str:
+    async def _open_call(
+        self, context: grpc.aio.ServicerContext, *, former_member: bool = False
+    ) -> str:
         """Authenticate a call and take one of its peer's call slots (give it back with
         `_close_call`); refuse it when the peer has all of them open."""
-        org = await self._authenticate(context)
+        org = await self._authenticate(context, former_member=former_member)
         if self._open_calls.get(org, 0) >= self._max_streams_per_peer:
             self._metrics.drop("transport.too_many_streams")
             rule = f"at most connections.max_streams_per_peer={self._max_streams_per_peer} open"
@@ -263,36 +307,60 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
     ) -> peer_pb2.PeerAck:
         sender = await self._open_call(context)
         stream = InboundStream(sender, time.monotonic())
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams[task] = sender
         try:
             log_event(log, "peer_stream_open", peer=sender)
-            received = 0
-            async for message in request_iterator:
-                received += 1
-                if not self._is_validator(sender):
-                    # The validator set changed under an open stream (epoch change): cut it.
-                    await self._authenticate(context)
-                payload = decode_payload(message)
-                if payload is None:
-                    self._metrics.drop("transport.undecodable")
-                    continue
-                try:
-                    pause_s = self._on_message(sender, payload, stream)
-                except Exception:
-                    # The handler's bug must not cut the link; count it and keep reading.
-                    self._metrics.drop("transport.handler_bug")
-                    log.exception("peer_handler_failed")
-                    continue
-                if pause_s:
-                    await asyncio.sleep(pause_s)
+            received = await self._read_stream(sender, request_iterator, stream)
             log_event(log, "peer_stream_closed", peer=sender, received=received)
             return peer_pb2.PeerAck(received=received)
+        except asyncio.CancelledError:
+            if task not in self._revoked:
+                raise  # the call ended (the peer went away, or the server stops)
+            task.uncancel()  # our own cut (revoke_departed): refuse the stream by name
+            await self._authenticate(context)
+            return peer_pb2.PeerAck()  # admitted again meanwhile: it redials
         finally:
+            del self._streams[task]
+            self._revoked.discard(task)
             self._close_call(sender)
+
+    async def _read_stream(
+        self,
+        sender: str,
+        request_iterator: AsyncIterator[peer_pb2.PeerMessage],
+        stream: InboundStream,
+    ) -> int:
+        """Hand each message of one stream to the node; returns how many were read."""
+        received = 0
+        async for message in request_iterator:
+            received += 1
+            payload = decode_payload(message)
+            if payload is None:
+                self._metrics.drop("transport.undecodable")
+                continue
+            try:
+                pause_s = self._on_message(sender, payload, stream)
+            except Exception:
+                # The handler's bug must not cut the link; count it and keep reading.
+                self._metrics.drop("transport.handler_bug")
+                log.exception("peer_handler_failed")
+                continue
+            if pause_s:
+                await asyncio.sleep(pause_s)
+        return received
 
     async def SyncBlocks(
         self, request: peer_pb2.SyncRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[peer_pb2.SyncedBlock]:
-        org = await self._open_call(context)
+        org = peer_org_of(context)
+        limit = None
+        if org is not None and not self._is_validator(org):
+            limit = self._former_member_limit(org)
+        if limit is not None and request.from_height > limit:
+            limit = None  # nothing it may read: refused as any non-validator
+        org = await self._open_call(context, former_member=limit is not None)
         try:
             if request.to_height < request.from_height:
                 await context.abort(
@@ -300,6 +368,8 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 )
             # A named limit on blocks per request: a lagging node asks again from where it got.
             last = min(request.to_height, request.from_height + self._settings.sync_max_blocks - 1)
+            if limit is not None:
+                last = min(last, limit)  # a former validator reads up to its last epoch's end
             for block in self._block_source(request.from_height, last):
                 yield peer_pb2.SyncedBlock(
                     height=block.height,
@@ -320,8 +390,10 @@ class _PeerLink:
     task: asyncio.Task[None] | None = None
     connected: bool = False
     connections: int = 0
-    failures: int = 0  # consecutive failed attempts
+    failures: int = 0  # consecutive failed or refused attempts
     channel: grpc.aio.Channel | None = field(default=None)
+    # The last message before retire_peer closes the link, and the event set once it is written.
+    farewell: tuple[peer_pb2.PeerMessage, asyncio.Event] | None = None
 
 
 class PeerTransport:
@@ -360,6 +432,10 @@ class PeerTransport:
         """How many times the stream to `peer` was (re)established."""
         return self._links[peer].connections
 
+    def failures(self, peer: str) -> int:
+        """Consecutive failed or refused attempts to reach `peer` (0 while its stream is up)."""
+        return self._links[peer].failures
+
     def queued(self, peer: str) -> int:
         return self._links[peer].queue.qsize()
 
@@ -396,11 +472,21 @@ class PeerTransport:
         assert not self._started, "a running link is retired with retire_peer"
         return self._links.pop(org, None) is not None
 
-    async def retire_peer(self, org: str) -> bool:
-        """Stop dialing a peer (its org left the validator set); False if it was none."""
+    async def retire_peer(self, org: str, farewell: PeerPayload | None = None) -> bool:
+        """Stop dialing a peer (its org left the validator set); False if it was none. A
+        `farewell` is written first if the link is up (within FAREWELL_TIMEOUT_S): the org that
+        left gets the certificate that ended its epoch, which no one would send it later."""
         link = self._links.pop(org, None)
         if link is None:
             return False
+        if farewell is not None and link.connected:
+            written = asyncio.Event()
+            link.farewell = (encode_payload(farewell), written)
+            if self._enqueue(link, link.farewell[0]):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FAREWELL_TIMEOUT_S):
+                        await written.wait()
+            log_event(log, "peer_farewell", peer=org, written=written.is_set())
         if link.task is not None:
             link.task.cancel()
             await asyncio.gather(link.task, return_exceptions=True)
@@ -466,18 +552,21 @@ class PeerTransport:
                     await link.channel.channel_ready()
                 link.connected = True
                 link.connections += 1
-                link.failures = 0
                 self._metrics.set_peer_connected(link.org, True)
                 log_event(log, "peer_connected", peer=link.org, address=str(link.address))
-                backoff_ms = self._settings.reconnect_min_ms
                 stub = peer_pb2_grpc.PeerStub(link.channel)  # type: ignore[no-untyped-call]
                 await self._pump(link, stub.Stream())
+                link.failures, backoff_ms = 0, self._settings.reconnect_min_ms
             except (grpc.RpcError, TimeoutError, asyncio.InvalidStateError) as exc:
-                detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
-                # Loud once per outage, quiet while the peer stays down.
-                level = logging.INFO if link.connected or link.failures == 0 else logging.DEBUG
+                code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+                if link.connected and code not in REFUSED_CODES:
+                    # The stream was up and broke: a new outage, retried soon and logged.
+                    link.failures, backoff_ms = 0, self._settings.reconnect_min_ms
+                # Loud once per outage, quiet while the peer stays down or keeps refusing us.
+                level = logging.INFO if link.failures == 0 else logging.DEBUG
                 link.failures += 1
-                log_event(log, "peer_link_down", level, peer=link.org, reason=detail)
+                reason = code.name if code is not None else "timeout"
+                log_event(log, "peer_link_down", level, peer=link.org, reason=reason)
             except Exception:
                 # Our bug, but one peer's link must not die silently: log it and reconnect.
                 log.exception("peer_link_failed")
@@ -507,11 +596,11 @@ class PeerTransport:
                     taking.cancel()
                     ended.result()  # raises the stream's error
                     return
-                await call.write(taking.result())
+                await self._write(link, call, taking.result())
                 # Drain what is already queued without a wait per message; a dead stream makes
                 # write raise, and the message in hand is lost like any other on a dead link.
                 while not link.queue.empty() and not ended.done():
-                    await call.write(link.queue.get_nowait())
+                    await self._write(link, call, link.queue.get_nowait())
         finally:
             if taking is not None and not taking.done():
                 taking.cancel()  # no reader may outlive this stream
@@ -537,3 +626,11 @@ class PeerTransport:
                     header=block.header,
                     certificate=block.certificate,
                 )
+
+    @staticmethod
+    async def _write(
+        link: _PeerLink, call: grpc.aio.StreamUnaryCall, message: peer_pb2.PeerMessage
+    ) -> None:
+        await call.write(message)
+        if link.farewell is not None and message is link.farewell[0]:
+            link.farewell[1].set()

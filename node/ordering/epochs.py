@@ -88,6 +88,17 @@ class EpochSets:
 
     # -- how epochs ended --------------------------------------------------------------------
 
+    def members_last_heights(self) -> dict[str, int]:
+        """Every org that was a member of an ended epoch -> the last height of the last ended
+        epoch it was a member of (what a former validator may still sync). One read per ended
+        epoch: the node asks once an epoch, not once a block."""
+        last: dict[str, int] = {}
+        for epoch in range(self.current.epoch):
+            validators, height = self.set_of(epoch), self.ending_height(epoch)
+            if validators is not None and height is not None:
+                last.update(dict.fromkeys(validators.ids, height))
+        return last
+
     def ending_height(self, epoch: int) -> int | None:
         """The height of `epoch`'s last block (its marker block) in this node's store, or None
         while the epoch runs here: the store's epoch index, written in that block's batch."""
