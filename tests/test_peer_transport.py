@@ -431,7 +431,8 @@ async def test_a_former_validator_syncs_only_the_epochs_it_was_in(layout: Cluste
         layout, "ORG2", admitted={"ORG2", "ORG3"}.__contains__, former_limits={"ORG1": 7}
     )
     try:
-        transport = one.connect({"ORG2": await two.serve()})
+        address = await two.serve()
+        transport = one.connect({"ORG2": address})
         got = [b.height async for b in transport.fetch_blocks("ORG2", 3, 50)]
         assert got == [3, 4, 5, 6, 7]
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -440,15 +441,11 @@ async def test_a_former_validator_syncs_only_the_epochs_it_was_in(layout: Cluste
         assert "not a validator" in (info.value.details() or "")
         # Its streams stay refused: it may read, never write.
         with pytest.raises(grpc.aio.AioRpcError) as stream_info:
-            await raw_stream(one.material, transport_address(two), [])
+            await raw_stream(one.material, address, [])
         assert stream_info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
         await one.close()
         await two.close()
-
-
-def transport_address(node: PeerNode) -> Address:
-    return Address("127.0.0.1", node.port)
 
 
 def test_tls_material_errors_name_the_setting(tmp_path: Path, layout: ClusterLayout) -> None:
