@@ -31,9 +31,10 @@ txs first.
 Rules it keeps: memory stays bounded whatever N is (one block of songs is signed at a time;
 only the tx hashes asked for by `sample_leaves` are kept); LevelDB directories are copied only
 while closed; table files (never modified once written) are hard-linked, the rest copied; a
-block never crosses the `behind_txs` boundary; a store is compacted before it is copied, so
-each node starts as a node that compacted along the way would, instead of every copy replaying
-the build's write-ahead log and redoing its compactions during the measured load.
+block never crosses the `behind_txs` boundary; a store is copied once LevelDB's background
+compactions are done (`LedgerStore.settle`), so no copy redoes them during the measured load,
+and with its levels as the build left them: a full `compact_range`, as here until 2026-12-03,
+leaves the upper levels empty, a shape no node that grew its store has.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ class LedgerBuilder:
                     and store.log_size() == stop_song * TXS_PER_SONG
                 ):
                     behind = BehindCopy(behind_org, store.last_height(), store.log_size())
-                    store.compact()
+                    store.settle()
                     self._close_staging()
                     self.hand_out(behind_org, child)
                     self._open_staging()
@@ -324,7 +325,7 @@ class LedgerBuilder:
             store = self._store
             assert store is not None
             height, txs = store.last_height(), store.log_size()
-            store.compact()
+            store.settle()
             self._close_staging()
             for org in self.orgs:
                 if org != behind_org:
