@@ -342,10 +342,6 @@ class Node:
         self._pinned_certificates: dict[str, bytes] = {}
         self._retiring: set[asyncio.Task[bool]] = set()
         self._past_validators: set[str] = set(known_validator_keys(self.registry, self.store))
-        # A former validator may sync up to the end of the last epoch it was in (org -> that
-        # height), worked out once per epoch (the epoch it was for).
-        self._former_limits: dict[str, int] = {}
-        self._former_limits_epoch = -1
         self._follow_epoch()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -360,7 +356,7 @@ class Node:
             block_source=self._block_source,
             is_validator=self._is_admitted_peer,
             certificate_pin=self._certificate_pin,
-            former_member_limit=self._former_limits.get,
+            former_member_limit=self._former_member_limit,
             metrics=self.metrics,
             settings=self.config.peer,
             max_streams_per_peer=self.config.connections.max_streams_per_peer,
@@ -463,6 +459,11 @@ class Node:
     def _is_admitted_peer(self, org: str) -> bool:
         return org in self._admitted
 
+    def _former_member_limit(self, org: str) -> int | None:
+        """The last height a non-validator org may sync: where the last epoch it was in ended
+        (asked only by a non-validator's SyncBlocks: one epoch-index read per ended epoch)."""
+        return self.epochs.members_last_heights().get(org)
+
     def _certificate_pin(self, org: str) -> bytes | None:
         return self._pinned_certificates.get(org)
 
@@ -480,12 +481,6 @@ class Node:
         changed, self._admitted = admitted != self._admitted, admitted
         if changed and self._peer_servicer is not None:
             self._peer_servicer.revoke_departed()
-        if current.epoch != self._former_limits_epoch and (
-            current.epoch == 0 or self.epochs.ending_height(current.epoch - 1) is not None
-        ):
-            self._former_limits.clear()
-            self._former_limits.update(self.epochs.members_last_heights())
-            self._former_limits_epoch = current.epoch
         reader = StateReader(self.store.view)
         self._pinned_certificates = _certificate_pins(reader, admitted)
         self.certifier.follow(current, next_set)

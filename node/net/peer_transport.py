@@ -27,9 +27,8 @@ Rules it keeps:
   end of the last epoch it was a member of (so a removed node that lagged can commit the
   marker that removed it), nothing after;
 - a link whose calls are refused (PERMISSION_DENIED, UNAUTHENTICATED, RESOURCE_EXHAUSTED)
-  keeps backing off as
-  for a peer that is down, and logs once per outage: a removed node does not redial its
-  former peers ten times a second.
+  keeps backing off as for a peer that is down, and logs once per outage: a removed node does
+  not redial its former peers ten times a second.
 
 Protobuf stays here: callers see PeerPayload dataclasses and SyncedBlockData.
 """

@@ -90,8 +90,8 @@ class EpochSets:
 
     def members_last_heights(self) -> dict[str, int]:
         """Every org that was a member of an ended epoch -> the last height of the last ended
-        epoch it was a member of (what a former validator may still sync). One read per ended
-        epoch: the node asks once an epoch, not once a block."""
+        epoch it was a member of (what a former validator may still sync). One read of the
+        epoch index per ended epoch (the sets are cached)."""
         last: dict[str, int] = {}
         for epoch in range(self.current.epoch):
             validators, height = self.set_of(epoch), self.ending_height(epoch)

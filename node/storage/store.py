@@ -592,17 +592,18 @@ class LedgerStore:
         return True
 
     def _table_files(self) -> frozenset[tuple[str, int]]:
-        """(path, size) of every LevelDB table file under the store."""
-        found: set[tuple[str, int]] = set()
-        for directory, _, names in os.walk(self._path):
-            for name in names:
-                if name.endswith((".ldb", ".sst")):
-                    path = os.path.join(directory, name)
-                    try:
-                        found.add((path, os.path.getsize(path)))
-                    except FileNotFoundError:
-                        continue  # deleted by a compaction after the listing
-        return frozenset(found)
+        """(path, size) of every LevelDB table file of the store."""
+        return frozenset(f for f in self._files() if f[0].endswith((".ldb", ".sst")))
+
+    def _files(self) -> Iterator[tuple[str, int]]:
+        """(path, size) of every file of the store's three LevelDBs, as listed now."""
+        for part in part_paths(self._path).values():
+            for entry in os.scandir(part):
+                try:
+                    if entry.is_file():
+                        yield entry.path, entry.stat().st_size
+                except FileNotFoundError:
+                    continue  # LevelDB compaction deleted it after the directory was listed
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -920,15 +921,7 @@ class LedgerStore:
 
     def size_bytes(self) -> int:
         """Bytes of the store's files on disk (its three LevelDBs)."""
-        total = 0
-        for part in part_paths(self._path).values():
-            for entry in os.scandir(part):
-                try:
-                    if entry.is_file():
-                        total += entry.stat().st_size
-                except FileNotFoundError:
-                    continue  # LevelDB compaction deleted it after the directory was listed
-        return total
+        return sum(size for _, size in self._files())
 
     def leveldb_levels(self) -> dict[str, tuple[LevelStats, ...]]:
         """Per LevelDB of the store (state, history, tree): its per-level files, sizes and
