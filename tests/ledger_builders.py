@@ -19,11 +19,18 @@ from kledger.node.chain.keys import KeyPair
 from kledger.node.chain.receipt import Receipt, TxResult
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
 from kledger.node.proof.receipts import receipts_root
+from kledger.node.storage import state_tree
+from kledger.node.storage.keyspace import DictView
 from kledger.node.storage.store import BlockRecord, LedgerStore
 from tests.helpers import FOUNDING_ORGS, key, make_genesis
 
 GENESIS_STATE_ROOT = hashlib.sha256(b"genesis state").digest()
-GENESIS_WRITES: dict[bytes, bytes | None] = {b"s/org/KOMCA": b"\x01", b"z/root": b"\x02"}
+# A real one-key state tree: the store keeps a state value in its leaf (store v6).
+_GENESIS_STATE: dict[bytes, bytes | None] = {b"s/org/KOMCA": b"\x01"}
+GENESIS_WRITES: dict[bytes, bytes | None] = {
+    **_GENESIS_STATE,
+    **state_tree.update(DictView(), 0, _GENESIS_STATE)[1],
+}
 
 
 def open_store(path: Path, genesis: Genesis | None = None, **kwargs: Any) -> LedgerStore:
@@ -75,6 +82,15 @@ def next_header(
     )
 
 
+def with_tree(store: LedgerStore, state: dict[bytes, bytes | None]) -> dict[bytes, bytes | None]:
+    """The next block's state writes: `state` with the state-tree records its s/ changes make
+    (the store keeps each value in its leaf, store v6); other records pass as they are."""
+    flat = {k: v for k, v in state.items() if k.startswith(b"s/")}
+    if not flat:
+        return dict(state)
+    return {**state, **state_tree.update(store.view, store.last_height() + 1, flat)[1]}
+
+
 def commit(
     store: LedgerStore,
     txs: list[SignedTx],
@@ -96,7 +112,8 @@ def commit(
         next_validators=next_validators,
     )
     record = BlockRecord(header, b"block-" + header.height.to_bytes(8, "big"), b"qc")
-    receipts = store.commit_block(record, txs, results, state or {}, next_validators)
+    writes = with_tree(store, state or {})
+    receipts = store.commit_block(record, txs, results, writes, next_validators)
     return header, receipts
 
 

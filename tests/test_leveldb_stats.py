@@ -39,7 +39,7 @@ def test_a_real_leveldb_reports_what_it_wrote_per_level(tmp_path):
 def test_the_store_reports_its_levels_after_a_compaction(tmp_path):
     store = open_store(tmp_path / "db")
     commit(store, [make_tx(i) for i in range(5)])
-    # all in the memtables: no level of the three LevelDBs holds a file yet
+    # all in the memtables: no level of the four LevelDBs holds a file yet
     assert store.leveldb_levels() == {"state": (), "history": (), "tree": ()}
     store.compact()
     levels = store.leveldb_levels()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kledger.node.errors import Refused
 from kledger.node.proof import merkle
-from kledger.node.storage.merkle_log import LogCorrupt, MerkleLog, node_key
+from kledger.node.storage.merkle_log import NODE_KEY, LogCorrupt, MerkleLog, node_key, nodes_from
 
 
 def _h(data: bytes) -> bytes:
@@ -192,6 +192,21 @@ def test_append_writes_are_amortized_constant(db):
     # n leaf nodes + (n - popcount(n)) parents + one size record per batch.
     assert total == 6400 + (6400 - bin(6400).count("1")) + 64
     assert total <= 2 * 6400 + 64
+
+
+def test_every_append_writes_node_keys_above_every_key_written_before(db):
+    """Nodes are keyed by the leaf that completes them (store v6), so the log's writes come in
+    rising key order: in a LevelDB of their own, files move down the levels unrewritten."""
+    log = MerkleLog(db)
+    highest = b""
+    for count in (1, 2, 3, 5, 8, 13, 100, 1):
+        keys = [
+            key for key, _ in _append(db, log, _leaves(count)).writes if key.startswith(NODE_KEY)
+        ]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys) and keys[0] > highest
+        assert keys[-1] < nodes_from(log.size) <= min(nodes_from(log.size + 1), nodes_from(1 << 40))
+        highest = keys[-1]
+    assert node_key(0, 7) < node_key(3, 0) < node_key(0, 8)  # leaf 7 completes [0, 8)
 
 
 def test_proofs_read_logarithmically_many_nodes(db):

@@ -27,15 +27,17 @@ from kledger.node.storage import keyspace
 from kledger.node.storage.merkle_log import node_key
 from kledger.node.storage.proofs import build_inclusion_bundle
 from kledger.node.storage.store import BODIES, HEADERS, BlockRecord, _StoredBlock
-from kledger.node.storage.store_parts import HISTORY_PART, PARTS
+from kledger.node.storage.store_parts import HISTORY_PART, LOG_PART, PARTS
 from tests.helpers import make_genesis
 from tests.ledger_builders import (
     GENESIS_STATE_ROOT,
+    GENESIS_WRITES,
     certify,
     commit,
     make_tx,
     next_header,
     open_store,
+    with_tree,
 )
 
 
@@ -79,7 +81,7 @@ def test_genesis_header_and_writes(store):
     assert header.timestamp_ms == genesis.genesis_time_ms
     assert header.validator_set_hash == genesis.validator_set.digest()
     assert store.view.get(b"s/org/KOMCA") == b"\x01"
-    assert store.view.get(b"z/root") == b"\x02"
+    assert store.view.get(b"z/root") == GENESIS_WRITES[b"z/root"]
     assert store.height_of(header.hash()) == 0
     assert store.latest_certified_height() == 0 and store.certificate(0) is None
     assert store.log_root() == merkle.EMPTY_ROOT
@@ -94,7 +96,8 @@ def test_commit_and_read_back(store):
     ]
     header = next_header(store, txs, results=results)
     record = BlockRecord(header, b"consensus block", b"qc bytes")
-    receipts = store.commit_block(record, txs, results, {b"s/work/1": b"v", b"s/org/KOMCA": None})
+    writes = with_tree(store, {b"s/work/1": b"v", b"s/org/KOMCA": None})
+    receipts = store.commit_block(record, txs, results, writes)
     assert store.block_receipts(1) == receipts
     assert header.receipts_root == receipts_root(receipts) != merkle.EMPTY_ROOT
     assert [(r.height, r.leaf_index) for r in receipts] == [(1, 0), (1, 1), (1, 2)]
@@ -404,11 +407,24 @@ def test_a_v3_store_is_refused_by_name(tmp_path):
     store.close()
     message = _refused(tmp_path / "db")
     assert "kledger-store/v3" in message and "tx records keyed by tx hash" in message
-    assert "kledger-store/v5" in message and "does not convert" in message
+    assert "kledger-store/v6" in message and "does not convert" in message
+
+
+def test_a_v5_store_of_three_leveldbs_is_refused_by_name_and_left_as_it_is(tmp_path):
+    """v5 had no log/ (its log nodes were in state/): refused by name, not as a store with a
+    LevelDB missing, and no log/ is made."""
+    store = open_store(tmp_path / "db")
+    store._db.put(b"x/format", b"kledger-store/v5")
+    store.close()
+    shutil.rmtree(tmp_path / "db" / LOG_PART)
+    message = _refused(tmp_path / "db")
+    assert "kledger-store/v5" in message and "three LevelDBs" in message
+    assert "kledger-store/v6" in message and "does not convert" in message
+    assert not (tmp_path / "db" / LOG_PART).exists()
 
 
 def test_a_v4_store_of_one_leveldb_is_refused_by_name_and_left_as_it_is(tmp_path):
-    """Stores v1-v4 were one LevelDB in the data directory itself; v5 is three in directories
+    """Stores v1-v4 were one LevelDB in the data directory itself; v6 is four in directories
     of their own (node/storage/store_parts.py). An old one is refused by name, not converted,
     and no directory of the new format is made in it."""
     old = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
@@ -416,7 +432,7 @@ def test_a_v4_store_of_one_leveldb_is_refused_by_name_and_left_as_it_is(tmp_path
     old.close()
     message = _refused(tmp_path / "db")
     assert "kledger-store/v4" in message and "one LevelDB for every record" in message
-    assert "kledger-store/v5" in message and "does not convert" in message
+    assert "kledger-store/v6" in message and "does not convert" in message
     assert not any((tmp_path / "db" / part).exists() for part in PARTS)
 
 

@@ -1,7 +1,7 @@
 """Crash safety of the ledger store: a crash between any two writes leaves the previous consistent
 state. Simulated three ways: (1) the block's WriteBatch is built and dropped, never written (what a
 crash before the write does, since LevelDB applies a batch atomically); (2) the block's writes to
-two of the store's three LevelDBs land and the last, state/'s, does not; (3) a child process runs
+three of the store's four LevelDBs land and the last, state/'s, does not; (3) a child process runs
 a long series of synced commits and is killed with SIGKILL mid-run; the store then opens clean
 (self-check passes, deep check included) at a committed height at least as high as the last one
 the child reported.
@@ -19,8 +19,9 @@ import pytest
 from kledger.node.chain.receipt import TxResult
 from kledger.node.proof import merkle
 from kledger.node.storage import store_parts
+from kledger.node.storage.merkle_log import nodes_from
 from kledger.node.storage.store import BlockRecord
-from kledger.node.storage.store_parts import HISTORY_PART
+from kledger.node.storage.store_parts import HISTORY_PART, LOG_PART
 from tests.ledger_builders import (
     certify,
     commit,
@@ -28,6 +29,7 @@ from tests.ledger_builders import (
     make_tx,
     next_header,
     open_store,
+    with_tree,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +41,8 @@ def test_dropped_batch_leaves_previous_state(tmp_path):
     before = (store.last_header(), store.log_size(), store.log_root())
     txs = [make_tx(100 + i) for i in range(6)]
     header = next_header(store, txs)
-    prepared = store.prepare_commit(
-        BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, {b"s/new": b"1"}
-    )
+    writes = with_tree(store, {b"s/new": b"1"})
+    prepared = store.prepare_commit(BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, writes)
     assert len(prepared.receipts) == 6
     del prepared  # the process dies before batch.write()
     assert (store.last_header(), store.log_size(), store.log_root()) == before
@@ -51,9 +52,7 @@ def test_dropped_batch_leaves_previous_state(tmp_path):
     assert not store.has_tx(txs[0].tx_hash) and store.view.get(b"s/new") is None
     # The same block commits fine after the "restart".
     first, stale = (
-        store.prepare_commit(
-            BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, {b"s/new": b"1"}
-        )
+        store.prepare_commit(BlockRecord(header, b"b", b"q"), txs, [TxResult()] * 6, writes)
         for _ in range(2)
     )
     first.apply()
@@ -63,30 +62,34 @@ def test_dropped_batch_leaves_previous_state(tmp_path):
     store.close()
 
 
-def test_crash_between_the_writes_of_the_three_leveldbs(tmp_path, monkeypatch):
-    """A block's commit writes tree/ and history/ (synced) before state/, the commit point
-    (node/storage/store_parts.py). A crash after the first two: the block is not committed,
-    the next open deletes what it left above state/'s height, and the block commits again."""
+def test_crash_between_the_writes_of_the_four_leveldbs(tmp_path, monkeypatch):
+    """A block's commit writes tree/, history/ and log/ (synced) before state/, the commit point
+    (node/storage/store_parts.py). A crash after the first three: the block is not committed,
+    the next open deletes what it left above state/'s height and log size, and the block
+    commits again."""
     store = open_store(tmp_path / "db")
     commit(store, [make_tx(i) for i in range(4)])
     before = (store.last_header(), store.log_size(), store.log_root())
-    page = b"z/n/" + (2).to_bytes(8, "big") + b"\x00"  # a state-tree page of height 2 (tree/)
+    page = b"z/n/" + (2).to_bytes(8, "big") + b"\x63"  # a state-tree record of height 2 (tree/)
     txs = [make_tx(100 + i) for i in range(3)]
     header = next_header(store, txs)
     record = BlockRecord(header, b"b", b"q")
-    writes: dict[bytes, bytes | None] = {b"s/new": b"1", page: b"page"}
-    monkeypatch.setattr(store_parts, "WRITE_ORDER", (store_parts.TREE_PART, HISTORY_PART))
+    writes = with_tree(store, {b"s/new": b"1", page: b"page"})
+    first_writes = (store_parts.TREE_PART, HISTORY_PART, LOG_PART)
+    monkeypatch.setattr(store_parts, "WRITE_ORDER", first_writes)
     store.prepare_commit(record, txs, [TxResult()] * 3, writes).apply()  # state/ never written
     monkeypatch.undo()
-    above = (2).to_bytes(8, "big")
-    for part in (HISTORY_PART, store_parts.TREE_PART):  # the crash left records of height 2
-        assert list(store._db.part(part).iterator(start=above, include_value=False))
+    above = {part: (2).to_bytes(8, "big") for part in first_writes}
+    above[LOG_PART] = nodes_from(4)  # the nodes that leaves 4, 5 and 6 complete
+    for part, start in above.items():  # the crash left records of height 2 in each
+        assert list(store._db.part(part).iterator(start=start, include_value=False))
     store.close()
     store = open_store(tmp_path / "db", deep_check=True)
     assert (store.last_header(), store.log_size(), store.log_root()) == before
     assert not store.has_tx(txs[0].tx_hash) and store.view.get(page) is None
-    for part in (HISTORY_PART, store_parts.TREE_PART):
-        assert not list(store._db.part(part).iterator(start=above, include_value=False))
+    for part, start in above.items():
+        assert not list(store._db.part(part).iterator(start=start, include_value=False))
+    assert list(store._db.part(LOG_PART).iterator(include_value=False))  # the first 4 leaves
     store.prepare_commit(record, txs, [TxResult()] * 3, writes).apply()
     store.close()
     store = open_store(tmp_path / "db", deep_check=True)

@@ -97,7 +97,7 @@ def _never_served(path: Path, read: Any, match: str) -> None:
 
 
 def _tables(path: Path) -> list[Path]:
-    """The table files of a store's three LevelDBs (node/storage/store_parts.py)."""
+    """The table files of a store's four LevelDBs (node/storage/store_parts.py)."""
     return sorted(path.rglob("*.ldb"))
 
 
@@ -122,13 +122,13 @@ def test_rewritten_value_bytes_are_refused_by_name_never_served(tmp_path):
     path = tmp_path / "db"
     txs = _build(path, compact=True)
     rewritten = 0
-    for table in _tables(path / STATE_PART):
+    for table in _tables(path / TREE_PART):  # a state value lives in its leaf (store v6)
         data = table.read_bytes()
         if PARTY in data:
             table.write_bytes(data.replace(PARTY, FORGED))
             rewritten += 1
     assert rewritten == 1, "the party name should sit in one table file (no compression)"
-    _never_served(path, lambda s: s.view.get(PARTY_KEY), r"damaged record: registry state \(s/\)")
+    _never_served(path, lambda s: s.view.get(PARTY_KEY), r"damaged record: state tree node \(z/\)")
     _never_served(path, lambda s: list(s.view.iterate(b"s/party/")), "damaged record")
     _never_served(path, lambda s: s.snapshot_view().get(PARTY_KEY), "damaged record")
     # A tx record's bytes rewritten in place: refused naming the tx record and its hash.
@@ -327,7 +327,7 @@ def test_damaged_read_after_open_stops_with_store_corrupt(tmp_path):
             data = table.read_bytes()
             if PARTY in data:
                 table.write_bytes(data.replace(PARTY, FORGED))
-        with pytest.raises(StoreCorrupt, match=r"registry state \(s/\) b'party/0042'") as caught:
+        with pytest.raises(StoreCorrupt, match=r"state tree node \(z/\) 6c2f") as caught:
             store.view.get(PARTY_KEY)
         # Told to the node even when some caller catches the error (the node then stops).
         assert told == [caught.value]

@@ -2,9 +2,14 @@
 
 Keys (family keyspace.MERKLE):
 
-    m/n <level:1> <index:8 BE>  -> 32-byte hash of the perfect subtree over leaves
-                                   [index * 2**level, (index + 1) * 2**level)  (level 0 = leaf hash)
+    m/n <last:8 BE> <level:1>   -> 32-byte hash of the perfect subtree at `level` whose last leaf
+                                   is `last`: leaves [last + 1 - 2**level, last]  (level 0 = leaf
+                                   hash)
     m/size                      -> log size, 8 bytes BE
+
+A node is keyed by the leaf that completes it, so every append writes keys above every key
+already written: the store keeps them in a LevelDB of their own (log/, store v6), whose files
+LevelDB moves down its levels without rewriting them (node/storage/store_parts.py).
 
 Rules it keeps:
 - Each perfect subtree is written exactly once, when its last leaf arrives, and never changed:
@@ -38,8 +43,17 @@ class LogCorrupt(ValueError):
 
 
 def node_key(level: int, index: int) -> bytes:
-    assert 0 <= level <= MAX_LEVEL and 0 <= index < 2**64
-    return NODE_KEY + bytes([level]) + index.to_bytes(8, "big")
+    """The key of the perfect subtree at `level` over leaves [index * 2**level, ...)."""
+    assert 0 <= level <= MAX_LEVEL and index >= 0
+    last = ((index + 1) << level) - 1
+    assert last < 2**64, "log position beyond 2**64 leaves"
+    return NODE_KEY + last.to_bytes(8, "big") + bytes([level])
+
+
+def nodes_from(size: int) -> bytes:
+    """The first key of the nodes a log of `size` leaves does not hold yet (their last leaf is
+    `size` or later): what a dropped append may have left, for the store's trim at open."""
+    return NODE_KEY + size.to_bytes(8, "big")
 
 
 @dataclass(frozen=True, slots=True)

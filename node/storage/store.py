@@ -1,4 +1,4 @@
-"""The ledger store: three LevelDBs per node (node/storage/store_parts.py) holding blocks, txs
+"""The ledger store: four LevelDBs per node (node/storage/store_parts.py) holding blocks, txs
 with their receipts, the Merkle log, commit certificates, registry state, consensus safety data
 and metadata (docs/design.md §6).
 
@@ -19,15 +19,18 @@ families kept by height live in history/ and tree/, height first, the rest in st
     e/<epoch>        canonical {"last_height", "next_epoch", "validators": [[org, key], ...]}:
                      the epoch's last block and the set that follows it (written with that block)
     m/...            Merkle log (node/storage/merkle_log.py)
-    s/..., z/...     registry state and its sparse Merkle tree (written by the registry)
+    s/...            registry state: the version of the key's state-tree leaf, which holds
+                     the value (node/storage/flat_state.py)
+    z/...            the state tree (node/storage/state_tree.py; written by the registry)
     v/safety         consensus safety data (opaque bytes)
     x/format, x/genesis, x/last_height, x/tx_count
 
 Rules it keeps:
 - A committed block and everything it changes (block record, hash index, tx records, tx index,
-  receipts tree, log nodes, state writes, metadata) go into ONE SplitBatch, synced: tree/ and
-  history/ first, then state/, whose last height is the commit point. A crash leaves the block
-  committed, or records above state/'s last height that the next open deletes (trim_above).
+  receipts tree, log nodes, state writes, metadata) go into ONE SplitBatch, synced: tree/,
+  history/ and log/ first, then state/, whose last height is the commit point. A crash leaves
+  the block committed, or records above state/'s last height (log nodes past its log size)
+  that the next open deletes (trim_above).
   In-memory state (last header, log frontier) changes only after that batch was written.
 - Heights are contiguous from genesis (0); each header names its parent's hash; each header's
   tx_log_size/tx_log_root are the log after its block's txs, its receipts_root the root over its
@@ -66,11 +69,12 @@ from kledger.node.chain.tx import SignedTx, decode_tx
 from kledger.node.errors import DecodeError, StoreCorrupt
 from kledger.node.proof import merkle
 from kledger.node.proof.receipts import receipts_tree
-from kledger.node.storage import keyspace, state_tree
+from kledger.node.storage import flat_state, keyspace, state_tree
 from kledger.node.storage.checked_db import CheckedDB
 from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_new_store_dir
 from kledger.node.storage.leveldb_stats import STATS_PROPERTY, LevelStats, parse_stats
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
+from kledger.node.storage.merkle_log import nodes_from as merkle_log_nodes_from
 from kledger.node.storage.receipt_trees import StoredReceiptTree, encode_receipt_tree
 from kledger.node.storage.store_parts import (
     STATE_PART,
@@ -82,18 +86,21 @@ from kledger.node.storage.store_parts import (
     part_paths,
 )
 
-FORMAT = b"kledger-store/v5"
+FORMAT = b"kledger-store/v6"
 # v1 kept the state tree content-addressed (records by hash); v2 keeps it by position and
 # version (node/storage/state_tree.py); v3 stores header format v2 (next_validator_set_hash,
 # receipts_root) and the epoch index; v4 keys tx records by position (T/), indexes them by
 # hash (t/) and stores each block's receipts tree (r/); v5 splits the store into three
-# LevelDBs, the records kept by height in two of their own (node/storage/store_parts.py). An
-# older store is refused by name, never converted.
+# LevelDBs, the records kept by height in two of their own (node/storage/store_parts.py); v6
+# keeps each state value once, in its state-tree leaf, the flat entry naming the leaf's version
+# (node/storage/flat_state.py) and the Merkle log's nodes, keyed by the leaf that completes
+# each, in a fourth LevelDB (log/). An older store is refused by name, never converted.
 OLD_FORMATS = {
     b"kledger-store/v1": "state tree stored by hash",
     b"kledger-store/v2": "headers of format v1, without next_validator_set_hash and receipts_root",
     b"kledger-store/v3": "tx records keyed by tx hash, without receipt trees",
     b"kledger-store/v4": "one LevelDB for every record, the height-keyed ones among the rest",
+    b"kledger-store/v5": "three LevelDBs, the state values kept twice and the log in state/",
 }
 FORMAT_KEY = keyspace.META + b"format"
 GENESIS_KEY = keyspace.META + b"genesis"
@@ -321,11 +328,19 @@ class LevelView:
 
     def get(self, key: bytes) -> bytes | None:
         assert key.startswith(STATE_FAMILIES), "registry reads stay in its key families"
+        if flat_state.is_flat(key):
+            return flat_state.get(self._db, key, self._damaged)
         return self._db.get(key)
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         assert prefix.startswith(STATE_FAMILIES), "registry reads stay in its key families"
-        yield from self._db.iterator(prefix=prefix)
+        if flat_state.is_flat(prefix):
+            yield from flat_state.iterate(self._db, prefix, self._damaged)
+        else:
+            yield from self._db.iterator(prefix=prefix)
+
+    def _damaged(self, what: str) -> StoreCorrupt:
+        return self._db.report(StoreCorrupt(f"damaged record: {what}"))
 
 
 class PreparedCommit:
@@ -410,7 +425,7 @@ class LedgerStore:
             if db.get(FORMAT_KEY) is None and is_empty(db.part(STATE_PART)):
                 # Never created, or its creation cut short before state/ (written last): what
                 # the other parts hold can only be creation's first writes.
-                db.trim_above(-1)
+                db.trim_above(-1, merkle_log_nodes_from(0))
                 _create(db, genesis, genesis_writes, genesis_state_root)
             store = LedgerStore._checked(
                 db,
@@ -444,7 +459,8 @@ class LedgerStore:
             raise StoreCorrupt(f"{path}: genesis digest differs from this genesis file")
         last_height = _read_u64(db, LAST_HEIGHT_KEY, "last height")
         tx_count = _read_u64(db, TX_COUNT_KEY, "tx count")
-        db.trim_above(last_height)  # a block whose state/ write a crash cut off
+        # a block whose state/ write a crash cut off
+        db.trim_above(last_height, merkle_log_nodes_from(tx_count))
         try:
             log = MerkleLog(db)
         except LogCorrupt as exc:
@@ -526,7 +542,10 @@ class LedgerStore:
 
     def _check_deep(self) -> None:
         """O(n): rebuild the whole log from the tx encodings and compare every stored node and
-        every header's root; rebuild every block's receipts tree and compare its record."""
+        every header's root; rebuild every block's receipts tree and compare its record; read
+        every state value through its flat entry (each names a leaf that is there)."""
+        for _ in self.view.iterate(keyspace.STATE):
+            pass
         tree = merkle.MemoryTree()
         for height in range(self.last_height() + 1):
             block = self._block(height)
@@ -596,7 +615,7 @@ class LedgerStore:
         return frozenset(f for f in self._files() if f[0].endswith((".ldb", ".sst")))
 
     def _files(self) -> Iterator[tuple[str, int]]:
-        """(path, size) of every file of the store's three LevelDBs, as listed now."""
+        """(path, size) of every file of the store's four LevelDBs, as listed now."""
         for part in part_paths(self._path).values():
             for entry in os.scandir(part):
                 try:
@@ -920,11 +939,11 @@ class LedgerStore:
         return value
 
     def size_bytes(self) -> int:
-        """Bytes of the store's files on disk (its three LevelDBs)."""
+        """Bytes of the store's files on disk (its four LevelDBs)."""
         return sum(size for _, size in self._files())
 
     def leveldb_levels(self) -> dict[str, tuple[LevelStats, ...]]:
-        """Per LevelDB of the store (state, history, tree): its per-level files, sizes and
+        """Per LevelDB of the store (state, history, tree, log): its per-level files, sizes and
         compaction totals since the store opened."""
         return {
             part: parse_stats(raw.decode("ascii", "replace")) if raw else ()
@@ -999,11 +1018,7 @@ class LedgerStore:
             _height_key(keyspace.RECEIPT_TREE, header.height), encode_receipt_tree(receipt_tree)
         )
         self._log.write_plan(plan, batch)
-        for key, value in state_writes.items():
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
+        _put_state(batch, state_writes, header.height)
         batch.put(TX_COUNT_KEY, _u64(plan.size))
         batch.put(LAST_HEIGHT_KEY, _u64(header.height))
         return PreparedCommit(self, batch, block, plan, receipts)
@@ -1209,13 +1224,28 @@ def _refuse_single_leveldb(path: Path) -> None:
     )
 
 
+def _refuse_older_parts(state_path: Path) -> None:
+    """A store of an older format with fewer LevelDBs: refuse it by its format's name (read,
+    nothing written) rather than as a store with a part missing."""
+    check_store_files(state_path)
+    db = _open_leveldb(state_path, new=False, table_file_bytes=STATE_TABLE_FILE_BYTES)
+    try:
+        fmt = CheckedDB(db, state_path).get(FORMAT_KEY)
+    finally:
+        db.close()
+    if fmt in OLD_FORMATS:
+        raise _old_format(state_path.parent, fmt)
+
+
 def _open_parts(path: Path) -> SplitDB:
-    """The store's three LevelDBs, each checked file by file before any is opened. A new
+    """The store's four LevelDBs, each checked file by file before any is opened. A new
     store's parts are created state/ last, so a part missing next to the others is damage
     (or a creation cut short), refused with nothing created or changed."""
     paths = part_paths(path)
     new = {name: is_new_store_dir(where) for name, where in paths.items()}
     if any(new.values()) and not all(new.values()):
+        if not new[STATE_PART]:
+            _refuse_older_parts(paths[STATE_PART])  # v5 had no log/
         missing = ", ".join(str(paths[name]) for name, fresh in new.items() if fresh)
         raise StoreCorrupt(
             f"{path}: the store's LevelDB {missing} is missing while the others hold records "
@@ -1289,6 +1319,18 @@ def _genesis_header(genesis: Genesis, state_root: bytes) -> Header:
     )
 
 
+def _put_state(batch: Any, writes: keyspace.WriteSet, height: int) -> None:
+    """A block's state writes into its batch: tree records as they are, each flat entry as
+    the version of its leaf (node/storage/flat_state.py)."""
+    for key, value in writes.items():
+        if value is None:
+            batch.delete(key)
+        elif flat_state.is_flat(key):
+            batch.put(key, flat_state.stored(key, value, height, writes))
+        else:
+            batch.put(key, value)
+
+
 def _create(
     db: SplitDB, genesis: Genesis, genesis_writes: keyspace.WriteSet, state_root: bytes
 ) -> None:
@@ -1296,10 +1338,9 @@ def _create(
     header = _genesis_header(genesis, state_root)
     block = _StoredBlock(header, ())
     batch = db.write_batch(sync=True)
-    for key, value in genesis_writes.items():
+    for key in genesis_writes:
         assert key.startswith(STATE_FAMILIES), f"genesis write outside s/ and z/: {key!r}"
-        if value is not None:
-            batch.put(key, value)
+    _put_state(batch, {k: v for k, v in genesis_writes.items() if v is not None}, 0)
     batch.put(_height_key(HEADERS, 0), block.encode())
     batch.put(_height_key(BODIES, 0), _encode_body(BlockRecord(header, b"", b""), ()))
     batch.put(_height_key(keyspace.RECEIPT_TREE, 0), encode_receipt_tree(receipts_tree([])))

@@ -1,6 +1,6 @@
-"""The store's three LevelDBs behind one key space (store v5, docs/design.md §6).
+"""The store's four LevelDBs behind one key space (store v6, docs/design.md §6).
 
-Why three: LevelDB moves a table file down a level without rewriting it only when no file of
+Why four: LevelDB moves a table file down a level without rewriting it only when no file of
 the next level overlaps its keys. Records keyed by height (a block's tx records, its block
 record and receipts tree, the state-tree pages and leaves a block writes) arrive in rising key
 order, so in a LevelDB of their own every new file sits above every old one and goes down the
@@ -10,32 +10,38 @@ whole history again and again. Measured by a replay of a node's writes (docs/ben
 compaction goes"): at 6 x 10^5 txs, 3,330 MiB written by compaction instead of 19,980, and
 86 % less of its CPU.
 
-    state/    the flat registry state (s/), the tx index (t/), the Merkle log (m/), the hash
-              index (h/), certificates (c/), the epoch index (e/), consensus safety data (v/),
-              metadata (x/), the state tree's root references and stale index (z/r, z/x,
-              z/root): what is read by key or by family. Its last height (x/last_height) is
-              the store's commit point.
+    state/    the flat registry state (s/: each key's leaf version), the tx index (t/), the
+              Merkle log's size (m/size), the hash index (h/), certificates (c/), the epoch
+              index (e/), consensus safety data (v/), metadata (x/), the state tree's root
+              references and stale index (z/r, z/x, z/root): what is read by key or by
+              family. Its last height (x/last_height) is the store's commit point.
     history/  per height: the tx records (T/), the block record and body (b/h, b/c) and the
               receipts tree (r/). Never deleted.
     tree/     per version: the state tree's pages and leaves (z/n/, z/l/). The pruner deletes
               the old ones at its front, which is why they are not in history/: its deletes
               would make history's files overlap (node/storage/state_pruner.py).
+    log/      the Merkle log's nodes (m/n), keyed by the leaf that completes each, so their
+              keys rise with every append as history's do; in state/ they were a fifth of its
+              bytes, rewritten at every level (docs/bench.md "Values in the leaves (store v6)").
 
 Callers see one key space: the logical keys of node/storage/keyspace.py. A key of a family
 kept by height is stored with its height first (`_physical`): <height><family prefix><rest>.
 
 Rules kept here:
-- A block's writes are one SplitBatch; `write()` writes tree/ and history/ (synced) before
-  state/: state/ names nothing that is not on disk. A crash in between leaves records above
-  state/'s last height in the other two, which `trim_above` deletes when the store opens.
+- A block's writes are one SplitBatch; `write()` writes tree/, history/ and log/ (synced)
+  before state/: state/ names nothing that is not on disk. A crash in between leaves records
+  above state/'s last height (log nodes past its log size) in the others, which `trim_above`
+  deletes when the store opens.
 - Reads of a family kept by height are exact gets or scans of one height (`prefix` naming the
   height); every read is checksum-verified and a damaged one names the logical key
   (node/storage/checked_db.py).
-- A snapshot takes state/ first: the others then hold every record the state it sees names.
+- A snapshot is taken between two batches (one lock): its parts show the same blocks, and a
+  state-tree leaf a flat entry names is in it (node/storage/flat_state.py).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -47,9 +53,13 @@ from kledger.node.storage.checked_db import CheckedDB, CheckedReads
 STATE_PART: Final = "state"
 HISTORY_PART: Final = "history"
 TREE_PART: Final = "tree"
-PARTS: Final = (STATE_PART, HISTORY_PART, TREE_PART)
+LOG_PART: Final = "log"
+PARTS: Final = (STATE_PART, HISTORY_PART, TREE_PART, LOG_PART)
 # Written first, read last: the order of a batch's writes (state/ is the commit point).
-WRITE_ORDER: Final = (TREE_PART, HISTORY_PART, STATE_PART)
+WRITE_ORDER: Final = (TREE_PART, HISTORY_PART, LOG_PART, STATE_PART)
+# The Merkle log's nodes, keyed by the leaf that completes each (node/storage/merkle_log.py):
+# stored in log/ as they are, their keys rising with every append.
+LOG_NODES: Final = keyspace.MERKLE + b"n"
 
 HEIGHT_BYTES: Final = 8
 # (logical prefix, part): families whose logical key is prefix + height (8 bytes BE) + rest.
@@ -66,6 +76,7 @@ assert not any(
 ), "no family prefix is a prefix of another"
 
 
+_HEIGHT_PREFIXES: Final = tuple(prefix for prefix, _ in HEIGHT_FAMILIES)
 # The families kept by height by their first two bytes: every key of a block's batch is routed,
 # and most (s/, t/, m/) are told apart by one slice and one dict miss.
 _BY_LEAD: Final[dict[bytes, tuple[tuple[bytes, str], ...]]] = {}
@@ -97,17 +108,22 @@ def logical_key(physical: bytes) -> bytes:
     return physical
 
 
+def _unprefixed_part(key: bytes) -> str:
+    """The part of a key stored as it is (not kept by height)."""
+    return LOG_PART if key.startswith(LOG_NODES) else STATE_PART
+
+
 def locate(key: bytes) -> tuple[str, bytes]:
     """The part that holds a logical key and the key it is stored under there."""
     family = _family(key)
     if family is None:
-        return STATE_PART, key
+        return _unprefixed_part(key), key
     prefix, part = family
     return part, _physical(prefix, key)
 
 
 class SplitReads:
-    """Verified reads over the three parts (a store's live parts, or a snapshot of each)."""
+    """Verified reads over the four parts (a store's live parts, or a snapshot of each)."""
 
     def __init__(self, parts: dict[str, CheckedReads]) -> None:
         assert set(parts) == set(PARTS)
@@ -130,13 +146,16 @@ class SplitReads:
         one height at a time: `prefix` must name the height (prefix + 8 bytes at least)."""
         where = prefix if prefix is not None else start or b""
         assert prefix is None or not any(
-            fp.startswith(prefix) and fp != prefix for fp, _ in HEIGHT_FAMILIES
+            fp.startswith(prefix) and fp != prefix for fp in (*_HEIGHT_PREFIXES, LOG_NODES)
         ), "a scan across parts"
         family = _family(where)
         if family is None:
+            part = _unprefixed_part(where)
             for probe in (stop, start):
-                assert probe is None or _family(probe) is None, "a scan across parts"
-            yield from self._parts[STATE_PART].iterator(
+                assert probe is None or (
+                    _family(probe) is None and _unprefixed_part(probe) == part
+                ), "a scan across parts"
+            yield from self._parts[part].iterator(
                 prefix=prefix, start=start, stop=stop, reverse=reverse, include_value=include_value
             )
             return
@@ -167,9 +186,10 @@ class SplitBatch:
     WRITE_ORDER; usable as a context manager, as plyvel's WriteBatch (written on a clean
     exit)."""
 
-    def __init__(self, parts: dict[str, CheckedDB], sync: bool) -> None:
+    def __init__(self, parts: dict[str, CheckedDB], sync: bool, lock: threading.Lock) -> None:
         self._parts = parts
         self._sync = sync
+        self._lock = lock
         self._batches: dict[str, Any] = {}
 
     def _batch(self, part: str) -> Any:
@@ -187,10 +207,11 @@ class SplitBatch:
         self._batch(part).delete(physical)
 
     def write(self) -> None:
-        for part in WRITE_ORDER:
-            batch = self._batches.get(part)
-            if batch is not None:
-                batch.write()
+        with self._lock:  # no snapshot sees some parts of the batch and not the others
+            for part in WRITE_ORDER:
+                batch = self._batches.get(part)
+                if batch is not None:
+                    batch.write()
 
     def __enter__(self) -> SplitBatch:
         return self
@@ -201,17 +222,18 @@ class SplitBatch:
 
 
 class SplitDB(SplitReads):
-    """The store's three LevelDB handles as one: verified reads, routed writes."""
+    """The store's four LevelDB handles as one: verified reads, routed writes."""
 
     def __init__(self, parts: dict[str, CheckedDB]) -> None:
         super().__init__(dict(parts))
         self._dbs = parts
+        self._batch_lock = threading.Lock()
 
     def part(self, name: str) -> CheckedDB:
         return self._dbs[name]
 
     def write_batch(self, *, sync: bool = False) -> SplitBatch:
-        return SplitBatch(self._dbs, sync)
+        return SplitBatch(self._dbs, sync, self._batch_lock)
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
         part, physical = locate(key)
@@ -222,18 +244,20 @@ class SplitDB(SplitReads):
         self._dbs[part].delete(physical, sync=sync)
 
     def snapshot(self) -> SplitReads:
-        # state/ first: a commit writes it last, so the others hold all it names (see above).
-        return SplitReads({name: self._dbs[name].snapshot() for name in PARTS})
+        # Between two batches: the parts' snapshots see the same blocks, and no prune pass
+        # deletes, between them, a state-tree leaf that state/'s snapshot names.
+        with self._batch_lock:
+            return SplitReads({name: self._dbs[name].snapshot() for name in PARTS})
 
-    def trim_above(self, height: int) -> int:
-        """Delete (synced) the records of heights above `height` in history/ and tree/: what a
-        crash between a block's writes left of a block whose state/ write never happened.
-        Returns how many were deleted."""
+    def trim_above(self, height: int, log_from: bytes) -> int:
+        """Delete (synced) the records of heights above `height` in history/ and tree/, and the
+        log nodes from key `log_from` on in log/: what a crash between a block's writes left of
+        a block whose state/ write never happened. Returns how many were deleted."""
         start = (height + 1).to_bytes(HEIGHT_BYTES, "big")
         deleted = 0
-        for name in (HISTORY_PART, TREE_PART):
+        for name, first in ((HISTORY_PART, start), (TREE_PART, start), (LOG_PART, log_from)):
             db = self._dbs[name]
-            keys = list(db.iterator(start=start, include_value=False))
+            keys = list(db.iterator(start=first, include_value=False))
             if keys:
                 with db.write_batch(sync=True) as batch:
                     for key in keys:
