@@ -75,6 +75,7 @@ from kledger.node.storage.leveldb_files import RECOVERY, check_store_files, is_n
 from kledger.node.storage.leveldb_stats import STATS_PROPERTY, LevelStats, parse_stats
 from kledger.node.storage.merkle_log import AppendPlan, LogCorrupt, MerkleLog
 from kledger.node.storage.merkle_log import nodes_from as merkle_log_nodes_from
+from kledger.node.storage.read_cache import ReadCache
 from kledger.node.storage.receipt_trees import StoredReceiptTree, encode_receipt_tree
 from kledger.node.storage.store_parts import (
     STATE_PART,
@@ -320,17 +321,30 @@ class LevelView:
     """The committed registry state, read straight from LevelDB (keyspace.ReadView), checksums
     verified (a damaged record raises StoreCorrupt naming it). `page_cache` (shared by the store
     and its snapshots) keeps the current tree's page records (parsed on demand): tree records
-    never change once written, so every view of one store may share it."""
+    never change once written, so every view of one store may share it. `read_cache` (the
+    store's live view only) keeps the latest committed values of recently read state keys
+    (node/storage/read_cache.py)."""
 
-    def __init__(self, db: SplitReads, page_cache: state_tree.PageCache | None = None) -> None:
+    def __init__(
+        self,
+        db: SplitReads,
+        page_cache: state_tree.PageCache | None = None,
+        read_cache: ReadCache | None = None,
+    ) -> None:
         self._db = db
         self.page_cache = page_cache
+        self._read_cache = read_cache
 
     def get(self, key: bytes) -> bytes | None:
         assert key.startswith(STATE_FAMILIES), "registry reads stay in its key families"
-        if flat_state.is_flat(key):
-            return flat_state.get(self._db, key, self._damaged)
-        return self._db.get(key)
+        if not flat_state.is_flat(key):
+            return self._db.get(key)
+        if self._read_cache is None:
+            return self._flat_get(key)
+        return self._read_cache.get(key, self._flat_get)
+
+    def _flat_get(self, key: bytes) -> bytes | None:
+        return flat_state.get(self._db, key, self._damaged)
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         assert prefix.startswith(STATE_FAMILIES), "registry reads stay in its key families"
@@ -355,11 +369,14 @@ class PreparedCommit:
         block: _StoredBlock,
         plan: AppendPlan,
         receipts: list[Receipt],
+        *,
+        cached: Sequence[tuple[bytes, bytes | None]],
     ) -> None:
         self._store = store
         self._batch = batch
         self._block = block
         self._plan = plan
+        self._cached = cached  # what the store's read cache learns once the batch is written
         self._applied = False
         self.receipts = receipts
 
@@ -371,7 +388,7 @@ class PreparedCommit:
         )
         self._applied = True
         self._batch.write()
-        self._store._install(self._block, self._plan)
+        self._store._install(self._block, self._plan, self._cached)
         return self.receipts
 
 
@@ -390,7 +407,8 @@ class LedgerStore:
         self._path = path
         self._genesis = genesis
         self._page_cache = state_tree.PageCache()
-        self.view = LevelView(db, self._page_cache)
+        self._read_cache = ReadCache()
+        self.view = LevelView(db, self._page_cache, self._read_cache)
         self._log = log
         self._last_header = last_header
         self._receipt_trees: OrderedDict[int, StoredReceiptTree] = OrderedDict()
@@ -853,8 +871,9 @@ class LedgerStore:
         return self._log.root_after(leaves)
 
     def has_tx(self, tx_hash: bytes) -> bool:
-        """One get of the small t/ index (the bloom filter answers most misses)."""
-        return self._db.get(keyspace.TX + tx_hash) is not None
+        """At most one get of the small t/ index (the bloom filter answers most misses) for
+        the several times a node asks about a tx (node/storage/read_cache.py)."""
+        return self._read_cache.get(keyspace.TX + tx_hash, self._db.get) is not None
 
     def get_tx(self, tx_hash: bytes) -> tuple[SignedTx, Receipt] | None:
         """The tx and its receipt (two gets: the t/ index, the T/ record), checked against the
@@ -1021,7 +1040,12 @@ class LedgerStore:
         _put_state(batch, state_writes, header.height)
         batch.put(TX_COUNT_KEY, _u64(plan.size))
         batch.put(LAST_HEIGHT_KEY, _u64(header.height))
-        return PreparedCommit(self, batch, block, plan, receipts)
+        cached: list[tuple[bytes, bytes | None]] = [
+            (keyspace.TX + tx_hash, _position(header.height, index))
+            for index, tx_hash in enumerate(hashes)
+        ]
+        cached += [(key, value) for key, value in state_writes.items() if flat_state.is_flat(key)]
+        return PreparedCommit(self, batch, block, plan, receipts, cached=cached)
 
     def commit_block(
         self,
@@ -1038,7 +1062,10 @@ class LedgerStore:
             record, txs, results, state_writes, validator_change, receipt_tree=receipt_tree
         ).apply()
 
-    def _install(self, block: _StoredBlock, plan: AppendPlan) -> None:
+    def _install(
+        self, block: _StoredBlock, plan: AppendPlan, cached: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        self._read_cache.committed(cached)
         self._log.install(plan)
         self._page_cache.promote()  # the state-tree pages this block wrote are on disk now
         self._last_header = block.header
