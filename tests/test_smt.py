@@ -342,3 +342,19 @@ def test_the_page_cache_is_bounded():
         cache.put(key, page)
     assert cache.get(b"a") is None
     assert all(cache.get(key) is page for key in (b"b", b"c", b"d"))
+
+
+def test_deep_pages_never_push_the_shallow_ones_out():
+    """Every block reads the pages down to depth 16 many times and each deeper page about once:
+    deep pages have a tier of their own."""
+    cache = state_tree.PageCache(entries=2, deep_entries=2)
+    page = state_tree.Page(b"", 0, 0, smt.EMPTY)
+    path = bytes(range(32))
+    shallow = [state_tree.page_key(1, path, depth) for depth in (12, 16)]
+    deep = [state_tree.page_key(v, path, 20) for v in range(1, 6)]
+    for key in shallow + deep:
+        cache.put(key, page)
+    assert all(cache.get(key) is page for key in shallow + deep[-2:])
+    assert all(cache.get(key) is None for key in deep[:-2])
+    cache.put(state_tree.page_key(2, path, 0), page)  # the shallow tier's own LRU
+    assert cache.get(shallow[0]) is None and cache.get(shallow[1]) is page

@@ -65,11 +65,17 @@ PAGE = keyspace.SMT + b"n/"
 LEAF = keyspace.SMT + b"l/"
 ROOT_AT = keyspace.SMT + b"r/"
 STALE = keyspace.SMT + b"x/"
-# Pages kept in memory per store (their records: ~750 bytes each with the cache's entry, so
-# ~48 MiB at most). The levels every key's path crosses (1 + 16 + 256 + 4,096 pages) stay; the
-# rest holds the whole tree up to ~10^5 keys (~39,000 pages) and, at 10^6, the fifth level
-# (65,536 pages) in good part, so a block reads from LevelDB about one page per key only below.
-PAGE_CACHE_ENTRIES: Final = 65_536
+# Pages kept in memory per store, in two tiers. A block's update reads the path of every key it
+# changes: the pages down to binary depth 16 (1 + 16 + 256 + 4,096 + 65,536 of 16-ary pages)
+# are crossed by many keys of every block, the ones below by about one key each. In one LRU of
+# 65,536 the deep pages a block reads pushed the depth-16 pages out before their next use (at
+# 10^6 keys a depth-16 page is read every ~18 blocks), so a key's update read two pages from
+# LevelDB instead of one (docs/bench.md "Values in the leaves (store v6)"). Now the shallow
+# tier holds every page of depth <= 16 of the current tree (≈ 1.1 KB each with the entry: ≈ 75
+# MiB at most), the deep tier the most recent deep pages (≈ 8 MiB).
+PAGE_CACHE_DEPTH: Final = 16
+PAGE_CACHE_ENTRIES: Final = sum(16**level for level in range(5))
+DEEP_PAGE_CACHE_ENTRIES: Final = 16_384
 
 # Binary levels per page: 4 makes 16-ary pages (measured against 1, binary records, and 8 in
 # docs/bench.md "State tree layout"). Part of the store format; a parameter only so the tests and
@@ -102,27 +108,37 @@ class Page(NamedTuple):
 
 
 class PageCache:
-    """Pages (records and masks) by record key, bounded (least recently used goes). Records
-    never change, so a hit is always the stored page; a pruned page is only asked for by a
-    pruned height.
+    """Pages (records and masks) by record key, bounded, in two tiers by depth (least recently
+    used goes within each; see PAGE_CACHE_DEPTH). Records never change, so a hit is always the
+    stored page; a pruned page is only asked for by a pruned height.
 
     Pages a block's update writes are staged, not cached: `promote()` (after the block's batch
     is written) caches them, and the next update drops what a dropped batch left staged, so the
     cache never holds a page that is not on disk."""
 
-    def __init__(self, entries: int = PAGE_CACHE_ENTRIES) -> None:
-        self._entries = entries
-        self._pages: OrderedDict[bytes, Page] = OrderedDict()
+    def __init__(
+        self, entries: int = PAGE_CACHE_ENTRIES, deep_entries: int = DEEP_PAGE_CACHE_ENTRIES
+    ) -> None:
+        self._tiers: tuple[tuple[OrderedDict[bytes, Page], int], ...] = (
+            (OrderedDict(), entries),
+            (OrderedDict(), deep_entries),
+        )
         self._staged: dict[bytes, Page] = {}
         self._replaced: list[bytes] = []
         # The commit thread, the pruner and the proof-serving threads share one cache.
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _tier_of(key: bytes) -> int:
+        """0 for a page of depth <= PAGE_CACHE_DEPTH (or any other key), 1 below."""
+        return int(len(key) > _DEPTH_AT and key[_DEPTH_AT] > PAGE_CACHE_DEPTH)
+
     def get(self, key: bytes) -> Page | None:
         with self._lock:
-            page = self._pages.get(key)
+            pages = self._tiers[self._tier_of(key)][0]
+            page = pages.get(key)
             if page is not None:
-                self._pages.move_to_end(key)
+                pages.move_to_end(key)
             return page
 
     def put(self, key: bytes, page: Page) -> None:
@@ -130,9 +146,10 @@ class PageCache:
             self._put(key, page)
 
     def _put(self, key: bytes, page: Page) -> None:
-        self._pages[key] = page
-        if len(self._pages) > self._entries:
-            self._pages.popitem(last=False)
+        pages, entries = self._tiers[self._tier_of(key)]
+        pages[key] = page
+        if len(pages) > entries:
+            pages.popitem(last=False)
 
     def stage(self, pages: dict[bytes, Page], replaced: list[bytes]) -> None:
         """The pages one update wrote and the keys of the pages they replace (replacing
@@ -147,7 +164,7 @@ class PageCache:
         would push the current tree out (at 10^5 keys a block replaces ~2,000 pages)."""
         with self._lock:
             for key in self._replaced:
-                self._pages.pop(key, None)
+                self._tiers[self._tier_of(key)][0].pop(key, None)
             for key, page in self._staged.items():
                 self._put(key, page)
             self._staged = {}
@@ -159,6 +176,9 @@ class PageCache:
 
 def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
+
+
+_DEPTH_AT: Final = len(PAGE) + 8  # a page key's depth byte: after the prefix and the version
 
 
 def page_key(version: int, path: bytes, depth: int) -> bytes:
