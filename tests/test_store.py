@@ -214,7 +214,12 @@ def test_a_settled_store_copies_and_reads_back_the_same(tmp_path):
     root = store.log_root()
     assert store.settle(poll_s=0.01, quiet_polls=3)
     assert not store.settle(poll_s=0.01, quiet_polls=3, timeout_s=0.0)  # no time: not proven
+    levels = store.leveldb_levels()
+    for part in PARTS:  # the memtables were written out and pushed below level 0
+        assert levels[part] and not any(row.files for row in levels[part] if row.level == 0)
     store.close()
+    for part in PARTS:  # nothing left in the logs for a copy's open to flush again
+        assert all(log.stat().st_size < 4096 for log in (tmp_path / "db" / part).glob("*.log"))
     copy_store(tmp_path / "db", tmp_path / "copy")
     store = open_store(tmp_path / "copy", deep_check=True)
     assert store.log_root() == root and store.get_tx(txs[-1].tx_hash) is not None

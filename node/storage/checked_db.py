@@ -163,8 +163,8 @@ class CheckedDB(CheckedReads):
     def snapshot(self) -> CheckedReads:
         return CheckedReads(self._db.snapshot(), self._where, self._listeners, self._logical)
 
-    def compact_range(self) -> None:
-        self._db.compact_range()
+    def compact_range(self, start: bytes | None = None, stop: bytes | None = None) -> None:
+        self._db.compact_range(start=start, stop=stop)
 
     def get_property(self, name: bytes) -> bytes | None:
         """A LevelDB property (e.g. b"leveldb.stats"); None for a name LevelDB does not know."""

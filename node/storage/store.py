@@ -611,12 +611,20 @@ class LedgerStore:
     def settle(
         self, *, poll_s: float = 1.0, quiet_polls: int = 5, timeout_s: float = 1800.0
     ) -> bool:
-        """Wait until LevelDB's background compactions are done: no table file under the store
-        appears, grows or goes for `quiet_polls` polls in a row (a running compaction writes its
-        output file as it goes; LevelDB's own figures change only when it ends). False if files
-        still moved after `timeout_s`. A store built in one go and copied to several nodes
+        """Write the memtables out (`SplitDB.flush_memtables`), then wait until LevelDB's
+        background compactions are done: no table file under the store appears, grows or goes
+        for `quiet_polls` polls in a row (a running compaction writes its output file as it
+        goes; LevelDB's own figures change only when it ends). False if files still moved after
+        `timeout_s`. A store built in one go and copied to several nodes
         (cluster/bench/preload.py) needs this, or each copy would redo that work first; unlike
-        `compact`, it leaves the levels as a node that grew the store itself has them."""
+        `compact`, it leaves the levels as a node that grew the store itself has them.
+
+        Why the flush: without it the last memtable (up to a write buffer of state/, random
+        keys) stayed in the log, every copy flushed it when its node opened and merged it down
+        through the full levels below during the measured load: in `kledger bench
+        --preload-txs 1000000` that merge was most of the compaction the load was charged
+        with (docs/bench.md "Values in the leaves (store v6)")."""
+        self._db.flush_memtables()
         deadline = time.monotonic() + timeout_s
         last, quiet = self._table_files(), 0
         while quiet < quiet_polls:

@@ -269,6 +269,17 @@ class SplitDB(SplitReads):
         for db in self._dbs.values():
             db.compact_range()
 
+    def flush_memtables(self) -> None:
+        """Write each part's memtable out and push it into level 1: a compaction of one key,
+        each part's last (written by the last block, so in the memtable): LevelDB first
+        flushes the memtable, then merges the level-0 files holding that key (the flushed one
+        spans it) into level 1, and one file per level below. What is left to do then (a full
+        level 1) LevelDB's background thread does as it would after any flush."""
+        for db in self._dbs.values():
+            for last in db.iterator(reverse=True, include_value=False):
+                db.compact_range(start=last, stop=last)
+                break
+
     def get_property(self, name: bytes) -> dict[str, bytes | None]:
         """A LevelDB property of each part."""
         return {part: db.get_property(name) for part, db in self._dbs.items()}
