@@ -69,10 +69,12 @@ STALE = keyspace.SMT + b"x/"
 # changes: the pages down to binary depth 16 (1 + 16 + 256 + 4,096 + 65,536 of 16-ary pages)
 # are crossed by many keys of every block, the ones below by about one key each. In one LRU of
 # 65,536 the deep pages a block reads pushed the depth-16 pages out before their next use (at
-# 10^6 keys a depth-16 page is read every ~18 blocks), so a key's update read two pages from
-# LevelDB instead of one (docs/bench.md "Values in the leaves (store v6)"). Now the shallow
-# tier holds every page of depth <= 16 of the current tree (≈ 1.1 KB each with the entry: ≈ 75
-# MiB at most), the deep tier the most recent deep pages (≈ 8 MiB).
+# 10^6 keys a depth-16 page is read every ~18 blocks), so a key's update read its depth-16
+# page from LevelDB too, not only the deeper one: the state tree's µs per tx at 10^6 in one
+# node's pipeline went from 67 to 49 with the tiers (one window each, docs/bench.md "Values in
+# the leaves (store v6)"). Now the shallow tier holds every page of depth <= 16 of the
+# current tree (≈ 1.1 KB each with the entry: ≈ 75 MiB at most), the deep tier the most recent
+# deep pages (≈ 8 MiB).
 PAGE_CACHE_DEPTH: Final = 16
 PAGE_CACHE_ENTRIES: Final = sum(16**level for level in range(5))
 DEEP_PAGE_CACHE_ENTRIES: Final = 16_384
