@@ -4,10 +4,13 @@ leaf is damage, never a value."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from kledger.node.chain.receipt import TxResult
 from kledger.node.errors import StoreCorrupt
+from kledger.node.storage import store_parts
 from kledger.node.storage.store import BlockRecord
 from kledger.node.storage.store_parts import STATE_PART, TREE_PART
 from tests.ledger_builders import commit, make_tx, next_header, open_store
@@ -63,5 +66,35 @@ def test_a_state_write_without_its_leaf_is_never_written(tmp_path):
         with pytest.raises(AssertionError, match="without its state-tree leaf"):
             store.prepare_commit(record, txs, [TxResult()], {KEY: VALUE})
         assert store.last_height() == 0 and store.view.get(KEY) is None
+    finally:
+        store.close()
+
+
+def test_a_snapshot_is_never_taken_across_a_prune_pass(tmp_path, monkeypatch):
+    """A prune pass deletes state-tree leaves; a snapshot between its state/ and tree/ parts
+    could name a leaf its tree/ part no longer holds: the two exclude each other."""
+    store = open_store(tmp_path / "db")
+    try:
+        for nonce in range(4):
+            commit(store, [make_tx(nonce)], {KEY: VALUE + bytes([nonce])})
+        held: list[bool] = []
+        real_write = store_parts.SplitBatch._write
+
+        def write(batch: store_parts.SplitBatch) -> None:
+            held.append(store._db._prune_lock.locked())
+            real_write(batch)
+
+        monkeypatch.setattr(store_parts.SplitBatch, "_write", write)
+        deleted, _ = store.prune_state(keep_from=3, max_records=100)
+        assert deleted and held == [True]  # the prune pass wrote under the lock
+        commit(store, [make_tx(9)])
+        assert held[1:] == [False]  # a commit only adds records: it holds nothing up
+        taken = threading.Event()
+        with store._db._prune_lock:  # a prune pass in progress
+            thread = threading.Thread(target=lambda: (store.snapshot_view(), taken.set()))
+            thread.start()
+            assert not taken.wait(0.2)
+        thread.join(timeout=30)
+        assert taken.is_set() and store.snapshot_view().get(KEY) == VALUE + b"\x03"
     finally:
         store.close()

@@ -1098,7 +1098,7 @@ class LedgerStore:
         assert keep_from <= self._last_header.height, "pruning above the committed height"
         deletes, more = state_tree.prune_writes(self.view, keep_from, max_records)
         if deletes:
-            with self._db.write_batch() as batch:
+            with self._db.write_batch(deletes_tree=True) as batch:
                 for key in deletes:
                     batch.delete(key)
         return len(deletes), more

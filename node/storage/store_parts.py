@@ -35,8 +35,9 @@ Rules kept here:
 - Reads of a family kept by height are exact gets or scans of one height (`prefix` naming the
   height); every read is checksum-verified and a damaged one names the logical key
   (node/storage/checked_db.py).
-- A snapshot is taken between two batches (one lock): its parts show the same blocks, and a
-  state-tree leaf a flat entry names is in it (node/storage/flat_state.py).
+- A snapshot takes state/ first, so the others hold every record the state it sees names, and
+  never across a prune pass: a state-tree leaf a flat entry names is in it
+  (node/storage/flat_state.py).
 """
 
 from __future__ import annotations
@@ -186,7 +187,9 @@ class SplitBatch:
     WRITE_ORDER; usable as a context manager, as plyvel's WriteBatch (written on a clean
     exit)."""
 
-    def __init__(self, parts: dict[str, CheckedDB], sync: bool, lock: threading.Lock) -> None:
+    def __init__(
+        self, parts: dict[str, CheckedDB], sync: bool, lock: threading.Lock | None
+    ) -> None:
         self._parts = parts
         self._sync = sync
         self._lock = lock
@@ -207,11 +210,17 @@ class SplitBatch:
         self._batch(part).delete(physical)
 
     def write(self) -> None:
-        with self._lock:  # no snapshot sees some parts of the batch and not the others
-            for part in WRITE_ORDER:
-                batch = self._batches.get(part)
-                if batch is not None:
-                    batch.write()
+        if self._lock is None:
+            self._write()
+            return
+        with self._lock:  # no snapshot sees some parts of this batch and not the others
+            self._write()
+
+    def _write(self) -> None:
+        for part in WRITE_ORDER:
+            batch = self._batches.get(part)
+            if batch is not None:
+                batch.write()
 
     def __enter__(self) -> SplitBatch:
         return self
@@ -227,13 +236,15 @@ class SplitDB(SplitReads):
     def __init__(self, parts: dict[str, CheckedDB]) -> None:
         super().__init__(dict(parts))
         self._dbs = parts
-        self._batch_lock = threading.Lock()
+        self._prune_lock = threading.Lock()
 
     def part(self, name: str) -> CheckedDB:
         return self._dbs[name]
 
-    def write_batch(self, *, sync: bool = False) -> SplitBatch:
-        return SplitBatch(self._dbs, sync, self._batch_lock)
+    def write_batch(self, *, sync: bool = False, deletes_tree: bool = False) -> SplitBatch:
+        """A batch over the parts; `deletes_tree` for one that deletes state-tree records (a
+        prune pass), which no snapshot may see half written (see `snapshot`)."""
+        return SplitBatch(self._dbs, sync, self._prune_lock if deletes_tree else None)
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
         part, physical = locate(key)
@@ -244,9 +255,10 @@ class SplitDB(SplitReads):
         self._dbs[part].delete(physical, sync=sync)
 
     def snapshot(self) -> SplitReads:
-        # Between two batches: the parts' snapshots see the same blocks, and no prune pass
-        # deletes, between them, a state-tree leaf that state/'s snapshot names.
-        with self._batch_lock:
+        # state/ first: a commit writes it last, so the others hold all it names; and never
+        # across a prune pass, which could delete a leaf that state/'s snapshot names between
+        # the two snapshots. (Commits are not held up: they only add records.)
+        with self._prune_lock:
             return SplitReads({name: self._dbs[name].snapshot() for name in PARTS})
 
     def trim_above(self, height: int, log_from: bytes) -> int:
