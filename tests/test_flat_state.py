@@ -90,8 +90,13 @@ def test_a_snapshot_is_never_taken_across_a_prune_pass(tmp_path, monkeypatch):
         commit(store, [make_tx(9)])
         assert held[1:] == [False]  # a commit only adds records: it holds nothing up
         taken = threading.Event()
+
+        def take() -> None:
+            store.snapshot_view()
+            taken.set()
+
         with store._db._prune_lock:  # a prune pass in progress
-            thread = threading.Thread(target=lambda: (store.snapshot_view(), taken.set()))
+            thread = threading.Thread(target=take)
             thread.start()
             assert not taken.wait(0.2)
         thread.join(timeout=30)
