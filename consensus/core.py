@@ -769,6 +769,12 @@ class Core:
         # Our own vote first: its Persist (with the block's SaveBlock) is durable before the
         # proposal leaves, so a restart can never propose this round again (see above).
         self._on_message(self.me, proposal, out)
+        if self._safety.data.highest_vote_round < round:
+            # Our own check refused the payload (a payload source that broke its contract, as
+            # the nemesis's junk proposer does), so no vote recorded the round: record it
+            # before the proposal leaves (found by the nemesis: restarted honest in the same
+            # round, that node proposed it again).
+            out.append(Persist(self._safety.record_proposal(round, self._high_qc, self._last_tc)))
         out.append(Broadcast(proposal))
 
     def _some_signer(self, qc: QuorumCert) -> NodeId | None:

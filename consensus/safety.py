@@ -71,6 +71,20 @@ class SafetyRules:
         )
         return self.data
 
+    def record_proposal(
+        self, round: Round, high_qc: QuorumCert, last_tc: TimeoutCert | None
+    ) -> SafetyData:
+        """A proposal leaves without our own vote on it (our own check refused its payload):
+        the round counts as voted in, so a restart never proposes it again. A timeout in it
+        stays allowed (safe_to_timeout admits highest_vote_round itself)."""
+        self.data = replace(
+            self.data,
+            highest_vote_round=Round(max(self.data.highest_vote_round, round)),
+            high_qc=high_qc,
+            last_tc=last_tc,
+        )
+        return self.data
+
     @property
     def enforces_one_vote_per_round(self) -> bool:
         return True

@@ -257,6 +257,43 @@ def test_a_leader_restarted_in_its_round_never_proposes_it_again() -> None:
     assert [p for p in sends(effects, Proposal) if p.message.block.round == 3] == []
 
 
+class BadPayloads(Payloads):
+    """A payload source that breaks its contract: it hands out what its own check refuses."""
+
+    def next_payload(self, pending: Sequence[bytes]) -> bytes:
+        return b"bad"
+
+
+def test_a_leader_whose_own_check_refuses_its_proposal_still_never_proposes_the_round_twice():
+    """Found by the nemesis (seed 11): a junk proposer's own vote on its block is refused, so
+    no vote recorded the round; restarted honest in that round, it proposed a second block.
+    The round is recorded before the proposal leaves, vote or not."""
+    first = Core(
+        CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
+        BadPayloads(), RestoredState(None, GENESIS, GENESIS_QC),
+    )  # fmt: skip
+    first.start(NOW)
+    deliver(first, "n1", propose(B1))
+    deliver(first, "n2", propose(B2))
+    effects = []
+    for author in ("n0", "n1", "n2"):
+        effects += deliver(first, author, vote(B2, author))
+    [proposal] = sends(effects, Proposal)
+    assert proposal.message.block.payload == b"bad" and first.dropped["invalid_payload"] == 1
+    kinds = [type(e).__name__ for e in effects]
+    assert kinds.index("Persist") < kinds.index("Broadcast")
+    stored = [e for e in effects if isinstance(e, Persist)][-1].safety
+    assert stored.highest_vote_round == proposal.message.block.round == 3
+    safety = SafetyData.decode(stored.encode())
+    restarted = Core(
+        CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
+        Payloads(), RestoredState(safety, GENESIS, GENESIS_QC, (B1, B2)),
+    )  # fmt: skip
+    effects = restarted.start(NOW + 1_000)
+    effects += restarted.step(PayloadAvailable(NOW + 1_000))
+    assert [p for p in sends(effects, Proposal) if p.message.block.round == 3] == []
+
+
 def test_lock_refuses_a_proposal_below_a_tc_signers_high_qc() -> None:
     core = make_core("n2")  # votes for round 3 go to n0
     deliver(core, "n1", propose(B1))
