@@ -63,13 +63,7 @@ class SafetyRules:
     def record_timeout(
         self, round: Round, high_qc: QuorumCert, last_tc: TimeoutCert | None
     ) -> SafetyData:
-        self.data = replace(
-            self.data,
-            highest_vote_round=Round(max(self.data.highest_vote_round, round)),
-            high_qc=high_qc,
-            last_tc=last_tc,
-        )
-        return self.data
+        return self._record_round(round, high_qc, last_tc)
 
     def record_proposal(
         self, round: Round, high_qc: QuorumCert, last_tc: TimeoutCert | None
@@ -77,6 +71,11 @@ class SafetyRules:
         """A proposal leaves without our own vote on it (our own check refused its payload):
         the round counts as voted in, so a restart never proposes it again. A timeout in it
         stays allowed (safe_to_timeout admits highest_vote_round itself)."""
+        return self._record_round(round, high_qc, last_tc)
+
+    def _record_round(
+        self, round: Round, high_qc: QuorumCert, last_tc: TimeoutCert | None
+    ) -> SafetyData:
         self.data = replace(
             self.data,
             highest_vote_round=Round(max(self.data.highest_vote_round, round)),

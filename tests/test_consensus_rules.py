@@ -78,11 +78,14 @@ class Payloads:
 
 
 def make_core(
-    me: str = "n0", safety: SafetyData | None = None, config: CoreConfig = CONFIG
+    me: str = "n0",
+    safety: SafetyData | None = None,
+    config: CoreConfig = CONFIG,
+    payloads: Payloads | None = None,
 ) -> Core:
     core = Core(
-        config, CHAIN, NodeId(me), VALIDATORS, KEYS.signer(NodeId(me)), KEYS.verify, Payloads(),
-        RestoredState(safety, GENESIS, GENESIS_QC),
+        config, CHAIN, NodeId(me), VALIDATORS, KEYS.signer(NodeId(me)), KEYS.verify,
+        payloads or Payloads(), RestoredState(safety, GENESIS, GENESIS_QC),
     )  # fmt: skip
     core.start(NOW)
     return core
@@ -232,21 +235,8 @@ def test_asked_again_after_restart_resends_the_stored_vote_never_a_new_one() -> 
     assert sends(deliver(restarted, "n1", propose(other)), Vote) == []
 
 
-def test_a_leader_restarted_in_its_round_never_proposes_it_again() -> None:
-    """Found by the nemesis: a leader stopped right after proposing restarted into the same
-    round and proposed a second block for it (honest equivocation). Its own vote is now
-    durable before its proposal leaves, and a round it voted in is not proposed again."""
-    first = make_core("n3")
-    deliver(first, "n1", propose(B1))
-    deliver(first, "n2", propose(B2))
-    effects = []
-    for author in ("n0", "n1", "n2"):
-        effects += deliver(first, author, vote(B2, author))
-    [proposal] = sends(effects, Proposal)
-    kinds = [type(e).__name__ for e in effects]
-    assert kinds.index("Persist") < kinds.index("Broadcast")  # our vote, then the proposal
-    stored = [e for e in effects if isinstance(e, Persist)][-1].safety
-    assert stored.highest_vote_round == proposal.message.block.round == 3
+def _round_3_proposals_after_restart(stored: SafetyData) -> list[Any]:
+    """What n3, restarted on `stored` with B1 and B2 saved, proposes for round 3."""
     safety = SafetyData.decode(stored.encode())
     restarted = Core(
         CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
@@ -254,7 +244,31 @@ def test_a_leader_restarted_in_its_round_never_proposes_it_again() -> None:
     )  # fmt: skip
     effects = restarted.start(NOW + 1_000)
     effects += restarted.step(PayloadAvailable(NOW + 1_000))
-    assert [p for p in sends(effects, Proposal) if p.message.block.round == 3] == []
+    return [p for p in sends(effects, Proposal) if p.message.block.round == 3]
+
+
+def test_a_leader_restarted_in_its_round_never_proposes_it_again() -> None:
+    """Found by the nemesis: a leader stopped right after proposing restarted into the same
+    round and proposed a second block for it (honest equivocation). Its own vote is now
+    durable before its proposal leaves, and a round it voted in is not proposed again."""
+    proposal, stored = _lead_round_3(make_core("n3"))
+    assert stored.highest_vote_round == proposal.block.round == 3
+    assert _round_3_proposals_after_restart(stored) == []
+
+
+def _lead_round_3(core: Core) -> tuple[Proposal, SafetyData]:
+    """n3 given B1, B2 and QC(2): its proposal of round 3 and the safety data persisted before
+    the proposal left."""
+    deliver(core, "n1", propose(B1))
+    deliver(core, "n2", propose(B2))
+    effects = []
+    for author in ("n0", "n1", "n2"):
+        effects += deliver(core, author, vote(B2, author))
+    [proposal] = sends(effects, Proposal)
+    kinds = [type(e).__name__ for e in effects]
+    assert kinds.index("Persist") < kinds.index("Broadcast")  # the round recorded, then sent
+    stored = [e for e in effects if isinstance(e, Persist)][-1].safety
+    return proposal.message, stored
 
 
 class BadPayloads(Payloads):
@@ -268,30 +282,11 @@ def test_a_leader_whose_own_check_refuses_its_proposal_still_never_proposes_the_
     """Found by the nemesis (seed 11): a junk proposer's own vote on its block is refused, so
     no vote recorded the round; restarted honest in that round, it proposed a second block.
     The round is recorded before the proposal leaves, vote or not."""
-    first = Core(
-        CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
-        BadPayloads(), RestoredState(None, GENESIS, GENESIS_QC),
-    )  # fmt: skip
-    first.start(NOW)
-    deliver(first, "n1", propose(B1))
-    deliver(first, "n2", propose(B2))
-    effects = []
-    for author in ("n0", "n1", "n2"):
-        effects += deliver(first, author, vote(B2, author))
-    [proposal] = sends(effects, Proposal)
-    assert proposal.message.block.payload == b"bad" and first.dropped["invalid_payload"] == 1
-    kinds = [type(e).__name__ for e in effects]
-    assert kinds.index("Persist") < kinds.index("Broadcast")
-    stored = [e for e in effects if isinstance(e, Persist)][-1].safety
-    assert stored.highest_vote_round == proposal.message.block.round == 3
-    safety = SafetyData.decode(stored.encode())
-    restarted = Core(
-        CONFIG, CHAIN, NodeId("n3"), VALIDATORS, KEYS.signer(NodeId("n3")), KEYS.verify,
-        Payloads(), RestoredState(safety, GENESIS, GENESIS_QC, (B1, B2)),
-    )  # fmt: skip
-    effects = restarted.start(NOW + 1_000)
-    effects += restarted.step(PayloadAvailable(NOW + 1_000))
-    assert [p for p in sends(effects, Proposal) if p.message.block.round == 3] == []
+    first = make_core("n3", payloads=BadPayloads())
+    proposal, stored = _lead_round_3(first)
+    assert proposal.block.payload == b"bad" and first.dropped["invalid_payload"] == 1
+    assert stored.highest_vote_round == proposal.block.round == 3
+    assert _round_3_proposals_after_restart(stored) == []
 
 
 def test_lock_refuses_a_proposal_below_a_tc_signers_high_qc() -> None:
