@@ -1245,31 +1245,25 @@ def _refuse_single_leveldb(path: Path) -> None:
     format's name (read, nothing written), as every older format is."""
     if is_new_store_dir(path):
         return
-    check_store_files(path)
-    db = _open_leveldb(path, new=False)
-    try:
-        fmt = CheckedDB(db, path).get(FORMAT_KEY)
-    finally:
-        db.close()
-    if fmt in OLD_FORMATS:
-        raise _old_format(path, fmt)
+    fmt = _refuse_old_format(path, path)
     raise StoreCorrupt(
         f"{path}: holds a LevelDB of format {fmt!r}, not a store of format {FORMAT!r} (its "
         f"LevelDBs are the directories {', '.join(part_paths(path))})"
     )
 
 
-def _refuse_older_parts(state_path: Path) -> None:
-    """A store of an older format with fewer LevelDBs: refuse it by its format's name (read,
-    nothing written) rather than as a store with a part missing."""
-    check_store_files(state_path)
-    db = _open_leveldb(state_path, new=False, table_file_bytes=STATE_TABLE_FILE_BYTES)
+def _refuse_old_format(leveldb: Path, store: Path) -> bytes | None:
+    """Read (nothing written) the format record of the LevelDB at `leveldb` and refuse the
+    store at `store` by that format's name if it is an older one; else return the record."""
+    check_store_files(leveldb)
+    db = _open_leveldb(leveldb, new=False)
     try:
-        fmt = CheckedDB(db, state_path).get(FORMAT_KEY)
+        fmt = CheckedDB(db, leveldb).get(FORMAT_KEY)
     finally:
         db.close()
     if fmt in OLD_FORMATS:
-        raise _old_format(state_path.parent, fmt)
+        raise _old_format(store, fmt)
+    return fmt
 
 
 def _open_parts(path: Path) -> SplitDB:
@@ -1279,8 +1273,8 @@ def _open_parts(path: Path) -> SplitDB:
     paths = part_paths(path)
     new = {name: is_new_store_dir(where) for name, where in paths.items()}
     if any(new.values()) and not all(new.values()):
-        if not new[STATE_PART]:
-            _refuse_older_parts(paths[STATE_PART])  # v5 had no log/
+        if not new[STATE_PART]:  # an older store of fewer LevelDBs (v5 had no log/)?
+            _refuse_old_format(paths[STATE_PART], path)
         missing = ", ".join(str(paths[name]) for name, fresh in new.items() if fresh)
         raise StoreCorrupt(
             f"{path}: the store's LevelDB {missing} is missing while the others hold records "
