@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kledger.node.proof import smt
-from kledger.node.storage import state_tree
+from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.keyspace import DictView
 
 
@@ -26,6 +26,7 @@ class Tree:
     def __init__(self) -> None:
         self.view = DictView()
         self.height = -1
+        self.cursor = state_tree.PruneCursor()
 
     def apply(self, changes: dict[bytes, bytes | None]) -> bytes:
         self.height += 1
@@ -39,7 +40,9 @@ class Tree:
     def prune(self, keep_from: int) -> None:
         more = True
         while more:
-            deletes, more = state_tree.prune_writes(self.view, keep_from, 7)
+            deletes, more, self.cursor = state_tree.prune_writes(
+                keyspace.range_scan(self.view), keep_from, 7, self.cursor
+            )
             self.view.apply(deletes)
 
 
@@ -337,7 +340,7 @@ def test_the_page_cache_keeps_the_current_pages_and_drops_what_a_block_replaced(
 
 def test_the_page_cache_is_bounded():
     cache = state_tree.PageCache(entries=3)
-    page = state_tree.Page(b"", 0, 0, smt.EMPTY)
+    page: state_tree.Page = (b"", 0, 0, smt.EMPTY)
     for key in (b"a", b"b", b"c", b"d"):
         cache.put(key, page)
     assert cache.get(b"a") is None
@@ -348,7 +351,7 @@ def test_deep_pages_never_push_the_shallow_ones_out():
     """Every block reads the pages down to depth 16 many times and each deeper page about once:
     deep pages have a tier of their own."""
     cache = state_tree.PageCache(entries=2, deep_entries=2)
-    page = state_tree.Page(b"", 0, 0, smt.EMPTY)
+    page: state_tree.Page = (b"", 0, 0, smt.EMPTY)
     path = bytes(range(32))
     shallow = [state_tree.page_key(1, path, depth) for depth in (12, 16)]
     deep = [state_tree.page_key(v, path, 20) for v in range(1, 6)]

@@ -127,6 +127,40 @@ def test_window_proofs_verify_offline_and_pruned_heights_are_refused(tmp_path):
     store.close()
 
 
+def test_each_prune_pass_scans_from_where_the_last_one_stopped(tmp_path, monkeypatch):
+    """LevelDB keeps deleted keys as tombstones until a compaction reaches them, and a scan
+    walks every tombstone in its range: passes that each scanned from the stale family's start
+    walked all the deletes before them, so pruning slowed as the ledger aged."""
+    store = open_state_store(tmp_path / "db")
+    scans: list[tuple[bytes, bytes]] = []
+    real_scan = LedgerStore._scan_range
+
+    def scan(self: LedgerStore, start: bytes, stop: bytes):  # type: ignore[no-untyped-def]
+        scans.append((start, stop))
+        return real_scan(self, start, stop)
+
+    monkeypatch.setattr(LedgerStore, "_scan_range", scan)
+    pruner = StatePruner(store, retention_blocks=5, batch_records=7)
+
+    def past_kept(height: int) -> bytes:
+        """The first stale key a pass at `height` keeps (stale since a kept height)."""
+        return state_tree.STALE + (max(0, height - 5) + 1).to_bytes(8, "big")
+
+    for height in range(1, 41):
+        commit_state(store, block_changes(height), height)
+        scans.clear()
+        pruner.prune_all()
+        stale_starts = [start for start, _ in scans if start.startswith(state_tree.STALE)]
+        # The first pass starts past every height the previous block's passes let go...
+        let_go = state_tree.STALE if height == 1 else past_kept(height - 1)
+        assert stale_starts[0] == let_go
+        # ...and each later one where the one before it stopped, never back at the start.
+        assert stale_starts == sorted(set(stale_starts))
+        assert store._prune_cursor.stale == past_kept(height)
+    assert state_tree.stored_root(store.view) == reference_root(live_state(store))
+    store.close()
+
+
 def test_pruning_shrinks_the_tree_to_the_live_state(tmp_path):
     store = open_state_store(tmp_path / "db")
     for height in range(1, 61):

@@ -5,7 +5,7 @@ families can never collide.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 BLOCK = b"b/"  # height (8 bytes BE) -> stored block record (header, consensus block, tx hashes)
@@ -42,6 +42,23 @@ class ReadView(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+def range_scan(view: ReadView) -> Callable[[bytes, bytes], Iterator[tuple[bytes, bytes]]]:
+    """The records of `view` in [start, stop), in key order, through its prefix scan of the
+    bounds' common prefix: for views without a range iterator (tests, tools)."""
+
+    def scan(start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        shared = 0
+        while shared < min(len(start), len(stop)) and start[shared] == stop[shared]:
+            shared += 1
+        for key, value in view.iterate(start[:shared]):
+            if key >= stop:
+                return
+            if key >= start:
+                yield key, value
+
+    return scan
 
 
 class OverlayView:

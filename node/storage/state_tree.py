@@ -95,18 +95,17 @@ EMPTY_REF: Final[Ref] = (_EMPTY_KIND, EMPTY, 0, b"", b"")
 Slots = tuple[Ref, ...]  # a page: 16 references
 
 
-class Page(NamedTuple):
-    """A page as read or written: its record (the stored bytes, which already hold every slot
-    and every inner hash), the masks of its filled and leaf slots, and its root hash (which
-    its parent's reference holds, not the record). Reading a page parses its two masks and
-    nothing else: a slot, or a node's hash, is sliced out of the record when asked for, at the
-    offsets its masks give (_layout). Four atoms, so a cached page costs about its record's
-    bytes and the garbage collector does not track it."""
-
-    record: bytes
-    filled: int
-    leaves: int
-    root: bytes
+# A page as read or written: (record, filled, leaves, root). The record is the stored bytes,
+# which already hold every slot and every inner hash; filled and leaves are the masks of its
+# filled and leaf slots; root is its root hash (which its parent's reference holds, not the
+# record). Reading a page parses its two masks and nothing else: a slot, or a node's hash, is
+# sliced out of the record when asked for, at the offsets its masks give (_layout).
+# A plain tuple of four atoms, not a NamedTuple: the garbage collector stops tracking an exact
+# tuple of atoms, never an instance of a tuple subclass, and the page cache holds ~86,000 pages
+# that a block replaces by the thousand. As NamedTuples every full collection walked them all,
+# and the churn made full collections frequent: 16 % of the CPU of one node's pipeline to 10^6
+# txs went to the collector (docs/bench.md "The garbage collector").
+Page = tuple[bytes, int, int, bytes]
 
 
 class PageCache:
@@ -416,7 +415,7 @@ class _Reader:
         raw = self._view.get(key)
         assert raw is not None, f"state tree page {key.hex()} missing"
         filled, leaves = self._masks(raw)
-        page = Page(raw, filled, leaves, ref[1])
+        page = (raw, filled, leaves, ref[1])
         if cache is not None:
             cache.put(key, page)
         return key, page
@@ -509,7 +508,7 @@ class _Updater:
         position = _position(items[0][0], depth)
         key, old = self._reader.page_at(ref, PAGE + _u64(ref[2]) + position)
         slot_of = self._ops.slot
-        record, old_filled, old_leaves = old.record, old.filled, old.leaves
+        record, old_filled, old_leaves, _ = old
         bits = self._bits
         changes: dict[int, Ref] = {}
         start = 0
@@ -561,7 +560,8 @@ class _Updater:
         """The page `old` with the slots in `changes` replaced, written at this version, or
         what it collapses to (nothing, or its one leaf left, which moves up to the parent's
         slot)."""
-        filled, leaves = old.filled, old.leaves
+        record, old_filled, old_leaves, _ = old
+        filled, leaves = old_filled, old_leaves
         for index, ref in changes.items():
             bit = 1 << index
             kind = ref[0]
@@ -572,12 +572,10 @@ class _Updater:
         lone = _lone_leaf(filled, leaves)
         if lone >= 0:
             kept = changes.get(lone)
-            return (
-                kept
-                if kept is not None
-                else self._ops.slot(old.record, old.filled, old.leaves, lone)
-            )
-        return self.write(position, old.record, old.filled, old.leaves, changes)
+            if kept is not None:
+                return kept
+            return self._ops.slot(record, old_filled, old_leaves, lone)
+        return self.write(position, record, old_filled, old_leaves, changes)
 
     def write(
         self, position: bytes, record: bytes, filled: int, leaves: int, changes: dict[int, Ref]
@@ -587,7 +585,7 @@ class _Updater:
         encoded, filled, leaves, root = self._ops.write(record, filled, leaves, changes)
         key = self._page_prefix + position
         self._writes[key] = encoded
-        self.written[key] = Page(encoded, filled, leaves, root)
+        self.written[key] = (encoded, filled, leaves, root)
         return _PAGE_KIND, root, self._version, b"", b""
 
     def stale(self, record_key: bytes) -> None:
@@ -840,21 +838,21 @@ def prove_ref(
     bits = page_bits
     depth = 0
     while ref[0] == _PAGE_KIND:
-        _, page = reader.page(ref, path, depth)
-        layout = _layout(page.filled, page.leaves, 1 << bits)
-        kinds, node_at, record = layout.kinds, layout.node_at, page.record
+        _, (record, filled, leaves, _) = reader.page(ref, path, depth)
+        layout = _layout(filled, leaves, 1 << bits)
+        kinds, node_at = layout.kinds, layout.node_at
         slot = _chunk(path, depth, bits)
         for step in range(bits):
             kind = kinds[(1 << step) + (slot >> (bits - step))]
             if kind == _EMPTY_NODE_KIND:
                 return None, Proof(siblings)
             if kind >= 0:
-                leaf = slot_of(record, page.filled, page.leaves, kind)
+                leaf = slot_of(record, filled, leaves, kind)
                 return _at_leaf(view, leaf, path, siblings)
             at = node_at[((2 << step) + (slot >> (bits - 1 - step))) ^ 1]  # the path's sibling
             if at >= 0:
                 siblings.append((depth + step, record[at : at + 32]))
-        ref = slot_of(record, page.filled, page.leaves, slot)
+        ref = slot_of(record, filled, leaves, slot)
         depth += bits
     if ref[0] == _EMPTY_KIND:
         return None, Proof(siblings)
@@ -874,37 +872,55 @@ def _at_leaf(
 # ---- pruning ---------------------------------------------------------------------------------
 
 
-def prune_writes(view: ReadView, keep_from: int, max_records: int) -> tuple[WriteSet, bool]:
+# Records of a key range [start, stop) in key order: how the pruner reads (LedgerStore passes
+# LevelDB's own range iterator; keyspace.range_scan serves any ReadView).
+Scan = Callable[[bytes, bytes], Iterator[tuple[bytes, bytes]]]
+
+
+class PruneCursor(NamedTuple):
+    """Where the next prune pass starts: every stale entry below `stale` and every root
+    reference below `roots` is deleted already. Passes must not scan from the families' start:
+    LevelDB keeps a deleted key as a tombstone until a compaction reaches it, and a scan walks
+    every tombstone in its range, so each pass from the start walked all the deletes of the
+    passes before it and pruning cost grew with the ledger's age (in one node's pipeline with
+    35-tx blocks, 52 -> 1,406 µs per tx from 50,000 to 150,000 txs; docs/bench.md "The state
+    pruner's scans"). A new stale entry is always above the cursor: it is written at the
+    committing height, above every height the window has let go."""
+
+    stale: bytes = STALE
+    roots: bytes = ROOT_AT
+
+
+def prune_writes(
+    scan: Scan, keep_from: int, max_records: int, cursor: PruneCursor | None = None
+) -> tuple[WriteSet, bool, PruneCursor]:
     """Deletes of at most `max_records` records no height >= `keep_from` needs: records stale
-    since a height <= keep_from (with their stale entries), and root references below it.
-    Returns the deletes and whether more remain."""
+    since a height <= keep_from (with their stale entries), and root references below it,
+    scanned from `cursor`. Returns the deletes, whether more remain, and the next cursor."""
     assert max_records > 0
+    cursor = cursor or PruneCursor()
     deletes: WriteSet = {}
     stop = STALE + _u64(keep_from + 1)
-    for stale_key, _ in _scan(view, STALE, stop):
+    for stale_key, _ in scan(cursor.stale, stop):
         if len(deletes) >= max_records:
-            return deletes, True
+            return deletes, True, cursor._replace(stale=stale_key)
         deletes[stale_key] = None
         deletes[stale_key[len(STALE) + 8 :]] = None
+    cursor = cursor._replace(stale=max(cursor.stale, stop))
     stop = root_at_key(keep_from)
-    for root_key, _ in _scan(view, ROOT_AT, stop):
+    for root_key, _ in scan(cursor.roots, stop):
         if len(deletes) >= max_records:
-            return deletes, True
+            return deletes, True, cursor._replace(roots=root_key)
         deletes[root_key] = None
-    return deletes, False
-
-
-def _scan(view: ReadView, prefix: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
-    for key, value in view.iterate(prefix):
-        if key >= stop:
-            return
-        yield key, value
+    return deletes, False, cursor._replace(roots=max(cursor.roots, stop))
 
 
 __all__ = [
     "EMPTY_ROOT",
     "Page",
     "PageCache",
+    "PruneCursor",
+    "Scan",
     "current_ref",
     "decode_ref",
     "prove",

@@ -56,7 +56,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import plyvel
 
@@ -407,6 +407,7 @@ class LedgerStore:
         self._path = path
         self._genesis = genesis
         self._page_cache = state_tree.PageCache()
+        self._prune_cursor = state_tree.PruneCursor()  # prune_state's, on the pruner's thread
         self._read_cache = ReadCache()
         self.view = LevelView(db, self._page_cache, self._read_cache)
         self._log = log
@@ -1096,12 +1097,20 @@ class LedgerStore:
         `keep_from` needs (state_tree.prune_writes). Not synced: a batch lost in a crash only
         leaves records the next pass deletes. Returns (records deleted, whether more remain)."""
         assert keep_from <= self._last_header.height, "pruning above the committed height"
-        deletes, more = state_tree.prune_writes(self.view, keep_from, max_records)
+        deletes, more, cursor = state_tree.prune_writes(
+            self._scan_range, keep_from, max_records, self._prune_cursor
+        )
         if deletes:
             with self._db.write_batch(deletes_tree=True) as batch:
                 for key in deletes:
                     batch.delete(key)
+        # After the batch: a pass that raised left the cursor where it was. A restart starts
+        # from the families' beginning again (a lost unsynced pass is redone then).
+        self._prune_cursor = cursor
         return len(deletes), more
+
+    def _scan_range(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return cast(Iterator[tuple[bytes, bytes]], self._db.iterator(start=start, stop=stop))
 
     def save_consensus(
         self, safety: bytes | None, blocks: Sequence[tuple[int, bytes, bytes]]
