@@ -24,7 +24,9 @@ def main(argv: list[str]) -> int:
         return 1
     configure_logging(config.log_level)
     from kledger.node.app import StoreDamaged, run_node  # heavy imports only when it runs
+    from kledger.node.runtime import tune_garbage_collector
 
+    tune_garbage_collector()
     try:
         asyncio.run(run_node(config))
     except StoreDamaged as exc:

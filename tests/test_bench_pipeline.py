@@ -54,7 +54,11 @@ def test_the_run_computes_the_pinned_state_receipts_and_log() -> None:
     assert len(bytes.fromhex(fingerprint["state_root"])) == 32
 
 
-def test_cli_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_one_json_object(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node's collector settings stay out of the test process (tests/test_runtime.py).
+    monkeypatch.setattr(bench_pipeline, "tune_garbage_collector", lambda: None)
     args = ["bench-pipeline", "--txs", "12", "--block-txs", "6", "--proofs", "3", "--json"]
     assert cli.main(args) == 0
     report = json.loads(capsys.readouterr().out)

@@ -20,6 +20,7 @@ RANKS = {
     "consensus": 0,
     "node.errors": 1,
     "node.telemetry": 1,
+    "node.runtime": 1,
     "node.chain": 2,
     "node.proof": 3,
     "node.storage": 4,

@@ -72,6 +72,7 @@ from kledger.node.ordering.proposals import MempoolPayloads
 from kledger.node.ordering.verifier import FairVerifier
 from kledger.node.proof.state_proof import build_bundle
 from kledger.node.registry import Registry
+from kledger.node.runtime import tune_garbage_collector
 from kledger.node.storage import keyspace, state_tree
 from kledger.node.storage.proofs import build_inclusion_bundle
 from kledger.node.storage.state_pruner import StatePruner
@@ -555,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kledger bench-pipeline: {exc}", file=sys.stderr)
         return 2
     profile = cProfile.Profile() if args.profile else None
+    tune_garbage_collector()  # as in a node process (node/main.py)
     report = run(
         txs=args.txs,
         block_txs=args.block_txs,

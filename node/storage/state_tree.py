@@ -883,7 +883,7 @@ class PruneCursor(NamedTuple):
     LevelDB keeps a deleted key as a tombstone until a compaction reaches it, and a scan walks
     every tombstone in its range, so each pass from the start walked all the deletes of the
     passes before it and pruning cost grew with the ledger's age (in one node's pipeline with
-    35-tx blocks, 52 -> 1,406 µs per tx from 50,000 to 150,000 txs; docs/bench.md "The state
+    35-tx blocks, 52 -> 1,406 µs per tx from 50,000 to 150,000 txs; docs/bench.md "The
     pruner's scans"). A new stale entry is always above the cursor: it is written at the
     committing height, above every height the window has let go."""
 
