@@ -309,17 +309,26 @@ def test_every_page_size_gives_the_same_roots_and_proofs(page_bits):
             assert smt.verify_proof(root, key, value, proof)
 
 
+def _tree_written_through_a_cache(
+    size: int,
+) -> tuple[DictView, state_tree.PageCache, list[bytes], bytes, dict[bytes, bytes | None]]:
+    """A view whose page cache holds what one update of `size` keys wrote (its batch written
+    and promoted): (view, cache, keys, root, the update's writes)."""
+    view = DictView()
+    cache = state_tree.PageCache()
+    view.page_cache = cache  # type: ignore[attr-defined]
+    keys = [f"s/k/{i}".encode() for i in range(size)]
+    root, writes = state_tree.update(view, 0, dict.fromkeys(keys, b"a"))
+    view.apply(writes)
+    cache.promote()
+    return view, cache, keys, root, writes
+
+
 def test_the_page_cache_keeps_the_current_pages_and_drops_what_a_block_replaced():
     """Once a block's batch is written (promote), its pages are cached and the pages it
     replaced leave the cache, so a full cache holds the current tree, not superseded versions;
     an older height stays provable, its pages read from the store again."""
-    view = DictView()
-    cache = state_tree.PageCache()
-    view.page_cache = cache  # type: ignore[attr-defined]
-    keys = [f"s/k/{i}".encode() for i in range(500)]
-    root0, writes = state_tree.update(view, 0, dict.fromkeys(keys, b"a"))
-    view.apply(writes)
-    cache.promote()
+    view, cache, keys, root0, writes = _tree_written_through_a_cache(500)
     first = {k for k in writes if k.startswith(state_tree.PAGE)}
     assert first and all(cache.get(k) is not None for k in first)
 
@@ -344,13 +353,7 @@ def test_cached_pages_are_not_tracked_by_the_garbage_collector():
     block replaces thousands of them. Pages read from the store and pages an update wrote are
     both cached; none of them may be a container the collector keeps tracking (an instance of
     a tuple subclass, such as a NamedTuple, always is)."""
-    view = DictView()
-    written = state_tree.PageCache()
-    view.page_cache = written  # type: ignore[attr-defined]
-    keys = [f"s/k/{i}".encode() for i in range(300)]
-    _, writes = state_tree.update(view, 0, dict.fromkeys(keys, b"a"))
-    view.apply(writes)
-    written.promote()  # caches the pages the update wrote
+    view, written, keys, _, writes = _tree_written_through_a_cache(300)  # pages it wrote
     read = state_tree.PageCache()
     view.page_cache = read  # type: ignore[attr-defined]
     state_tree.update(view, 1, {keys[3]: b"b"})  # caches the pages it read from the store
