@@ -5,6 +5,8 @@ signature."""
 
 from __future__ import annotations
 
+import pytest
+
 from kledger.consensus import CoreConfig
 from kledger.node.chain.payload import decode_payload, encode_payload
 from kledger.node.chain.tx import SignedTx, TxBody, sign_tx
@@ -89,3 +91,42 @@ def test_a_proposal_never_exceeds_the_cores_payload_limit() -> None:
         proposed += hashes(payload)
         mempool.remove_committed(hashes(payload))
     assert len(proposed) == len(set(proposed)) == 34  # every tx goes out, in turn
+
+
+def test_each_pending_payload_is_decoded_once_however_many_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While execution is behind, hundreds of committed blocks wait to be applied, and every
+    proposal and every vote asks what they hold. Each is decoded once, when it first appears
+    (a 64-payload cache once missed on all of them past 64, and the event loop decoded the
+    whole backlog for every round: docs/bench.md "The 30-minute soak, store v6")."""
+    payloads, _ = source()
+    backlog = [encode_payload([tx(1_000 + n)]) for n in range(300)]
+    decoded: list[bytes] = []
+
+    def counting(payload: bytes, *args: object) -> list[SignedTx]:
+        decoded.append(payload)
+        return decode_payload(payload, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("kledger.node.ordering.proposals.decode_payload", counting)
+    for _ in range(3):
+        assert hashes(payloads.next_payload(backlog)) == [tx(n).tx_hash for n in range(4)]
+        assert not payloads.is_valid_payload(encode_payload([tx(0), tx(1_299)]), backlog)
+    assert sorted(p for p in decoded if p in backlog) == sorted(backlog)
+    grown = [*backlog[1:], encode_payload([tx(0)])]  # one applied, one new on top
+    assert hashes(payloads.next_payload(grown)) == [tx(n).tx_hash for n in (1, 2, 3)]
+    assert payloads.is_valid_payload(encode_payload([tx(1_000)]), grown)  # it left the flight
+    assert len([p for p in decoded if p in grown]) == len(grown)
+
+
+def test_a_tx_stays_in_flight_until_the_last_payload_holding_it_leaves() -> None:
+    """Blocks of two forks may hold the same tx; it is proposable again only once neither is
+    pending. A pending payload that does not decode holds nothing and refuses nothing."""
+    payloads, _ = source()
+    fork_a, fork_b = encode_payload([tx(0), tx(1)]), encode_payload([tx(0)])
+    assert hashes(payloads.next_payload([fork_a, fork_b])) == [tx(2).tx_hash, tx(3).tx_hash]
+    assert hashes(payloads.next_payload([fork_b])) == [tx(n).tx_hash for n in (1, 2, 3)]
+    assert hashes(payloads.next_payload([b"\xc1 junk", fork_b])) == [
+        tx(n).tx_hash for n in (1, 2, 3)
+    ]
+    assert hashes(payloads.next_payload([])) == [tx(n).tx_hash for n in range(4)]

@@ -31,8 +31,7 @@ longer holds blocks empty.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from kledger.consensus.types import Block, QuorumCert
@@ -48,11 +47,8 @@ from kledger.node.chain.payload import (
 )
 from kledger.node.chain.tx import TxBody, check_signature, decode_body
 from kledger.node.errors import Refused
+from kledger.node.ordering.in_flight import InFlightHashes
 from kledger.node.ordering.mempool import Mempool
-
-# Decoded tx-hash sets of recent payloads: each pending payload is looked at once per proposal
-# and once per vote, so a small cache saves re-decoding the same bytes.
-_HASH_CACHE_ITEMS = 64
 
 
 class EpochFacts(Protocol):
@@ -89,7 +85,8 @@ class MempoolPayloads:
         self._max_txs = min(proposal_max_txs, genesis.block_limits.max_block_txs)
         # Room for the msgpack list and bin headers around the tx encodings.
         self._max_bytes = min(genesis.block_limits.max_block_bytes, max_payload_bytes) - 64 * 1024
-        self._hash_cache: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        # Each pending payload is looked at by every proposal and every vote: decoded once.
+        self._in_flight_hashes = InFlightHashes(self._hashes_of)
         # Without `epochs` the node never changes its epoch (tests, the bench's pipeline).
         self._epochs = epochs
         # The epoch the consensus core runs: the start epoch, then each validator_set_after.
@@ -110,25 +107,14 @@ class MempoolPayloads:
         return ready if ready is not None and ready.epoch == self.epoch + 1 else None
 
     def _hashes_of(self, payload: bytes) -> frozenset[bytes]:
-        cached = self._hash_cache.get(payload)
-        if cached is not None:
-            self._hash_cache.move_to_end(payload)
-            return cached
-        hashes = frozenset(
-            tx.tx_hash
-            for tx in decode_payload(payload, self._genesis.block_limits, self._genesis.tx_limits)
-        )
-        self._hash_cache[payload] = hashes
-        while len(self._hash_cache) > _HASH_CACHE_ITEMS:
-            self._hash_cache.popitem(last=False)
-        return hashes
+        try:
+            txs = decode_payload(payload, self._genesis.block_limits, self._genesis.tx_limits)
+        except Refused:
+            return frozenset()  # none of its txs can be executed: none is in flight
+        return frozenset(tx.tx_hash for tx in txs)
 
-    def _in_flight(self, pending: Sequence[bytes]) -> set[bytes]:
-        in_flight: set[bytes] = set()
-        for payload in pending:
-            if decode_epoch_change(payload) is None:
-                in_flight |= self._hashes_of(payload)
-        return in_flight
+    def _in_flight(self, pending: Sequence[bytes]) -> Collection[bytes]:
+        return self._in_flight_hashes.of(pending)
 
     def next_payload(self, pending: Sequence[bytes]) -> bytes:
         if self._marker_in_flight(pending):
